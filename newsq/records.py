@@ -50,8 +50,10 @@ class FetchResult:
             return False
         if self.reason in errors.RETRYABLE_REASONS:
             return True
-        return self.reason == errors.HTTP_ERROR and self.status is not None and (
-            self.status == 429 or self.status >= 500
+        return (
+            self.reason == errors.HTTP_ERROR
+            and self.status is not None
+            and (self.status == 429 or self.status >= 500)
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -186,7 +186,9 @@ class PostgresServer:
     def stop(self, *, keep_dir: bool = False) -> None:
         if self.bin is not None and (self.data / "postmaster.pid").exists():
             try:
-                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+                self._run(
+                    str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"
+                )
             except subprocess.SubprocessError:
                 log.warning("embedded PostgreSQL did not stop cleanly in %s", self.dir)
         if not keep_dir:
