@@ -1,0 +1,91 @@
+"""The clean stage: one HTML page in, its main text and metadata out (offline, pure).
+
+``extract`` parses the page once and runs, on that one tree:
+
+1. metadata: JSON-LD, meta tags, then markup heuristics (``newsq.metadata``)
+2. main text: trafilatura's extractor, in its fast mode with recall favoured
+3. post-cleaning: general rules drop headline repeats, promotions, link blocks,
+   menus and duplicate paragraphs that trafilatura lets through (``newsq.clean_rules``)
+4. a length check: too little text left means the page has no article
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trafilatura
+from lxml import etree
+from lxml.html import HtmlElement
+from trafilatura.utils import load_html
+from trafilatura.xml import xmltotxt
+
+from newsq import errors
+from newsq.clean_rules import clean_body
+from newsq.metadata import extract_metadata
+from newsq.records import Article, Drop
+
+LOGGER = logging.getLogger(__name__)
+
+MIN_TEXT_CHARS = 120
+"""Below this many characters of main text a page is taken to carry no article."""
+
+
+def parse(html: str) -> HtmlElement | None:
+    """The lxml tree of ``html``, or ``None`` when it is empty or not HTML."""
+    if not html or not html.strip():
+        return None
+    try:
+        tree = load_html(html)
+    except (TypeError, ValueError):
+        return None
+    return tree if isinstance(tree, HtmlElement) else None
+
+
+def main_text(tree: HtmlElement, url: str | None, title: str | None) -> str:
+    """The cleaned main text of ``tree`` (trafilatura copies the tree), ``""`` if none."""
+    document = trafilatura.bare_extraction(
+        tree,
+        url=url,
+        fast=True,
+        favor_recall=True,
+        include_comments=False,
+        include_links=False,
+        with_metadata=False,
+    )
+    body = getattr(document, "body", None)
+    if body is None:
+        return ""
+    removed = clean_body(body, title)
+    if removed:
+        LOGGER.debug("url=%s post-clean removed %s", url, dict(removed))
+    etree.strip_tags(body, "ref")
+    return xmltotxt(body, include_formatting=False).strip()
+
+
+def extract(html: str, url: str | None = None) -> Article | Drop:
+    """The article of one page, or ``Drop(no_content)`` when it has none.
+
+    Pure and offline: no network, no Redis. Never raises on bad markup; an empty,
+    non-HTML or article-less page gives a ``Drop`` with a detail saying which.
+    """
+    # 1. one parse
+    tree = parse(html)
+    if tree is None:
+        return Drop(errors.NO_CONTENT, "empty or not HTML")
+    # 2. metadata, read before trafilatura prunes its copy of the tree
+    meta = extract_metadata(tree, url)
+    # 3. main text, post-cleaned
+    text = main_text(tree, url, meta.title)
+    # 4. length check
+    if len(text) < MIN_TEXT_CHARS:
+        LOGGER.info("url=%s no article: %d characters of main text", url, len(text))
+        return Drop(errors.NO_CONTENT, f"main text too short ({len(text)} characters)")
+    return Article(
+        title=meta.title,
+        author=meta.author,
+        published=meta.published,
+        language=meta.language,
+        site=meta.site,
+        canonical_url=meta.canonical_url,
+        text=text,
+    )

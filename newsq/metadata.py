@@ -1,0 +1,294 @@
+"""Page metadata (title, author, date, language, site, canonical URL) from a parsed tree.
+
+Sources are tried from the most to the least explicit:
+
+1. JSON-LD objects of an article type (``NewsArticle``, ``Article``, ``BlogPosting``...)
+2. meta tags (Open Graph, ``article:*``, Twitter, Dublin Core, ``name=author``...)
+3. markup heuristics (``<time datetime>``, ``itemprop``, ``<h1>``, ``<title>``, ``<html lang>``)
+
+Every function here reads the tree without changing it and returns ``None`` for what
+it cannot find; nothing raises on malformed markup or JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from lxml.html import HtmlElement
+
+LOGGER = logging.getLogger(__name__)
+
+ARTICLE_TYPES = frozenset(
+    {
+        "article",
+        "newsarticle",
+        "reportagenewsarticle",
+        "analysisnewsarticle",
+        "opinionnewsarticle",
+        "reviewnewsarticle",
+        "backgroundnewsarticle",
+        "blogposting",
+        "liveblogposting",
+        "socialmediaposting",
+        "techarticle",
+        "scholarlyarticle",
+        "report",
+        "webpage",
+    }
+)
+_TITLE_META = ("og:title", "twitter:title", "dc.title", "headline")
+_AUTHOR_META = ("author", "article:author", "dc.creator", "sailthru.author", "parsely-author")
+_DATE_META = (
+    "article:published_time",
+    "og:published_time",
+    "datepublished",
+    "pubdate",
+    "publishdate",
+    "publish-date",
+    "dc.date.issued",
+    "dc.date",
+    "date",
+    "sailthru.date",
+    "parsely-pub-date",
+    "article.published",
+)
+_SITE_META = ("og:site_name", "application-name", "twitter:site")
+_SPACES = re.compile(r"\s+")
+_TITLE_SEPARATORS = re.compile(r"\s+[|–—:·•»-]\s+")
+_DATE_IN_TEXT = re.compile(
+    r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?"
+    r"(Z|[+-]\d{2}:?\d{2})?)?"
+)
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What the page says about itself; any field may be ``None``."""
+
+    title: str | None = None
+    author: str | None = None
+    published: str | None = None
+    language: str | None = None
+    site: str | None = None
+    canonical_url: str | None = None
+
+
+def extract_metadata(tree: HtmlElement, url: str | None = None) -> Metadata:
+    """The page's metadata; fields it cannot find are ``None`` (never raises)."""
+    ld = _json_ld_article(tree)
+    meta = _meta_tags(tree)
+    return Metadata(
+        title=_title(tree, ld, meta),
+        author=_author(ld, meta),
+        published=_published(tree, ld, meta),
+        language=_language(tree, ld, meta),
+        site=_site(ld, meta, url),
+        canonical_url=_canonical(tree, meta, url),
+    )
+
+
+# --- sources -----------------------------------------------------------------------
+
+
+def _json_ld_objects(tree: HtmlElement) -> Iterator[dict[str, Any]]:
+    for script in tree.iterfind(".//script[@type='application/ld+json']"):
+        raw = (script.text or "").strip()
+        if not raw:
+            continue
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            # some sites put several objects or trailing commas in one script
+            try:
+                data = json.loads(re.sub(r",\s*([}\]])", r"\1", raw), strict=False)
+            except ValueError:
+                continue
+        yield from _walk(data)
+
+
+def _walk(data: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(data, list):
+        for item in data:
+            yield from _walk(item)
+    elif isinstance(data, dict):
+        yield data
+        for key in ("@graph", "mainEntity", "itemListElement"):
+            if key in data:
+                yield from _walk(data[key])
+
+
+def _types(obj: dict[str, Any]) -> set[str]:
+    kind = obj.get("@type", ())
+    kinds = [kind] if isinstance(kind, str) else kind if isinstance(kind, list) else []
+    return {k.lower() for k in kinds if isinstance(k, str)}
+
+
+def _json_ld_article(tree: HtmlElement) -> dict[str, Any]:
+    """The most article-like JSON-LD object, or ``{}``; a WebPage ranks last."""
+    best: dict[str, Any] = {}
+    for obj in _json_ld_objects(tree):
+        kinds = _types(obj) & ARTICLE_TYPES
+        if not kinds:
+            continue
+        if kinds != {"webpage"}:
+            return obj
+        best = best or obj
+    return best
+
+
+def _meta_tags(tree: HtmlElement) -> dict[str, str]:
+    """Lower-cased ``name``/``property``/``itemprop`` -> first non-empty ``content``."""
+    found: dict[str, str] = {}
+    for el in tree.iterfind(".//meta"):
+        content = (el.get("content") or "").strip()
+        if not content:
+            continue
+        for attr in ("property", "name", "itemprop"):
+            key = (el.get(attr) or "").strip().lower()
+            if key and key not in found:
+                found[key] = content
+    return found
+
+
+def _clean(text: Any) -> str | None:
+    if not isinstance(text, str):
+        return None
+    text = _SPACES.sub(" ", text).strip()
+    return text or None
+
+
+def _text_of(el: HtmlElement) -> str | None:
+    return _clean(el.text_content())
+
+
+# --- fields ------------------------------------------------------------------------
+
+
+def _title(tree: HtmlElement, ld: dict[str, Any], meta: dict[str, str]) -> str | None:
+    title = _clean(ld.get("headline")) or _clean(ld.get("name"))
+    for key in _TITLE_META:
+        title = title or _clean(meta.get(key))
+    if title:
+        return title
+    h1 = tree.find(".//h1")
+    if h1 is not None and (text := _text_of(h1)):
+        return text
+    head_title = tree.find(".//title")
+    if head_title is not None and (text := _text_of(head_title)):
+        # "Story headline | Site name": keep the longest part
+        return max(_TITLE_SEPARATORS.split(text), key=len)
+    return None
+
+
+def _names(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return _names(value.get("name"))
+    if isinstance(value, list):
+        return [name for item in value for name in _names(item)]
+    return []
+
+
+def _author(ld: dict[str, Any], meta: dict[str, str]) -> str | None:
+    names = [n for n in (_clean(x) for x in _names(ld.get("author"))) if n]
+    if names:
+        return ", ".join(dict.fromkeys(names))
+    for key in _AUTHOR_META:
+        value = _clean(meta.get(key))
+        if value and not value.startswith(("http://", "https://")):
+            return value
+    return None
+
+
+def normalise_date(raw: Any) -> str | None:
+    """``raw`` as ISO 8601 (date, or datetime when it has a time), or ``None``."""
+    if not isinstance(raw, str):
+        return None
+    match = _DATE_IN_TEXT.search(raw)
+    if not match:
+        return None
+    year, month, day, hour, minute, second, zone = match.groups()
+    try:
+        if hour is None:
+            return datetime(int(year), int(month), int(day)).date().isoformat()
+        stamp = f"{year}-{int(month):02d}-{int(day):02d}T{int(hour):02d}:{minute}:{second or '00'}"
+        if zone:
+            zone = "+00:00" if zone == "Z" else zone if ":" in zone else f"{zone[:3]}:{zone[3:]}"
+            stamp += zone
+        return datetime.fromisoformat(stamp).isoformat()
+    except ValueError:
+        return None
+
+
+def _published(tree: HtmlElement, ld: dict[str, Any], meta: dict[str, str]) -> str | None:
+    for raw in (ld.get("datePublished"), ld.get("dateCreated")):
+        if date := normalise_date(raw):
+            return date
+    for key in _DATE_META:
+        if date := normalise_date(meta.get(key)):
+            return date
+    for path in (".//*[@itemprop='datePublished']", ".//time[@datetime]"):
+        for el in tree.iterfind(path):
+            raw = el.get("datetime") or el.get("content") or el.text_content()
+            if date := normalise_date(raw):
+                return date
+    if date := normalise_date(ld.get("dateModified")):
+        return date
+    return None
+
+
+def _language(tree: HtmlElement, ld: dict[str, Any], meta: dict[str, str]) -> str | None:
+    candidates = (
+        tree.get("lang"),
+        tree.get("xml:lang"),
+        ld.get("inLanguage") if isinstance(ld.get("inLanguage"), str) else None,
+        meta.get("og:locale"),
+        meta.get("content-language"),
+        meta.get("language"),
+    )
+    for raw in candidates:
+        if raw and (code := re.match(r"\s*([A-Za-z]{2,3})(?:[-_]([A-Za-z]{2,4}))?", raw)):
+            return code.group(1).lower()
+    return None
+
+
+def host_of(url: str | None) -> str | None:
+    """The lower-cased host of ``url`` without a leading ``www.``, or ``None``."""
+    if not url:
+        return None
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    if not host:
+        return None
+    return host[4:] if host.startswith("www.") else host
+
+
+def _site(ld: dict[str, Any], meta: dict[str, str], url: str | None) -> str | None:
+    publisher = ld.get("publisher")
+    names = _names(publisher) if isinstance(publisher, dict | list) else []
+    for value in (meta.get("og:site_name"), *names, meta.get("application-name")):
+        if site := _clean(value):
+            return site
+    return host_of(url)
+
+
+def _canonical(tree: HtmlElement, meta: dict[str, str], url: str | None) -> str | None:
+    for link in tree.iterfind(".//link[@rel]"):
+        if "canonical" in (link.get("rel") or "").lower().split():
+            href = (link.get("href") or "").strip()
+            if href:
+                return urljoin(url or "", href)
+    og_url = (meta.get("og:url") or "").strip()
+    if og_url:
+        return urljoin(url or "", og_url)
+    return url
