@@ -26,6 +26,7 @@ class BodyError(Exception):
 
 
 ACCEPT_ENCODING = "gzip, deflate"
+_DETECT_MIN_BYTES = 2048
 _OUTPUT_STEP = 256 * 1024  # largest piece one decompress call may return
 
 
@@ -161,15 +162,18 @@ def _detect(body: bytes) -> str:
         return "utf-8"
     except UnicodeDecodeError:
         pass
-    try:
-        from charset_normalizer import from_bytes
+    # Detection is unreliable on a few hundred bytes; there the web's usual
+    # mislabelled charset, windows-1252, is the better bet.
+    if len(body) >= _DETECT_MIN_BYTES:
+        try:
+            from charset_normalizer import from_bytes
 
-        best = from_bytes(body[:200_000]).best()
-        if best is not None and _codec(best.encoding):
-            return best.encoding
-    except ImportError:  # pragma: no cover - httpx normally brings it
-        pass
-    return "cp1252" if _codec("cp1252") and _try(body, "cp1252") else "utf-8"
+            best = from_bytes(body[:200_000]).best()
+            if best is not None and _codec(best.encoding):
+                return best.encoding
+        except ImportError:  # pragma: no cover - httpx normally brings it
+            pass
+    return "cp1252" if _try(body, "cp1252") else "utf-8"
 
 
 def _try(body: bytes, charset: str) -> bool:
