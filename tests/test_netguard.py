@@ -1,0 +1,154 @@
+"""SSRF guard: address classes, numeric spellings, zero connections to blocked servers."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+import pytest
+from hostile_server import HostileServer
+
+from config.settings import AllowPrivate, Settings
+from newsq import errors
+from newsq.fetch import Fetcher
+from newsq.netguard import GuardedBackend, Refused, is_public, numeric_ipv4, prepare
+
+
+@pytest.mark.parametrize(
+    ("spelling", "address"),
+    [
+        ("2130706433", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("0x7F.1", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("017700000001", "127.0.0.1"),
+        ("10.1", "10.0.0.1"),
+        ("192.168.257", "192.168.1.1"),
+        ("0", "0.0.0.0"),
+    ],
+)
+def test_numeric_spellings_read_like_inet_aton(spelling: str, address: str) -> None:
+    assert numeric_ipv4(spelling) == ipaddress.IPv4Address(address)
+
+
+@pytest.mark.parametrize("spelling", ["999.1.1.1", "1.2.3.4.5", "0x1ffffffff", "08.0.0.1"])
+def test_impossible_numeric_hosts_are_invalid(spelling: str) -> None:
+    with pytest.raises(Refused) as info:
+        prepare(f"http://{spelling}/", AllowPrivate())
+    assert info.value.reason in (errors.INVALID_URL, errors.BLOCKED_ADDRESS)
+
+
+def test_names_are_not_numeric() -> None:
+    assert numeric_ipv4("example.com") is None
+    assert numeric_ipv4("1.2.3.com") is None
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.0.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "::1",
+        "::",
+        "fe80::1",
+        "fc00::1",
+        "ff02::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "64:ff9b::7f00:1",
+        "64:ff9b::a9fe:a9fe",
+        "2002:7f00:1::",
+    ],
+)
+def test_non_public_addresses(address: str) -> None:
+    assert not is_public(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["93.184.215.14", "8.8.8.8", "2606:4700::1111", "1.1.1.1"])
+def test_public_addresses(address: str) -> None:
+    assert is_public(ipaddress.ip_address(address))
+
+
+def test_localhost_name_resolves_to_blocked_addresses() -> None:
+    backend = GuardedBackend(AllowPrivate())
+    try:
+        with pytest.raises(Refused) as info:
+            backend.connect_tcp("localhost", 80, timeout=1)
+        assert info.value.reason == errors.BLOCKED_ADDRESS
+    finally:
+        backend.close()
+
+
+@pytest.fixture
+def two_servers() -> Iterator[tuple[HostileServer, HostileServer]]:
+    """An allowed server and a blocked one (the fetcher may reach only the first)."""
+    with HostileServer() as allowed, HostileServer() as blocked:
+        yield allowed, blocked
+
+
+def _fetcher(allow: AllowPrivate) -> Fetcher:
+    return Fetcher(Settings(allow_private=allow, fetch_timeout=2.0))
+
+
+def test_blocked_spellings_open_no_connection(
+    two_servers: tuple[HostileServer, HostileServer],
+) -> None:
+    allowed, blocked = two_servers
+    port = blocked.port
+    spellings = [
+        f"http://127.0.0.1:{port}/ok",
+        f"http://localhost:{port}/ok",
+        f"http://2130706433:{port}/ok",
+        f"http://0x7f000001:{port}/ok",
+        f"http://127.1:{port}/ok",
+        f"http://0177.0.0.1:{port}/ok",
+        f"http://[::ffff:127.0.0.1]:{port}/ok",
+        f"http://[::1]:{port}/ok",
+    ]
+    with _fetcher(AllowPrivate(host_ports=frozenset({("127.0.0.1", allowed.port)}))) as f:
+        for url in spellings:
+            assert f.fetch(url).reason == errors.BLOCKED_ADDRESS, url
+        assert f.fetch(allowed.url("/ok")).ok  # the allow-list entry works
+    assert blocked.connections == 0
+
+
+def test_redirect_to_blocked_server_opens_no_connection(
+    two_servers: tuple[HostileServer, HostileServer],
+) -> None:
+    allowed, blocked = two_servers
+    allow = AllowPrivate(host_ports=frozenset({("127.0.0.1", allowed.port)}))
+    with _fetcher(allow) as f:
+        for target in (blocked.url("/ok"), f"http://2130706433:{blocked.port}/ok"):
+            result = f.fetch(allowed.url(f"/redirect-to?url={target}"))
+            assert (result.reason, result.redirects) == (errors.BLOCKED_ADDRESS, 1)
+    assert allowed.connections >= 1
+    assert blocked.connections == 0
+
+
+def test_default_settings_block_everything_local(
+    two_servers: tuple[HostileServer, HostileServer],
+) -> None:
+    allowed, blocked = two_servers
+    with _fetcher(AllowPrivate()) as f:
+        assert f.fetch(allowed.url("/ok")).reason == errors.BLOCKED_ADDRESS
+        assert f.fetch(blocked.url("/ok")).reason == errors.BLOCKED_ADDRESS
+    assert allowed.connections == blocked.connections == 0
+
+
+def test_cidr_allow_list_opens_the_network(
+    two_servers: tuple[HostileServer, HostileServer],
+) -> None:
+    allowed, _ = two_servers
+    allow = AllowPrivate(networks=(ipaddress.ip_network("127.0.0.0/8"),))
+    with _fetcher(allow) as f:
+        assert f.fetch(allowed.url("/ok")).ok
+        assert f.fetch("http://10.0.0.1/").reason == errors.BLOCKED_ADDRESS
