@@ -101,6 +101,7 @@ class Settings:
     host_rate: float = 1.0
     host_concurrency: int = 4
     fetch_retries: int = 4
+    robots: bool = True
     max_deliveries: int = 3
     dedup_window_days: float = 30.0
     user_agent: str = "newsq/0.1 (+https://github.com/newsq/newsq)"
@@ -135,6 +136,7 @@ class Settings:
             host_rate=_number(env, "NEWSQ_HOST_RATE", 1.0),
             host_concurrency=_integer(env, "NEWSQ_HOST_CONCURRENCY", 4, minimum=1),
             fetch_retries=_integer(env, "NEWSQ_FETCH_RETRIES", 4),
+            robots=env.get("NEWSQ_ROBOTS", "1").strip().lower() not in ("0", "false", "no", "off"),
             max_deliveries=_integer(env, "NEWSQ_MAX_DELIVERIES", 3, minimum=1),
             dedup_window_days=_number(env, "NEWSQ_DEDUP_WINDOW_DAYS", 30.0, minimum=0.001),
             user_agent=env.get("NEWSQ_USER_AGENT", "").strip() or cls.user_agent,

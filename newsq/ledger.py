@@ -1,0 +1,124 @@
+"""The URL ledger: every enqueued URL's state, shared by all workers in Redis.
+
+One hash per URL (state, reason, attempts, deliveries, story, timings) plus a counter
+per state and a sorted set of URLs not yet in a terminal state (by last update), so
+``newsq status`` answers at once and stuck URLs can be found. Every change is one Lua
+call, so the counters never drift from the hashes and concurrent enqueuers agree on
+which URLs are new. All keys carry one hash tag (``{prefix}``): on Redis Cluster the
+ledger lives on one shard.
+
+The ledger is the live view; the store's ``urls`` table keeps each terminal outcome.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from typing import Any
+
+import redis
+
+from newsq.records import STATES, TERMINAL
+from newsq.urls import url_id
+
+_SCRIPT = (resources.files("newsq") / "lua" / "ledger.lua").read_text()
+
+
+class Ledger:
+    """Atomic URL state transitions in Redis."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.redis = client
+        self.tag = f"{{{prefix}}}"
+        self.counts_key = f"{self.tag}:counts"
+        self.active_key = f"{self.tag}:active"
+        self.reasons_key = f"{self.tag}:reasons"
+        self.dead_key = f"{self.tag}:dead"
+        self.script = client.register_script(_SCRIPT)
+
+    def key(self, url: str) -> str:
+        return f"{self.tag}:url:{url_id(url)}"
+
+    def enqueue(self, urls: Sequence[str], *, batch: int = 500) -> list[bool]:
+        """Create each unknown URL as ``queued``; True for the new ones, in order."""
+        out: list[bool] = []
+        for i in range(0, len(urls), batch):
+            chunk = urls[i : i + batch]
+            keys = [self.counts_key, self.active_key, *(self.key(u) for u in chunk)]
+            flags = self.script(keys=keys, args=["enqueue", time.time(), *chunk])
+            out.extend(bool(f) for f in flags)
+        return out
+
+    def begin(self, url: str, state: str) -> tuple[str | None, int]:
+        """A worker takes ``url``: returns (previous state, deliveries so far).
+
+        A URL already in a terminal state is left as it is and returned with 0
+        deliveries: the caller skips the work (a duplicate delivery).
+        """
+        old, deliveries = self.script(
+            keys=[self.key(url), self.counts_key, self.active_key],
+            args=["begin", state, time.time()],
+        )
+        return (old.decode() if old else None), int(deliveries)
+
+    def move(self, url: str, state: str, *, force: bool = False, **fields: Any) -> str | None:
+        """Set ``url``'s state and fields; returns the previous state.
+
+        A URL in a terminal state keeps it unless ``force`` (a user's retry). A field
+        given as None is removed.
+        """
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}")
+        args: list[Any] = ["move", state, time.time(), "1" if force else "0"]
+        for name, value in fields.items():
+            args += [name, "" if value is None else value]
+        old = self.script(
+            keys=[self.key(url), self.counts_key, self.active_key, self.reasons_key], args=args
+        )
+        return old.decode() or None
+
+    def release(self, url: str) -> None:
+        """Hand back a delivery that ended in a handled error (not a crash)."""
+        self.redis.hincrby(self.key(url), "deliveries", -1)
+
+    def get(self, url: str) -> dict[str, str] | None:
+        raw = self.redis.hgetall(self.key(url))
+        return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+
+    def states(self, urls: Iterable[str]) -> list[str | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for url in urls:
+            pipe.hget(self.key(url), "state")
+        return [s.decode() if s else None for s in pipe.execute()]
+
+    def counts(self) -> dict[str, int]:
+        raw = self.redis.hgetall(self.counts_key)
+        counts = {k.decode(): int(v) for k, v in raw.items()}
+        return {s: counts.get(s, 0) for s in STATES}
+
+    def reasons(self) -> dict[str, int]:
+        raw = self.redis.hgetall(self.reasons_key)
+        return {k.decode(): int(v) for k, v in raw.items() if int(v)}
+
+    def stuck(self, older_than: float, limit: int = 100) -> list[tuple[str, str, float]]:
+        """Non-terminal URLs not updated for ``older_than`` seconds: (url, state, age)."""
+        now = time.time()
+        keys = self.redis.zrangebyscore(self.active_key, 0, now - older_than, 0, limit)
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, "url", "state", "t_upd")
+        out = []
+        for url, state, t_upd in pipe.execute():
+            if url and state and state.decode() not in TERMINAL:
+                out.append((url.decode(), state.decode(), now - float(t_upd or now)))
+        return out
+
+    def add_dead(self, url: str) -> None:
+        self.redis.sadd(self.dead_key, url)
+
+    def dead(self) -> list[str]:
+        return sorted(u.decode() for u in self.redis.smembers(self.dead_key))
+
+    def remove_dead(self, url: str) -> None:
+        self.redis.srem(self.dead_key, url)

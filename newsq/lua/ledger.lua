@@ -1,0 +1,76 @@
+-- newsq URL ledger: every URL's state, moved atomically with the state counters.
+-- Keys share one hash tag ({prefix}) so each script stays on one Redis Cluster slot.
+--
+-- enqueue:  KEYS = counts, active, url_1..url_n   ARGV = now, url_1..url_n
+--           creates each unknown URL as 'queued'; returns 1 (new) or 0 (known) per URL
+-- begin:    KEYS = url, counts, active   ARGV = state, now
+--           a worker takes the URL; returns {previous state, deliveries}; a URL in a
+--           terminal state is left as it is (the caller skips the work)
+-- move:     KEYS = url, counts, active, reasons   ARGV = state, now, force, field, value, ...
+--           sets the state (a terminal state is left only with force=1) and fields;
+--           returns the previous state ('' for none)
+
+local TERMINAL = {stored = true, duplicate = true, skipped = true, failed = true}
+
+local function set_state(url_key, counts, active, old, new, now)
+  if old ~= new then
+    if old then redis.call('HINCRBY', counts, old, -1) end
+    redis.call('HINCRBY', counts, new, 1)
+  end
+  if TERMINAL[new] then
+    redis.call('ZREM', active, url_key)
+  else
+    redis.call('ZADD', active, now, url_key)
+  end
+  redis.call('HSET', url_key, 'state', new, 't_upd', now)
+end
+
+local command = ARGV[1]
+
+if command == 'enqueue' then
+  local now = ARGV[2]
+  local out = {}
+  for i = 3, #KEYS do
+    local url_key = KEYS[i]
+    if redis.call('EXISTS', url_key) == 1 then
+      out[#out + 1] = 0
+    else
+      redis.call('HSET', url_key, 'url', ARGV[i], 't_enq', now, 'attempts', 0, 'deliveries', 0)
+      set_state(url_key, KEYS[1], KEYS[2], nil, 'queued', now)
+      out[#out + 1] = 1
+    end
+  end
+  return out
+elseif command == 'begin' then
+  local url_key, state, now = KEYS[1], ARGV[2], ARGV[3]
+  local old = redis.call('HGET', url_key, 'state')
+  if old and TERMINAL[old] then
+    return {old, 0}
+  end
+  local deliveries = redis.call('HINCRBY', url_key, 'deliveries', 1)
+  set_state(url_key, KEYS[2], KEYS[3], old or nil, state, now)
+  return {old or '', deliveries}
+elseif command == 'move' then
+  local url_key, state, now, force = KEYS[1], ARGV[2], ARGV[3], ARGV[4]
+  local old = redis.call('HGET', url_key, 'state')
+  if old and TERMINAL[old] and force ~= '1' then
+    return old
+  end
+  for i = 5, #ARGV, 2 do
+    if ARGV[i + 1] == '' then
+      redis.call('HDEL', url_key, ARGV[i])
+    else
+      redis.call('HSET', url_key, ARGV[i], ARGV[i + 1])
+    end
+  end
+  redis.call('HSET', url_key, 'deliveries', 0)
+  set_state(url_key, KEYS[2], KEYS[3], old or nil, state, now)
+  if TERMINAL[state] then
+    local reason = redis.call('HGET', url_key, 'reason')
+    if (state == 'failed' or state == 'skipped') and reason then
+      redis.call('HINCRBY', KEYS[4], state .. ':' .. reason, 1)
+    end
+  end
+  return old or ''
+end
+return redis.error_reply('unknown ledger command ' .. tostring(command))

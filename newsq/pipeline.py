@@ -1,0 +1,224 @@
+"""The pipeline's steps, free of Celery: what one task does with one URL.
+
+  1. fetch step   (I/O-bound, ``fetch`` queue): politeness, robots, the fetch itself;
+                  the page body is handed to the next step through Redis (compressed,
+                  with an expiry) so only the URL travels on the broker.
+  2. process step (CPU-bound, ``process`` queue): clean → site boilerplate → dedup →
+                  store, then the URL's terminal state.
+
+Each step is idempotent: a URL already in a terminal state is skipped, dedup returns
+the same verdict for a replayed copy, and the store's unique keys make a second write
+a no-op. A step returns a :class:`Step` telling its task what to do next; expected
+outcomes (a 404, no article, a duplicate) end the URL with a reason code.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from newsq import errors
+from newsq.records import (
+    DUPLICATE,
+    FAILED,
+    FETCHED,
+    FETCHING,
+    QUEUED,
+    SKIPPED,
+    STORED,
+    Article,
+    Drop,
+)
+from newsq.urls import host_of, url_id
+
+if TYPE_CHECKING:
+    from newsq.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE = 2.0
+BACKOFF_CAP = 300.0
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the task should do after a step.
+
+    ``next``: hand the URL to the next stage; ``retry``: try again after ``countdown``
+    seconds, spending one retry; ``wait``: try again after ``countdown`` without
+    spending one (throttled); ``done``: the URL reached ``state``.
+    """
+
+    action: Literal["next", "retry", "wait", "done"]
+    countdown: float = 0.0
+    state: str | None = None
+    reason: str | None = None
+
+
+def backoff(attempt: int, retry_after: float | None = None) -> float:
+    """Seconds before retry ``attempt`` (0-based): exponential with full jitter, capped;
+    a server's Retry-After wins when it asks for longer."""
+    delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)) + 0.5
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, BACKOFF_CAP * 4))
+    return delay
+
+
+def body_key(rt: Runtime, url: str) -> str:
+    return f"{rt.settings.key_prefix}:body:{url_id(url)}"
+
+
+def finish(rt: Runtime, url: str, state: str, reason: str | None = None, **fields: Any) -> Step:
+    """Record a terminal outcome in the store, then in the ledger."""
+    attempts = fields.pop("attempts", 0)
+    detail = fields.pop("detail", None)
+    if state in (SKIPPED, FAILED):
+        rt.store.record_outcome(
+            {"url": url, "state": state, "reason": reason, "detail": detail, "attempts": attempts}
+        )
+    rt.ledger.move(url, state, reason=reason, detail=detail, **fields)
+    if state in (SKIPPED, FAILED):
+        log.info("%s %s: %s", url, state, reason)
+        rt.metrics.outcome(state, reason)
+    else:
+        rt.metrics.outcome(state, None)
+    return Step("done", state=state, reason=reason)
+
+
+def poisoned(rt: Runtime, url: str, deliveries: int) -> Step | None:
+    """End ``url`` as ``failed``/``poison`` when it killed its worker too often."""
+    if deliveries <= rt.settings.max_deliveries:
+        return None
+    log.error("%s: gave up after %d deliveries that never finished", url, deliveries - 1)
+    rt.ledger.add_dead(url)
+    return finish(rt, url, FAILED, errors.POISON, detail=f"{deliveries - 1} deliveries lost")
+
+
+# -- 1. fetch -----------------------------------------------------------------------
+
+
+def fetch_step(rt: Runtime, url: str, attempt: int = 0) -> Step:
+    """Fetch ``url`` and leave its body for the process step."""
+    previous, deliveries = rt.ledger.begin(url, FETCHING)
+    if deliveries == 0:
+        return Step("done", state=previous)  # already terminal: a duplicate delivery
+    if (step := poisoned(rt, url, deliveries)) is not None:
+        return step
+
+    host = host_of(url)
+    if not rt.robots_allowed(url):
+        return finish(rt, url, SKIPPED, errors.ROBOTS_DISALLOWED, attempts=attempt)
+    wait = rt.politeness.acquire(host)
+    if wait > 0:
+        rt.ledger.move(url, QUEUED)
+        rt.metrics.throttled(host)
+        return Step("wait", countdown=wait)
+    try:
+        started = time.perf_counter()
+        result = rt.fetcher.fetch(url)
+        rt.metrics.stage_time("fetch", time.perf_counter() - started)
+    finally:
+        rt.politeness.release(host)
+
+    if not result.ok:
+        if result.retryable and attempt < rt.settings.fetch_retries:
+            delay = backoff(attempt, result.retry_after)
+            rt.ledger.move(url, QUEUED, reason=result.reason, attempts=attempt + 1)
+            log.info("%s: %s (status %s), retry in %.1fs", url, result.reason, result.status, delay)
+            return Step("retry", countdown=delay, reason=result.reason)
+        state = SKIPPED if result.reason in errors.SKIP_REASONS else FAILED
+        detail = f"HTTP {result.status}" if result.status else None
+        return finish(rt, url, state, result.reason, attempts=attempt + 1, detail=detail)
+
+    payload = zlib.compress((result.text or "").encode("utf-8"), 1)
+    meta = f"{result.final_url}\n{datetime.now(UTC).isoformat()}\n".encode()
+    rt.redis.set(body_key(rt, url), meta + payload, ex=rt.settings.visibility_timeout * 2)
+    rt.ledger.move(url, FETCHED, final_url=result.final_url, attempts=attempt + 1)
+    return Step("next")
+
+
+# -- 2. clean, dedup, store -----------------------------------------------------------
+
+
+def _load_body(rt: Runtime, url: str) -> tuple[str, datetime, str] | None:
+    raw = rt.redis.get(body_key(rt, url))
+    if raw is None:
+        return None
+    final_url, fetched_at, payload = raw.split(b"\n", 2)
+    html = zlib.decompress(payload).decode("utf-8")
+    return final_url.decode(), datetime.fromisoformat(fetched_at.decode()), html
+
+
+def process_step(rt: Runtime, url: str) -> Step:
+    """Clean, deduplicate and store the fetched page of ``url``."""
+    previous, deliveries = rt.ledger.begin(url, FETCHED)
+    if deliveries == 0:
+        return Step("done", state=previous)
+    if (step := poisoned(rt, url, deliveries)) is not None:
+        return step
+    loaded = _load_body(rt, url)
+    if loaded is None:  # the body expired before a worker got to it: fetch again
+        log.warning("%s: fetched body gone, fetching again", url)
+        rt.ledger.move(url, QUEUED)
+        return Step("retry", countdown=0, reason="body_lost")
+    final_url, fetched_at, html = loaded
+
+    # 1. main text and metadata
+    started = time.perf_counter()
+    cleaned = rt.extract(html, final_url)
+    # 2. the site's own template, learned across its pages
+    if isinstance(cleaned, Article):
+        cleaned = rt.boilerplate.strip(cleaned, url=final_url)
+    rt.metrics.stage_time("clean", time.perf_counter() - started)
+    if isinstance(cleaned, Drop):
+        step = finish(rt, url, SKIPPED, cleaned.reason, detail=cleaned.detail or None)
+        rt.redis.delete(body_key(rt, url))
+        return step
+    article = cleaned
+    rt.metrics.extraction(article.site or host_of(final_url), article)
+
+    # 3. dedup: one atomic decision shared by every worker
+    started = time.perf_counter()
+    verdict = rt.dedup.decide(
+        url=url,
+        final_url=final_url,
+        canonical_url=article.canonical_url,
+        text=article.text,
+        site=article.site,
+        title=article.title,
+    )
+    rt.metrics.stage_time("dedup", time.perf_counter() - started)
+
+    # 4. store: the first copy keeps the text, later copies are provenance rows
+    state = DUPLICATE if verdict.is_duplicate else STORED
+    row = {
+        "url": url,
+        "final_url": final_url,
+        **article.to_json(),
+        "text": None if verdict.is_duplicate else article.text,
+        "content_hash": rt.content_hash(article.text),
+        "story_id": verdict.story_id,
+        "duplicate_of": verdict.duplicate_of,
+        "similarity": round(verdict.similarity, 4),
+        "match": verdict.kind,
+        "fetched_at": fetched_at,
+    }
+    fields = {
+        "story_id": verdict.story_id,
+        "duplicate_of": verdict.duplicate_of,
+        "similarity": row["similarity"],
+        "match": verdict.kind,
+    }
+    started = time.perf_counter()
+    rt.store.save_article(row, {"url": url, "state": state, **fields})
+    rt.metrics.stage_time("store", time.perf_counter() - started)
+    rt.ledger.move(url, state, **fields)
+    rt.metrics.outcome(state, None)
+    rt.redis.delete(body_key(rt, url))
+    log.info("%s %s (story %s, %s)", url, state, verdict.story_id, verdict.kind)
+    return Step("done", state=state)

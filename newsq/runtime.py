@@ -1,0 +1,120 @@
+"""Resources of one worker process, made once and handed to the pipeline's steps.
+
+The HTTP client, the Redis pool, the database engine and the Lua scripts are built on
+first use (in a prefork child, after the fork) and reused by every task the process
+runs; all of them are safe to share between the threads of a thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from config.settings import Settings
+from newsq.ledger import Ledger
+from newsq.metrics import Metrics
+from newsq.records import Article, Drop
+from newsq.store import Store
+
+if TYPE_CHECKING:
+    from newsq.boilerplate import BoilerplateFilter
+    from newsq.dedup import DedupIndex
+    from newsq.fetch import Fetcher
+    from newsq.politeness import Politeness
+    from newsq.robots import RobotsCache
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Lazily built, process-wide resources for the pipeline."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.broker_url:
+            raise ValueError("a worker needs NEWSQ_BROKER_URL")
+        self.settings = settings
+        self.metrics = Metrics()
+        self._lock = threading.Lock()
+        self._made: dict[str, Any] = {}
+
+    def _get(self, name: str, build: Callable[[], Any]) -> Any:
+        made = self._made.get(name)
+        if made is None:
+            with self._lock:  # threads of a thread pool share one of each
+                made = self._made.get(name)
+                if made is None:
+                    made = self._made[name] = build()
+        return made
+
+    @property
+    def redis(self) -> redis.Redis:
+        url = self.settings.broker_url or ""
+        return self._get(  # type: ignore[no-any-return]
+            "redis", lambda: redis.Redis.from_url(url, health_check_interval=30)
+        )
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._get("ledger", lambda: Ledger(self.redis, self.settings.key_prefix))  # type: ignore[no-any-return]
+
+    @property
+    def store(self) -> Store:
+        return self._get("store", lambda: Store.from_url(self.settings.database_url))  # type: ignore[no-any-return]
+
+    @property
+    def fetcher(self) -> Fetcher:
+        from newsq.fetch import Fetcher
+
+        return self._get("fetcher", lambda: Fetcher(self.settings))  # type: ignore[no-any-return]
+
+    @property
+    def politeness(self) -> Politeness:
+        from newsq.politeness import Politeness
+
+        return self._get("politeness", lambda: Politeness(self.redis, self.settings))  # type: ignore[no-any-return]
+
+    @property
+    def robots(self) -> RobotsCache:
+        from newsq.robots import RobotsCache
+
+        return self._get(  # type: ignore[no-any-return]
+            "robots", lambda: RobotsCache(self.redis, self.settings, self.fetcher)
+        )
+
+    def robots_allowed(self, url: str) -> bool:
+        return not self.settings.robots or self.robots.allowed(url)
+
+    @property
+    def dedup(self) -> DedupIndex:
+        from newsq.dedup import DedupIndex
+
+        return self._get("dedup", lambda: DedupIndex(self.redis, self.settings))  # type: ignore[no-any-return]
+
+    @property
+    def boilerplate(self) -> BoilerplateFilter:
+        from newsq.boilerplate import BoilerplateFilter
+
+        return self._get(  # type: ignore[no-any-return]
+            "boilerplate", lambda: BoilerplateFilter(self.redis, self.settings)
+        )
+
+    def extract(self, html: str, url: str) -> Article | Drop:
+        from newsq.clean import extract
+
+        return extract(html, url)
+
+    def content_hash(self, text: str) -> str:
+        from newsq.dedup import content_hash
+
+        return content_hash(text)
+
+    def close(self) -> None:
+        """Release what was made: HTTP connections, database pool, Redis pool."""
+        for name in ("fetcher", "store", "redis"):
+            resource = self._made.pop(name, None)
+            if resource is not None:
+                resource.close()

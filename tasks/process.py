@@ -1,0 +1,21 @@
+"""The process task: clean, dedup and store one fetched URL."""
+
+from __future__ import annotations
+
+from celery import Task
+
+from config.celery import app
+from newsq.pipeline import process_step
+from tasks.runtime import runtime, transient_errors
+
+
+@app.task(name="newsq.process", bind=True, max_retries=None)
+def process(self: Task, url: str) -> str | None:
+    retry = lambda delay: self.retry(countdown=delay)  # noqa: E731
+    with transient_errors(url, retry, self.request.retries):
+        step = process_step(runtime(), url)
+    if step.action == "retry":  # the fetched body was lost: fetch again
+        from tasks.fetch import fetch
+
+        fetch.delay(url)
+    return step.state

@@ -1,0 +1,1 @@
+"""What starts and runs newsq: the CLI, worker start-up, the embedded mode."""

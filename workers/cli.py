@@ -1,0 +1,159 @@
+"""The ``newsq`` command line (see the README and CONTRACT.md for every command).
+
+Every expected failure (bad argument, unreachable broker or database, unreadable
+file) ends with one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+
+from config.settings import Settings
+from newsq.errors import ConfigError, NewsqError
+
+EXIT_ERROR = 2
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
+    return number
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be more than 0")
+    return number
+
+
+def _inputs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--feed",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="an RSS/Atom feed or sitemap whose items to enqueue (repeatable)",
+    )
+    parser.add_argument(
+        "--urls",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a file of URLs, one per line ('-' reads stdin)",
+    )
+    parser.add_argument("url", nargs="*", help="article URLs")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="newsq", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version="newsq 0.1.0")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run the whole pipeline on a bundled sample site")
+    demo.add_argument("--workers", type=_positive, default=2)
+    demo.add_argument("--timeout", type=_seconds, default=300)
+
+    run = sub.add_parser("run", help="enqueue, run local workers until done, summarise")
+    _inputs(run)
+    run.add_argument("--workers", type=_positive, default=os.cpu_count() or 2)
+    run.add_argument("--timeout", type=_seconds, default=3600,
+                     help="give up waiting after this many seconds (exit 1)")  # fmt: skip
+    run.add_argument("--fetch-threads", type=_positive, default=16)
+
+    enqueue = sub.add_parser("enqueue", help="enqueue only (needs NEWSQ_BROKER_URL)")
+    _inputs(enqueue)
+
+    worker = sub.add_parser("worker", help="a Celery worker for the given queues")
+    worker.add_argument("--queues", default="fetch,process")
+    worker.add_argument("--concurrency", type=_positive, default=None)
+    worker.add_argument("--pool", choices=("prefork", "threads", "solo"), default=None)
+
+    fetch = sub.add_parser("fetch", help="fetch one URL; print the result as JSON")
+    fetch.add_argument("url")
+
+    extract = sub.add_parser("extract", help="clean saved pages offline; JSON lines")
+    extract.add_argument("files", nargs="+", metavar="FILE", help="HTML files ('-' for stdin)")
+    extract.add_argument("--url", help="the page's address, for relative links and site")
+
+    export = sub.add_parser("export", help="write stored articles (JSON Lines by default)")
+    export.add_argument("--out", metavar="FILE", help="output file (default stdout)")
+    export.add_argument("--all", action="store_true", help="include duplicate copies")
+    export.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl")
+    export.add_argument("--since", help="fetched at or after this ISO date/time")
+    export.add_argument("--until", help="fetched before this ISO date/time")
+    export.add_argument("--site", help="only this site")
+
+    status = sub.add_parser("status", help="URL counts by state, or one URL's state")
+    status.add_argument("url", nargs="?")
+    status.add_argument("--dead", action="store_true", help="list URLs given up as poison")
+    status.add_argument("--stuck", type=_seconds, metavar="SECONDS",
+                        help="list URLs in a non-terminal state for longer than this")  # fmt: skip
+
+    retry = sub.add_parser("retry", help="re-enqueue a failed URL, or every dead one")
+    retry.add_argument("url", nargs="?")
+    retry.add_argument("--dead", action="store_true")
+
+    stats = sub.add_parser("stats", help="queues, states, dedup ratio, failures")
+    stats.add_argument("--once", action="store_true", help="print one table and exit")
+    stats.add_argument("--interval", type=_seconds, default=2.0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        from workers.logs import setup_logging
+
+        if args.command != "worker":
+            setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level,
+                          settings.log_format)  # fmt: skip
+        from workers import commands
+
+        handler: Callable[[argparse.Namespace, Settings], int] = getattr(
+            commands, f"cmd_{args.command}"
+        )
+        return handler(args, settings)
+    except NewsqError as exc:
+        return _fail(str(exc))
+    except redis.ConnectionError as exc:
+        return _fail(f"cannot reach Redis: {exc}")
+    except redis.RedisError as exc:
+        return _fail(f"Redis error: {exc}")
+    except sa.exc.SQLAlchemyError as exc:
+        return _fail(f"database error: {str(exc).splitlines()[0]}")
+    except KeyboardInterrupt:
+        return _fail("interrupted")
+    except BrokenPipeError:
+        return 0
+
+
+def _fail(message: str) -> int:
+    print(f"newsq: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def need_broker(settings: Settings, command: str) -> Settings:
+    if not settings.broker_url:
+        raise ConfigError(f"'newsq {command}' needs NEWSQ_BROKER_URL (a redis:// URL)")
+    return settings
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, ensure_ascii=False, default=str))
