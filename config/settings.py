@@ -86,6 +86,19 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 
     return int(value)
 
 
+def _host_rates(raw: str) -> tuple[tuple[str, float], ...]:
+    rates = []
+    for entry in (e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        host, _, value = entry.partition("=")
+        rate = _number({"NEWSQ_HOST_RATES": value}, "NEWSQ_HOST_RATES", -1.0)
+        if not host.strip() or rate < 0:
+            raise ConfigError(f"NEWSQ_HOST_RATES: {entry!r} is not host=rate")
+        rates.append((host.strip().lower(), rate))
+    return tuple(rates)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every ``NEWSQ_*`` setting, typed. Build with :meth:`from_env`."""
@@ -100,6 +113,8 @@ class Settings:
     metrics_port: int | None = None
     host_rate: float = 1.0
     host_concurrency: int = 4
+    host_rates: tuple[tuple[str, float], ...] = ()
+    """Per-host overrides of ``host_rate`` (``NEWSQ_HOST_RATES=host=rate,host:port=rate``)."""
     fetch_retries: int = 4
     robots: bool = True
     max_deliveries: int = 3
@@ -135,6 +150,7 @@ class Settings:
             metrics_port=_integer(env, "NEWSQ_METRICS_PORT", 0, minimum=1) if metrics else None,
             host_rate=_number(env, "NEWSQ_HOST_RATE", 1.0),
             host_concurrency=_integer(env, "NEWSQ_HOST_CONCURRENCY", 4, minimum=1),
+            host_rates=_host_rates(env.get("NEWSQ_HOST_RATES", "")),
             fetch_retries=_integer(env, "NEWSQ_FETCH_RETRIES", 4),
             robots=env.get("NEWSQ_ROBOTS", "1").strip().lower() not in ("0", "false", "no", "off"),
             max_deliveries=_integer(env, "NEWSQ_MAX_DELIVERIES", 3, minimum=1),
