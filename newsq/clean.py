@@ -14,13 +14,12 @@ from __future__ import annotations
 import logging
 
 import trafilatura
-from lxml import etree
 from lxml.html import HtmlElement
 from trafilatura.utils import load_html
 from trafilatura.xml import xmltotxt
 
 from newsq import errors
-from newsq.clean_rules import clean_body
+from newsq.clean_rules import clean_body, link_texts
 from newsq.metadata import extract_metadata
 from newsq.records import Article, Drop
 
@@ -43,22 +42,21 @@ def parse(html: str) -> HtmlElement | None:
 
 def main_text(tree: HtmlElement, url: str | None, title: str | None) -> str:
     """The cleaned main text of ``tree`` (trafilatura copies the tree), ``""`` if none."""
+    links = link_texts(tree)  # from the whole page, before trafilatura strips the links
     document = trafilatura.bare_extraction(
         tree,
         url=url,
         fast=True,
         favor_recall=True,
         include_comments=False,
-        include_links=False,
         with_metadata=False,
     )
     body = getattr(document, "body", None)
     if body is None:
         return ""
-    removed = clean_body(body, title)
+    removed = clean_body(body, title, links)
     if removed:
         LOGGER.debug("url=%s post-clean removed %s", url, dict(removed))
-    etree.strip_tags(body, "ref")
     return xmltotxt(body, include_formatting=False).strip()
 
 

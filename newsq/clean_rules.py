@@ -44,13 +44,16 @@ PROMO_LINE = re.compile(
     | tags?\s*:?.{0,0}$
     | (?:sorry!?|an\ error\ has\ occurred|there\ was\ an\ error\ processing)\b.{0,120}$
     | keep\ an\ eye\ on\ your\ inbox\b.{0,120}$
+    | follow\ .{0,60}\bon\ (?:twitter|facebook|instagram|youtube)\b.{0,80}$
+    | (?:write\ to|contact|email)\ .{0,60}\ at\ \S+@\S+\.\w+\W{0,3}$
+    | (?:(?:published|updated|posted)\ )?(?:\w+,?\ )?(?:\d{1,2}\ )?(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)\w*\.?\ \d{1,2}(?:st|nd|rd|th)?,?\ \d{4}\b[\d\s:/|apm.,-]{0,20}(?:updated\ [\w\s]{0,20}ago)?$
     | this\ (?:article|story)\ has\ been\ sent\ to\b.{0,120}$
     )""",
     re.IGNORECASE | re.VERBOSE,
 )
 # Newsletter, subscription and donation appeals, wherever they are in a short block.
 APPEAL = re.compile(
-    r"\b(?:sign\ up|subscribe|join|get)\b.{0,80}\b(?:newsletter|inbox|our\ (?:free\ )?\w+\ (?:email|channel|app))\b"
+    r"\b(?:sign\ up|subscribe|join|get)\b.{0,80}\b(?:newsletter|inbox|channel|podcast|our\ (?:free\ )?\w+\ (?:email|app))\b"
     r"|\bnewsletter\W{0,3}$"
     r"|\b(?:if\ you\ (?:enjoyed|liked|value)\ this\ (?:article|story)|support\ (?:our|independent)\ journalism)\b"
     r"|\b(?:get|download)\ the\ .{0,30}\bapp\W{0,3}$",
@@ -64,6 +67,7 @@ LINK_BLOCK_HEADING = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 APPEAL_MAX_CHARS = 300
+LINK_MIN_WORDS = 4
 NAV_MIN_ITEMS = 8
 NAV_MAX_WORDS = 4
 
@@ -73,17 +77,38 @@ def block_text(el: _Element) -> str:
     return _SPACES.sub(" ", "".join(el.itertext())).strip()
 
 
-def link_share(el: _Element) -> float:
-    """Share of the block's characters that sit inside links (``ref``), 0.0 if empty."""
-    total = len(block_text(el))
-    if not total:
-        return 0.0
-    linked = sum(len(block_text(ref)) for ref in el.iter("ref"))
-    return min(1.0, linked / total)
-
-
-def _norm(text: str) -> str:
+def norm(text: str) -> str:
+    """Lower-cased words of ``text`` joined by single spaces: the key rules compare."""
     return " ".join(_WORD.findall(text.lower()))
+
+
+def link_texts(tree: _Element) -> frozenset[str]:
+    """Normalised texts of the page's links of ``LINK_MIN_WORDS`` words or more."""
+    texts = set()
+    for anchor in tree.iter("a"):
+        key = norm("".join(anchor.itertext()))
+        if key.count(" ") + 1 >= LINK_MIN_WORDS:
+            texts.add(key)
+    return frozenset(texts)
+
+
+def _parts(el: _Element) -> list[str]:
+    """The block's lines: list items, or the text between line breaks."""
+    if el.tag == "list":
+        return [t for t in (norm(block_text(item)) for item in el.iter("item")) if t]
+    lines = "".join(el.itertext()).split("\n")
+    return [t for t in (norm(line) for line in lines) if t]
+
+
+def is_link_text(el: _Element, links: frozenset[str], *, allow_head: bool = False) -> bool:
+    """True when every line of the block (at least 80% of a list's items) is a link's text."""
+    if (el.tag == "head" and not allow_head) or not links:
+        return False
+    parts = [part for part in _parts(el) if not part.startswith(("http ", "https ", "www "))]
+    if not parts:
+        return False
+    linked = sum(part in links for part in parts)
+    return linked == len(parts) or (el.tag == "list" and linked >= 0.8 * len(parts))
 
 
 def is_promo(el: _Element, text: str) -> bool:
@@ -105,9 +130,12 @@ def is_nav_list(el: _Element, text: str) -> bool:
     return short >= 0.9 * len(items)
 
 
-def is_link_only(el: _Element, text: str) -> bool:
-    """True when (nearly) all of a block's text is links: a teaser or a link list."""
-    return bool(text) and link_share(el) >= 0.9
+def _same_title(key: str, title_key: str) -> bool:
+    """True when a normalised heading and title share nearly all their words."""
+    if not key or not title_key:
+        return False
+    words, title_words = set(key.split()), set(title_key.split())
+    return len(words & title_words) >= 0.8 * max(len(words), len(title_words))
 
 
 Rule = Callable[[_Element, str], bool]
@@ -117,43 +145,74 @@ RULES: dict[str, Rule] = {
 }
 
 
-def clean_body(body: _Element, title: str | None = None) -> Counter[str]:
+def _remove(el: _Element) -> None:
+    """Detach ``el`` but keep its tail text, which belongs to the surrounding block."""
+    parent = el.getparent()
+    if parent is None:
+        return
+    if el.tail and el.tail.strip():
+        previous = el.getprevious()
+        if previous is not None:
+            previous.tail = (previous.tail or "") + el.tail
+        else:
+            parent.text = (parent.text or "") + el.tail
+    parent.remove(el)
+
+
+def _link_blocks(blocks: list[tuple[_Element, str]], links: frozenset[str]) -> set[int]:
+    """Indexes of teaser blocks: link texts in a run of two or more, a list of links,
+    anything after a "Related"/"Don't miss" heading, or link texts after the last body
+    paragraph. A lone link line between paragraphs is kept: it is often the article's.
+    """
+    flags = [is_link_text(el, links, allow_head=True) for el, _ in blocks]
+    last_body = max((i for i, f in enumerate(flags) if not f), default=-1)
+    chosen: set[int] = set()
+    after_heading = False
+    for i, (el, text) in enumerate(blocks):
+        if LINK_BLOCK_HEADING.match(text):
+            chosen.add(i)
+            after_heading = True
+            continue
+        if not flags[i]:
+            after_heading = False
+            continue
+        in_run = (i > 0 and flags[i - 1]) or (i + 1 < len(flags) and flags[i + 1])
+        if in_run or after_heading or i > last_body or (el.tag == "list" and len(el) > 1):
+            if el.tag != "head" or in_run or after_heading:
+                chosen.add(i)
+    return chosen
+
+
+def clean_body(
+    body: _Element, title: str | None = None, links: frozenset[str] = frozenset()
+) -> Counter[str]:
     """Remove furniture blocks from ``body`` in place; returns removals per rule name.
 
-    Never fails: a body with nothing to remove comes back unchanged.
+    ``links`` are the normalised link texts of the whole page (``link_texts``). Never
+    fails: a body with nothing to remove comes back unchanged.
     """
     removed: Counter[str] = Counter()
-    blocks = list(body)
-    title_key = _norm(title) if title else ""
-    in_link_block = False
+    blocks = [(el, text) for el in body if (text := block_text(el))]
+    teasers = _link_blocks(blocks, links)
+    title_key = norm(title) if title else ""
     body_started = False
-    for el in blocks:
-        text = block_text(el)
+    after_title = False
+    for i, (el, text) in enumerate(blocks):
+        key = norm(text)
         reason = None
-        key = _norm(text)
-        if not key:
-            in_link_block = in_link_block and True
-            continue
-        if not body_started and el.tag == "head":
-            # the headline and standfirst above the first paragraph are not body text
-            reason = "leading_heading"
+        if not body_started and el.tag == "head" and (after_title or _same_title(key, title_key)):
+            # the headline, and the standfirst right under it, are not body text
+            reason = "headline"
+            after_title = not after_title
         elif title_key and key == title_key:
-            reason = "title"
-        elif in_link_block and is_link_only(el, text):
+            reason = "headline"
+        elif i in teasers:
             reason = "link_block"
         else:
-            in_link_block = False
-            for name, rule in RULES.items():
-                if rule(el, text):
-                    reason = name
-                    break
-            if LINK_BLOCK_HEADING.match(text):
-                in_link_block = True
-                reason = reason or "link_block"
+            reason = next((name for name, rule in RULES.items() if rule(el, text)), None)
         if reason:
             removed[reason] += 1
-            body.remove(el)
-            continue
-        if el.tag != "head":
+            _remove(el)
+        elif el.tag != "head":
             body_started = True
     return removed
