@@ -1,0 +1,203 @@
+-- dedup.lua: check AND write one copy in the shared dedup index, atomically.
+--
+-- Called by newsq/dedup.py (see its docstring for the layout). Every key shares the
+-- hash tag of KEYS[1] ("{<prefix>:dedup}"), so the script runs on one node in Cluster.
+--   <base>:seq                 doc id counter (no expiry)
+--   <base>:k:<gen>:<bucket>    small hashes (listpack) of 8-byte digest -> value:
+--       url / final / canonical digests -> url record "<o|a><kind><th8><sim4><docid>"
+--                                          (o: the copy's own url, a: an alias)
+--       text digest, band digests       -> docid
+--   <base>:d:<gen>:<bucket>    doc records: docid -> story(8) nsh(4) sig(2K) root url
+-- <gen> is a time generation; a key expires (EXPIREAT) a full window after its
+-- generation ends, and lookups read generations now .. now-G, newest first.
+--
+-- ARGV: 1 gen  2 G  3 expire_at  4 nbuckets  5 dbuckets  6 j_thr  7 c_thr
+--       8 min_shingles  9 url_f  10 final_f  11 canon_f  12 text_f  13 th8
+--       14 nshingles  15 sig  16 story_new  17 url  18 n_full_bands  19.. bands
+-- Returns {kind, story id (16 hex), duplicate_of or "", similarity (per mille)}.
+
+local base = KEYS[1]
+local gen, G = tonumber(ARGV[1]), tonumber(ARGV[2])
+local expire_at = ARGV[3]
+local nb, db = tonumber(ARGV[4]), tonumber(ARGV[5])
+local j_thr, c_thr, min_sh = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local url_f, final_f, canon_f, text_f = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local th, nsh, sig = ARGV[13], tonumber(ARGV[14]), ARGV[15]
+local story_new, url = ARGV[16], ARGV[17]
+local byte, sub = string.byte, string.sub
+local K = #sig / 2
+local NAMES = {n = "new", u = "url", e = "exact", m = "near", r = "revision"}
+
+local function kkey(g, field)
+  local b1, b2, b3 = byte(field, 1, 3)
+  return base .. ":k:" .. g .. ":" .. ((b1 * 65536 + b2 * 256 + b3) % nb)
+end
+
+local function find(field)
+  if field == "" then return nil end
+  for g = gen, gen - G, -1 do
+    local v = redis.call("HGET", kkey(g, field), field)
+    if v then return v end
+  end
+  return nil
+end
+
+local function doc(id)
+  if not id then return nil end
+  local n = tonumber(id)
+  for g = gen, gen - G, -1 do
+    local v = redis.call("HGET", base .. ":d:" .. g .. ":" .. (n % db), id)
+    if v then return v end
+  end
+  return nil
+end
+
+local function put(field, value)
+  local key = kkey(gen, field)
+  redis.call("HSET", key, field, value)
+  redis.call("EXPIREAT", key, expire_at)
+end
+
+-- doc record fields
+local function d_story(d) return sub(d, 1, 8) end
+local function d_nsh(d)
+  local a, b, c, e = byte(d, 9, 12)
+  return ((a * 256 + b) * 256 + c) * 256 + e
+end
+local function d_sig(d) return sub(d, 13, 12 + 2 * K) end
+local function d_root(d) return sub(d, 13 + 2 * K) end
+
+-- Estimated Jaccard similarity, and containment of the smaller shingle set in the
+-- larger. MinHash values keep order under truncation: where the smaller set S holds a
+-- strictly lower value than the larger L, the union's minimum lies in S \ L; that
+-- happens with probability |S \ L| / |S u L|, and |S u L| = (|S| + |L|) / (1 + J).
+local function compare(cs, cn)
+  if K == 0 or #cs ~= 2 * K or nsh == 0 or cn == 0 then return 0, 0 end
+  local q, c = {byte(sig, 1, -1)}, {byte(cs, 1, -1)}
+  local m, q_lt, c_lt = 0, 0, 0
+  for i = 1, 2 * K, 2 do
+    local a, b = q[i] * 256 + q[i + 1], c[i] * 256 + c[i + 1]
+    if a == b then m = m + 1 elseif a < b then q_lt = q_lt + 1 else c_lt = c_lt + 1 end
+  end
+  local j = m / K
+  local small_n, small_lt = nsh, q_lt
+  if cn < nsh then small_n, small_lt = cn, c_lt end
+  if small_n < min_sh then return j, 0 end
+  local contain = 1 - (small_lt / K) * (nsh + cn) / (1 + j) / small_n
+  if contain < 0 then contain = 0 end
+  return j, contain
+end
+
+-- The similarity that makes a near copy, or nil: Jaccard first, else containment.
+local function near_score(d)
+  local j, contain = compare(d_sig(d), d_nsh(d))
+  if j >= j_thr then return j end
+  if contain >= c_thr then return contain end
+  return nil
+end
+
+local function permille(x) return string.format("%04d", math.floor(x * 1000 + 0.5)) end
+
+local function hex(s)
+  return (string.gsub(s, ".", function(ch) return string.format("%02x", byte(ch)) end))
+end
+
+local function verdict(kind, d, sim)
+  local dup = ""
+  if kind ~= "n" and kind ~= "r" then dup = d_root(d) end
+  return {NAMES[kind], hex(d_story(d)), dup, sim}
+end
+
+local function index_doc(story, root)
+  local id = redis.call("INCR", base .. ":seq")
+  local key = base .. ":d:" .. gen .. ":" .. (id % db)
+  redis.call("HSET", key, id, story .. struct.pack(">I4", nsh) .. sig .. root)
+  redis.call("EXPIREAT", key, expire_at)
+  return tostring(id)
+end
+
+local function index_bands(id)
+  for i = 19, #ARGV do
+    if not find(ARGV[i]) then put(ARGV[i], id) end
+  end
+end
+
+-- 1. the copy's own url seen before: a replay (same text) or a revision (new text)
+local rec = find(url_f)
+local own = rec and sub(rec, 1, 1) == "o"
+if own then
+  local d = doc(sub(rec, 15))
+  if d and sub(rec, 3, 10) == th then
+    return verdict(sub(rec, 2, 2), d, sub(rec, 11, 14))
+  end
+  if d then
+    local j = compare(d_sig(d), d_nsh(d))
+    local sim = permille(j)
+    local id = index_doc(d_story(d), d_root(d))
+    if not find(text_f) then put(text_f, id) end
+    index_bands(id)
+    put(url_f, "or" .. th .. sim .. id)
+    return verdict("r", d, sim)
+  end
+end
+
+-- 2. same url, final url or canonical url as an indexed copy, if the texts agree
+local kind, match, match_id, sim = nil, nil, nil, nil
+local aliases = {url_f, final_f, canon_f}
+local seen = {}
+for i, f in ipairs(aliases) do
+  local v = nil
+  if f ~= "" then v = find(f) end
+  seen[i] = v
+  if v and not match then
+    local d = doc(sub(v, 15))
+    if d then
+      local s = nil
+      if sub(v, 3, 10) == th then s = 1 else s = near_score(d) end
+      if s or nsh == 0 or d_nsh(d) == 0 then
+        kind, match, match_id, sim = "u", d, sub(v, 15), permille(s or 1)
+      end
+    end
+  end
+end
+
+-- 3. same normalised text
+local text_ref = find(text_f)
+if not match and text_ref then
+  local d = doc(text_ref)
+  if d then kind, match, match_id, sim = "e", d, text_ref, "1000" end
+end
+
+-- 4. near copy: candidates from the LSH bands, confirmed on their signatures
+if not match and nsh > 0 then
+  local tried, best = {}, -1
+  for i = 19, #ARGV do
+    local id = find(ARGV[i])
+    if id and not tried[id] then
+      tried[id] = true
+      local d = doc(id)
+      if d then
+        local s = near_score(d)
+        if s and s > best then kind, match, match_id, best = "m", d, id, s end
+      end
+    end
+  end
+  if match then sim = permille(best) end
+end
+
+-- 5. write: a text not seen before is indexed (doc record, text digest, bands)
+local story, root = story_new, url
+if match then story, root = d_story(match), d_root(match) else kind, sim = "n", "1000" end
+local ref = match_id
+if not (text_ref and doc(text_ref)) then
+  -- the url record points at a doc holding this verdict's story, so a replay agrees
+  ref = index_doc(story, root)
+  put(text_f, ref)
+  index_bands(ref)
+end
+put(url_f, "o" .. kind .. th .. sim .. ref)
+for i = 2, 3 do
+  if aliases[i] ~= "" and not seen[i] then put(aliases[i], "a" .. kind .. th .. sim .. ref) end
+end
+if not match then return {"new", hex(story), "", sim} end
+return verdict(kind, match, sim)
