@@ -183,10 +183,12 @@ class Store:
         """
         values = {"stored_at": now(), **row}
         stmt = _insert(self.engine, articles).values(**values)
-        stmt = stmt.on_conflict_do_nothing(index_elements=["url", "content_hash"])
+        stmt = stmt.on_conflict_do_nothing(index_elements=["url", "content_hash"]).returning(
+            articles.c.id
+        )
         try:
             with self.engine.begin() as conn:
-                inserted = conn.execute(stmt).rowcount > 0
+                inserted = conn.execute(stmt).first() is not None
                 conn.execute(self._outcome_stmt(outcome))
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise StoreUnavailable(f"store write failed for {row.get('url')}: {exc}") from exc

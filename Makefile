@@ -1,0 +1,31 @@
+# newsq: `make demo` runs the demo, `make test` the whole test suite. Both build a
+# virtualenv in .venv first (Python 3.11+, packages from PyPI; no services needed).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench-clean clean
+
+$(BIN)/newsq: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e ".[dev]"
+	touch $(BIN)/newsq
+
+demo: $(BIN)/newsq
+	$(BIN)/newsq demo
+
+test: $(BIN)/newsq
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(BIN)/newsq
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench-clean: $(BIN)/newsq
+	$(BIN)/python -m bench.clean_bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info newsq-demo.db
