@@ -119,6 +119,9 @@ class Settings:
     robots: bool = True
     max_deliveries: int = 3
     dedup_window_days: float = 30.0
+    boilerplate_min_pages: int = 5
+    boilerplate_site_pages: int = 8
+    boilerplate_ttl_days: float = 14.0
     dedup_jaccard: float = 0.5
     dedup_containment: float = 0.8
     dedup_capacity: int = 1_000_000
@@ -158,6 +161,9 @@ class Settings:
             robots=env.get("NEWSQ_ROBOTS", "1").strip().lower() not in ("0", "false", "no", "off"),
             max_deliveries=_integer(env, "NEWSQ_MAX_DELIVERIES", 3, minimum=1),
             dedup_window_days=_number(env, "NEWSQ_DEDUP_WINDOW_DAYS", 30.0, minimum=0.001),
+            boilerplate_min_pages=_integer(env, "NEWSQ_BOILERPLATE_MIN_PAGES", 5, minimum=2),
+            boilerplate_site_pages=_integer(env, "NEWSQ_BOILERPLATE_SITE_PAGES", 8, minimum=2),
+            boilerplate_ttl_days=_number(env, "NEWSQ_BOILERPLATE_TTL_DAYS", 14.0, minimum=0.001),
             dedup_jaccard=_number(env, "NEWSQ_DEDUP_JACCARD", 0.5, minimum=0.05),
             dedup_containment=_number(env, "NEWSQ_DEDUP_CONTAINMENT", 0.8, minimum=0.05),
             dedup_capacity=_integer(env, "NEWSQ_DEDUP_CAPACITY", 1_000_000, minimum=1),
