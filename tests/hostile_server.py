@@ -203,6 +203,14 @@ def _redirect(h: _Handler, location: str, status: int = 302) -> None:
     h.end_headers()
 
 
+def _robots(h: _Handler) -> None:
+    robots = h.server.robots
+    if isinstance(robots, int):
+        h.send(robots, b"<html>no robots here</html>", "text/html")
+    else:
+        h.send(200, robots.encode(), "text/plain")
+
+
 def _chain(h: _Handler) -> None:
     left = int(urlsplit(h.path).path.rsplit("/", 1)[1])
     if left <= 0:
@@ -239,7 +247,7 @@ ROUTES: dict[str, Callable[[_Handler], None]] = {
     "/loop-a": lambda h: _redirect(h, "/loop-b"),
     "/loop-b": lambda h: _redirect(h, "/loop-a"),
     "/redirect-to": _redirect_to,
-    "/robots.txt": lambda h: h.send(200, h.server.robots.encode(), "text/plain"),
+    "/robots.txt": _robots,
 }
 PREFIX_ROUTES: dict[str, Callable[[_Handler], None]] = {"/chain/": _chain, "/page/": _ok}
 
@@ -250,7 +258,8 @@ class HostileServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, robots: str = "User-agent: *\nAllow: /\n") -> None:
+    def __init__(self, robots: str | int = "User-agent: *\nAllow: /\n") -> None:
+        """``robots`` is the robots.txt text, or an HTTP status to answer it with."""
         super().__init__(("127.0.0.1", 0), _Handler)
         self.stop_event = threading.Event()
         self.robots = robots
