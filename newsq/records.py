@@ -5,6 +5,7 @@ Each is a frozen dataclass; only their JSON forms travel on the broker.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,7 +38,7 @@ class FetchResult:
     redirects: int
     text: str | None = field(default=None, repr=False)
     """The decoded body (pages) when ok."""
-    body: bytes | None = field(default=None, repr=False)
+    body: builtins.bytes | None = field(default=None, repr=False)
     """The raw body, kept for feeds and robots.txt, which parse bytes themselves."""
     retry_after: float | None = None
     """Seconds the server asked us to wait (Retry-After on 429/503), if any."""
