@@ -36,7 +36,7 @@ K = 64
 BANDS, ROWS = 12, 4
 """LSH bands of the full signature (uses the first BANDS * ROWS values)."""
 LEAD_BANDS, LEAD_ROWS = 3, 4
-LEAD_WORDS = 50
+LEAD_WORDS = 30
 """The lead: about the first paragraph of a news story (a trimmed copy keeps it)."""
 
 _FOLD = str.maketrans(

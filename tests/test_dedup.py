@@ -1,0 +1,172 @@
+"""The dedup index against a real Redis, on real gold texts and their edited copies."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import time
+from dataclasses import replace
+
+import pytest
+import redis
+
+from config.settings import Settings
+from newsq.dedup import DedupIndex, content_hash, url_key
+from newsq.dedup_eval import EDITS, edit, gold_texts
+
+GOLD = gold_texts()
+
+
+@pytest.fixture
+def index(redis_client: redis.Redis, settings: Settings) -> DedupIndex:
+    return DedupIndex(redis_client, settings)
+
+
+def put(index: DedupIndex, url: str, text: str, final: str | None = None, canonical=None):  # type: ignore[no-untyped-def]
+    return index.decide(
+        url=url, final_url=final or url, canonical_url=canonical, text=text, site=None
+    )
+
+
+def test_first_copy_is_new_and_replay_returns_the_same_verdict(index: DedupIndex) -> None:
+    url, text = GOLD[0]
+    first = put(index, url, text)
+    assert first.kind == "new" and first.duplicate_of is None and first.similarity == 1.0
+    assert put(index, url, text) == first
+
+
+def test_same_url_final_url_or_canonical_url_is_a_url_match(index: DedupIndex) -> None:
+    url, text = GOLD[1]
+    first = put(index, url, text, final="https://www.example.com/story-1?utm_source=x")
+    by_final = put(index, "https://example.com/r/abc", text, final="https://example.com/story-1")
+    by_canonical = put(index, "https://amp.other.org/p/9", text, canonical=url)
+    amp = put(index, "https://other.org/p/9/amp", text)
+    for verdict in (by_final, by_canonical, amp):
+        assert verdict.kind == "url"
+        assert verdict.story_id == first.story_id and verdict.duplicate_of == url
+
+
+def test_homepage_canonical_never_merges_articles(index: DedupIndex) -> None:
+    (u1, t1), (u2, t2) = GOLD[2], GOLD[3]
+    a = put(index, u1, t1, canonical="https://site.example/")
+    b = put(index, u2, t2, canonical="https://site.example/")
+    assert (a.kind, b.kind) == ("new", "new") and a.story_id != b.story_id
+    assert url_key("https://www.site.example/") is None
+
+
+def test_same_normalised_text_is_an_exact_match(index: DedupIndex) -> None:
+    url, text = GOLD[4]
+    first = put(index, url, text)
+    copy = text.replace("'", "\u2019").replace('"', "\u201c").upper() + "  "
+    assert content_hash(copy) == content_hash(text)
+    verdict = put(index, "https://copy.example/a", copy)
+    assert (verdict.kind, verdict.story_id, verdict.duplicate_of) == ("exact", first.story_id, url)
+    assert verdict.similarity == 1.0
+
+
+def test_edited_copies_of_real_stories_are_matched(index: DedupIndex) -> None:
+    rng = random.Random(7)
+    stories = GOLD[:40]
+    firsts = [put(index, url, text) for url, text in stories]
+    assert all(v.kind == "new" for v in firsts)
+    owner = {v.story_id: i for i, v in enumerate(firsts)}  # story id -> gold story
+    misses, wrong = [], []
+    for i, (_, text) in enumerate(stories):
+        for kind in EDITS:
+            copy, _ = edit(text, kind, rng)
+            verdict = put(index, f"https://outlet{i}.example/{kind}", copy)
+            if verdict.story_id != firsts[i].story_id:
+                misses.append((i, kind))  # a missed copy starts a story of its own...
+            if owner.setdefault(verdict.story_id, i) != i:
+                wrong.append((i, kind))  # ...but must never join another gold story
+    assert wrong == []
+    # LSH is probabilistic; a few heavily edited short stories may be missed
+    assert len(misses) <= 0.03 * len(stories) * len(EDITS), misses
+
+
+def test_trimmed_copy_matches_by_containment(index: DedupIndex) -> None:
+    url, text = max(GOLD, key=lambda g: len(g[1]))
+    first = put(index, url, text)
+    trimmed, _ = edit(text, "trimmed", random.Random(1))
+    verdict = put(index, "https://short.example/x", trimmed)
+    assert (verdict.kind, verdict.story_id) == ("near", first.story_id)
+    assert verdict.similarity >= 0.8
+
+
+def test_different_stories_are_not_merged(index: DedupIndex) -> None:
+    verdicts = [put(index, url, text) for url, text in GOLD]
+    assert [v.kind for v in verdicts] == ["new"] * len(GOLD)
+    assert len({v.story_id for v in verdicts}) == len(GOLD)
+
+
+def test_changed_text_at_a_known_url_is_a_revision(index: DedupIndex) -> None:
+    url, text = GOLD[5]
+    first = put(index, url, text)
+    revised = text + "\n\nCorrection: an earlier version misstated the date."
+    revision = put(index, url, revised)
+    assert (revision.kind, revision.story_id, revision.duplicate_of) == (
+        "revision",
+        first.story_id,
+        None,
+    )
+    assert put(index, url, revised) == revision  # replayed
+    later = put(index, "https://mirror.example/r", revised)
+    assert (later.kind, later.story_id) == ("exact", first.story_id)
+
+
+def test_replayed_duplicates_keep_their_verdict(index: DedupIndex) -> None:
+    url, text = GOLD[6]
+    put(index, url, text)
+    copy, _ = edit(text, "credit", random.Random(2))
+    near = put(index, "https://wire.example/1", copy)
+    assert near.kind == "near"
+    assert put(index, "https://wire.example/1", copy) == near
+
+
+def test_entries_are_forgotten_after_the_window(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    now = [time.time()]  # Redis expires keys by its own clock: start from the real time
+    index = DedupIndex(redis_client, replace(settings, dedup_window_days=1), clock=lambda: now[0])
+    url, text = GOLD[7]
+    first = put(index, url, text)
+    now[0] += 0.99 * 86400  # within the window: remembered
+    late = put(index, "https://late.example/a", text)
+    assert (late.kind, late.story_id) == ("exact", first.story_id)
+    now[0] += 0.3 * 86400  # past window * (1 + 1/GENERATIONS): forgotten
+    assert put(index, "https://late.example/b", text).kind == "new"
+
+
+def _race_worker(
+    redis_url: str, prefix: str, me: int, n: int, barrier: object, out: mp.Queue
+) -> None:
+    index = DedupIndex(redis.Redis.from_url(redis_url), Settings(key_prefix=prefix))
+    rng = random.Random(me)
+    kind = ("credit", "dropped", "note", "quotes")[me]
+    copies = [edit(text, kind, rng)[0] for _, text in GOLD[:n]]
+    barrier.wait()  # type: ignore[attr-defined]
+    for s, copy in enumerate(copies):
+        verdict = put(index, f"https://outlet{me}.example/{s}", copy)
+        out.put((s, me, verdict.kind, verdict.story_id))
+
+
+def test_concurrent_copies_of_one_story_get_exactly_one_new(
+    redis_url: str, key_prefix: str
+) -> None:
+    ctx = mp.get_context("spawn")
+    n, workers = 30, 4
+    barrier, out = ctx.Barrier(workers), ctx.Queue()
+    procs = [
+        ctx.Process(target=_race_worker, args=(redis_url, key_prefix, me, n, barrier, out))
+        for me in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in range(n * workers)]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    for s in range(n):
+        verdicts = [(kind, story) for story_no, _, kind, story in results if story_no == s]
+        assert [kind for kind, _ in verdicts].count("new") == 1, (s, verdicts)
+        assert len({story for _, story in verdicts}) == 1, (s, verdicts)
