@@ -16,9 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 
-from lxml import etree
-
-_Element = etree._Element
+from lxml.etree import _Element
 
 _WORD = re.compile(r"\w+")
 _SPACES = re.compile(r"\s+")
@@ -27,7 +25,8 @@ _SPACES = re.compile(r"\s+")
 PROMO_LINE = re.compile(
     r"""^(?:
       (?:read|see|watch|listen\ to)\ (?:more|also|next|the\ latest)\b.{0,200}$
-    | (?:related|more|also)\ ?(?:articles?|stories|coverage|content|reading|news|videos?|on\ [\w.]+)?\s*:.{0,200}$
+    | (?:related|more|also)\ ?
+      (?:articles?|stories|coverage|content|reading|news|videos?|on\ [\w.]+)?\s*:.{0,200}$
     | also\ on\ [\w.]+\b.{0,200}$
     | (?:leggi|veja|leia|lea|lire|lisez)\ (?:anche|também|tambem|también|aussi)\b.{0,200}$
     | \(?(?:leggi|veja|leia)\ (?:anche|também)\b.{0,200}$
@@ -39,29 +38,35 @@ PROMO_LINE = re.compile(
     | share\ (?:this|it)\ (?:story|article|with)\b.{0,80}$
     | (?:copyright|©|\(c\)\ ?\d{4}).{0,200}$
     | .{0,120}\ball\ rights\ reserved\b.{0,40}$
-    | -?\ ?(?:order\ reprints|print\ (?:this\ )?article|share\ (?:on|via)\ \w+|advertisement)\W{0,3}$
+    | -?\ ?(?:order\ reprints|print\ (?:this\ )?article|share\ (?:on|via)\ \w+
+        |advertisement)\W{0,3}$
     | \d*\ ?comments?\W{0,3}$
     | tags?\s*:?.{0,0}$
     | (?:sorry!?|an\ error\ has\ occurred|there\ was\ an\ error\ processing)\b.{0,120}$
     | keep\ an\ eye\ on\ your\ inbox\b.{0,120}$
     | follow\ .{0,60}\bon\ (?:twitter|facebook|instagram|youtube)\b.{0,80}$
     | (?:write\ to|contact|email)\ .{0,60}\ at\ \S+@\S+\.\w+\W{0,3}$
-    | (?:(?:published|updated|posted)\ )?(?:\w+,?\ )?(?:\d{1,2}\ )?(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)\w*\.?\ \d{1,2}(?:st|nd|rd|th)?,?\ \d{4}\b[\d\s:/|apm.,-]{0,20}(?:updated\ [\w\s]{0,20}ago)?$
+    | (?:(?:published|updated|posted)\ )?(?:\w+,?\ )?(?:\d{1,2}\ )?
+      (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)\w*\.?\ \d{1,2}(?:st|nd|rd|th)?,?\ \d{4}\b
+      [\d\s:/|apm.,-]{0,20}(?:updated\ [\w\s]{0,20}ago)?$
     | this\ (?:article|story)\ has\ been\ sent\ to\b.{0,120}$
     )""",
     re.IGNORECASE | re.VERBOSE,
 )
 # Newsletter, subscription and donation appeals, wherever they are in a short block.
 APPEAL = re.compile(
-    r"\b(?:sign\ up|subscribe|join|get)\b.{0,80}\b(?:newsletter|inbox|channel|podcast|our\ (?:free\ )?\w+\ (?:email|app))\b"
+    r"\b(?:sign\ up|subscribe|join|get)\b.{0,80}"
+    r"\b(?:newsletter|inbox|channel|podcast|our\ (?:free\ )?\w+\ (?:email|app))\b"
     r"|\bnewsletter\W{0,3}$"
-    r"|\b(?:if\ you\ (?:enjoyed|liked|value)\ this\ (?:article|story)|support\ (?:our|independent)\ journalism)\b"
+    r"|\b(?:if\ you\ (?:enjoyed|liked|value)\ this\ (?:article|story)"
+    r"|support\ (?:our|independent)\ journalism)\b"
     r"|\b(?:get|download)\ the\ .{0,30}\bapp\W{0,3}$",
     re.IGNORECASE | re.VERBOSE,
 )
 # A short heading that introduces a block of links to other stories.
 LINK_BLOCK_HEADING = re.compile(
-    r"^(?:don'?t\ miss|you\ (?:may|might)\ also\ like|related(?:\ \w+)?|more\ (?:from|on|stories)\b.{0,40}"
+    r"^(?:don'?t\ miss|you\ (?:may|might)\ also\ like|related(?:\ \w+)?"
+    r"|more\ (?:from|on|stories)\b.{0,40}"
     r"|recommended(?:\ for\ you)?|see\ also|read\ (?:more|also|next)|trending(?:\ now)?"
     r"|most\ (?:read|popular)|story\ timeline|leggi\ anche|veja\ também|leia\ também)\W{0,3}$",
     re.IGNORECASE | re.VERBOSE,
@@ -177,9 +182,10 @@ def _link_blocks(blocks: list[tuple[_Element, str]], links: frozenset[str]) -> s
             after_heading = False
             continue
         in_run = (i > 0 and flags[i - 1]) or (i + 1 < len(flags) and flags[i + 1])
-        if in_run or after_heading or i > last_body or (el.tag == "list" and len(el) > 1):
-            if el.tag != "head" or in_run or after_heading:
-                chosen.add(i)
+        grouped = in_run or after_heading
+        alone_ok = el.tag != "head" and (i > last_body or (el.tag == "list" and len(el) > 1))
+        if grouped or alone_ok:
+            chosen.add(i)
     return chosen
 
 
