@@ -23,6 +23,7 @@ BOMB_BYTES = 1 << 30  # what the gzip bomb inflates to: 1 GiB of zeros
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small writes must not wait 40 ms for a delayed ACK
     server: HostileServer
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
