@@ -33,12 +33,19 @@ local function kkey(g, field)
   return base .. ":k:" .. g .. ":" .. ((b1 * 65536 + b2 * 256 + b3) % nb)
 end
 
+local memo = {}  -- field -> value or false: each field is read from Redis once
+
 local function find(field)
   if field == "" then return nil end
+  if memo[field] ~= nil then return memo[field] or nil end
   for g = gen, gen - G, -1 do
     local v = redis.call("HGET", kkey(g, field), field)
-    if v then return v end
+    if v then
+      memo[field] = v
+      return v
+    end
   end
+  memo[field] = false
   return nil
 end
 
@@ -56,6 +63,7 @@ local function put(field, value)
   local key = kkey(gen, field)
   redis.call("HSET", key, field, value)
   redis.call("EXPIREAT", key, expire_at)
+  memo[field] = value
 end
 
 -- doc record fields
