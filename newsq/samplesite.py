@@ -165,6 +165,7 @@ class SampleSite:
         self._names = names
         self._servers: list[_OutletServer] = []
         self._threads: list[threading.Thread] = []
+        self._bases: list[str] = []
         placeholder = [f"http://127.0.0.1:{10000 + i}" for i in range(len(names))]
         self.expected = expected_of(entries, placeholder)
         self.outlets = [Outlet(name) for name in names]
@@ -216,7 +217,8 @@ class SampleSite:
     # -- truth ----------------------------------------------------------------------
 
     def _served_bases(self) -> list[str]:
-        if not self._servers:
+        """The outlets' base URLs; they stay known after ``stop``."""
+        if not self._bases:
             raise RuntimeError("the sample site is not served: call serve() first")
         return self._bases
 

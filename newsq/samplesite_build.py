@@ -240,7 +240,7 @@ class Builder:
             ]
 
     def _brief(self, n: int) -> None:
-        headline, text = brief_paragraphs(self.rng)
+        headline, text = brief_paragraphs(self.rng, n)
         story = _Story(f"brief{n:03d}", Copy(headline, (text,)), "Staff Writer",
                        EPOCH + timedelta(minutes=self.rng.randrange(0, 3 * 24 * 60)), b"",
                        "news")  # fmt: skip

@@ -229,7 +229,7 @@ def video_html(style: Style, page: PageInfo) -> str:
     """A page with no article: a headline, a video player and a one-line caption."""
     return (
         f'<!DOCTYPE html><html lang="en">{_head(style, page)}<body><header>'
-        f'<a href="{style.base}/">{escape(style.name)}</a><nav>{_nav(style, "span")}</nav></header>'
+        f'<a href="{style.base}/">{escape(style.name)}</a></header>'
         f'<main><h1>{escape(page.headline)}</h1><video src="{style.base}/media/clip.mp4" controls>'
         f"</video><p>Watch: {escape(page.paragraphs[0])}</p></main>"
         f"<footer>© {escape(style.name)}</footer></body></html>"
@@ -277,19 +277,27 @@ _THINGS = (
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
 
 
-def brief_paragraphs(rng: random.Random) -> tuple[str, str]:
-    """The headline and two-sentence text of a short local brief, from seeded parts."""
+def brief_paragraphs(rng: random.Random, n: int) -> tuple[str, str]:
+    """The headline and text of short local brief number ``n``, from seeded parts.
+
+    Briefs share the wording of their kind, as real ones do, but brief ``n`` takes topic
+    ``n`` (in turn) and one of three phrasings, so two briefs are different news.
+    """
     place = rng.choice(_PLACES)
-    body, topic = rng.choice(_THINGS)
-    day = rng.choice(_DAYS)
-    votes = rng.randint(3, 9)
-    cost = rng.randint(2, 95) * 10_000
+    body, topic = _THINGS[n % len(_THINGS)]
+    day, later = rng.sample(_DAYS, 2)
+    cost = f"${rng.randint(2, 95) * 10_000:,}"
+    when = rng.choice(("spring", "next month", "the new year", "August"))
     headline = f"{place} {body} backs {topic.split(' of ')[0].split(' for ')[0]}"
-    text = (
-        f"The {place} {body} voted {votes} to {rng.randint(0, 2)} on {day} to approve "
-        f"{topic}, at an estimated cost of ${cost:,}. Officials said work could begin as "
-        f"soon as {rng.choice(('spring', 'next month', 'the new year', 'August'))}, and "
-        f"residents can comment at a public hearing on {rng.choice(_DAYS)} at "
-        f"{rng.randint(5, 8)} p.m."
-    )
+    text = rng.choice((
+        f"The {place} {body} voted {rng.randint(3, 9)} to {rng.randint(0, 2)} on {day} to "
+        f"approve {topic}, at an estimated cost of {cost}. Officials said work could begin "
+        f"as soon as {when}, and residents can comment at a public hearing on {later}.",
+        f"Plans for {topic} in {place} cleared their last hurdle on {day}, when the {body} "
+        f"signed off on a {cost} budget. A spokesperson said the first phase should be "
+        f"finished by {when}; details will be posted on the {body}'s website.",
+        f"{place} residents will see {topic} after a {day} decision by the {body}. The "
+        f"project, expected to cost {cost}, drew a crowd of {rng.randint(20, 200)} people, "
+        f"most of them in favour, to a packed meeting that ran past {rng.randint(9, 11)} p.m.",
+    ))  # fmt: skip
     return headline, text
