@@ -13,6 +13,7 @@ import redis
 from config.settings import Settings
 from newsq.dedup import DedupIndex, content_hash, url_key
 from newsq.dedup_eval import EDITS, edit, gold_texts
+from newsq.records import Verdict
 
 GOLD = gold_texts()
 
@@ -22,7 +23,10 @@ def index(redis_client: redis.Redis, settings: Settings) -> DedupIndex:
     return DedupIndex(redis_client, settings)
 
 
-def put(index: DedupIndex, url: str, text: str, final: str | None = None, canonical=None):  # type: ignore[no-untyped-def]
+def put(
+    index: DedupIndex, url: str, text: str, final: str | None = None, canonical: str | None = None
+) -> Verdict:
+    """Decide one copy, fetched from ``final`` (default: its own url)."""
     return index.decide(
         url=url, final_url=final or url, canonical_url=canonical, text=text, site=None
     )
