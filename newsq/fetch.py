@@ -214,12 +214,14 @@ class Fetcher:
         # 1. validate and follow redirects by hand, checking every hop
         seen = {state.url}
         first_origin = _origin(state.url)
-        request_headers = {"Accept": _ACCEPT[kind], **headers}
+        deadline = start + self.settings.fetch_timeout
         while True:
             state.current = prepare(state.current, self.settings.allow_private)
-            hop_headers = request_headers if _origin(state.current) == first_origin else {}
-            hop_headers = {"Accept": _ACCEPT[kind], **hop_headers}
-            timeout = httpx.Timeout(self.settings.fetch_timeout)
+            # the caller's headers (conditional GET) only go to the site they were meant for
+            hop_headers = {"Accept": _ACCEPT[kind]}
+            if _origin(state.current) == first_origin:
+                hop_headers.update(headers)
+            timeout = httpx.Timeout(max(deadline - time.monotonic(), 0.001))
             with self._client.stream(
                 "GET", state.current, headers=hop_headers, timeout=timeout
             ) as response:
@@ -318,7 +320,7 @@ class Fetcher:
         status: int | None = None,
         delay: float | None = None,
     ) -> FetchResult:
-        log.warning("fetch %s failed: %s (%s)", state.url, reason, detail)
+        log.info("fetch %s failed: %s (%s)", state.url, reason, detail)
         return FetchResult(
             url=state.url,
             final_url=state.current,
