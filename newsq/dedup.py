@@ -23,8 +23,10 @@ Layout and limits:
 - Every key carries the hash tag ``{<prefix>:dedup}``, so in Redis Cluster the whole
   index lives on one shard. That is deliberate: a new copy must be checked against
   every story in one atomic step, and a copy's story is not known before the check,
-  so there is nothing to shard by. One shard holds ~1M articles per GB and runs tens
-  of thousands of decides per second, beyond a surge's rate.
+  so there is nothing to shard by. One shard holds ~1.5M articles per GB (measured:
+  632 bytes/article) and spends ~0.25 ms of CPU on a new article's decide (about 4k
+  decides/s; exact and url copies cost less). Beyond that, run one index per
+  language or region (a key_prefix each): copies rarely cross those lines.
 - Time is cut into generations of ``window / GENERATIONS``; each generation's keys
   expire a full window after it ends, and lookups read the live generations only. So
   an entry is remembered for at least ``dedup_window_days`` and at most
