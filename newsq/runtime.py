@@ -38,7 +38,7 @@ class Runtime:
             raise ValueError("a worker needs NEWSQ_BROKER_URL")
         self.settings = settings
         self.metrics = Metrics()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._made: dict[str, Any] = {}
 
     def _get(self, name: str, build: Callable[[], Any]) -> Any:

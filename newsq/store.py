@@ -66,6 +66,7 @@ urls = sa.Table(
     sa.Column("story_id", sa.String(64)),
     sa.Column("duplicate_of", sa.Text),
     sa.Column("similarity", sa.Float),
+    sa.Column("match", sa.String(16)),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_urls_state", "state"),

@@ -47,6 +47,7 @@ def upgrade() -> None:
         sa.Column("story_id", sa.String(64)),
         sa.Column("duplicate_of", sa.Text),
         sa.Column("similarity", sa.Float),
+        sa.Column("match", sa.String(16)),
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
