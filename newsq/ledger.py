@@ -25,6 +25,10 @@ from newsq.urls import url_id
 _SCRIPT = (resources.files("newsq") / "lua" / "ledger.lua").read_text()
 
 
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class Ledger:
     """Atomic URL state transitions in Redis."""
 
@@ -60,7 +64,7 @@ class Ledger:
             keys=[self.key(url), self.counts_key, self.active_key],
             args=["begin", state, time.time()],
         )
-        return (old.decode() if old else None), int(deliveries)
+        return (_s(old) if old else None), int(deliveries)
 
     def move(self, url: str, state: str, *, force: bool = False, **fields: Any) -> str | None:
         """Set ``url``'s state and fields; returns the previous state.
@@ -76,7 +80,7 @@ class Ledger:
         old = self.script(
             keys=[self.key(url), self.counts_key, self.active_key, self.reasons_key], args=args
         )
-        return old.decode() or None
+        return _s(old) or None
 
     def release(self, url: str) -> None:
         """Hand back a delivery that ended in a handled error (not a crash)."""
@@ -84,41 +88,41 @@ class Ledger:
 
     def get(self, url: str) -> dict[str, str] | None:
         raw = self.redis.hgetall(self.key(url))
-        return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+        return {_s(k): _s(v) for k, v in raw.items()} if raw else None
 
     def states(self, urls: Iterable[str]) -> list[str | None]:
         pipe = self.redis.pipeline(transaction=False)
         for url in urls:
             pipe.hget(self.key(url), "state")
-        return [s.decode() if s else None for s in pipe.execute()]
+        return [_s(s) if s else None for s in pipe.execute()]
 
     def counts(self) -> dict[str, int]:
         raw = self.redis.hgetall(self.counts_key)
-        counts = {k.decode(): int(v) for k, v in raw.items()}
+        counts = {_s(k): int(v) for k, v in raw.items()}
         return {s: counts.get(s, 0) for s in STATES}
 
     def reasons(self) -> dict[str, int]:
         raw = self.redis.hgetall(self.reasons_key)
-        return {k.decode(): int(v) for k, v in raw.items() if int(v)}
+        return {_s(k): int(v) for k, v in raw.items() if int(v)}
 
     def stuck(self, older_than: float, limit: int = 100) -> list[tuple[str, str, float]]:
         """Non-terminal URLs not updated for ``older_than`` seconds: (url, state, age)."""
         now = time.time()
-        keys = self.redis.zrangebyscore(self.active_key, 0, now - older_than, 0, limit)
+        keys: list[bytes] = self.redis.zrangebyscore(self.active_key, 0, now - older_than, 0, limit)  # type: ignore[assignment]
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
             pipe.hmget(key, "url", "state", "t_upd")
         out = []
         for url, state, t_upd in pipe.execute():
-            if url and state and state.decode() not in TERMINAL:
-                out.append((url.decode(), state.decode(), now - float(t_upd or now)))
+            if url and state and _s(state) not in TERMINAL:
+                out.append((_s(url), _s(state), now - float(t_upd or now)))
         return out
 
     def add_dead(self, url: str) -> None:
         self.redis.sadd(self.dead_key, url)
 
     def dead(self) -> list[str]:
-        return sorted(u.decode() for u in self.redis.smembers(self.dead_key))
+        return sorted(_s(u) for u in self.redis.smembers(self.dead_key))
 
     def remove_dead(self, url: str) -> None:
         self.redis.srem(self.dead_key, url)

@@ -147,7 +147,7 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0) -> Step:
 
 def _load_body(rt: Runtime, url: str) -> tuple[str, datetime, str] | None:
     raw = rt.redis.get(body_key(rt, url))
-    if raw is None:
+    if not isinstance(raw, bytes):
         return None
     final_url, fetched_at, payload = raw.split(b"\n", 2)
     html = zlib.decompress(payload).decode("utf-8")

@@ -53,35 +53,35 @@ class Runtime:
     @property
     def redis(self) -> redis.Redis:
         url = self.settings.broker_url or ""
-        return self._get(  # type: ignore[no-any-return]
+        return self._get(
             "redis", lambda: redis.Redis.from_url(url, health_check_interval=30)
         )
 
     @property
     def ledger(self) -> Ledger:
-        return self._get("ledger", lambda: Ledger(self.redis, self.settings.key_prefix))  # type: ignore[no-any-return]
+        return self._get("ledger", lambda: Ledger(self.redis, self.settings.key_prefix))
 
     @property
     def store(self) -> Store:
-        return self._get("store", lambda: Store.from_url(self.settings.database_url))  # type: ignore[no-any-return]
+        return self._get("store", lambda: Store.from_url(self.settings.database_url))
 
     @property
     def fetcher(self) -> Fetcher:
         from newsq.fetch import Fetcher
 
-        return self._get("fetcher", lambda: Fetcher(self.settings))  # type: ignore[no-any-return]
+        return self._get("fetcher", lambda: Fetcher(self.settings))
 
     @property
     def politeness(self) -> Politeness:
         from newsq.politeness import Politeness
 
-        return self._get("politeness", lambda: Politeness(self.redis, self.settings))  # type: ignore[no-any-return]
+        return self._get("politeness", lambda: Politeness(self.redis, self.settings))
 
     @property
     def robots(self) -> RobotsCache:
         from newsq.robots import RobotsCache
 
-        return self._get(  # type: ignore[no-any-return]
+        return self._get(
             "robots", lambda: RobotsCache(self.redis, self.settings, self.fetcher)
         )
 
@@ -92,13 +92,13 @@ class Runtime:
     def dedup(self) -> DedupIndex:
         from newsq.dedup import DedupIndex
 
-        return self._get("dedup", lambda: DedupIndex(self.redis, self.settings))  # type: ignore[no-any-return]
+        return self._get("dedup", lambda: DedupIndex(self.redis, self.settings))
 
     @property
     def boilerplate(self) -> BoilerplateFilter:
         from newsq.boilerplate import BoilerplateFilter
 
-        return self._get(  # type: ignore[no-any-return]
+        return self._get(
             "boilerplate", lambda: BoilerplateFilter(self.redis, self.settings)
         )
 
