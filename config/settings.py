@@ -129,6 +129,12 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     key_prefix: str = "newsq"
+    feed_tick: float = 30.0
+    """Seconds between beat ticks that look for due feeds (``NEWSQ_FEED_TICK``)."""
+    feed_every: float = 600.0
+    """A new feed's first polling interval when ``feeds add`` gives no ``--every``."""
+    feed_min_every: float = 60.0
+    feed_max_every: float = 86400.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -171,6 +177,10 @@ class Settings:
             log_format=log_format,
             log_level=(env.get("NEWSQ_LOG_LEVEL", "").strip() or "INFO").upper(),
             key_prefix=env.get("NEWSQ_KEY_PREFIX", "").strip() or "newsq",
+            feed_tick=_number(env, "NEWSQ_FEED_TICK", 30.0, minimum=0.1),
+            feed_every=_number(env, "NEWSQ_FEED_EVERY", 600.0, minimum=1),
+            feed_min_every=_number(env, "NEWSQ_FEED_MIN_EVERY", 60.0, minimum=1),
+            feed_max_every=_number(env, "NEWSQ_FEED_MAX_EVERY", 86400.0, minimum=1),
         )
 
 
