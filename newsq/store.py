@@ -313,6 +313,28 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(sa.update(feeds).where(feeds.c.url == url).values(**values))
 
+    def get_feed(self, url: str) -> dict[str, Any] | None:
+        """The feed's row, or None when it is not registered."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(feeds).where(feeds.c.url == url)).first()
+        return dict(row._mapping) if row else None
+
+    def claim_feed(self, url: str, due_before: datetime, lease_until: datetime) -> bool:
+        """Take a due feed for polling: True for exactly one of many concurrent claimers.
+
+        One conditional UPDATE moves ``next_due`` past ``due_before``; whoever comes
+        second finds the feed no longer due (PostgreSQL re-checks the WHERE after the
+        row lock, SQLite serialises writers). Should the poller die, the feed is due
+        again at ``lease_until``. Returns False when the feed is not due or is gone.
+        """
+        stmt = (
+            sa.update(feeds)
+            .where(feeds.c.url == url, feeds.c.next_due <= due_before)
+            .values(next_due=lease_until)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
 
 def articles_columns() -> Sequence[str]:
     return [c.name for c in articles.columns]
