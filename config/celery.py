@@ -8,6 +8,15 @@ Delivery is at least once: tasks are acknowledged after they finish (``acks_late
 a task whose worker died is delivered again (``task_reject_on_worker_lost``, and the
 Redis transport's visibility timeout for a worker that vanished entirely), and every
 stage is idempotent, so a second delivery changes nothing.
+
+Redis only emulates acknowledgement: a taken message sits in an ``unacked`` hash and
+any live worker puts it back on its queue once it is older than the visibility
+timeout. So the timeout must exceed the longest a task can be held: its hard time
+limit, and any retry countdown (an ETA task waits inside the worker, unacked).
+:func:`max_countdown` bounds every countdown to a quarter of the timeout. The sweep
+that restores messages runs every ``unacked_restore_interval`` seconds (kombu's
+default is every 100 s), so a task of a worker killed outright runs again within the
+visibility timeout plus a few seconds.
 """
 
 from __future__ import annotations
@@ -24,30 +33,69 @@ PROCESS_QUEUE = "process"
 QUEUES = (FETCH_QUEUE, PROCESS_QUEUE)
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings derived from newsq's own."""
-    fetch_limit = settings.fetch_timeout * 3 + 30  # robots.txt, the page, and slack
+PROCESS_SOFT_LIMIT = 120.0
+SOFT_SHUTDOWN_TIMEOUT = 15.0
+
+
+def fetch_time_limit(settings: Settings) -> float:
+    """Soft time limit of one fetch task: robots.txt, the page, and slack."""
+    return settings.fetch_timeout * 3 + 30
+
+
+def max_countdown(settings: Settings) -> float:
+    """Longest countdown a task may be sent with: a quarter of the visibility timeout.
+
+    A countdown task is held unacked by the worker that took it; were it held longer
+    than the visibility timeout, another worker would run it too.
+    """
+    return settings.visibility_timeout / 4
+
+
+def delivery_config(settings: Settings) -> dict[str, Any]:
+    """The at-least-once settings every worker and producer must agree on."""
+    restore_every = max(1.0, min(5.0, settings.visibility_timeout / 10))
     return {
-        "broker_url": settings.broker_url or "redis://127.0.0.1:6379/0",
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
             "global_keyprefix": f"{settings.key_prefix}:q:",
             "socket_keepalive": True,
             "health_check_interval": 30,
+            # sweep for messages of dead workers every few seconds, on every sweep
+            "unacked_restore_interval": restore_every,
+            "unacked_restore_throttle": 1,
+            # a worker killed while holding the sweep's mutex blocks sweeps this long
+            "unacked_mutex_expire": 30,
         },
+        # a lost broker is waited for, forever, by producers and workers alike
         "broker_connection_retry_on_startup": True,
+        "broker_connection_retry": True,
         "broker_connection_max_retries": None,
         "broker_channel_error_retry": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # a task killed by its hard time limit is not acked: the visibility timeout
+        # delivers it again and the ledger's delivery count ends it as poison
+        "task_acks_on_failure_or_timeout": False,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # a cold shutdown (SIGQUIT) first lets running tasks finish for this long,
+        # then hands the rest, countdown tasks included, back to the queue
+        "worker_soft_shutdown_timeout": SOFT_SHUTDOWN_TIMEOUT,
+        "worker_enable_soft_shutdown_on_idle": True,
+    }
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from newsq's own."""
+    fetch_limit = fetch_time_limit(settings)
+    return {
+        "broker_url": settings.broker_url or "redis://127.0.0.1:6379/0",
+        **delivery_config(settings),
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,
         "result_backend": None,
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "task_acks_on_failure_or_timeout": True,
-        "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_queues": [Queue(FETCH_QUEUE), Queue(PROCESS_QUEUE)],
         "task_default_queue": FETCH_QUEUE,
         "task_routes": {
@@ -58,7 +106,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         "task_annotations": {
             "newsq.fetch": {"soft_time_limit": fetch_limit, "time_limit": fetch_limit + 15},
-            "newsq.process": {"soft_time_limit": 120, "time_limit": 150},
+            "newsq.process": {
+                "soft_time_limit": PROCESS_SOFT_LIMIT,
+                "time_limit": PROCESS_SOFT_LIMIT + 30,
+            },
         },
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
