@@ -1,0 +1,27 @@
+"""The README keeps its promises: the Quick start and every setting."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_quick_start_is_two_commands_in_one_sh_block() -> None:
+    section = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
+    assert len(blocks) == 1
+    commands = [ln for ln in blocks[0].splitlines() if ln.strip()]
+    assert len(commands) == 2
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert commands[1] in ci  # CI runs the README's test command
+
+
+def test_every_setting_is_documented() -> None:
+    source = (ROOT / "config" / "settings.py").read_text()
+    names = set(re.findall(r'"(NEWSQ_[A-Z_]+)"', source))
+    assert names, "no settings found"
+    missing = sorted(n for n in names if f"`{n}`" not in README)
+    assert not missing, f"settings missing from the README: {missing}"
