@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint bench-clean clean
 
-$(BIN)/newsq: pyproject.toml requirements.lock
+$(BIN)/newsq: pyproject.toml requirements.lock requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet -r requirements.lock -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e ".[dev]"
 	touch $(BIN)/newsq
 
