@@ -111,6 +111,10 @@ class Settings:
     max_redirects: int = 5
     visibility_timeout: int = 3600
     metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
+    """Address the metrics server binds (``NEWSQ_METRICS_ADDR``; ``0.0.0.0`` in a container)."""
+    keep_raw: bool = False
+    """Keep each stored page's HTML, compressed, in the ``pages`` table (``NEWSQ_KEEP_RAW``)."""
     host_rate: float = 1.0
     host_concurrency: int = 4
     host_rates: tuple[tuple[str, float], ...] = ()
@@ -160,6 +164,8 @@ class Settings:
             max_redirects=_integer(env, "NEWSQ_MAX_REDIRECTS", 5),
             visibility_timeout=_integer(env, "NEWSQ_VISIBILITY_TIMEOUT", 3600, minimum=10),
             metrics_port=_integer(env, "NEWSQ_METRICS_PORT", 0, minimum=1) if metrics else None,
+            metrics_addr=env.get("NEWSQ_METRICS_ADDR", "").strip() or "127.0.0.1",
+            keep_raw=env.get("NEWSQ_KEEP_RAW", "0").strip().lower() in ("1", "true", "yes", "on"),
             host_rate=_number(env, "NEWSQ_HOST_RATE", 1.0),
             host_concurrency=_integer(env, "NEWSQ_HOST_CONCURRENCY", 4, minimum=1),
             host_rates=_host_rates(env.get("NEWSQ_HOST_RATES", "")),
