@@ -82,6 +82,11 @@ class Ledger:
         )
         return _s(old) or None
 
+    def note(self, url: str, **fields: str) -> None:
+        """Record fields (e.g. ``last_error``) of a known URL without changing its state."""
+        if fields and self.redis.exists(self.key(url)):
+            self.redis.hset(self.key(url), mapping=dict(fields))  # type: ignore[arg-type]
+
     def release(self, url: str) -> None:
         """Hand back a delivery that ended in a handled error (not a crash)."""
         self.redis.hincrby(self.key(url), "deliveries", -1)

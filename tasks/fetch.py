@@ -6,7 +6,7 @@ from celery import Task
 
 from config.celery import app
 from newsq.pipeline import fetch_step
-from tasks.runtime import runtime, transient_errors
+from tasks.runtime import countdown, runtime, transient_errors
 
 
 @app.task(name="newsq.fetch", bind=True, max_retries=None)
@@ -19,7 +19,7 @@ def fetch(self: Task, url: str, attempt: int = 0) -> str | None:
 
         process.delay(url)
     elif step.action == "retry":
-        fetch.apply_async((url, attempt + 1), countdown=step.countdown)
+        fetch.apply_async((url, attempt + 1), countdown=countdown(step.countdown))
     elif step.action == "wait":  # throttled: does not spend a retry
-        fetch.apply_async((url, attempt), countdown=step.countdown)
+        fetch.apply_async((url, attempt), countdown=countdown(step.countdown))
     return step.state

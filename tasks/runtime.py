@@ -1,4 +1,17 @@
-"""The worker process's :class:`~newsq.runtime.Runtime`, made after the fork."""
+"""The worker process's :class:`~newsq.runtime.Runtime`, made after the fork, and the
+one place where a stage's exceptions become Celery retries.
+
+How a delivery that did not finish is handled (at least once, see ``config.celery``)::
+
+    stage raised Retryable / lost Redis   handed back: retried with backoff, and the
+                                          delivery is not counted towards poison
+    soft time limit, any other exception  retried soon, the delivery *is* counted:
+                                          after ``max_deliveries`` the URL ends as
+                                          failed/poison (``newsq.pipeline.poisoned``)
+    worker process killed (crash, OOM)    Celery requeues it (reject_on_worker_lost),
+                                          or the visibility timeout delivers it again;
+                                          counted the same way
+"""
 
 from __future__ import annotations
 
@@ -8,8 +21,10 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_process_shutdown
 
+from config.celery import max_countdown
 from config.settings import get_settings
 from newsq.errors import Retryable
 from newsq.pipeline import backoff
@@ -39,12 +54,22 @@ def _close(**_: Any) -> None:
         _runtime.close()
 
 
+def countdown(seconds: float) -> float:
+    """``seconds``, bounded so a held countdown task never outlives the visibility
+    timeout (which would deliver it a second time while it waits)."""
+    return min(seconds, max_countdown(get_settings()))
+
+
+def _note(url: str, error: BaseException) -> None:
+    with suppress(redis.RedisError):
+        runtime().ledger.note(url, last_error=f"{type(error).__name__}: {error}"[:300])
+
+
 @contextmanager
 def transient_errors(url: str, retry: Callable[[float], Exception], attempt: int) -> Iterator[None]:
-    """Map a lost Redis or database to a Celery retry with backoff.
+    """Map a stage's exceptions to a Celery retry (see the module docstring).
 
-    The delivery that failed this way is handed back, so it does not count towards
-    the poison limit.
+    Never swallows one: the ``with`` block either completes or raises ``retry(...)``.
     """
     try:
         yield
@@ -52,4 +77,13 @@ def transient_errors(url: str, retry: Callable[[float], Exception], attempt: int
         log.warning("%s: %s; retrying", url, exc)
         with suppress(redis.RedisError):
             runtime().ledger.release(url)
-        raise retry(backoff(min(attempt, 5))) from exc
+        _note(url, exc)
+        raise retry(countdown(backoff(min(attempt, 5)))) from exc
+    except SoftTimeLimitExceeded as exc:
+        log.error("%s: time limit exceeded; delivering again", url)
+        _note(url, exc)
+        raise retry(countdown(1.0)) from exc
+    except Exception as exc:
+        log.exception("%s: unexpected error; delivering again", url)
+        _note(url, exc)
+        raise retry(countdown(backoff(min(attempt, 3)))) from exc

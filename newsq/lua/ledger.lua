@@ -5,7 +5,8 @@
 --           creates each unknown URL as 'queued'; returns 1 (new) or 0 (known) per URL
 -- begin:    KEYS = url, counts, active   ARGV = state, now
 --           a worker takes the URL; returns {previous state, deliveries}; a URL in a
---           terminal state is left as it is (the caller skips the work)
+--           terminal state is left as it is (the caller skips the work); the first
+--           take sets t_start, reaching a terminal state sets t_done
 -- move:     KEYS = url, counts, active, reasons   ARGV = state, now, force, field, value, ...
 --           sets the state (a terminal state is left only with force=1) and fields;
 --           returns the previous state ('' for none)
@@ -19,6 +20,7 @@ local function set_state(url_key, counts, active, old, new, now)
   end
   if TERMINAL[new] then
     redis.call('ZREM', active, url_key)
+    redis.call('HSET', url_key, 't_done', now)
   else
     redis.call('ZADD', active, now, url_key)
   end
@@ -48,6 +50,7 @@ elseif command == 'begin' then
     return {old, 0}
   end
   local deliveries = redis.call('HINCRBY', url_key, 'deliveries', 1)
+  redis.call('HSETNX', url_key, 't_start', now)
   set_state(url_key, KEYS[2], KEYS[3], old or nil, state, now)
   return {old or '', deliveries}
 elseif command == 'move' then
