@@ -116,11 +116,21 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": False,
         "enable_utc": True,
         "timezone": "UTC",
+        # beat (``newsq worker --beat`` or ``newsq beat``) only ticks; which feeds are
+        # due lives in the store, so beat keeps no schedule file of its own
+        "beat_scheduler": "celery.beat:Scheduler",
+        "beat_schedule": {
+            "poll-feeds": {
+                "task": "newsq.poll_feeds",
+                "schedule": settings.feed_tick,
+                "options": {"expires": max(settings.feed_tick, 1.0)},
+            },
+        },
     }
 
 
 def make_app(settings: Settings) -> Celery:
-    app = Celery("newsq", include=["tasks.fetch", "tasks.process"])
+    app = Celery("newsq", include=["tasks.fetch", "tasks.process", "tasks.feeds"])
     app.conf.update(celery_config(settings))
     return app
 
