@@ -1,0 +1,46 @@
+"""The feed tasks: beat's tick finds due feeds; each is polled as a task of its own.
+
+``newsq.poll_feeds`` (sent by Celery beat every ``NEWSQ_FEED_TICK`` seconds) claims the
+due feeds and sends one ``newsq.feed`` per feed, so many feeds are polled side by side
+on the fetch queue's threads. A lost ``newsq.feed`` task costs only a delay: the claim
+is a lease, and the feed is due again when it runs out.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from config.celery import app
+from newsq.errors import StoreUnavailable
+from newsq.feedpoll import claim_due, poll_feed
+from tasks.runtime import runtime
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name="newsq.poll_feeds")
+def poll_feeds() -> int:
+    rt = runtime()
+    try:
+        claimed = claim_due(rt.store, rt.settings)
+    except StoreUnavailable as exc:
+        log.warning("due feeds not read: %s", exc)
+        return 0
+    for url in claimed:
+        poll_feed_task.delay(url)
+    return len(claimed)
+
+
+@app.task(name="newsq.feed")
+def poll_feed_task(url: str) -> int:
+    from tasks.fetch import fetch
+
+    rt = runtime()
+    try:
+        poll = poll_feed(rt.store, rt.fetcher, rt.ledger, url, send=fetch.delay)
+    except (StoreUnavailable, redis.RedisError) as exc:
+        log.warning("feed %s not polled: %s; due again when its lease ends", url, exc)
+        return 0
+    return poll.new if poll else 0
