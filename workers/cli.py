@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     retry = sub.add_parser("retry", help="re-enqueue a failed URL, or every dead one")
     retry.add_argument("url", nargs="?")
-    retry.add_argument("--dead", action="store_true")
+    retry.add_argument("--dead", action="store_true", help="every URL given up as poison")
+    retry.add_argument("--stuck", type=_seconds, metavar="SECONDS",
+                       help="every URL in a non-terminal state for longer than this")  # fmt: skip
 
     stats = sub.add_parser("stats", help="queues, states, dedup ratio, failures")
     stats.add_argument("--once", action="store_true", help="print one table and exit")

@@ -243,13 +243,20 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     from config.celery import make_app
+    from newsq.urls import normalize_or_none
 
     need_broker(settings, "retry")
     ledger = _ledger(settings)
     assert ledger is not None
-    urls = ledger.dead() if args.dead else ([args.url] if args.url else [])
-    if not urls:
-        raise ConfigError("nothing to retry: give a URL or --dead")
+    stuck = getattr(args, "stuck", None)
+    if args.dead:
+        urls = ledger.dead()
+    elif stuck:  # taken or queued, then no progress for this long: the message was lost
+        urls = [url for url, _, _ in ledger.stuck(stuck, limit=1_000_000)]
+    elif args.url:
+        urls = [normalize_or_none(args.url) or args.url]
+    else:
+        raise ConfigError("nothing to retry: give a URL, --dead or --stuck SECONDS")
     app = make_app(settings)
     for url in urls:
         ledger.move(url, QUEUED, force=True, reason=None, attempts=0)
