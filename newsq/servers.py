@@ -48,12 +48,17 @@ def find_redis_server() -> str:
 
 
 class RedisServer:
-    """A throwaway redis-server process on a free loopback port."""
+    """A throwaway redis-server process on a free loopback port.
 
-    def __init__(self, *, appendonly: bool = False, port: int | None = None) -> None:
+    ``port`` and ``dir`` restart a stopped server (``stop(keep_dir=True)``) where it
+    was, with its data when ``appendonly``: what the fault-injection tests do.
+    """
+
+    def __init__(self, *, appendonly: bool = False, port: int | None = None,
+                 dir: Path | None = None) -> None:  # fmt: skip
         self.port = port or free_port()
         self.appendonly = appendonly
-        self.dir = Path(tempfile.mkdtemp(prefix="newsq-redis-"))
+        self.dir = dir or Path(tempfile.mkdtemp(prefix="newsq-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
