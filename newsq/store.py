@@ -7,6 +7,8 @@ Tables:
   ``urls``      the terminal record of every URL (state, reason, story), so nothing
                 that was enqueued is lost even when Redis is gone.
   ``feeds``     feeds that poll themselves, with their conditional-GET state.
+  ``pages``     with ``NEWSQ_KEEP_RAW=1``: each stored copy's HTML, zlib-compressed,
+                keyed like its article row (url, content_hash), for WARC export.
 
 Every write is idempotent: unique keys plus "insert or do nothing / update", so a
 task that runs twice stores nothing twice. The schema is created and migrated by
@@ -88,6 +90,18 @@ feeds = sa.Table(
     sa.Column("last_new", sa.Integer, nullable=False, default=0),
     sa.Column("polls", sa.Integer, nullable=False, default=0),
     sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+pages = sa.Table(
+    "pages",
+    metadata,
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("final_url", sa.Text),
+    sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("content_type", sa.Text),
+    sa.Column("html_zlib", sa.LargeBinary, nullable=False),
+    sa.PrimaryKeyConstraint("url", "content_hash", name="pk_pages"),
 )
 
 
@@ -176,8 +190,10 @@ class Store:
 
     # -- writes -----------------------------------------------------------------
 
-    def save_article(self, row: Mapping[str, Any], outcome: Mapping[str, Any]) -> bool:
-        """Store one copy and its URL's terminal record in one transaction.
+    def save_article(self, row: Mapping[str, Any], outcome: Mapping[str, Any],
+                     page: Mapping[str, Any] | None = None) -> bool:  # fmt: skip
+        """Store one copy and its URL's terminal record (and its raw ``page`` row, when
+        given) in one transaction.
 
         Returns True when the article row was new, False when it was already there
         (a replayed task). Raises StoreUnavailable when the database is unreachable.
@@ -191,9 +207,21 @@ class Store:
             with self.engine.begin() as conn:
                 inserted = conn.execute(stmt).first() is not None
                 conn.execute(self._outcome_stmt(outcome))
+                if page is not None:
+                    conn.execute(
+                        _insert(self.engine, pages).values(**page).on_conflict_do_nothing()
+                    )
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise StoreUnavailable(f"store write failed for {row.get('url')}: {exc}") from exc
         return inserted
+
+    def pages_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The kept raw pages of these (url, content_hash) keys; missing keys are absent."""
+        if not keys:
+            return {}
+        query = sa.select(pages).where(sa.tuple_(pages.c.url, pages.c.content_hash).in_(keys))
+        with self.engine.connect() as conn:
+            return {(r.url, r.content_hash): dict(r._mapping) for r in conn.execute(query)}
 
     def record_outcome(self, outcome: Mapping[str, Any]) -> None:
         """Upsert a URL's terminal record (skipped, failed, ...); raises StoreUnavailable."""
