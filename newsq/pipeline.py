@@ -154,6 +154,18 @@ def _load_body(rt: Runtime, url: str) -> tuple[str, datetime, str] | None:
     return final_url.decode(), datetime.fromisoformat(fetched_at.decode()), html
 
 
+def _raw_page(row: dict[str, Any], html: str) -> dict[str, Any]:
+    """The ``pages`` row of a stored copy: its HTML as decoded, UTF-8, zlib-compressed."""
+    return {
+        "url": row["url"],
+        "content_hash": row["content_hash"],
+        "final_url": row["final_url"],
+        "fetched_at": row["fetched_at"],
+        "content_type": "text/html; charset=utf-8",
+        "html_zlib": zlib.compress(html.encode("utf-8"), 6),
+    }
+
+
 def process_step(rt: Runtime, url: str) -> Step:
     """Clean, deduplicate and store the fetched page of ``url``."""
     previous, deliveries = rt.ledger.begin(url, FETCHED)
@@ -175,12 +187,12 @@ def process_step(rt: Runtime, url: str) -> Step:
     if isinstance(cleaned, Article):
         cleaned = rt.boilerplate.strip(cleaned, url=final_url)
     rt.metrics.stage_time("clean", time.perf_counter() - started)
+    rt.metrics.extraction(host_of(final_url), cleaned)
     if isinstance(cleaned, Drop):
         step = finish(rt, url, SKIPPED, cleaned.reason, detail=cleaned.detail or None)
         rt.redis.delete(body_key(rt, url))
         return step
     article = cleaned
-    rt.metrics.extraction(article.site or host_of(final_url), article)
 
     # 3. dedup: one atomic decision shared by every worker
     started = time.perf_counter()
@@ -215,7 +227,8 @@ def process_step(rt: Runtime, url: str) -> Step:
         "match": verdict.kind,
     }
     started = time.perf_counter()
-    rt.store.save_article(row, {"url": url, "state": state, **fields})
+    page = _raw_page(row, html) if rt.settings.keep_raw else None
+    rt.store.save_article(row, {"url": url, "state": state, **fields}, page)
     rt.metrics.stage_time("store", time.perf_counter() - started)
     rt.ledger.move(url, state, **fields)
     rt.metrics.outcome(state, None)
