@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
+from typing import Any
 
 from config.celery import QUEUES
 from config.settings import Settings
@@ -14,20 +16,35 @@ from workers.logs import setup_logging
 log = logging.getLogger(__name__)
 
 
-def start_metrics_server(port: int) -> None:
-    """Serve the summed metrics of this worker and its pool children on ``port``.
+def start_metrics_server(settings: Settings) -> None:
+    """Serve the summed metrics of this worker and its pool children on the metrics port.
 
-    prometheus-client's multiprocess mode is chosen when the module is imported, so
-    the directory is set before anything imports it.
+    prometheus-client chooses multiprocess mode when it is first imported, so the
+    directory is set here, before ``config.celery`` loads the tasks (which import
+    ``newsq.metrics``); a too-early import is an error rather than silently wrong
+    numbers. Children that exit are marked dead so their live gauges are dropped.
     """
+    if "prometheus_client" in sys.modules and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        raise RuntimeError("prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set")
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="newsq-metrics-"))
+    import redis
+    from celery.signals import worker_process_shutdown
     from prometheus_client import CollectorRegistry, start_http_server
-    from prometheus_client.multiprocess import MultiProcessCollector
+    from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+    from newsq.metrics import RedisStateCollector
+
+    def _child_gone(pid: int | None = None, **_: Any) -> None:
+        mark_process_dead(pid or os.getpid())
+
+    worker_process_shutdown.connect(_child_gone, weak=False)
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
-    start_http_server(port, addr="127.0.0.1", registry=registry)
-    log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    client = redis.Redis.from_url(settings.broker_url or "", socket_timeout=2)
+    registry.register(RedisStateCollector(client, settings.key_prefix, QUEUES))
+    port = settings.metrics_port or 0
+    start_http_server(port, addr=settings.metrics_addr, registry=registry)
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_addr, port)
 
 
 def run_worker(settings: Settings, queues: str, concurrency: int | None,
@@ -40,7 +57,7 @@ def run_worker(settings: Settings, queues: str, concurrency: int | None,
     concurrency = concurrency or (16 if pool == "threads" else os.cpu_count() or 2)
     setup_logging(settings.log_level, settings.log_format)
     if settings.metrics_port:
-        start_metrics_server(settings.metrics_port)
+        start_metrics_server(settings)
     from config.celery import app
 
     argv = [
