@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from config.settings import Settings, get_settings
 
@@ -96,8 +96,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "task_ignore_result": True,
         "result_backend": None,
-        "task_queues": [Queue(FETCH_QUEUE), Queue(PROCESS_QUEUE)],
+        # each queue its own exchange and key: a message for one never lands in the other
+        "task_queues": [
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES
+        ],
         "task_default_queue": FETCH_QUEUE,
+        "task_default_exchange": FETCH_QUEUE,
+        "task_default_routing_key": FETCH_QUEUE,
         "task_routes": {
             "newsq.fetch": {"queue": FETCH_QUEUE},
             "newsq.feed": {"queue": FETCH_QUEUE},

@@ -17,13 +17,19 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from types import TracebackType
 
 from config.settings import Settings
+from newsq.errors import NewsqError
 from newsq.servers import RedisServer
 
 log = logging.getLogger(__name__)
+
+
+class WorkerDied(NewsqError):
+    """A local worker process exited before the work was done."""
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -50,6 +56,11 @@ class LocalCluster:
         self.log_level = log_level
         self.redis_server: RedisServer | None = None
         self.procs: list[subprocess.Popen[bytes]] = []
+        # the workers' own output (Celery's banner, their logs) goes to a file, shown
+        # only when something goes wrong
+        self.log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix="newsq-workers-", suffix=".log", delete=False
+        )
 
     def __enter__(self) -> LocalCluster:
         if not self.settings.broker_url:
@@ -68,15 +79,27 @@ class LocalCluster:
         for spec in specs:
             self.procs.append(
                 subprocess.Popen(
-                    base + spec, env=env, stdin=subprocess.DEVNULL, start_new_session=True
+                    base + spec,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=self.log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             )
 
+    def log_tail(self, lines: int = 15) -> str:
+        with open(self.log_file.name, errors="replace") as handle:
+            return "".join(handle.readlines()[-lines:])
+
     def check_workers(self) -> None:
-        """Raise RuntimeError when a worker process died."""
+        """Raise WorkerDied when a worker process exited."""
         for proc in self.procs:
             if proc.poll() is not None:
-                raise RuntimeError(f"worker process {proc.args!r} exited with {proc.returncode}")
+                raise WorkerDied(
+                    f"a worker process exited with status {proc.returncode}; its log "
+                    f"({self.log_file.name}) ends:\n{self.log_tail()}"
+                )
 
     def stop_workers(self, grace: float = 20.0) -> None:
         for proc in self.procs:
@@ -97,3 +120,6 @@ class LocalCluster:
         self.stop_workers()
         if self.redis_server is not None:
             self.redis_server.stop()
+        self.log_file.close()
+        if exc is None:
+            os.unlink(self.log_file.name)
