@@ -19,6 +19,7 @@ from newsq.ledger import Ledger
 from newsq.metrics import Metrics
 from newsq.records import Article, Drop
 from newsq.store import Store
+from newsq.throughput import Throughput
 
 if TYPE_CHECKING:
     from newsq.boilerplate import BoilerplateFilter
@@ -37,7 +38,7 @@ class Runtime:
         if not settings.broker_url:
             raise ValueError("a worker needs NEWSQ_BROKER_URL")
         self.settings = settings
-        self.metrics = Metrics()
+        self.metrics = Metrics(Throughput(lambda: self.redis, settings.key_prefix))
         self._lock = threading.RLock()
         self._made: dict[str, Any] = {}
 

@@ -1,0 +1,77 @@
+"""A small time series of terminal outcomes in Redis, for rates over the last minute.
+
+Each outcome adds one to a per-second counter: field ``<state>:<second>`` of a hash
+per minute (``{prefix}:tput:<minute>``, on the ledger's hash tag), which expires after
+a few minutes. Reading sums the seconds of the window. Memory stays at a few hundred
+small fields however long the pipeline runs, and every worker and reader agrees on the
+numbers because they live in Redis, not in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import redis
+
+from newsq.records import TERMINAL
+
+log = logging.getLogger(__name__)
+
+KEEP_SECONDS = 300
+
+
+class Throughput:
+    """Write and read per-second counts of terminal outcomes."""
+
+    def __init__(self, client: Callable[[], redis.Redis], key_prefix: str) -> None:
+        self._client = client  # resolved on use: the runtime makes Redis lazily
+        self.tag = f"{{{key_prefix}}}"
+
+    def key(self, minute: int) -> str:
+        return f"{self.tag}:tput:{minute}"
+
+    def record(self, state: str, when: float | None = None) -> None:
+        """Count one URL reaching ``state``; a Redis error is logged, never raised."""
+        second = int(when if when is not None else time.time())
+        key = self.key(second // 60)
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            pipe.hincrby(key, f"{state}:{second}", 1)
+            pipe.expire(key, KEEP_SECONDS)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.debug("throughput not recorded: %s", exc)
+
+    def counts(self, window: float = 60.0, now: float | None = None) -> dict[str, int]:
+        """Outcomes per terminal state in the last ``window`` seconds (at most 5 min)."""
+        now = time.time() if now is None else now
+        window = min(window, KEEP_SECONDS - 60)
+        first, last = int(now - window), int(now)
+        pipe = self._client().pipeline(transaction=False)
+        minutes = range(first // 60, last // 60 + 1)
+        for minute in minutes:
+            pipe.hgetall(self.key(minute))
+        out = dict.fromkeys(sorted(TERMINAL), 0)
+        for fields in pipe.execute():
+            for name, value in fields.items():
+                state, _, second = _text(name).rpartition(":")
+                if first < int(second) <= last and state in out:
+                    out[state] += int(value)
+        return out
+
+    def rates(self, window: float = 60.0, now: float | None = None) -> dict[str, float]:
+        """Per-second rates over the window: each terminal state, ``articles``
+        (stored + duplicate) and ``urls`` (all terminal outcomes)."""
+        counts = self.counts(window, now)
+        seconds = max(1.0, math.floor(min(window, KEEP_SECONDS - 60)))
+        out = {state: n / seconds for state, n in counts.items()}
+        out["articles"] = (counts["stored"] + counts["duplicate"]) / seconds
+        out["urls"] = sum(counts.values()) / seconds
+        return out
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
