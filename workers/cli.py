@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", default="fetch,process")
     worker.add_argument("--concurrency", type=_positive, default=None)
     worker.add_argument("--pool", choices=("prefork", "threads", "solo"), default=None)
+    worker.add_argument("--beat", action="store_true",
+                        help="also run Celery beat here (feed polls; one per cluster)")  # fmt: skip
 
     fetch = sub.add_parser("fetch", help="fetch one URL; print the result as JSON")
     fetch.add_argument("url")
@@ -114,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", help="queues, states, dedup ratio, failures")
     stats.add_argument("--once", action="store_true", help="print one table and exit")
     stats.add_argument("--interval", type=_seconds, default=2.0)
+
+    from workers.feeds_cmd import add_parsers as add_feeds_parsers
+
+    add_feeds_parsers(sub)
     return parser
 
 

@@ -18,6 +18,7 @@ from newsq.records import QUEUED, TERMINAL
 from newsq.store import Store
 from workers.cli import need_broker, print_json
 from workers.embedded import LocalCluster
+from workers.feeds_cmd import cmd_beat, cmd_feeds  # noqa: F401  (dispatched by name)
 from workers.intake import Intake, enqueue, gather
 
 # -- run / enqueue / worker ----------------------------------------------------------
@@ -127,7 +128,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from workers.worker import run_worker
 
     need_broker(settings, "worker")
-    return run_worker(settings, args.queues, args.concurrency, args.pool)
+    return run_worker(settings, args.queues, args.concurrency, args.pool, beat=args.beat)
 
 
 # -- single stages ---------------------------------------------------------------------

@@ -48,7 +48,8 @@ def start_metrics_server(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings, queues: str, concurrency: int | None,
-               pool: str | None) -> int:  # fmt: skip
+               pool: str | None, *, beat: bool = False) -> int:  # fmt: skip
+    """Run a Celery worker until stopped; ``beat`` embeds Celery beat (feed polling ticks)."""
     names = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(names) - set(QUEUES))
     if not names or unknown:
@@ -69,6 +70,7 @@ def run_worker(settings: Settings, queues: str, concurrency: int | None,
         "--without-gossip",
         "--without-mingle",
         "--loglevel", settings.log_level,
+        *(["--beat"] if beat else []),
     ]  # fmt: skip
     app.worker_main(argv)
     return 0

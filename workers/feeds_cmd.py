@@ -1,0 +1,118 @@
+"""``newsq feeds add|list|remove`` and ``newsq beat``: feeds that poll themselves.
+
+The feeds live in the store (``NEWSQ_DATABASE_URL``); registering one needs no broker.
+They are polled by the ``newsq.poll_feeds`` tick that Celery beat sends: run one beat,
+either inside a worker (``newsq worker --beat``) or on its own (``newsq beat``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from config.settings import Settings
+from newsq.errors import ConfigError
+from newsq.feedpoll import add_feed, due_in, format_duration, parse_duration, remove_feed
+from newsq.store import Store
+from workers.cli import need_broker, print_json
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_parsers(sub: Any) -> None:
+    """Add ``feeds`` (with add/list/remove) and ``beat`` to the CLI's subparsers."""
+    feeds = sub.add_parser("feeds", help="feeds and sitemaps that poll themselves")
+    actions = feeds.add_subparsers(dest="feeds_command", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="register an RSS/Atom feed or a sitemap, due now")
+    add.add_argument("url")
+    add.add_argument("--every", type=_duration, default=None, metavar="DURATION",
+                     help="first polling interval, e.g. 30s, 10m, 2h, 1d "
+                          "(default NEWSQ_FEED_EVERY)")  # fmt: skip
+    add.add_argument("--min", dest="min_every", type=_duration, metavar="DURATION",
+                     help="shortest interval the poller may adapt to")  # fmt: skip
+    add.add_argument("--max", dest="max_every", type=_duration, metavar="DURATION",
+                     help="longest interval the poller may adapt to")  # fmt: skip
+    add.add_argument("--kind", choices=("feed", "sitemap"), default=None,
+                     help="default: guessed from the URL, corrected by the first poll")  # fmt: skip
+    listing = actions.add_parser("list", help="the registered feeds, soonest due first")
+    listing.add_argument("--json", action="store_true", help="one JSON object per feed")
+    remove = actions.add_parser("remove", help="stop polling a feed")
+    remove.add_argument("url")
+    sub.add_parser("beat", help="the Celery beat that ticks feed polling (one per cluster)")
+
+
+def _row_json(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: _utc(v).isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+    return {**out, "due_in_s": round(due_in(row), 1)}
+
+
+def _utc(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=UTC)  # SQLite keeps UTC, naive
+
+
+def cmd_feeds(args: argparse.Namespace, settings: Settings) -> int:
+    store = Store.from_url(settings.database_url)
+    try:
+        if args.feeds_command == "add":
+            row = add_feed(store, args.url, settings, every=args.every, min_every=args.min_every,
+                           max_every=args.max_every, kind=args.kind)  # fmt: skip
+            low, high = format_duration(row["min_every_s"]), format_duration(row["max_every_s"])
+            every = format_duration(row["every_s"])
+            print(f"added {row['url']} ({row['kind']}), every {every} [{low}..{high}]")
+            return 0
+        if args.feeds_command == "remove":
+            if not remove_feed(store, args.url):
+                print(f"newsq: no such feed: {args.url}", file=sys.stderr)
+                return 1
+            print(f"removed {args.url}")
+            return 0
+        rows = store.list_feeds()
+        if args.json:
+            for row in rows:
+                print_json(_row_json(row))
+            return 0
+        _print_table(rows)
+        return 0
+    finally:
+        store.close()
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("no feeds; add one with: newsq feeds add URL --every 10m")
+        return
+    header = ("every", "due in", "status", "new", "polls", "kind", "url")
+    lines = [header]
+    for row in rows:
+        due = due_in(row)
+        lines.append((
+            format_duration(row["every_s"]),
+            "now" if due <= 0 else format_duration(due),
+            str(row["last_status"] or "-"),
+            str(row["last_new"]),
+            str(row["polls"]),
+            row["kind"],
+            row["url"],
+        ))  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    for line in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)) + "  " + line[-1])
+
+
+def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
+    """Run Celery beat alone: it sends ``newsq.poll_feeds`` every ``NEWSQ_FEED_TICK``."""
+    from workers.logs import setup_logging
+
+    need_broker(settings, "beat")
+    setup_logging(settings.log_level, settings.log_format)
+    from config.celery import app
+
+    app.start(["beat", "--loglevel", settings.log_level])
+    return 0
