@@ -118,7 +118,8 @@ def add_feed(
     low = min(every, settings.feed_min_every) if min_every is None else min_every
     high = max(every, settings.feed_max_every) if max_every is None else max_every
     if not low <= every <= high:
-        raise ConfigError(f"intervals must satisfy min <= every <= max, got {low}, {every}, {high}")
+        shown = ", ".join(format_duration(x) for x in (low, every, high))
+        raise ConfigError(f"intervals must satisfy min <= every <= max, got {shown}")
     kind = kind or ("sitemap" if "sitemap" in url.lower() else "feed")
     now = utcnow()
     values: dict[str, Any] = {"url": url, "kind": kind, "every_s": every, "min_every_s": low,
