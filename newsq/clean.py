@@ -6,7 +6,9 @@
 2. main text: trafilatura's extractor, in its fast mode with recall favoured
 3. post-cleaning: general rules drop headline repeats, promotions, link blocks,
    menus and duplicate paragraphs that trafilatura lets through (``newsq.clean_rules``)
-4. a length check: too little text left means the page has no article
+4. a second opinion, only when the body still holds a list or table: readability-lxml's
+   text replaces ours when it is ours minus furniture (``newsq.clean_choose``)
+5. a length check: too little text left means the page has no article
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from lxml.html import HtmlElement
 from trafilatura.utils import load_html
 from trafilatura.xml import xmltotxt
 
-from newsq import errors
+from newsq import clean_choose, errors
 from newsq.clean_rules import clean_body, link_texts
 from newsq.metadata import extract_metadata
 from newsq.records import Article, Drop
@@ -41,7 +43,11 @@ def parse(html: str) -> HtmlElement | None:
 
 
 def main_text(tree: HtmlElement, url: str | None, title: str | None) -> str:
-    """The cleaned main text of ``tree`` (trafilatura copies the tree), ``""`` if none."""
+    """The cleaned main text of ``tree`` (neither extractor changes it), ``""`` if none.
+
+    When the cleaned body still holds a list or a table, readability-lxml's text of the
+    same tree is asked for and taken if it is ours minus furniture (``clean_choose``).
+    """
     links = link_texts(tree)  # from the whole page, before trafilatura strips the links
     document = trafilatura.bare_extraction(
         tree,
@@ -57,7 +63,13 @@ def main_text(tree: HtmlElement, url: str | None, title: str | None) -> str:
     removed = clean_body(body, title, links)
     if removed:
         LOGGER.debug("url=%s post-clean removed %s", url, dict(removed))
-    return xmltotxt(body, include_formatting=False).strip()
+    text = xmltotxt(body, include_formatting=False).strip()
+    if text and clean_choose.is_suspicious(body):
+        chosen = clean_choose.choose(text, clean_choose.readability_text(tree, url))
+        if chosen is not text:
+            LOGGER.debug("url=%s readability's tighter text taken", url)
+        text = chosen
+    return text
 
 
 def extract(html: str, url: str | None = None) -> Article | Drop:
@@ -72,7 +84,7 @@ def extract(html: str, url: str | None = None) -> Article | Drop:
         return Drop(errors.NO_CONTENT, "empty or not HTML")
     # 2. metadata, read before trafilatura prunes its copy of the tree
     meta = extract_metadata(tree, url)
-    # 3. main text, post-cleaned
+    # 3. main text, post-cleaned, with a second opinion on suspicious pages
     text = main_text(tree, url, meta.title)
     # 4. length check
     if len(text) < MIN_TEXT_CHARS:

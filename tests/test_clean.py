@@ -13,6 +13,7 @@ import pytest
 from bench.clean_bench import page_scores
 from newsq import errors
 from newsq.clean import extract
+from newsq.clean_choose import choose
 from newsq.clean_rules import is_promo
 from newsq.metadata import normalise_date
 from newsq.records import Article, Drop
@@ -89,6 +90,31 @@ def test_lone_link_line_inside_article_kept() -> None:
     article, gold = _article("3ce1c8")
     assert "CLICK FOR FULL STATE SWIM RESULTS" in gold
     assert "CLICK FOR FULL STATE SWIM RESULTS" in article.text
+
+
+@pytest.mark.parametrize(
+    ("prefix", "furniture"),
+    [
+        ("08f79376", "Gronk, Serena perform with Laker Girls"),  # teaser list in the story
+        ("d90bda7e", "More than 100 protesters killed in Iran"),  # whole page in one table
+    ],
+)
+def test_second_opinion_trims_list_or_table_pages(prefix: str, furniture: str) -> None:
+    article, gold = _article(prefix)
+    html, _, _ = _page(prefix)
+    assert furniture in html and furniture not in gold  # the page needs the second opinion
+    assert furniture not in article.text
+    precision, recall = page_scores(article.text, gold)
+    assert precision >= 0.95 and recall >= 0.95, (precision, recall)
+
+
+def test_choose_only_trims() -> None:
+    ours = "The council voted on Tuesday to close the old bridge for repairs. " * 5
+    teasers = "Other story about a cat up a tree tonight. Another story about the weather."
+    assert choose(ours + teasers, ours) == ours  # inside ours and much shorter: taken
+    assert choose(ours, ours + teasers) == ours  # longer: never taken
+    assert choose(ours, "A different text entirely about a football match result.") == ours
+    assert choose(ours, "") == ours
 
 
 def test_page_without_article_is_dropped() -> None:
