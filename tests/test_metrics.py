@@ -1,0 +1,127 @@
+"""Prometheus metrics: scraped over HTTP from a real prefork worker that processed pages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from newsq.ledger import Ledger
+from newsq.metrics import OTHER, BoundedLabels, dedup_ratio
+from newsq.records import TERMINAL
+from tests.corpus_server import corpus, serve_pages
+
+
+def test_cli_and_celery_app_do_not_import_prometheus_client() -> None:
+    # multiprocess mode is fixed at import: the worker must set its directory first
+    code = (
+        "import sys, workers.cli, workers.commands, workers.worker, workers.logs, config.celery\n"
+        "assert 'prometheus_client' not in sys.modules, 'imported too early'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_labels_are_bounded() -> None:
+    labels = BoundedLabels(limit=3)
+    assert [labels(h) for h in ("a", "b", "a", "c", "d", "b", "e")] == [
+        "a", "b", "a", "c", OTHER, "b", OTHER,
+    ]  # fmt: skip
+    assert dedup_ratio({"stored": 3, "duplicate": 1}) == 0.25
+    assert dedup_ratio({}) == 0.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def _total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+           **labels: str) -> float:  # fmt: skip
+    want = set(labels.items())
+    return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
+
+
+@pytest.fixture
+def worker_env(redis_url: str, key_prefix: str, sqlite_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "NEWSQ_BROKER_URL": redis_url, "NEWSQ_DATABASE_URL": sqlite_url,
+        "NEWSQ_KEY_PREFIX": key_prefix, "NEWSQ_ALLOW_PRIVATE": "1", "NEWSQ_HOST_RATE": "0",
+        "NEWSQ_ROBOTS": "0", "NEWSQ_METRICS_PORT": str(_free_port()),
+    })  # fmt: skip
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
+@pytest.fixture
+def worker(worker_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    cmd = [sys.executable, "-m", "workers", "worker", "--queues", "fetch,process",
+           "--pool", "prefork", "--concurrency", "2"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=worker_env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    yield proc
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_worker_serves_summed_metrics_of_its_children(
+    worker: subprocess.Popen[bytes], worker_env: dict[str, str], redis_url: str, key_prefix: str
+) -> None:
+    pages = corpus()
+    chosen = sorted(pages)[:5]
+    served = {f"/a/{pid}": pages[pid][0] for pid in chosen}
+    served["/copy"] = served[f"/a/{chosen[0]}"]  # an exact copy at another URL
+    with serve_pages(served) as base:
+        urls = [f"{base}{path}" for path in served] + [f"{base}/missing"]
+        subprocess.run([sys.executable, "-m", "workers", "enqueue", *urls], env=worker_env,
+                       check=True, capture_output=True, timeout=60)  # fmt: skip
+        ledger = Ledger(redis.Redis.from_url(redis_url), key_prefix)
+        deadline = time.monotonic() + 90
+        while not all(s in TERMINAL for s in ledger.states(urls)):
+            assert worker.poll() is None, "worker died"
+            assert time.monotonic() < deadline, ledger.counts()
+            time.sleep(0.3)
+        samples = _scrape(int(worker_env["NEWSQ_METRICS_PORT"]))
+
+    counts = ledger.counts()
+    assert counts["stored"] + counts["duplicate"] == 6 and counts["duplicate"] >= 1
+    # the pipeline ran in the pool children: these numbers prove the sum across processes
+    assert _total(samples, "newsq_urls_total", state="stored") == counts["stored"]
+    assert _total(samples, "newsq_urls_total", state="duplicate") == counts["duplicate"]
+    assert _total(samples, "newsq_urls_total", state="failed", reason="http_error") == 1
+    assert _total(samples, "newsq_stage_seconds_count", stage="fetch") >= 7
+    assert _total(samples, "newsq_stage_seconds_count", stage="clean") == 6
+    assert _total(samples, "newsq_stage_seconds_count", stage="store") == 6
+    host = base.removeprefix("http://")
+    assert _total(samples, "newsq_extracted_total", site=host) == 6
+    # read from Redis at scrape time
+    assert ("newsq_queue_depth", (("queue", "fetch"),)) in samples
+    assert _total(samples, "newsq_queue_depth") == 0
+    assert _total(samples, "newsq_ledger_urls", state="stored") == counts["stored"]
+    ratio = counts["duplicate"] / 6
+    assert _total(samples, "newsq_dedup_ratio") == pytest.approx(ratio)
