@@ -33,13 +33,12 @@ PROCESS_QUEUE = "process"
 QUEUES = (FETCH_QUEUE, PROCESS_QUEUE)
 
 
-PROCESS_SOFT_LIMIT = 120.0
 SOFT_SHUTDOWN_TIMEOUT = 15.0
 
 
 def fetch_time_limit(settings: Settings) -> float:
     """Soft time limit of one fetch task: robots.txt, the page, and slack."""
-    return settings.fetch_timeout * 3 + 30
+    return settings.fetch_time_limit or settings.fetch_timeout * 3 + 30
 
 
 def max_countdown(settings: Settings) -> float:
@@ -112,8 +111,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_annotations": {
             "newsq.fetch": {"soft_time_limit": fetch_limit, "time_limit": fetch_limit + 15},
             "newsq.process": {
-                "soft_time_limit": PROCESS_SOFT_LIMIT,
-                "time_limit": PROCESS_SOFT_LIMIT + 30,
+                "soft_time_limit": settings.process_time_limit,
+                "time_limit": settings.process_time_limit + 30,
             },
         },
         "worker_hijack_root_logger": False,

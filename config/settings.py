@@ -122,6 +122,10 @@ class Settings:
     fetch_retries: int = 4
     robots: bool = True
     max_deliveries: int = 3
+    fetch_time_limit: float = 0.0
+    """Soft time limit of a fetch task on a prefork pool; 0: ``3 * fetch_timeout + 30``."""
+    process_time_limit: float = 120.0
+    """Soft time limit of a process task (clean, dedup, store); the hard one is 30 s more."""
     dedup_window_days: float = 30.0
     boilerplate_min_pages: int = 5
     boilerplate_site_pages: int = 8
@@ -172,6 +176,8 @@ class Settings:
             fetch_retries=_integer(env, "NEWSQ_FETCH_RETRIES", 4),
             robots=env.get("NEWSQ_ROBOTS", "1").strip().lower() not in ("0", "false", "no", "off"),
             max_deliveries=_integer(env, "NEWSQ_MAX_DELIVERIES", 3, minimum=1),
+            fetch_time_limit=_number(env, "NEWSQ_FETCH_TIME_LIMIT", 0.0),
+            process_time_limit=_number(env, "NEWSQ_PROCESS_TIME_LIMIT", 120.0, minimum=1),
             dedup_window_days=_number(env, "NEWSQ_DEDUP_WINDOW_DAYS", 30.0, minimum=0.001),
             boilerplate_min_pages=_integer(env, "NEWSQ_BOILERPLATE_MIN_PAGES", 5, minimum=2),
             boilerplate_site_pages=_integer(env, "NEWSQ_BOILERPLATE_SITE_PAGES", 8, minimum=2),
