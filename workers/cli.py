@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", help="fetched at or after this ISO date/time")
     export.add_argument("--until", help="fetched before this ISO date/time")
     export.add_argument("--site", help="only this site")
+    export.add_argument("--warc", metavar="FILE",
+                        help="also write kept raw pages (NEWSQ_KEEP_RAW=1) as WARC")  # fmt: skip
 
     status = sub.add_parser("status", help="URL counts by state, or one URL's state")
     status.add_argument("url", nargs="?")

@@ -191,14 +191,14 @@ def _when(value: str | None, flag: str) -> datetime | None:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.export import export
+    from workers.export import export_store
 
     store = Store.from_url(settings.database_url)
     rows = store.iter_articles(unique_only=not args.all, since=_when(args.since, "--since"),
                                until=_when(args.until, "--until"), site=args.site)  # fmt: skip
-    count = export(rows, args.format, args.out)
-    if args.out:
-        print(f"exported {count} articles to {args.out}", file=sys.stderr)
+    report = export_store(store, rows, args.format, args.out, warc=args.warc)
+    if args.out or args.warc:
+        print(report, file=sys.stderr)
     return 0
 
 

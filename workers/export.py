@@ -1,4 +1,10 @@
-"""``newsq export``: stored articles as JSON Lines, CSV or Parquet, streamed."""
+"""``newsq export``: stored articles as JSON Lines, CSV or Parquet, streamed.
+
+Rows come from :meth:`newsq.store.Store.iter_articles` in batches and are written as
+they arrive (Parquet: one row group per 1000 rows), so a store of any size exports in
+constant memory. ``--warc FILE`` writes the kept raw pages in the same pass
+(:mod:`workers.warc`).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,12 @@ import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from newsq.errors import ConfigError
+
+if TYPE_CHECKING:
+    from newsq.store import Store
 
 FIELDS = [
     "url", "final_url", "canonical_url", "title", "author", "published", "language", "site",
@@ -38,6 +47,30 @@ def _open(path: str | None, mode: str) -> Iterator[IO[Any]]:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
     with handle:
         yield handle
+
+
+def export_store(store: Store, rows: Iterable[dict[str, Any]], fmt: str, path: str | None,
+                 warc: str | None = None) -> str:  # fmt: skip
+    """Export ``rows`` (and their raw pages to ``warc``); returns a one-line report."""
+    if warc is None:
+        count = export(rows, fmt, path)
+        return f"exported {count} articles" + (f" to {path}" if path else "")
+    if warc == "-":
+        raise ConfigError("--warc needs a file name, not stdout")
+    if fmt == "parquet" and (path or "-") == "-":
+        raise ConfigError("parquet export needs --out FILE")
+    if path is not None and path == warc:
+        raise ConfigError("--warc and --out must be different files")
+    from workers.warc import WarcArchive
+
+    with _open(warc, "wb") as handle:
+        archive = WarcArchive(handle, warc, store)
+        count = export(archive.archived(rows), fmt, path)
+    report = f"exported {count} articles{f' to {path}' if path else ''}; "
+    report += f"{archive.written} raw pages to {warc}"
+    if archive.missing:
+        report += f" ({archive.missing} articles had no kept page: NEWSQ_KEEP_RAW was off)"
+    return report
 
 
 def export(rows: Iterable[dict[str, Any]], fmt: str, path: str | None) -> int:
