@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from types import TracebackType
 from typing import Any
 
 from newsq.samplesite_build import Builder, Entry, Resource
+from newsq.samplesite_edits import ALL_EDITS
 from newsq.urls import normalize
 
 CORPUS = Path(__file__).parent / "data" / "aeb-dev"
@@ -54,6 +56,8 @@ class SiteSpec:
     """One 127.0.0.N address per outlet (N = 2, 3, ...) instead of one port each on .1."""
     server_error: bool = False
     """Add a URL answering 500 (newsq retries it before it fails, which takes a while)."""
+    edits: tuple[str, ...] = ALL_EDITS
+    """The edits syndicated copies may get (``newsq.samplesite_edits.ALL_EDITS``)."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,12 @@ class _OutletServer(ThreadingHTTPServer):
         TCPServer.server_bind(self)
         host, port = self.server_address[:2]
         self.server_name, self.server_port = str(host), int(port)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that hangs up mid-response (a fetcher's deadline or size cap) is
+        # normal here, not worth a traceback on the user's terminal
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class SampleSite:
