@@ -13,13 +13,14 @@ import random
 import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from html import unescape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from newsq import errors
 from newsq.clean import parse
 from newsq.metadata import extract_metadata
-from newsq.samplesite_edits import Copy, syndicate
+from newsq.samplesite_edits import ALL_EDITS, Copy, syndicate
 from newsq.samplesite_pages import (
     SECTIONS,
     PageInfo,
@@ -101,6 +102,8 @@ class Builder:
     def __init__(self, spec: SiteSpec, corpus: Path) -> None:
         if spec.outlets < 1 or spec.stories < 1:
             raise ValueError("a sample site needs at least one outlet and one story")
+        if unknown := set(spec.edits) - set(ALL_EDITS):
+            raise ValueError(f"unknown edits {sorted(unknown)}; known: {', '.join(ALL_EDITS)}")
         self.spec = spec
         self.corpus = corpus
         self.rng = random.Random(spec.seed)
@@ -149,7 +152,8 @@ class Builder:
         tree = parse(raw.decode("utf-8", errors="replace"))
         meta = extract_metadata(tree, gold.get("url")) if tree is not None else None
         paras = tuple(p.strip() for p in gold["articleBody"].split("\n") if p.strip())
-        title = (meta.title if meta else None) or paras[0].split(". ")[0][:90]
+        # some corpus pages escape their titles twice
+        title = unescape(meta.title if meta and meta.title else paras[0].split(". ")[0][:90])
         published = EPOCH + timedelta(minutes=self.rng.randrange(0, 3 * 24 * 60))
         return _Story(
             key=f"s{n:03d}-{doc[:8]}",
@@ -198,7 +202,7 @@ class Builder:
                               corpus_html=self.spec.use_corpus_html)  # fmt: skip
         others = [i for i in range(len(self.styles)) if i != home]
         for outlet in self.rng.sample(others, copies - 1):
-            copy = syndicate(story.original, self.rng)
+            copy = syndicate(story.original, self.rng, self.spec.edits)
             wire = "wire_credit" in copy.edits
             author = self.rng.choice(("Associated Press", "Reuters")) if wire else None
             later = story.published + timedelta(minutes=self.rng.randrange(20, 30 * 60))

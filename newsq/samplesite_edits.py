@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 
 
@@ -231,17 +231,26 @@ BODY_EDITS: dict[str, Edit] = {
 """Every body edit, by name; ``syndicate`` picks among them."""
 
 
-def syndicate(original: Copy, rng: random.Random) -> Copy:
-    """A syndicated copy of ``original``: usually a new headline, one to three body edits.
+ALL_EDITS: tuple[str, ...] = ("rewrite_headline", *BODY_EDITS)
+"""The names ``SiteSpec.edits`` may hold."""
 
-    Never returns the original unchanged: if no chosen edit applied, the lede is reworded.
+
+def syndicate(original: Copy, rng: random.Random, allowed: Collection[str] = ALL_EDITS) -> Copy:
+    """A syndicated copy of ``original``: usually a new headline, one to three body edits,
+    all among ``allowed``.
+
+    The body is never left as it was while ``rewrite_lede`` is allowed: if no chosen edit
+    applied, the lede is reworded.
     """
-    copy = rewrite_headline(original, rng) if rng.random() < 0.75 else original
-    names = rng.sample(sorted(BODY_EDITS), rng.randint(1, 3))
+    copy = original
+    if rng.random() < 0.75 and "rewrite_headline" in allowed:
+        copy = rewrite_headline(copy, rng)
+    body = sorted(name for name in BODY_EDITS if name in allowed)
+    names = rng.sample(body, rng.randint(1, min(3, len(body)))) if body else []
     if "trim" in names and "drop_paragraph" in names:  # both would cut too deep
         names.remove("drop_paragraph")
     for name in names:
         copy = BODY_EDITS[name](copy, rng)
-    if copy.paragraphs == original.paragraphs:
+    if copy.paragraphs == original.paragraphs and "rewrite_lede" in allowed:
         copy = rewrite_lede(copy, rng)
     return copy

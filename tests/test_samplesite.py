@@ -199,3 +199,11 @@ def test_separate_hosts_put_each_outlet_on_its_own_address(client: httpx.Client)
 def test_a_spec_beyond_the_corpus_is_refused() -> None:
     with pytest.raises(ValueError, match="corpus"):
         SampleSite.build(SiteSpec(stories=120, negatives=10))
+    with pytest.raises(ValueError, match="unknown edits"):
+        SampleSite.build(SiteSpec(edits=("rewrite_headline", "translate")))
+
+
+def test_edits_can_be_restricted() -> None:
+    site = SampleSite.build(SiteSpec(stories=30, edits=("wire_credit", "add_note")))
+    applied = {name for e in site.entries for name in e.edits}
+    assert applied == {"wire_credit", "add_note"}
