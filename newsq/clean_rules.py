@@ -2,10 +2,11 @@
 
 trafilatura keeps some page furniture that sits inside the article container: the
 headline and standfirst above the body, newsletter and donation boxes, "Read more:"
-and "Don't miss" link blocks, share/print/copyright lines, navigation lists and
-repeated captions. Each rule here looks at one top-level block of the extracted tree
-(``p``, ``head``, ``list``, ``quote``, ``table``...) and says whether it is such
-furniture. Rules are language-light and keyed to no site.
+and "Don't miss" link blocks, share/print/copyright lines (a news agency's credit is
+kept: it belongs to the wire story), navigation lists and repeated captions. Each rule
+here looks at one top-level block of the extracted tree (``p``, ``head``, ``list``,
+``quote``, ``table``...) and says whether it is such furniture. Rules are language-light
+and keyed to no site.
 
 ``clean_body`` removes the blocks in place and returns how many it removed per rule.
 """
@@ -71,6 +72,14 @@ LINK_BLOCK_HEADING = re.compile(
     r"|most\ (?:read|popular)|story\ timeline|leggi\ anche|veja\ também|leia\ também)\W{0,3}$",
     re.IGNORECASE | re.VERBOSE,
 )
+# A news agency's credit or syndication notice ("© Reuters", "© 2019 Associated Press. All
+# Rights Reserved. This material may not be published...") belongs to the wire story.
+WIRE_CREDIT = re.compile(
+    r"^(?:©|copyright|\(c\))\W*(?:\d{4}\W*)?(?:the\ )?"
+    r"(?:associated\ press|reuters|agence\ france-presse|afp|bloomberg|dpa|efe|ansa"
+    r"|press\ association|united\ press\ international)\b",
+    re.IGNORECASE | re.VERBOSE,
+)
 APPEAL_MAX_CHARS = 300
 LINK_MIN_WORDS = 4
 NAV_MIN_ITEMS = 8
@@ -119,7 +128,7 @@ def is_link_text(el: _Element, links: frozenset[str], *, allow_head: bool = Fals
 def is_promo(el: _Element, text: str) -> bool:
     """True for a promotion, call to action or chrome line (``PROMO_LINE``, ``APPEAL``)."""
     if PROMO_LINE.match(text):
-        return True
+        return not WIRE_CREDIT.match(text)
     return len(text) <= APPEAL_MAX_CHARS and bool(APPEAL.search(text))
 
 

@@ -157,6 +157,14 @@ def test_article_sentences_not_taken_for_promo(line: str) -> None:
     assert not is_promo(None, line)  # type: ignore[arg-type]
 
 
+def test_wire_credit_kept_as_article_text() -> None:
+    assert not is_promo(None, "© Reuters")  # type: ignore[arg-type]
+    assert is_promo(None, "Copyright ©2019 Dow Jones & Company, Inc.")  # type: ignore[arg-type]
+    article, gold = _article("c467d507")  # AP story: ends with the AP syndication notice
+    notice = "This material may not be published, broadcast, rewritten, or redistributed"
+    assert notice in gold and notice in article.text
+
+
 @pytest.mark.parametrize(
     ("raw", "iso"),
     [
