@@ -23,7 +23,7 @@ from types import TracebackType
 
 from config.settings import Settings
 from newsq.errors import NewsqError
-from newsq.servers import RedisServer
+from newsq.servers import RedisServer, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class LocalCluster:
                     stdout=self.log_file,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=die_with_parent if sys.platform == "linux" else None,
                 )
             )
 
