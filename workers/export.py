@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
 from newsq.errors import ConfigError
@@ -32,6 +32,8 @@ def record(row: dict[str, Any]) -> dict[str, Any]:
     out = {name: row.get(name) for name in FIELDS}
     fetched = out["fetched_at"]
     if isinstance(fetched, datetime):
+        if fetched.tzinfo is None:  # SQLite hands back naive times; the store writes UTC
+            fetched = fetched.replace(tzinfo=UTC)
         out["fetched_at"] = fetched.isoformat()
     return out
 
@@ -42,7 +44,9 @@ def _open(path: str | None, mode: str) -> Iterator[IO[Any]]:
         yield sys.stdout.buffer if "b" in mode else sys.stdout
         return
     try:
-        handle = open(path, mode, encoding=None if "b" in mode else "utf-8", newline="")  # noqa: SIM115
+        binary = "b" in mode
+        handle = open(path, mode, encoding=None if binary else "utf-8",  # noqa: SIM115
+                      newline=None if binary else "")  # fmt: skip
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
     with handle:
