@@ -96,7 +96,8 @@ def run_pipeline(args: argparse.Namespace, settings: Settings, console: Console)
     store = Store.from_url(settings.database_url)
     started = time.monotonic()
     with LocalCluster(settings, workers=args.workers,
-                      fetch_threads=getattr(args, "fetch_threads", 16)) as cluster:  # fmt: skip
+                      fetch_threads=getattr(args, "fetch_threads", 16),
+                      layout=getattr(args, "layout", "combined")) as cluster:  # fmt: skip
         intake, ledger = _submit(cluster.settings, args, store)
         if intake.new:
             cluster.start_workers()
@@ -268,25 +269,21 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.report import stats_table
+    from workers.report import stats_view
+    from workers.stats import StatsSource
 
     need_broker(settings, "stats")
-    ledger = _ledger(settings)
-    assert ledger is not None
-    store = Store.from_url(settings.database_url)
+    client = redis.Redis.from_url(settings.broker_url or "")
+    client.ping()
+    source = StatsSource(client, settings.key_prefix, Store.from_url(settings.database_url))
     console = Console()
-
-    def table():  # type: ignore[no-untyped-def]
-        depths = {q: int(ledger.redis.llen(f"{settings.key_prefix}:q:{q}"))
-                  for q in ("fetch", "process")}  # fmt: skip
-        return stats_table(ledger, store, depths)
-
     if args.once or not console.is_terminal:
-        console.print(table())
+        console.print(stats_view(source.snapshot()))
         return 0
     from rich.live import Live
 
-    with Live(table(), console=console, refresh_per_second=1) as live:
+    with Live(stats_view(source.snapshot()), console=console, screen=False,
+              refresh_per_second=4) as live:  # fmt: skip
         while True:
             time.sleep(args.interval)
-            live.update(table())
+            live.update(stats_view(source.snapshot()))

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.columns import Columns
+from rich.console import Console, Group
 from rich.table import Table
 
 from newsq.ledger import Ledger
 from newsq.records import STATES
 from newsq.store import Store
+
+if TYPE_CHECKING:
+    from workers.stats import Snapshot
 
 
 def summary_data(store: Store, urls: list[str], ledger: Ledger, seconds: float,
@@ -72,20 +77,43 @@ def print_summary(data: Mapping[str, Any], stories: list[dict[str, Any]],
         console.print(grouped)
 
 
-def stats_table(ledger: Ledger, store: Store, queue_depths: Mapping[str, int]) -> Table:
-    table = Table(title="newsq stats")
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    for name, depth in queue_depths.items():
-        table.add_row(f"queue {name}", str(depth))
-    counts = ledger.counts()
-    for state in STATES:
-        table.add_row(f"urls {state}", str(counts[state]))
-    articles = store.article_counts()
-    done = counts["stored"] + counts["duplicate"]
-    ratio = counts["duplicate"] / done if done else 0.0
-    table.add_row("stories", str(articles["stories"]))
-    table.add_row("dedup ratio", f"{ratio:.1%}")
-    for reason, n in sorted(ledger.reasons().items()):
-        table.add_row(f"  {reason}", str(n))
+def _pairs(title: str, rows: Iterable[tuple[str, str]]) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False, box=None,
+                  pad_edge=False)  # fmt: skip
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for name, value in rows:
+        table.add_row(name, value)
     return table
+
+
+def stats_view(snap: Snapshot) -> Group:
+    """The ``newsq stats`` screen: queues and rates, states, failures, stories."""
+    rates = snap.rates
+    flow = _pairs("pipeline", [
+        *((f"queue {name}", str(depth)) for name, depth in snap.queues.items()),
+        ("articles/s (last min)", f"{rates['articles']:.1f}"),
+        ("URLs done/s (last min)", f"{rates['urls']:.1f}"),
+        ("failed/s (last min)", f"{rates['failed']:.1f}"),
+        ("dedup ratio", f"{snap.dedup_ratio:.1%}"),
+    ])  # fmt: skip
+    states = _pairs("URLs by state", [(state, str(snap.states[state])) for state in STATES])
+    parts: list[Any] = [Columns([flow, states], padding=(0, 4))]
+    if snap.reasons:
+        by_reason = sorted(snap.reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        hosts = [(host, str(n)) for host, n in snap.failing_hosts]
+        parts.append(Columns([_pairs("skipped and failed by reason",
+                                     [(k, str(v)) for k, v in by_reason]),
+                              _pairs("top failing hosts (recent)", hosts)],
+                             padding=(0, 4)))  # fmt: skip
+    if snap.stories:
+        stories = Table(title="biggest stories", title_justify="left", box=None)
+        stories.add_column("copies", justify="right")
+        stories.add_column("title", overflow="ellipsis", max_width=60, no_wrap=True)
+        stories.add_column("outlets", overflow="ellipsis", max_width=40, no_wrap=True)
+        for story in snap.stories:
+            stories.add_row(str(story["copies"]), story["title"] or "?",
+                            ", ".join(story["outlets"]))  # fmt: skip
+        parts.append(stories)
+    stamp = time.strftime("%H:%M:%S", time.localtime(snap.taken_at))
+    return Group(f"[bold]newsq stats[/bold]  {stamp}", *parts)

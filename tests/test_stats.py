@@ -1,0 +1,89 @@
+"""``newsq stats --once`` on a known state, and the throughput series behind its rates."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import redis
+
+from newsq.ledger import Ledger
+from newsq.metrics import Metrics
+from newsq.store import Store
+from newsq.throughput import Throughput
+
+
+def test_throughput_counts_only_the_window(redis_client: redis.Redis, key_prefix: str) -> None:
+    series = Throughput(lambda: redis_client, key_prefix)
+    now = 1_800_000_000.0
+    for ago, state in ((5, "stored"), (30, "stored"), (59, "duplicate"), (61, "stored"),
+                       (200, "failed")):  # fmt: skip
+        series.record(state, when=now - ago)
+    assert series.counts(60, now=now) == {"stored": 2, "duplicate": 1, "failed": 0, "skipped": 0}
+    assert series.counts(120, now=now)["stored"] == 3
+    rates = series.rates(60, now=now)
+    assert rates["articles"] == 3 / 60 and rates["urls"] == 3 / 60
+    keys = list(redis_client.scan_iter(match=f"{{{key_prefix}}}:tput:*"))
+    assert keys and all(0 < redis_client.ttl(k) <= 300 for k in keys)
+
+
+def _article(url: str, story: str, dup_of: str | None) -> dict[str, object]:
+    return {
+        "url": url, "final_url": url, "canonical_url": None, "title": f"Title of {story}",
+        "author": None, "published": None, "language": "en", "site": url.split("/")[2],
+        "text": None if dup_of else "text", "content_hash": f"h-{url}", "story_id": story,
+        "duplicate_of": dup_of, "similarity": 0.9 if dup_of else 1.0,
+        "match": "near" if dup_of else "new", "fetched_at": datetime.now(UTC),
+    }  # fmt: skip
+
+
+def test_stats_once_prints_a_known_state(redis_url: str, redis_client: redis.Redis,
+                                         key_prefix: str, sqlite_url: str) -> None:  # fmt: skip
+    ledger = Ledger(redis_client, key_prefix)
+    store = Store.from_url(sqlite_url)
+    metrics = Metrics(Throughput(lambda: redis_client, key_prefix))
+    stored = [f"https://a.example/{i}" for i in range(4)]
+    copies = ["https://b.example/0", "https://c.example/0"]
+    failed = ["https://bad.example/1", "https://bad.example/2", "https://ok.example/9"]
+    skipped, waiting = ["https://a.example/video"], ["https://a.example/later"]
+    ledger.enqueue(stored + copies + failed + skipped + waiting)
+    for i, url in enumerate(stored):
+        store.save_article(_article(url, f"s{i}", None), {"url": url, "state": "stored"})
+        ledger.move(url, "stored", story_id=f"s{i}")
+        metrics.outcome("stored", None)
+    for url in copies:
+        store.save_article(_article(url, "s0", stored[0]), {"url": url, "state": "duplicate"})
+        ledger.move(url, "duplicate", story_id="s0")
+        metrics.outcome("duplicate", None)
+    for url in failed:
+        store.record_outcome({"url": url, "state": "failed", "reason": "http_error"})
+        ledger.move(url, "failed", reason="http_error")
+        metrics.outcome("failed", "http_error")
+    ledger.move(skipped[0], "skipped", reason="no_content")
+    metrics.outcome("skipped", "no_content")
+    redis_client.rpush(f"{key_prefix}:q:fetch", "m1", "m2", "m3")
+    store.close()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSQ_")}
+    env.update(NEWSQ_BROKER_URL=redis_url, NEWSQ_KEY_PREFIX=key_prefix,
+               NEWSQ_DATABASE_URL=sqlite_url, COLUMNS="160")  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "workers", "stats", "--once"], env=env,
+                          text=True, capture_output=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+
+    def value(label: str) -> str:
+        match = re.search(rf"{re.escape(label)}\s+(\S+)", out)
+        assert match, f"{label!r} not in:\n{out}"
+        return match.group(1)
+
+    assert value("queue fetch") == "3" and value("queue process") == "0"
+    assert value("articles/s (last min)") == "0.1"  # 6 stored or duplicate in 60 s
+    assert value("dedup ratio") == "33.3%"
+    assert value("stored") == "4" and value("duplicate") == "2" and value("queued") == "1"
+    assert value("failed:http_error") == "3" and value("skipped:no_content") == "1"
+    assert value("bad.example") == "2" and value("ok.example") == "1"
+    assert re.search(r"3\s+Title of s0\s+a\.example, b\.example, c\.example", out), out
