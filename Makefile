@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench-clean clean
+.PHONY: demo test lint bench-clean clean lock
 
 $(BIN)/newsq: pyproject.toml requirements.lock requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,13 @@ bench-clean: $(BIN)/newsq
 
 clean:
 	rm -rf $(VENV) build *.egg-info newsq-demo.db
+
+# Re-pin requirements*.lock from pyproject.toml in a scratch virtualenv.
+lock:
+	rm -rf /tmp/newsq-lock && $(PYTHON) -m venv /tmp/newsq-lock
+	/tmp/newsq-lock/bin/pip install --quiet --upgrade pip
+	/tmp/newsq-lock/bin/pip install --quiet .
+	/tmp/newsq-lock/bin/pip freeze --exclude-editable | grep -v '^newsq' > requirements.lock
+	/tmp/newsq-lock/bin/pip install --quiet ".[dev]"
+	/tmp/newsq-lock/bin/pip freeze --exclude-editable | grep -v '^newsq' \
+	  | grep -vxF -f requirements.lock > requirements-dev.lock
