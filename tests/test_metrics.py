@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -74,11 +76,13 @@ def worker_env(redis_url: str, key_prefix: str, sqlite_url: str) -> dict[str, st
 
 
 @pytest.fixture
-def worker(worker_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+def worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     cmd = [sys.executable, "-m", "workers", "worker", "--queues", "fetch,process",
            "--pool", "prefork", "--concurrency", "2"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=worker_env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    with (tmp_path / "worker.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, env={**worker_env, "NEWSQ_LOG_FORMAT": "json"},
+                                start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=log)  # fmt: skip
     yield proc
     os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -90,7 +94,11 @@ def worker(worker_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
 
 @pytest.mark.slow
 def test_worker_serves_summed_metrics_of_its_children(
-    worker: subprocess.Popen[bytes], worker_env: dict[str, str], redis_url: str, key_prefix: str
+    worker: subprocess.Popen[bytes],
+    worker_env: dict[str, str],
+    redis_url: str,
+    key_prefix: str,
+    tmp_path: Path,
 ) -> None:
     pages = corpus()
     chosen = sorted(pages)[:5]
@@ -125,3 +133,14 @@ def test_worker_serves_summed_metrics_of_its_children(
     assert _total(samples, "newsq_ledger_urls", state="stored") == counts["stored"]
     ratio = counts["duplicate"] / 6
     assert _total(samples, "newsq_dedup_ratio") == pytest.approx(ratio)
+
+    # logs: one JSON object per line; lines logged inside a task carry its id and URL
+    lines = [json.loads(x) for x in (tmp_path / "worker.log").read_text().splitlines() if x]
+    in_tasks = [x for x in lines if x.get("task_id")]
+    stored = [x for x in in_tasks if x["logger"] == "newsq.pipeline" and " stored " in x["msg"]]
+    assert len(stored) == counts["stored"], lines
+    assert all(x["url"] in urls and x["msg"].startswith(x["url"]) for x in stored)
+    assert {x["task_name"] for x in in_tasks} <= {"newsq.fetch", "newsq.process"}
+    assert len({x["task_id"] for x in stored}) == len(stored)
+    missing = [x for x in in_tasks if x["url"] == f"{base}/missing"]
+    assert missing and all(x["task_name"] == "newsq.fetch" for x in missing)
