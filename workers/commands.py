@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import deque
 from datetime import datetime
 from pathlib import Path
 
@@ -58,28 +59,68 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+class _Rate:
+    """URLs finished per second over the last minute, and the time left at that rate."""
+
+    def __init__(self, window: float = 60.0) -> None:
+        self.window = window
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def add(self, done: int) -> None:
+        now = time.monotonic()
+        self.samples.append((now, done))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= self.window:
+            self.samples.popleft()
+
+    @property
+    def per_second(self) -> float:
+        (t0, d0), (t1, d1) = self.samples[0], self.samples[-1]
+        return (d1 - d0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def eta(self, left: int) -> str:
+        rate = self.per_second
+        if left == 0:
+            return "0:00:00"
+        return time.strftime("%H:%M:%S", time.gmtime(left / rate)) if rate > 0 else "?"
+
+
 def wait_until_done(ledger: Ledger, urls: list[str], cluster: LocalCluster, timeout: float,
-                    console: Console) -> bool:  # fmt: skip
-    """Poll the ledger until every URL is terminal; True when all are."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+                    console: Console, chunk: int = 2000) -> bool:  # fmt: skip
+    """Poll the ledger until every URL is terminal; True when all are.
+
+    On a terminal: a progress bar with the rate (URLs/s over the last minute) and the
+    time left; otherwise one plain line on stderr every 5 s. Each poll reads at most
+    ``chunk`` pending URLs (a rolling window), so a run of a million URLs polls cheaply.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     deadline = time.monotonic() + timeout
     total = len(urls)
     live = console.is_terminal
     progress = Progress("[progress.description]{task.description}", BarColumn(),
-                        MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                        MofNCompleteColumn(), TextColumn("{task.fields[rate]} URLs/s"),
+                        TextColumn("ETA {task.fields[eta]}"), console=console,
                         disable=not live)  # fmt: skip
     pending = list(urls)
+    cursor = 0
+    rate = _Rate()
     last_line = 0.0
     with progress:
-        task = progress.add_task("processing", total=total)
+        task = progress.add_task("processing", total=total, rate="-", eta="?")
         while pending:
-            states = ledger.states(pending)
-            pending = [u for u, s in zip(pending, states, strict=True) if s not in TERMINAL]
+            cursor = cursor if cursor < len(pending) else 0
+            window = pending[cursor : cursor + chunk]
+            states = ledger.states(window)
+            left = [u for u, s in zip(window, states, strict=True) if s not in TERMINAL]
+            pending[cursor : cursor + chunk] = left
+            cursor += len(left)
             done = total - len(pending)
-            progress.update(task, completed=done)
+            rate.add(done)
+            progress.update(task, completed=done, rate=f"{rate.per_second:.1f}",
+                            eta=rate.eta(len(pending)))  # fmt: skip
             if not live and time.monotonic() - last_line > 5:
-                print(f"newsq: {done}/{total} URLs done", file=sys.stderr)
+                print(f"newsq: {done}/{total} URLs done, {rate.per_second:.1f}/s, "
+                      f"ETA {rate.eta(len(pending))}", file=sys.stderr)  # fmt: skip
                 last_line = time.monotonic()
             if not pending:
                 break
