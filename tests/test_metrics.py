@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,8 +18,9 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from config.celery import QUEUES
 from newsq.ledger import Ledger
-from newsq.metrics import OTHER, BoundedLabels, dedup_ratio
+from newsq.metrics import OTHER, BoundedLabels, dedup_ratio, metric_names
 from newsq.records import TERMINAL
 from tests.corpus_server import corpus, serve_pages
 
@@ -144,3 +146,15 @@ def test_worker_serves_summed_metrics_of_its_children(
     assert len({x["task_id"] for x in stored}) == len(stored)
     missing = [x for x in in_tasks if x["url"] == f"{base}/missing"]
     assert missing and all(x["task_name"] == "newsq.fetch" for x in missing)
+
+
+def test_dashboard_and_keda_refer_to_what_newsq_exports() -> None:
+    root = Path(__file__).resolve().parent.parent / "deploy"
+    dashboard = json.loads((root / "grafana" / "newsq.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m.removesuffix("_bucket") for e in exprs for m in re.findall(r"newsq_\w+", e)}
+    assert used and used <= set(metric_names()), used - set(metric_names())
+    yaml = pytest.importorskip("yaml")
+    scaled = list(yaml.safe_load_all((root / "keda-scaledobject.yaml").read_text()))
+    lists = {t["metadata"]["listName"] for s in scaled for t in s["spec"]["triggers"]}
+    assert lists == {f"newsq:q:{q}" for q in QUEUES}  # the broker's keys, default prefix
