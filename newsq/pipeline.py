@@ -46,18 +46,29 @@ BACKOFF_CAP = 300.0
 
 
 @dataclass(frozen=True)
+class Page:
+    """A fetched page on its way from the fetch step to the process step."""
+
+    final_url: str
+    fetched_at: datetime
+    html: str
+
+
+@dataclass(frozen=True)
 class Step:
     """What the task should do after a step.
 
     ``next``: hand the URL to the next stage; ``retry``: try again after ``countdown``
     seconds, spending one retry; ``wait``: try again after ``countdown`` without
-    spending one (throttled); ``done``: the URL reached ``state``.
+    spending one (throttled); ``done``: the URL reached ``state``. A ``next`` step of a
+    fetch that was not handed off through Redis carries its ``page``.
     """
 
     action: Literal["next", "retry", "wait", "done"]
     countdown: float = 0.0
     state: str | None = None
     reason: str | None = None
+    page: Page | None = None
 
 
 def backoff(attempt: int, retry_after: float | None = None) -> float:
@@ -102,8 +113,12 @@ def poisoned(rt: Runtime, url: str, deliveries: int) -> Step | None:
 # -- 1. fetch -----------------------------------------------------------------------
 
 
-def fetch_step(rt: Runtime, url: str, attempt: int = 0) -> Step:
-    """Fetch ``url`` and leave its body for the process step."""
+def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True) -> Step:
+    """Fetch ``url`` and leave its body for the process step.
+
+    ``hand_off``: the body goes to Redis for a process task on any worker; without it,
+    the page comes back in the step, for the caller to process at once (in memory).
+    """
     previous, deliveries = rt.ledger.begin(url, FETCHING)
     if deliveries == 0:
         return Step("done", state=previous)  # already terminal: a duplicate delivery
@@ -135,6 +150,9 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0) -> Step:
         detail = f"HTTP {result.status}" if result.status else None
         return finish(rt, url, state, result.reason, attempts=attempt + 1, detail=detail)
 
+    if not hand_off:
+        page = Page(result.final_url or url, datetime.now(UTC), result.text or "")
+        return Step("next", page=page)
     payload = zlib.compress((result.text or "").encode("utf-8"), 1)
     meta = f"{result.final_url}\n{datetime.now(UTC).isoformat()}\n".encode()
     rt.redis.set(body_key(rt, url), meta + payload, ex=rt.settings.visibility_timeout * 2)
@@ -145,13 +163,13 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0) -> Step:
 # -- 2. clean, dedup, store -----------------------------------------------------------
 
 
-def _load_body(rt: Runtime, url: str) -> tuple[str, datetime, str] | None:
+def _load_body(rt: Runtime, url: str) -> Page | None:
     raw = rt.redis.get(body_key(rt, url))
     if not isinstance(raw, bytes):
         return None
     final_url, fetched_at, payload = raw.split(b"\n", 2)
     html = zlib.decompress(payload).decode("utf-8")
-    return final_url.decode(), datetime.fromisoformat(fetched_at.decode()), html
+    return Page(final_url.decode(), datetime.fromisoformat(fetched_at.decode()), html)
 
 
 def _raw_page(row: dict[str, Any], html: str) -> dict[str, Any]:
@@ -166,19 +184,29 @@ def _raw_page(row: dict[str, Any], html: str) -> dict[str, Any]:
     }
 
 
-def process_step(rt: Runtime, url: str) -> Step:
-    """Clean, deduplicate and store the fetched page of ``url``."""
-    previous, deliveries = rt.ledger.begin(url, FETCHED)
-    if deliveries == 0:
-        return Step("done", state=previous)
-    if (step := poisoned(rt, url, deliveries)) is not None:
-        return step
-    loaded = _load_body(rt, url)
-    if loaded is None:  # the body expired before a worker got to it: fetch again
-        log.warning("%s: fetched body gone, fetching again", url)
-        rt.ledger.move(url, QUEUED)
-        return Step("retry", countdown=0, reason="body_lost")
-    final_url, fetched_at, html = loaded
+def process_step(rt: Runtime, url: str, page: Page | None = None, attempt: int = 0) -> Step:
+    """Clean, deduplicate and store the fetched page of ``url``.
+
+    Without ``page``, the page handed off through Redis (a delivery of its own); with
+    it, the page that this delivery's fetch step (``attempt``) just fetched.
+    """
+    extra: dict[str, Any] = {}
+    if page is None:
+        previous, deliveries = rt.ledger.begin(url, FETCHED)
+        if deliveries == 0:
+            return Step("done", state=previous)
+        if (step := poisoned(rt, url, deliveries)) is not None:
+            return step
+        page = _load_body(rt, url)
+        if page is None:  # the body expired before a worker got to it: fetch again
+            log.warning("%s: fetched body gone, fetching again", url)
+            rt.ledger.move(url, QUEUED)
+            return Step("retry", countdown=0, reason="body_lost")
+        handed_off = True
+    else:  # what the FETCHED move records when the page goes through Redis
+        extra = {"final_url": page.final_url, "attempts": attempt + 1}
+        handed_off = False
+    final_url, fetched_at, html = page.final_url, page.fetched_at, page.html
 
     # 1. main text and metadata
     started = time.perf_counter()
@@ -189,8 +217,9 @@ def process_step(rt: Runtime, url: str) -> Step:
     rt.metrics.stage_time("clean", time.perf_counter() - started)
     rt.metrics.extraction(host_of(final_url), cleaned)
     if isinstance(cleaned, Drop):
-        step = finish(rt, url, SKIPPED, cleaned.reason, detail=cleaned.detail or None)
-        rt.redis.delete(body_key(rt, url))
+        step = finish(rt, url, SKIPPED, cleaned.reason, detail=cleaned.detail or None, **extra)
+        if handed_off:
+            rt.redis.delete(body_key(rt, url))
         return step
     article = cleaned
 
@@ -227,11 +256,12 @@ def process_step(rt: Runtime, url: str) -> Step:
         "match": verdict.kind,
     }
     started = time.perf_counter()
-    page = _raw_page(row, html) if rt.settings.keep_raw else None
-    rt.store.save_article(row, {"url": url, "state": state, **fields}, page)
+    raw = _raw_page(row, html) if rt.settings.keep_raw else None
+    rt.store.save_article(row, {"url": url, "state": state, **fields}, raw)
     rt.metrics.stage_time("store", time.perf_counter() - started)
-    rt.ledger.move(url, state, **fields)
+    rt.ledger.move(url, state, **fields, **extra)
     rt.metrics.outcome(state, None)
-    rt.redis.delete(body_key(rt, url))
+    if handed_off:
+        rt.redis.delete(body_key(rt, url))
     log.info("%s %s (story %s, %s)", url, state, verdict.story_id, verdict.kind)
     return Step("done", state=state)

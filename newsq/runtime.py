@@ -40,6 +40,9 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics(Throughput(lambda: self.redis, settings.key_prefix))
         self._lock = threading.RLock()
+        # one extraction at a time per process: with the GIL, more would only interleave,
+        # each holding its parsed trees (tens of MB) and each finishing later
+        self._extracting = threading.Lock()
         self._made: dict[str, Any] = {}
 
     def _get(self, name: str, build: Callable[[], Any]) -> Any:
@@ -54,9 +57,7 @@ class Runtime:
     @property
     def redis(self) -> redis.Redis:
         url = self.settings.broker_url or ""
-        return self._get(
-            "redis", lambda: redis.Redis.from_url(url, health_check_interval=30)
-        )
+        return self._get("redis", lambda: redis.Redis.from_url(url, health_check_interval=30))
 
     @property
     def ledger(self) -> Ledger:
@@ -82,9 +83,7 @@ class Runtime:
     def robots(self) -> RobotsCache:
         from newsq.robots import RobotsCache
 
-        return self._get(
-            "robots", lambda: RobotsCache(self.redis, self.settings, self.fetcher)
-        )
+        return self._get("robots", lambda: RobotsCache(self.redis, self.settings, self.fetcher))
 
     def robots_allowed(self, url: str) -> bool:
         return not self.settings.robots or self.robots.allowed(url)
@@ -99,14 +98,14 @@ class Runtime:
     def boilerplate(self) -> BoilerplateFilter:
         from newsq.boilerplate import BoilerplateFilter
 
-        return self._get(
-            "boilerplate", lambda: BoilerplateFilter(self.redis, self.settings)
-        )
+        return self._get("boilerplate", lambda: BoilerplateFilter(self.redis, self.settings))
 
     def extract(self, html: str, url: str) -> Article | Drop:
+        """The clean stage on ``html``; threads of one process take turns."""
         from newsq.clean import extract
 
-        return extract(html, url)
+        with self._extracting:
+            return extract(html, url)
 
     def content_hash(self, text: str) -> str:
         from newsq.dedup import content_hash

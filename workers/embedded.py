@@ -4,9 +4,15 @@
 workers in their own processes, consuming from Redis. Only the Redis server may be a
 private one (started here, stopped at the end) when ``NEWSQ_BROKER_URL`` is unset.
 
-Worker layout for ``--workers N``: one fetch worker (a thread pool: fetching waits on
-the network, not the CPU) and one process worker with N prefork children (cleaning
-and dedup are CPU-bound, one child per core).
+Worker layout for ``--workers N`` (``layout``):
+
+``combined`` (default)  N worker processes on both queues, each a thread pool of
+                        ``fetch_threads``: a task fetches its URL and processes the page
+                        at once, in memory; fetches wait on the network in their threads
+                        while one thread per process uses the CPU. Fastest measured
+                        (``bench/README.md``).
+``split``               one fetch worker (a thread pool) and one process worker with N
+                        prefork children; the page goes between them through Redis.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     if settings.allow_private.all:
         env["NEWSQ_ALLOW_PRIVATE"] = "1"
     env["NEWSQ_ROBOTS"] = "1" if settings.robots else "0"
+    # glibc's default of 8 malloc arenas per core bloats a threaded worker by ~90 MB
+    env.setdefault("MALLOC_ARENA_MAX", "2")
     return env
 
 
@@ -49,9 +57,10 @@ class LocalCluster:
     """A private Redis (if needed) and local worker processes."""
 
     def __init__(self, settings: Settings, *, workers: int = 2, fetch_threads: int = 16,
-                 log_level: str = "WARNING") -> None:  # fmt: skip
+                 log_level: str = "WARNING", layout: str = "combined") -> None:  # fmt: skip
         self.settings = settings
         self.workers = workers
+        self.layout = layout
         self.fetch_threads = fetch_threads
         self.log_level = log_level
         self.redis_server: RedisServer | None = None
@@ -72,10 +81,13 @@ class LocalCluster:
         env = settings_env(self.settings)
         env["NEWSQ_LOG_LEVEL"] = self.log_level
         base = [sys.executable, "-m", "workers", "worker"]
+        threads = ["--pool", "threads", "--concurrency", str(self.fetch_threads)]
         specs = [
-            ["--queues", "fetch", "--pool", "threads", "--concurrency", str(self.fetch_threads)],
+            ["--queues", "fetch", *threads],
             ["--queues", "process", "--pool", "prefork", "--concurrency", str(self.workers)],
         ]
+        if self.layout == "combined":
+            specs = [["--queues", "fetch,process", *threads]] * self.workers
         for spec in specs:
             self.procs.append(
                 subprocess.Popen(

@@ -1,0 +1,286 @@
+"""End-to-end speed of newsq against trafilatura's crawler and a bare fetch+extract pool.
+
+    python -m bench.speed [--pages 605] [--workers 2] [--latency 0,200] [--paced 0.5]
+
+One run, one table: the anchors and newsq on the same N distinct pages (the 121 dev
+pages in text variants, :mod:`bench.speed_pages`), served by nginx on loopback
+(:mod:`bench.speed_serve`), behind an injected delay for latency > 0. newsq runs as a
+user runs it, ``newsq run --urls FILE --workers W``, against a real Redis (started
+here) and a fresh SQLite store, with ``NEWSQ_ALLOW_PRIVATE=1 NEWSQ_HOST_RATE=0
+NEWSQ_ROBOTS=0`` and ``NEWSQ_HOST_CONCURRENCY=256`` (every page is on one host here).
+
+Columns: pages/s over the work span (first URL taken to last URL done, so worker
+start-up is excluded; the wall column includes it), CPU use (CPU seconds of every
+newsq process and Redis, over the wall time), p50/p95 enqueue-to-done from the ledger,
+Redis round trips (read events) and bytes per article, peak RSS per process role.
+``--paced F`` adds a run whose URLs are enqueued one by one at F times the measured
+0 ms throughput, for the latency of a steady load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from bench.speed_anchors import bare_pool, extract_only, trafilatura_cli
+from bench.speed_pages import write_pages
+from bench.speed_probe import (
+    ProcessWatch,
+    RedisCounters,
+    cpu_seconds,
+    latencies,
+    percentile,
+)
+from bench.speed_serve import Served, delay_proxy, page_server
+from newsq.servers import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    name: str
+    pages: int
+    wall: float
+    span: float
+    cpu: float
+    p50: float = float("nan")
+    p95: float = float("nan")
+    round_trips: float = float("nan")
+    kbytes: float = float("nan")
+    rss: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.pages / self.span if self.span > 0 else 0.0
+
+
+def newsq_env(redis_url: str, db: Path, prefix: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "NEWSQ_BROKER_URL": redis_url,
+        "NEWSQ_DATABASE_URL": f"sqlite:///{db}",
+        "NEWSQ_KEY_PREFIX": prefix,
+        "NEWSQ_ALLOW_PRIVATE": "1",
+        "NEWSQ_HOST_RATE": "0",
+        "NEWSQ_HOST_CONCURRENCY": "256",
+        "NEWSQ_ROBOTS": "0",
+        "NEWSQ_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    })  # fmt: skip
+    return env
+
+
+DETAIL: list[str] = []
+
+
+def _measure_run(name: str, client: redis.Redis, prefix: str, body: object) -> Row:
+    """Shared bookkeeping of a newsq run (``body`` runs it: (CPU seconds, its watch))."""
+    before = RedisCounters.take(client)
+    started = time.perf_counter()
+    cpu_tree, watch = body()  # type: ignore[operator]
+    wall = time.perf_counter() - started
+    delta = RedisCounters.take(client).minus(before)
+    done = latencies(client, prefix)
+    times = _span(client, prefix)
+    raw_counts = client.hgetall(f"{{{prefix}}}:counts")
+    counts = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw_counts.items()}
+    articles = counts.get("stored", 0) + counts.get("duplicate", 0)
+    note = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
+    calls = sorted(delta.calls.items(), key=lambda kv: -kv[1])
+    per = ", ".join(f"{k} {v / max(1, articles):.1f}" for k, v in calls[:16])
+    DETAIL.append(
+        f"{name}: Redis CPU {1000 * delta.cpu / max(1, articles):.2f} ms/article; "
+        f"commands per article (incl. inside Lua): {per}"
+    )
+    return Row(
+        name, len(done), wall, times, cpu_tree + delta.cpu,
+        percentile(done, 0.5), percentile(done, 0.95),
+        delta.reads / max(1, articles), delta.net_bytes / 1024 / max(1, articles),
+        watch.peak_by_role(), note,
+    )  # fmt: skip
+
+
+def _span(client: redis.Redis, prefix: str) -> float:
+    keys = list(client.scan_iter(match=f"{{{prefix}}}:url:*", count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hmget(key, "t_start", "t_done")
+    rows = [(float(a), float(b)) for a, b in pipe.execute() if a and b]
+    return max(b for _, b in rows) - min(a for a, _ in rows) if rows else 0.0
+
+
+def run_newsq(name: str, urls_file: Path, workers: int, redis_url: str, tmp: Path,
+              extra: list[str], profile: Path | None = None) -> Row:  # fmt: skip
+    """``newsq run`` over ``urls_file``; CPU from wait4 (the CLI and all it waited for)."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    env = newsq_env(redis_url, tmp / f"{prefix}.db", prefix)
+    client = redis.Redis.from_url(redis_url)
+    cmd = [sys.executable, "-m", "workers", "run", "--urls", str(urls_file)]
+    if profile:
+        out = profile / f"{name.replace(' ', '_').replace(',', '')}.txt"
+        cmd = ["py-spy", "record", "--subprocesses", "--format", "raw", "-r", "50", "-o",
+               str(out), "--", *cmd]  # fmt: skip
+    cmd += ["--workers", str(workers), "--timeout", "900", *extra]
+
+    def body() -> tuple[float, ProcessWatch]:
+        log = (tmp / f"{prefix}.log").open("wb")
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=log)
+        watch = ProcessWatch(proc.pid).start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        watch.stop()
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"bench: newsq run failed, see {tmp / f'{prefix}.log'}")
+        return usage.ru_utime + usage.ru_stime, watch
+
+    return _measure_run(name, client, prefix, body)
+
+
+def run_paced(name: str, urls: list[str], rate: float, workers: int, redis_url: str,
+              tmp: Path, fetch_threads: int) -> Row:  # fmt: skip
+    """Local workers fed one URL at a time at ``rate`` per second."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    env = newsq_env(redis_url, tmp / f"{prefix}.db", prefix)
+    client = redis.Redis.from_url(redis_url)
+    script = ROOT / "bench" / "speed_paced.py"
+    cmd = [sys.executable, str(script), str(rate), str(workers), str(fetch_threads), *urls]
+
+    def body() -> tuple[float, ProcessWatch]:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+        watch = ProcessWatch(proc.pid).start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        watch.stop()
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit("bench: paced run failed")
+        return usage.ru_utime + usage.ru_stime, watch
+
+    return _measure_run(name, client, prefix, body)
+
+
+def _fmt(value: float, spec: str) -> str:
+    return "-" if value != value else format(value, spec)
+
+
+def print_table(rows: list[Row], trafilatura_rate: float, bare_rate: float, base: float) -> None:
+    print("| run | pages | wall s | pages/s | × trafilatura CLI | × bare pool | × newsq 0 ms "
+          "| CPU cores busy | p50 / p95 s | Redis RT/article | Redis KB/article "
+          "| peak RSS MB | states |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        rss = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.rss.items()))
+        print(
+            f"| {r.name} | {r.pages} | {r.wall:.1f} | {r.rate:.1f} "
+            f"| {r.rate / trafilatura_rate:.2f} | {r.rate / bare_rate:.2f} "
+            f"| {_fmt(r.rate / base if base else float('nan'), '.2f')} | {r.cpu / r.wall:.2f} "
+            f"| {_fmt(r.p50, '.2f')} / {_fmt(r.p95, '.2f')} | {_fmt(r.round_trips, '.1f')} "
+            f"| {_fmt(r.kbytes, '.1f')} | {rss or '-'} | {r.note} |"
+        )
+
+
+def anchor_row(name: str, result: tuple[int, float, float], note: str = "") -> Row:
+    pages, wall, cpu = result
+    return Row(name, pages, wall, wall, cpu, note=note)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__)
+    parser.add_argument("--pages", type=int, default=605)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--latency", default="0,200", help="ms, comma-separated")
+    parser.add_argument("--paced", type=float, default=0.5, help="0: no paced run")
+    parser.add_argument("--fetch-threads", type=int, default=None)
+    parser.add_argument("--skip-anchors", action="store_true")
+    parser.add_argument("--newsq-args", default="", help="extra arguments for newsq run")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="run newsq under py-spy, collapsed stacks into this folder",
+    )
+    parser.add_argument("--detail", action="store_true", help="Redis commands per article")
+    args = parser.parse_args(argv)
+    latencies_ms = [float(x) for x in args.latency.split(",") if x.strip()]
+    extra = args.newsq_args.split()
+    if args.fetch_threads:
+        extra += ["--fetch-threads", str(args.fetch_threads)]
+
+    with tempfile.TemporaryDirectory(prefix="newsq-speed-") as name:
+        tmp = Path(name)
+        docroot = tmp / "www"
+        paths = write_pages(docroot, args.pages)
+        nginx = page_server(docroot, tmp)
+        redis_server = RedisServer().start()
+        servers: list[Served] = [nginx]
+        rows: list[Row] = []
+        try:
+            size = sum(f.stat().st_size for f in docroot.rglob("*.html")) / args.pages / 1024
+            print(
+                f"# newsq speed: {args.pages} pages (avg {size:.0f} KB), {args.workers} "
+                f"workers, {os.cpu_count()} CPUs, server: {nginx.kind}\n"
+            )
+            urls = [nginx.base + p for p in paths]
+            urls_file = tmp / "urls.txt"
+            urls_file.write_text("\n".join(urls) + "\n")
+            traf = bare = float("nan")
+            if not args.skip_anchors:
+                cpu0 = cpu_seconds(nginx.pids())
+                row = anchor_row("trafilatura CLI --parallel W, sleep 0",
+                                 trafilatura_cli(urls_file, args.workers, tmp))  # fmt: skip
+                rows.append(row)
+                traf = row.rate
+                row = anchor_row("bare pool: W procs, httpx.Client + trafilatura.extract",
+                                 bare_pool(urls, args.workers))  # fmt: skip
+                rows.append(row)
+                bare = row.rate
+                htmls = [(docroot / p.lstrip("/")).read_text("utf-8") for p in paths]
+                for which, fn in (("trafilatura", "trafilatura.extract"),
+                                  ("newsq", "newsq clean.extract")):  # fmt: skip
+                    result = extract_only(htmls, args.workers, which)
+                    rows.append(anchor_row(f"extract only, {fn}, W procs", result))
+                server_cpu = cpu_seconds(nginx.pids()) - cpu0
+                print(f"nginx CPU during the anchors: {server_cpu:.1f} s\n")
+            base = 0.0
+            for ms in latencies_ms:
+                target = nginx
+                if ms > 0:
+                    target = delay_proxy(nginx, ms)
+                    servers.append(target)
+                run_urls = [target.base + p for p in paths]
+                run_file = tmp / f"urls-{ms:g}.txt"
+                run_file.write_text("\n".join(run_urls) + "\n")
+                cpu0 = cpu_seconds(target.pids())
+                row = run_newsq(f"newsq run, {ms:g} ms", run_file, args.workers,
+                                redis_server.url, tmp, extra, args.profile)  # fmt: skip
+                row.note += f"; server CPU {cpu_seconds(target.pids()) - cpu0:.1f} s"
+                rows.append(row)
+                if ms == 0:
+                    base = row.rate
+            if args.paced > 0 and base:
+                rate = base * args.paced
+                row = run_paced(f"newsq paced {rate:.0f}/s, 0 ms", urls, rate, args.workers,
+                                redis_server.url, tmp, args.fetch_threads or 0)  # fmt: skip
+                rows.append(row)
+            print_table(rows, traf, bare, base)
+            if args.detail:
+                print("\n" + "\n".join(DETAIL))
+        finally:
+            for server in servers:
+                server.stop()
+            redis_server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
