@@ -43,7 +43,11 @@ def start_metrics_server(settings: Settings) -> None:
     client = redis.Redis.from_url(settings.broker_url or "", socket_timeout=2)
     registry.register(RedisStateCollector(client, settings.key_prefix, QUEUES))
     port = settings.metrics_port or 0
-    start_http_server(port, addr=settings.metrics_addr, registry=registry)
+    try:
+        start_http_server(port, addr=settings.metrics_addr, registry=registry)
+    except OSError as exc:  # e.g. two workers on one host given the same port
+        log.error("metrics server not started on %s:%d: %s", settings.metrics_addr, port, exc)
+        return
     log.info("metrics on http://%s:%d/metrics", settings.metrics_addr, port)
 
 
