@@ -10,8 +10,10 @@ worker through Redis and says what it is (a :class:`~newsq.records.Verdict`):
    agree;
 3. ``exact``: the same normalised text (:func:`content_hash`);
 4. ``near``: a MinHash candidate from the LSH bands whose estimated Jaccard similarity
-   is >= ``dedup_jaccard``, or whose smaller shingle set is >= ``dedup_containment``
-   contained in the larger (a copy trimmed to its first paragraphs);
+   is >= ``dedup_jaccard`` (+ 0.1 for short texts), or whose smaller shingle set is >=
+   ``dedup_containment`` contained in the larger (a copy trimmed to its first
+   paragraphs), or, for long texts, >= 0.65 contained with Jaccard >= 0.3 (a trimmed
+   copy whose page kept a few lines the other's extraction dropped);
 5. else ``new``: the first copy of a story.
 
 Steps 1-5 and the writes run in ONE Lua script (``newsq/lua/dedup.lua``), one
@@ -67,6 +69,17 @@ BUCKET_FILL = 80
 """Target entries per small hash: below listpack's default limit of 128."""
 MIN_SHINGLES = 20
 """A text shorter than this (in shingles) matches by Jaccard similarity, never containment."""
+LONG_SHINGLES = 100
+"""Pairs whose smaller text has fewer shingles than this are *short* (see below)."""
+SHORT_JACCARD_MARGIN = 0.1
+"""A short pair needs Jaccard >= ``dedup_jaccard`` + this: the 64-value estimate is
+coarse (about ±0.06) and short pieces of one kind (local briefs) share much phrasing:
+measured, briefs on different news reach 0.48, short copies of one story 0.62+."""
+LONG_CONTAINMENT, LONG_JACCARD = 0.65, 0.3
+"""A long pair also matches on containment >= 0.65 with Jaccard >= 0.3: a copy trimmed
+to its lead whose page kept lines the other page's extraction dropped (inline related
+links, a dateline) is 0.7-0.75 contained (estimated ±0.06); unrelated long texts stay
+below Jaccard 0.05."""
 _AMP_PARAMS = frozenset({"amp", "outputtype", "amp_js_v", "usqp"})
 _AMP_SUFFIXES = ("/amp", ".amp", "/amp.html", "/amp/")
 
@@ -184,6 +197,8 @@ class DedupIndex:
             self.settings.dedup_jaccard, self.settings.dedup_containment, MIN_SHINGLES,
             _digest(b"u", own), *aliases, _digest(b"t", sk.text_hash), sk.text_hash[:8],
             sk.shingles, sk.packed_sig(), bytes.fromhex(story_id_for(url)), url,
+            LONG_SHINGLES, LONG_JACCARD, LONG_CONTAINMENT,
+            self.settings.dedup_jaccard + SHORT_JACCARD_MARGIN,
             len(sk.bands), *sk.bands, *sk.lead_bands,
         ]  # fmt: skip
 

@@ -13,7 +13,8 @@
 --
 -- ARGV: 1 gen  2 G  3 expire_at  4 nbuckets  5 dbuckets  6 j_thr  7 c_thr
 --       8 min_shingles  9 url_f  10 final_f  11 canon_f  12 text_f  13 th8
---       14 nshingles  15 sig  16 story_new  17 url  18 n_full_bands  19.. bands
+--       14 nshingles  15 sig  16 story_new  17 url  18 long_shingles  19 long_j
+--       20 long_c  21 short_j  22 n_full_bands  23.. bands
 -- Returns {kind, story id (16 hex), duplicate_of or "", similarity (per mille)}.
 
 local base = KEYS[1]
@@ -24,6 +25,9 @@ local j_thr, c_thr, min_sh = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV
 local url_f, final_f, canon_f, text_f = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local th, nsh, sig = ARGV[13], tonumber(ARGV[14]), ARGV[15]
 local story_new, url = ARGV[16], ARGV[17]
+local long_sh, long_j, long_c = tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20])
+local short_j = tonumber(ARGV[21])
+local BAND0 = 23  -- ARGV index of the first band digest
 local byte, sub = string.byte, string.sub
 local K = #sig / 2
 local NAMES = {n = "new", u = "url", e = "exact", m = "near", r = "revision"}
@@ -80,7 +84,7 @@ local function d_root(d) return sub(d, 13 + 2 * K) end
 -- strictly lower value than the larger L, the union's minimum lies in S \ L; that
 -- happens with probability |S \ L| / |S u L|, and |S u L| = (|S| + |L|) / (1 + J).
 local function compare(cs, cn)
-  if K == 0 or #cs ~= 2 * K or nsh == 0 or cn == 0 then return 0, 0 end
+  if K == 0 or #cs ~= 2 * K or nsh == 0 or cn == 0 then return 0, 0, 0 end
   local q, c = {byte(sig, 1, -1)}, {byte(cs, 1, -1)}
   local m, q_lt, c_lt = 0, 0, 0
   for i = 1, 2 * K, 2 do
@@ -90,17 +94,24 @@ local function compare(cs, cn)
   local j = m / K
   local small_n, small_lt = nsh, q_lt
   if cn < nsh then small_n, small_lt = cn, c_lt end
-  if small_n < min_sh then return j, 0 end
+  if small_n < min_sh then return j, 0, small_n end
   local contain = 1 - (small_lt / K) * (nsh + cn) / (1 + j) / small_n
   if contain < 0 then contain = 0 end
-  return j, contain
+  return j, contain, small_n
 end
 
 -- The similarity that makes a near copy, or nil: Jaccard first, else containment.
+-- A short text (the smaller under long_sh shingles) needs Jaccard >= short_j: the
+-- estimate is coarse there, and short pieces of one kind (local briefs) share half
+-- their phrasing. A long one also matches on containment >= long_c with Jaccard >=
+-- long_j: a copy trimmed to its lead whose page kept some lines the other's dropped
+-- (inline related links, a dateline), which no unrelated long text comes near.
 local function near_score(d)
-  local j, contain = compare(d_sig(d), d_nsh(d))
-  if j >= j_thr then return j end
+  local j, contain, small_n = compare(d_sig(d), d_nsh(d))
+  local long = small_n >= long_sh
+  if j >= j_thr and (long or j >= short_j) then return j end
   if contain >= c_thr then return contain end
+  if long and contain >= long_c and j >= long_j then return contain end
   return nil
 end
 
@@ -125,7 +136,7 @@ local function index_doc(story, root)
 end
 
 local function index_bands(id)
-  for i = 19, #ARGV do
+  for i = BAND0, #ARGV do
     if not find(ARGV[i]) then put(ARGV[i], id) end
   end
 end
@@ -179,7 +190,7 @@ end
 -- 4. near copy: candidates from the LSH bands, confirmed on their signatures
 if not match and nsh > 0 then
   local tried, best = {}, -1
-  for i = 19, #ARGV do
+  for i = BAND0, #ARGV do
     local id = find(ARGV[i])
     if id and not tried[id] then
       tried[id] = true
