@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sys
 import threading
 from collections import Counter
@@ -52,8 +53,11 @@ class SiteSpec:
     briefs: int = 0
     use_corpus_html: bool = True
     seed: int = 7
-    separate_hosts: bool = False
-    """One 127.0.0.N address per outlet (N = 2, 3, ...) instead of one port each on .1."""
+    separate_hosts: bool | None = None
+    """One 127.0.0.N address per outlet (N = 2, 3, ...) instead of one port each on .1;
+    None: where the machine has those addresses (Linux does, macOS only 127.0.0.1).
+    Outlets sharing one host look like one site to per-host logic (politeness, the
+    learned boilerplate: four outlets' copies of one story would become "template")."""
     server_error: bool = False
     """Add a URL answering 500 (newsq retries it before it fails, which takes a while)."""
     edits: tuple[str, ...] = ALL_EDITS
@@ -194,8 +198,11 @@ class SampleSite:
         """Start one threaded server per outlet on loopback (idempotent)."""
         if self._servers:
             return self
+        separate = self.spec.separate_hosts
+        if separate is None:
+            separate = loopback_aliases()
         for i in range(len(self._names)):
-            host = f"127.0.0.{i + 2}" if self.spec.separate_hosts else "127.0.0.1"
+            host = f"127.0.0.{i + 2}" if separate else "127.0.0.1"
             self._servers.append(_OutletServer((host, 0)))
         bases = [f"http://{s.server_name}:{s.server_port}" for s in self._servers]
         for server, routes in zip(self._servers, self._routes, strict=True):
@@ -258,6 +265,16 @@ class SampleSite:
                        "outlet": self._names[e.outlet], "in_feed": e.in_feed,
                        "state": e.state, "reason": e.reason, "edits": list(e.edits)}  # fmt: skip
                 out.write(json.dumps(row) + "\n")
+
+
+def loopback_aliases() -> bool:
+    """True when loopback addresses beyond 127.0.0.1 can be bound (False on error)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.2", 0))
+    except OSError:
+        return False
+    return True
 
 
 def _materialise(res: Resource, bases: list[str]) -> _Route:

@@ -22,6 +22,7 @@ from newsq.clean import parse
 from newsq.metadata import extract_metadata
 from newsq.samplesite_edits import ALL_EDITS, Copy, syndicate
 from newsq.samplesite_pages import (
+    BRIEF_TOPICS,
     SECTIONS,
     PageInfo,
     Style,
@@ -104,6 +105,8 @@ class Builder:
             raise ValueError("a sample site needs at least one outlet and one story")
         if unknown := set(spec.edits) - set(ALL_EDITS):
             raise ValueError(f"unknown edits {sorted(unknown)}; known: {', '.join(ALL_EDITS)}")
+        if spec.briefs > BRIEF_TOPICS:
+            raise ValueError(f"at most {BRIEF_TOPICS} briefs: each must be different news")
         self.spec = spec
         self.corpus = corpus
         self.rng = random.Random(spec.seed)

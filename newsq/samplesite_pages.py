@@ -275,6 +275,8 @@ _THINGS = (
     ("city council", "a ban on leaf blowers before 8 a.m."),
 )
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
+BRIEF_TOPICS = len(_THINGS)
+"""Briefs a site can have: brief n takes topic n, so two briefs are different news."""
 
 
 def brief_paragraphs(rng: random.Random, n: int) -> tuple[str, str]:
