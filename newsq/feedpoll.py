@@ -30,6 +30,7 @@ from config.settings import Settings
 from newsq import feeds
 from newsq.errors import ConfigError
 from newsq.fetch import Fetcher
+from newsq.intake import enqueue, expand_feed
 from newsq.ledger import Ledger
 from newsq.store import Store
 from newsq.store import now as utcnow
@@ -171,8 +172,6 @@ def poll_feed(
     gives a FeedPoll with ``error`` set (and a longer interval), never an exception.
     Raises StoreUnavailable or a Redis error only when the store or ledger is down.
     """
-    from workers.intake import enqueue, expand_feed
-
     feed = store.get_feed(url)
     if feed is None:
         return None

@@ -14,13 +14,13 @@ from rich.console import Console
 
 from config.settings import Settings
 from newsq.errors import ConfigError
+from newsq.intake import Intake, enqueue, gather
 from newsq.ledger import Ledger
 from newsq.records import QUEUED, TERMINAL
 from newsq.store import Store
 from workers.cli import need_broker, print_json
 from workers.embedded import LocalCluster
 from workers.feeds_cmd import cmd_beat, cmd_feeds  # noqa: F401  (dispatched by name)
-from workers.intake import Intake, enqueue, gather
 
 # -- run / enqueue / worker ----------------------------------------------------------
 

@@ -8,7 +8,7 @@ is not dropped: it is recorded as ``failed`` / ``invalid_url``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,7 +69,7 @@ def enqueue(
     store: Store,
     raw_urls: Iterable[str],
     *,
-    send: object,
+    send: Callable[[str], object],
 ) -> Intake:
     """Normalise, deduplicate and enqueue; ``send(url)`` queues one fetch task."""
     intake = Intake()
@@ -89,7 +89,7 @@ def enqueue(
             store.record_outcome({"url": key, "state": FAILED, "reason": errors.INVALID_URL})
             ledger.move(key, FAILED, reason=errors.INVALID_URL)
     for url in intake.new:
-        send(url)  # type: ignore[operator]
+        send(url)
     return intake
 
 
