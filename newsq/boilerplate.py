@@ -31,8 +31,8 @@ import redis
 
 from config.settings import Settings
 from newsq import errors
-from newsq.metadata import host_of
 from newsq.records import Article, Drop
+from newsq.urls import host_of
 
 LOGGER = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ class BoilerplateFilter:
         seen, and ``Drop(no_content)`` when nothing but template is left. A Redis error
         propagates (``redis.RedisError``): the caller retries the task.
         """
-        site = host_of(url) or (article.site or "").strip().lower()
+        # host and port: two servers on one host are two sites with two templates
+        site = host_of(url).removeprefix("www.") or (article.site or "").strip().lower()
         lines = article.text.split("\n")
         keys = [normalise(line) for line in lines]
         distinct = list(dict.fromkeys(k for k in keys if k))
