@@ -70,6 +70,15 @@ def delivery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry": True,
         "broker_connection_max_retries": None,
         "broker_channel_error_retry": True,
+        # a task handing on to the next stage (or retrying) while Redis restarts waits
+        # for it, about a minute, instead of failing: a failed hand-on is a lost URL
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 30,
+            "interval_start": 0.5,
+            "interval_step": 1.0,
+            "interval_max": 2.0,
+        },
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         # a task killed by its hard time limit is not acked: the visibility timeout

@@ -21,7 +21,7 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 import redis
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from config.celery import max_countdown
@@ -65,11 +65,24 @@ def _note(url: str, error: BaseException) -> None:
         runtime().ledger.note(url, last_error=f"{type(error).__name__}: {error}"[:300])
 
 
+def _retry(retry: Callable[[float], Exception], delay: float) -> Exception:
+    """``retry(delay)``; when the retry message cannot be sent (the broker is gone for
+    longer than the publish retry policy) Celery would drop the delivery: reject it
+    with requeue instead, or, if even that fails, leave it unacked for the visibility
+    timeout to deliver again."""
+    try:
+        return retry(delay)
+    except Reject as lost:
+        if lost.requeue:
+            raise
+        return Reject(lost.reason, requeue=True)
+
+
 @contextmanager
 def transient_errors(url: str, retry: Callable[[float], Exception], attempt: int) -> Iterator[None]:
     """Map a stage's exceptions to a Celery retry (see the module docstring).
 
-    Never swallows one: the ``with`` block either completes or raises ``retry(...)``.
+    Never swallows one: the ``with`` block either completes or raises a retry.
     """
     try:
         yield
@@ -78,12 +91,12 @@ def transient_errors(url: str, retry: Callable[[float], Exception], attempt: int
         with suppress(redis.RedisError):
             runtime().ledger.release(url)
         _note(url, exc)
-        raise retry(countdown(backoff(min(attempt, 5)))) from exc
+        raise _retry(retry, countdown(backoff(min(attempt, 5)))) from exc
     except SoftTimeLimitExceeded as exc:
         log.error("%s: time limit exceeded; delivering again", url)
         _note(url, exc)
-        raise retry(countdown(1.0)) from exc
+        raise _retry(retry, countdown(1.0)) from exc
     except Exception as exc:
         log.exception("%s: unexpected error; delivering again", url)
         _note(url, exc)
-        raise retry(countdown(backoff(min(attempt, 3)))) from exc
+        raise _retry(retry, countdown(backoff(min(attempt, 3)))) from exc

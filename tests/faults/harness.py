@@ -89,6 +89,18 @@ class Workers:
             self.procs[name].wait(max(0.1, timeout - (time.monotonic() - started)))
         return time.monotonic() - started
 
+    def revive(self) -> int:
+        """Restart the workers that exited, as a process supervisor would; returns how many."""
+        dead = [name for name, proc in self.procs.items() if proc.poll() is not None]
+        if dead:
+            alive = {n: p for n, p in self.procs.items() if n not in dead}
+            self.start()
+            for name, proc in alive.items():  # keep the live ones, drop their new twins
+                os.killpg(self.procs[name].pid, signal.SIGKILL)
+                self.procs[name].wait()
+                self.procs[name] = proc
+        return len(dead)
+
     def pool_children(self, name: str = "process") -> list[int]:
         return children(self.procs[name].pid)
 
@@ -144,7 +156,8 @@ def check_end_state(site: Site, env: dict[str, str], *, poison_ok: set[str] = fr
     urls = site.urls
     states = dict(zip(urls, ledger.states(urls), strict=True))
     lost = sorted(u for u, s in states.items() if s not in TERMINAL)
-    assert not lost, f"{len(lost)} URLs never reached a terminal state: {lost[:5]}"
+    detail = [ledger.get(u) for u in lost[:3]]
+    assert not lost, f"{len(lost)} URLs never reached a terminal state: {detail}"
 
     engine = sa.create_engine(env["NEWSQ_DATABASE_URL"])
     with engine.connect() as conn:
