@@ -105,6 +105,10 @@ def _measure_run(name: str, client: redis.Redis, prefix: str, body: object) -> R
         f"{name}: Redis CPU {1000 * delta.cpu / max(1, articles):.2f} ms/article; "
         f"commands per article (incl. inside Lua): {per}"
     )
+    roles = ", ".join(
+        f"{k} {1000 * v / max(1, articles):.1f}" for k, v in watch.cpu_by_role().items()
+    )
+    DETAIL.append(f"{name}: CPU ms/article by process role: {roles}")
     return Row(
         name, len(done), wall, times, cpu_tree + delta.cpu,
         percentile(done, 0.5), percentile(done, 0.95),
@@ -131,7 +135,7 @@ def run_newsq(name: str, urls_file: Path, workers: int, redis_url: str, tmp: Pat
     cmd = [sys.executable, "-m", "workers", "run", "--urls", str(urls_file)]
     if profile:
         out = profile / f"{name.replace(' ', '_').replace(',', '')}.txt"
-        cmd = ["py-spy", "record", "--subprocesses", "--format", "raw", "-r", "50", "-o",
+        cmd = ["py-spy", "record", "--subprocesses", "--gil", "--format", "raw", "-r", "50", "-o",
                str(out), "--", *cmd]  # fmt: skip
     cmd += ["--workers", str(workers), "--timeout", "900", *extra]
 
@@ -175,15 +179,16 @@ def _fmt(value: float, spec: str) -> str:
 
 def print_table(rows: list[Row], trafilatura_rate: float, bare_rate: float, base: float) -> None:
     print("| run | pages | wall s | pages/s | × trafilatura CLI | × bare pool | × newsq 0 ms "
-          "| CPU cores busy | p50 / p95 s | Redis RT/article | Redis KB/article "
+          "| CPU cores busy | CPU ms/page | p50 / p95 s | Redis RT/article | Redis KB/article "
           "| peak RSS MB | states |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         rss = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.rss.items()))
         print(
             f"| {r.name} | {r.pages} | {r.wall:.1f} | {r.rate:.1f} "
             f"| {r.rate / trafilatura_rate:.2f} | {r.rate / bare_rate:.2f} "
             f"| {_fmt(r.rate / base if base else float('nan'), '.2f')} | {r.cpu / r.wall:.2f} "
+            f"| {1000 * r.cpu / max(1, r.pages):.1f} "
             f"| {_fmt(r.p50, '.2f')} / {_fmt(r.p95, '.2f')} | {_fmt(r.round_trips, '.1f')} "
             f"| {_fmt(r.kbytes, '.1f')} | {rss or '-'} | {r.note} |"
         )

@@ -112,6 +112,14 @@ class ProcessWatch:
         self._stop.set()
         self._thread.join()
 
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds of the processes of each role (as last sampled)."""
+        out: dict[str, float] = {}
+        for pid, seconds in self.cpu.items():
+            role = self.labels.get(pid, "?")
+            out[role] = out.get(role, 0.0) + seconds
+        return out
+
     def peak_by_role(self) -> dict[str, float]:
         """Largest peak RSS (MB) among the processes of each role."""
         out: dict[str, float] = {}
