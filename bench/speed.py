@@ -31,7 +31,7 @@ from pathlib import Path
 
 import redis
 
-from bench.speed_anchors import bare_pool, extract_only, trafilatura_cli
+from bench.speed_anchors import bare_pool, extract_only, fetch_only, trafilatura_cli
 from bench.speed_pages import write_pages
 from bench.speed_probe import (
     ProcessWatch,
@@ -263,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
                     target = delay_proxy(nginx, ms)
                     servers.append(target)
                 run_urls = [target.base + p for p in paths]
+                if ms > 0:
+                    cpu0 = cpu_seconds(target.pids())
+                    row = anchor_row(f"fetch only via delay proxy {ms:g} ms, 32 threads",
+                                     fetch_only(run_urls, 32))  # fmt: skip
+                    row.note = f"proxy CPU {cpu_seconds(target.pids()) - cpu0:.1f} s"
+                    rows.append(row)
                 run_file = tmp / f"urls-{ms:g}.txt"
                 run_file.write_text("\n".join(run_urls) + "\n")
                 cpu0 = cpu_seconds(target.pids())

@@ -6,7 +6,8 @@
 2. a bare pool: W processes, each with one reused ``httpx.Client``, fetch then
    ``trafilatura.extract`` (no queue, no dedup, no store): the floor of any design;
 3. extraction alone from memory in W processes: ``trafilatura.extract`` and newsq's
-   own ``clean.extract`` (the CPU limit).
+   own ``clean.extract`` (the CPU limit);
+4. fetching alone through the delay proxy (32 threads): the proxy is no bottleneck.
 
 Each returns (pages done, seconds of wall time, CPU seconds of its processes).
 """
@@ -97,6 +98,19 @@ def _pool_run(fn: Callable[[Any], bool], items: list[Any], workers: int) -> Resu
 def bare_pool(urls: list[str], workers: int) -> Result:
     """W processes, one reused httpx client each: fetch, then trafilatura.extract."""
     return _pool_run(_fetch_extract, urls, workers)
+
+
+def fetch_only(urls: list[str], threads: int) -> Result:
+    """Fetching alone, ``threads`` threads sharing one client: can the server keep up?"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    limits = httpx.Limits(max_connections=threads, max_keepalive_connections=threads)
+    with httpx.Client(timeout=30, limits=limits) as client, ThreadPoolExecutor(threads) as pool:
+        cpu0, started = time.process_time(), time.perf_counter()
+        done = sum(r.status_code == 200 for r in pool.map(client.get, urls))
+        return done, time.perf_counter() - started, time.process_time() - cpu0
 
 
 def extract_only(htmls: list[str], workers: int, which: str) -> Result:
