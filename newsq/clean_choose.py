@@ -62,7 +62,8 @@ def containment(part: str, whole: str) -> float:
 def readability_text(tree: HtmlElement, url: str | None) -> str:
     """readability-lxml's main text of a copy of ``tree``, one block a line; ``""`` on failure."""
     try:
-        summary = Document(copy.deepcopy(tree), url=url).summary(html_partial=True)
+        # no url: readability would make every link absolute, work the text never uses
+        summary = Document(copy.deepcopy(tree)).summary(html_partial=True)
         root = fragment_fromstring(summary) if summary.strip() else None
     except (Unparseable, ParserError, ValueError, TypeError) as exc:
         LOGGER.debug("url=%s readability failed: %s", url, exc)

@@ -12,6 +12,7 @@ it cannot find; nothing raises on malformed markup or JSON.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import re
@@ -158,9 +159,14 @@ def _meta_tags(tree: HtmlElement) -> dict[str, str]:
 
 
 def _clean(text: Any) -> str | None:
+    """``text`` with character references decoded and whitespace collapsed, or ``None``.
+
+    JSON-LD strings and some meta tags carry HTML-escaped text ("&#8216;", "&amp;"):
+    the parser does not decode them, so it is done here.
+    """
     if not isinstance(text, str):
         return None
-    text = _SPACES.sub(" ", text).strip()
+    text = _SPACES.sub(" ", html.unescape(text)).strip()
     return text or None
 
 
