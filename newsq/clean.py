@@ -8,7 +8,9 @@
    menus and duplicate paragraphs that trafilatura lets through (``newsq.clean_rules``)
 4. a second opinion, only when the body still holds a list or table: readability-lxml's
    text replaces ours when it is ours minus furniture (``newsq.clean_choose``)
-5. a length check: too little text left means the page has no article
+5. continuation chunks: when the body is cut into sibling containers and trafilatura
+   kept one, the long paragraphs of the others are added (``newsq.clean_chunks``)
+6. a length check: too little text left means the page has no article
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from trafilatura.utils import load_html
 from trafilatura.xml import xmltotxt
 
 from newsq import clean_choose, errors
+from newsq.clean_chunks import add_continuations
 from newsq.clean_rules import clean_body, link_texts
 from newsq.metadata import extract_metadata
 from newsq.records import Article, Drop
@@ -47,6 +50,7 @@ def main_text(tree: HtmlElement, url: str | None, title: str | None) -> str:
 
     When the cleaned body still holds a list or a table, readability-lxml's text of the
     same tree is asked for and taken if it is ours minus furniture (``clean_choose``).
+    Paragraphs of the article's continuation chunks are then added (``clean_chunks``).
     """
     links = link_texts(tree)  # from the whole page, before trafilatura strips the links
     document = trafilatura.bare_extraction(
@@ -69,7 +73,7 @@ def main_text(tree: HtmlElement, url: str | None, title: str | None) -> str:
         if chosen is not text:
             LOGGER.debug("url=%s readability's tighter text taken", url)
         text = chosen
-    return text
+    return add_continuations(tree, text) if text else text
 
 
 def extract(html: str, url: str | None = None) -> Article | Drop:

@@ -84,6 +84,7 @@ APPEAL_MAX_CHARS = 300
 LINK_MIN_WORDS = 4
 NAV_MIN_ITEMS = 8
 NAV_MAX_WORDS = 4
+NAV_SHARED_WORD_SHARE = 0.6
 
 
 def block_text(el: _Element) -> str:
@@ -99,8 +100,12 @@ def norm(text: str) -> str:
 def link_texts(tree: _Element) -> frozenset[str]:
     """Normalised texts of the page's links of ``LINK_MIN_WORDS`` words or more."""
     texts = set()
+    min_chars = 2 * LINK_MIN_WORDS - 1  # shorter text cannot hold that many words
     for anchor in tree.iter("a"):
-        key = norm("".join(anchor.itertext()))
+        raw = "".join(anchor.itertext())
+        if len(raw) < min_chars:
+            continue
+        key = norm(raw)
         if key.count(" ") + 1 >= LINK_MIN_WORDS:
             texts.add(key)
     return frozenset(texts)
@@ -133,15 +138,23 @@ def is_promo(el: _Element, text: str) -> bool:
 
 
 def is_nav_list(el: _Element, text: str) -> bool:
-    """True for a list of many very short items without sentences: a menu or tag cloud."""
+    """True for a list of many very short, distinct items without sentences: a menu or
+    tag cloud. A list whose items share a word (poll results, scores) is data: kept."""
     if el.tag != "list":
         return False
     items = [block_text(item) for item in el.iter("item")]
     items = [item for item in items if item]
     if len(items) < NAV_MIN_ITEMS:
         return False
-    short = sum(len(_WORD.findall(item)) <= NAV_MAX_WORDS and "." not in item for item in items)
-    return short >= 0.9 * len(items)
+    words = [_WORD.findall(item.lower()) for item in items]
+    pairs = zip(words, items, strict=True)
+    short = sum(len(w) <= NAV_MAX_WORDS and "." not in item for w, item in pairs)
+    if short < 0.9 * len(items):
+        return False
+    # menu entries are distinct labels; a word on most items ("165 votes", "12 votes")
+    # makes the list data, such as poll results or scores, which belongs to the article
+    counts = Counter(word for w in words for word in set(w))
+    return not counts or max(counts.values()) <= NAV_SHARED_WORD_SHARE * len(items)
 
 
 def _same_title(key: str, title_key: str) -> bool:
