@@ -63,6 +63,10 @@ def run_worker(settings: Settings, queues: str, concurrency: int | None,
     setup_logging(settings.log_level, settings.log_format)
     if settings.metrics_port:
         start_metrics_server(settings)
+    # the clean stage's libraries (trafilatura, lxml: ~0.5 s) load here, once, before
+    # the pool starts: not on every process's or thread's first page, and shared by
+    # prefork children through the fork
+    import newsq.clean  # noqa: F401
     from config.celery import app
 
     argv = [
