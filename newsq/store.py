@@ -18,7 +18,7 @@ Alembic on first use (:func:`ensure_schema`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -177,6 +177,9 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # write statements built once and executed with parameters: building one with
+        # its values bound costs ~0.3 ms per article in SQLAlchemy alone
+        self._statements: dict[Any, Any] = {}
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> Store:
@@ -199,18 +202,20 @@ class Store:
         (a replayed task). Raises StoreUnavailable when the database is unreachable.
         """
         values = {"stored_at": now(), **row}
-        stmt = _insert(self.engine, articles).values(**values)
-        stmt = stmt.on_conflict_do_nothing(index_elements=["url", "content_hash"]).returning(
-            articles.c.id
-        )
+        stmt = self._statement(("articles", tuple(values)), lambda: (
+            _insert(self.engine, articles)
+            .on_conflict_do_nothing(index_elements=["url", "content_hash"])
+            .returning(articles.c.id)
+        ))  # fmt: skip
         try:
             with self.engine.begin() as conn:
-                inserted = conn.execute(stmt).first() is not None
-                conn.execute(self._outcome_stmt(outcome))
+                inserted = conn.execute(stmt, values).first() is not None
+                conn.execute(*self._outcome_stmt(outcome))
                 if page is not None:
-                    conn.execute(
-                        _insert(self.engine, pages).values(**page).on_conflict_do_nothing()
-                    )
+                    raw = self._statement(("pages", tuple(page)), lambda: (
+                        _insert(self.engine, pages).on_conflict_do_nothing()
+                    ))  # fmt: skip
+                    conn.execute(raw, dict(page))
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise StoreUnavailable(f"store write failed for {row.get('url')}: {exc}") from exc
         return inserted
@@ -227,15 +232,26 @@ class Store:
         """Upsert a URL's terminal record (skipped, failed, ...); raises StoreUnavailable."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(self._outcome_stmt(outcome))
+                conn.execute(*self._outcome_stmt(outcome))
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise StoreUnavailable(f"store write failed for {outcome.get('url')}: {exc}") from exc
 
-    def _outcome_stmt(self, outcome: Mapping[str, Any]) -> Any:
+    def _statement(self, key: Any, build: Callable[[], Any]) -> Any:
+        stmt = self._statements.get(key)
+        if stmt is None:
+            stmt = self._statements[key] = build()
+        return stmt
+
+    def _outcome_stmt(self, outcome: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """The upsert of a URL's terminal record, and its parameters."""
         values = {"updated_at": now(), "attempts": 0, **outcome}
-        stmt = _insert(self.engine, urls).values(**values)
-        update = {k: stmt.excluded[k] for k in values if k != "url"}
-        return stmt.on_conflict_do_update(index_elements=["url"], set_=update)
+
+        def build() -> Any:
+            stmt = _insert(self.engine, urls)
+            update = {k: stmt.excluded[k] for k in values if k != "url"}
+            return stmt.on_conflict_do_update(index_elements=["url"], set_=update)
+
+        return self._statement(("urls", tuple(values)), build), values
 
     # -- reads ------------------------------------------------------------------
 
