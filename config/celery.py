@@ -115,6 +115,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "newsq.fetch": {"queue": FETCH_QUEUE},
             "newsq.feed": {"queue": FETCH_QUEUE},
             "newsq.poll_feeds": {"queue": FETCH_QUEUE},
+            "newsq.requeue_stuck": {"queue": FETCH_QUEUE},
             "newsq.process": {"queue": PROCESS_QUEUE},
         },
         "task_annotations": {
@@ -138,12 +139,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "schedule": settings.feed_tick,
                 "options": {"expires": max(settings.feed_tick, 1.0)},
             },
+            # messages lost outright (see tasks/maintenance.py)
+            "requeue-stuck": {
+                "task": "newsq.requeue_stuck",
+                "schedule": settings.stuck_threshold / 2,
+                "options": {"expires": settings.stuck_threshold / 2},
+            },
         },
     }
 
 
 def make_app(settings: Settings) -> Celery:
-    app = Celery("newsq", include=["tasks.fetch", "tasks.process", "tasks.feeds"])
+    tasks = ["tasks.fetch", "tasks.process", "tasks.feeds", "tasks.maintenance"]
+    app = Celery("newsq", include=tasks)
     app.conf.update(celery_config(settings))
     return app
 

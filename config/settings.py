@@ -122,6 +122,9 @@ class Settings:
     fetch_retries: int = 4
     robots: bool = True
     max_deliveries: int = 3
+    stuck_after: float = 0.0
+    """Seconds without progress after which beat re-enqueues a non-terminal URL
+    (``NEWSQ_STUCK_AFTER``); 0: twice the visibility timeout."""
     fetch_time_limit: float = 0.0
     """Soft time limit of a fetch task on a prefork pool; 0: ``3 * fetch_timeout + 30``."""
     process_time_limit: float = 120.0
@@ -176,6 +179,7 @@ class Settings:
             fetch_retries=_integer(env, "NEWSQ_FETCH_RETRIES", 4),
             robots=env.get("NEWSQ_ROBOTS", "1").strip().lower() not in ("0", "false", "no", "off"),
             max_deliveries=_integer(env, "NEWSQ_MAX_DELIVERIES", 3, minimum=1),
+            stuck_after=_number(env, "NEWSQ_STUCK_AFTER", 0.0),
             fetch_time_limit=_number(env, "NEWSQ_FETCH_TIME_LIMIT", 0.0),
             process_time_limit=_number(env, "NEWSQ_PROCESS_TIME_LIMIT", 120.0, minimum=1),
             dedup_window_days=_number(env, "NEWSQ_DEDUP_WINDOW_DAYS", 30.0, minimum=0.001),
@@ -194,6 +198,11 @@ class Settings:
             feed_min_every=_number(env, "NEWSQ_FEED_MIN_EVERY", 60.0, minimum=1),
             feed_max_every=_number(env, "NEWSQ_FEED_MAX_EVERY", 86400.0, minimum=1),
         )
+
+    @property
+    def stuck_threshold(self) -> float:
+        """Seconds without progress that make a URL stuck (see ``stuck_after``)."""
+        return self.stuck_after or 2.0 * self.visibility_timeout
 
 
 @cache

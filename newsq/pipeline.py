@@ -18,6 +18,7 @@ import logging
 import random
 import time
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,6 +38,7 @@ from newsq.records import (
 from newsq.urls import host_of, url_id
 
 if TYPE_CHECKING:
+    from newsq.ledger import Ledger
     from newsq.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,33 @@ def poisoned(rt: Runtime, url: str, deliveries: int) -> Step | None:
     log.error("%s: gave up after %d deliveries that never finished", url, deliveries - 1)
     rt.ledger.add_dead(url)
     return finish(rt, url, FAILED, errors.POISON, detail=f"{deliveries - 1} deliveries lost")
+
+
+def requeue(ledger: Ledger, urls: Iterable[str], send: Callable[[str], None]) -> list[str]:
+    """Put each of ``urls`` back to ``queued`` (even from a terminal state: a user's
+    retry), off the dead list, and ``send`` it to the fetch stage; returns the URLs."""
+    done = []
+    for url in urls:
+        ledger.move(url, QUEUED, force=True, reason=None, attempts=0)
+        ledger.remove_dead(url)
+        send(url)
+        done.append(url)
+    return done
+
+
+def requeue_stuck(ledger: Ledger, older_than: float, send: Callable[[str], None],
+                  limit: int = 1_000_000) -> list[str]:  # fmt: skip
+    """Re-enqueue the non-terminal URLs not updated for ``older_than`` seconds.
+
+    A URL that made no progress for longer than the visibility timeout lost its
+    message (a broker restart without persistence, a publish that never happened).
+    A second message for a URL that was only slow is harmless: every step is
+    idempotent. Returns the URLs sent again ([] when none were stuck).
+    """
+    stuck = [url for url, _, _ in ledger.stuck(older_than, limit=limit)]
+    if stuck:
+        log.warning("re-enqueueing %d URLs stuck for over %.0fs", len(stuck), older_than)
+    return requeue(ledger, stuck, send)
 
 
 # -- 1. fetch -----------------------------------------------------------------------

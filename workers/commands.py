@@ -16,7 +16,7 @@ from config.settings import Settings
 from newsq.errors import ConfigError
 from newsq.intake import Intake, enqueue, gather
 from newsq.ledger import Ledger
-from newsq.records import QUEUED, TERMINAL
+from newsq.records import TERMINAL
 from newsq.store import Store
 from workers.cli import need_broker, print_json
 from workers.embedded import LocalCluster
@@ -286,25 +286,27 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     from config.celery import make_app
+    from newsq.pipeline import requeue, requeue_stuck
     from newsq.urls import normalize_or_none
 
     need_broker(settings, "retry")
     ledger = _ledger(settings)
     assert ledger is not None
     stuck = getattr(args, "stuck", None)
-    if args.dead:
-        urls = ledger.dead()
-    elif stuck:  # taken or queued, then no progress for this long: the message was lost
-        urls = [url for url, _, _ in ledger.stuck(stuck, limit=1_000_000)]
-    elif args.url:
-        urls = [normalize_or_none(args.url) or args.url]
-    else:
+    if not (args.dead or stuck or args.url):
         raise ConfigError("nothing to retry: give a URL, --dead or --stuck SECONDS")
     app = make_app(settings)
-    for url in urls:
-        ledger.move(url, QUEUED, force=True, reason=None, attempts=0)
-        ledger.remove_dead(url)
-        app.send_task("newsq.fetch", args=(url,), queue="fetch")
+    with app.producer_or_acquire() as producer:
+
+        def send(url: str) -> None:
+            app.send_task("newsq.fetch", args=(url,), queue="fetch", producer=producer)
+
+        if args.dead:
+            urls = requeue(ledger, ledger.dead(), send)
+        elif stuck:  # taken or queued, then no progress for this long: the message was lost
+            urls = requeue_stuck(ledger, stuck, send)
+        else:
+            urls = requeue(ledger, [normalize_or_none(args.url) or args.url], send)
     print(f"re-enqueued {len(urls)}")
     return 0
 

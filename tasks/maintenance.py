@@ -1,0 +1,38 @@
+"""Housekeeping tasks sent by Celery beat.
+
+``newsq.requeue_stuck`` (every half ``NEWSQ_STUCK_AFTER``) re-enqueues URLs that made
+no progress for ``NEWSQ_STUCK_AFTER`` seconds (default twice the visibility timeout):
+their message was lost, e.g. by a broker restarted without persistence. It is the
+periodic form of ``newsq retry --stuck`` and calls the same function. While a queue
+holds a backlog it does nothing: a URL waiting behind thousands of others is slow,
+not lost, and sending it again would only grow the backlog.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from config.celery import QUEUES, app
+from newsq.pipeline import requeue_stuck
+from tasks.runtime import runtime
+
+log = logging.getLogger(__name__)
+
+
+def backlog(client: redis.Redis, prefix: str) -> int:
+    """Messages waiting in newsq's queues (not counting those taken by workers)."""
+    return sum(int(client.llen(f"{prefix}:q:{name}")) for name in QUEUES)
+
+
+@app.task(name="newsq.requeue_stuck")
+def requeue_stuck_task() -> int:
+    from tasks.fetch import fetch
+
+    rt = runtime()
+    waiting = backlog(rt.redis, rt.settings.key_prefix)
+    if waiting:
+        log.info("stuck URLs not checked: %d messages still queued", waiting)
+        return 0
+    return len(requeue_stuck(rt.ledger, rt.settings.stuck_threshold, fetch.delay))
