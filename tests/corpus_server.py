@@ -19,7 +19,7 @@ def corpus() -> dict[str, tuple[bytes, str]]:
         page_id: (
             gzip.decompress((root / "html" / f"{page_id}.html.gz").read_bytes()),
             entry["articleBody"],
-        )  # fmt: skip
+        )
         for page_id, entry in truth.items()
     }
 

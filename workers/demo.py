@@ -15,10 +15,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from newsq.samplesite import SampleSite, SiteSpec
 from rich.console import Console
 
 from config.settings import DEFAULT_DATABASE_URL, AllowPrivate, Settings
+from newsq.samplesite import SampleSite, SiteSpec
 
 DEMO_DB = "newsq-demo.db"
 
