@@ -75,9 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=_seconds, default=3600,
                      help="give up waiting after this many seconds (exit 1)")  # fmt: skip
     run.add_argument("--fetch-threads", type=_positive, default=16)
-    run.add_argument("--layout", choices=("combined", "split"), default="combined",
-                     help="combined: N workers that fetch and process; split: a fetch "
-                     "worker and a prefork process worker")  # fmt: skip
+    run.add_argument("--layout", choices=("combined", "prefork", "split"), default="combined",
+                     help="combined: N threaded workers that fetch and process; prefork: "
+                     "one worker, N children that fetch and process; split: a fetch worker "
+                     "and a prefork process worker")  # fmt: skip
 
     enqueue = sub.add_parser("enqueue", help="enqueue only (needs NEWSQ_BROKER_URL)")
     _inputs(enqueue)

@@ -11,6 +11,9 @@ Worker layout for ``--workers N`` (``layout``):
                         at once, in memory; fetches wait on the network in their threads
                         while one thread per process uses the CPU. Fastest measured
                         (``bench/README.md``).
+``prefork``             one worker on both queues with N prefork children, each fetching
+                        and processing one URL at a time (hard time limits apply; no
+                        overlap of network waits, so slow sites starve it).
 ``split``               one fetch worker (a thread pool) and one process worker with N
                         prefork children; the page goes between them through Redis.
 """
@@ -88,6 +91,9 @@ class LocalCluster:
         ]
         if self.layout == "combined":
             specs = [["--queues", "fetch,process", *threads]] * self.workers
+        elif self.layout == "prefork":
+            specs = [["--queues", "fetch,process", "--pool", "prefork",
+                      "--concurrency", str(self.workers)]]  # fmt: skip
         for spec in specs:
             self.procs.append(
                 subprocess.Popen(
