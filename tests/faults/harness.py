@@ -16,9 +16,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Set
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import psutil
 import redis
 import sqlalchemy as sa
 
@@ -27,6 +30,11 @@ from newsq.records import TERMINAL
 from tests.faults.site import Site
 
 ROOT = Path(__file__).resolve().parents[2]
+FINISH = 180  # seconds a case may take after its fault before it counts as lost
+CHILD_DEATHS = {
+    "children_exited": "exited with 'signal 9",  # billiard: a pool child died
+    "worker_lost": "WorkerLostError",  # lines naming the error of a task lost with it
+}
 
 
 def newsq(*args: str, env: dict[str, str],
@@ -43,6 +51,19 @@ def children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(c) for c in raw.split()]
+
+
+def holder_of(port: int, pids: list[int]) -> int | None:
+    """The one of ``pids`` whose TCP socket has local port ``port`` (the process that is
+    fetching through that connection); None when none has."""
+    for pid in pids:
+        try:
+            connections = psutil.Process(pid).net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        if any(c.laddr and c.laddr.port == port for c in connections):
+            return pid
+    return None
 
 
 @dataclass
@@ -112,6 +133,7 @@ class Workers:
         self.procs = {}
 
     def log_text(self) -> str:
+        """Every worker's output so far; complete only once they stopped (``stop``)."""
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("*.log")))
 
 
@@ -149,7 +171,7 @@ def unacked_urls(client: redis.Redis, prefix: str) -> set[str]:
     return out
 
 
-def check_end_state(site: Site, env: dict[str, str], *, poison_ok: set[str] = frozenset(),
+def check_end_state(site: Site, env: dict[str, str], *, poison_ok: Set[str] = frozenset(),
                     ledger: Ledger | None = None) -> dict[str, int]:  # fmt: skip
     """Assert the invariants every fault case must keep; returns counts by state."""
     ledger = ledger or ledger_for(env)
@@ -162,7 +184,9 @@ def check_end_state(site: Site, env: dict[str, str], *, poison_ok: set[str] = fr
     engine = sa.create_engine(env["NEWSQ_DATABASE_URL"])
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT url, story_id, duplicate_of FROM articles")).all()
-        stored = dict(conn.execute(sa.text("SELECT url, state FROM urls")).all())
+        stored: dict[str, str] = {
+            r.url: r.state for r in conn.execute(sa.text("SELECT url, state FROM urls"))
+        }
     engine.dispose()
 
     # none stored twice: one article row per URL, one first copy per story
@@ -194,5 +218,30 @@ def check_end_state(site: Site, env: dict[str, str], *, poison_ok: set[str] = fr
     assert len(firsts) == len({next(iter(ids)) for ids in story_ids.values()})
     counts: dict[str, int] = {}
     for state in states.values():
-        counts[state] = counts.get(state, 0) + 1
+        counts[str(state)] = counts.get(str(state), 0) + 1
     return counts
+
+
+def report(case: str, **figures: object) -> None:
+    """One ``FAULTS {json}`` line on stdout, for ``bench/faults_report.py``."""
+    print("FAULTS " + json.dumps({"case": case, **figures}), flush=True)
+
+
+def finish(site: Site, env: dict[str, str], case: str, started: float, *,
+           workers: Workers | None = None, log_counts: dict[str, str] | None = None,
+           poison_ok: Set[str] = frozenset(), **figures: Any) -> dict[str, Any]:  # fmt: skip
+    """Wait for the batch to end, check its end state and report the case's figures.
+
+    ``log_counts`` maps a figure's name to a log line fragment whose occurrences it
+    counts; the workers are stopped first so their logs are whole. Returns the figures.
+    """
+    wait_for(ledger_for(env), site.urls, done=len(site.urls), timeout=FINISH)
+    counts = check_end_state(site, env, poison_ok=poison_ok)
+    if log_counts:
+        assert workers is not None, "log_counts needs the workers whose logs to read"
+        workers.stop()
+        text = workers.log_text()
+        figures.update({name: text.count(needle) for name, needle in log_counts.items()})
+    out = {"seconds": round(time.monotonic() - started, 1), **counts, **figures}
+    report(case, **out)
+    return out

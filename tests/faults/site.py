@@ -4,7 +4,8 @@ Every story is a distinct synthetic article (sentences drawn, seeded, from the w
 of the corpus's gold texts, so dedup keeps them apart); some stories are also served,
 byte for byte, under a second URL (``/copy/N``), and a few URLs answer 404. Each
 request waits 50–200 ms. ``hang`` makes chosen paths stall; ``on_request`` lets a
-test act while a chosen page is being fetched (kill the fetching process, say).
+test act while a chosen page is being fetched (kill the fetching process, say): it is
+called with the path and the client's port, which names the fetching process.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class Site:
     """path → seconds to stall before answering."""
     hang_once: bool = True
     """Stall a path on its first request only."""
-    on_request: Callable[[str], None] | None = None
+    on_request: Callable[[str, int], None] | None = None
+    """Called with (path, client port) before a request is answered."""
     requests: Counter[str] = field(default_factory=Counter)
     base: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -106,7 +108,7 @@ def serve(site: Site, *, seed: int = 1) -> Iterator[Site]:
                 first = site.requests[path] == 1
                 delay = rng.uniform(0.05, 0.2)
             if site.on_request is not None:
-                site.on_request(path)
+                site.on_request(path, self.client_address[1])
             if path in site.hang and (first or not site.hang_once):
                 delay = site.hang[path]
             time.sleep(delay)

@@ -8,7 +8,7 @@ as ``FAULTS {json}`` lines, which ``bench/faults_report.py`` collects.
 
 from __future__ import annotations
 
-import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -21,9 +21,12 @@ from config.settings import Settings
 from newsq.servers import PostgresServer, RedisServer
 from tests.faults.conftest import VISIBILITY_TIMEOUT
 from tests.faults.harness import (
+    CHILD_DEATHS,
+    FINISH,
     Workers,
     check_end_state,
     enqueue,
+    finish,
     ledger_for,
     unacked_urls,
     wait_for,
@@ -32,24 +35,12 @@ from tests.faults.site import Site
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
-FINISH = 180  # seconds a case may take after its fault before it counts as lost
-
-
-def report(case: str, **figures: object) -> None:
-    print("FAULTS " + json.dumps({"case": case, **figures}), flush=True)
-
 
 def mid_batch(site: Site, env: dict[str, str], share: float = 0.3) -> None:
     """Wait until ``share`` of the URLs are done: the fault lands mid-batch."""
     urls = site.urls
     done = wait_for(ledger_for(env), urls, done=int(len(urls) * share), timeout=120)
     assert done < len(urls), "the batch finished before the fault could land"
-
-
-def finish(site: Site, env: dict[str, str], case: str, started: float, **figures: object) -> None:
-    wait_for(ledger_for(env), site.urls, done=len(site.urls), timeout=FINISH)
-    counts = check_end_state(site, env)
-    report(case, seconds=round(time.monotonic() - started, 1), **counts, **figures)
 
 
 def test_sigkill_whole_worker_then_fresh_worker(
@@ -97,21 +88,21 @@ def test_sigkill_one_pool_child(site: Site, fault_env: dict[str, str], workers: 
     enqueue(site, fault_env, tmp_path)
     workers.start()
     mid_batch(site, fault_env, 0.2)
-    killed = 0
+    killed: set[int] = set()
     for _ in range(3):
-        pids = workers.pool_children("process")
+        # a child killed before may linger unreaped in the list: never count it twice
+        pids = [p for p in workers.pool_children("process") if p not in killed]
         if pids:
             signal_pid(pids[0])
-            killed += 1
+            killed.add(pids[0])
         time.sleep(2)
     assert killed, "no pool child to kill"
-    finish(site, fault_env, "sigkill_pool_child", started, children_killed=killed,
-           worker_lost=workers.log_text().count("WorkerLostError"))  # fmt: skip
+    figures = finish(site, fault_env, "sigkill_pool_child", started, workers=workers,
+                     log_counts=CHILD_DEATHS, children_killed=len(killed))  # fmt: skip
+    assert figures["children_exited"] >= len(killed), "a killed child's death went unnoticed"
 
 
 def signal_pid(pid: int) -> None:
-    import os
-
     os.kill(pid, signal.SIGKILL)
 
 
@@ -188,9 +179,11 @@ def test_fetch_hanging_past_its_time_limit(site: Site, fault_env: dict[str, str]
     try:
         enqueue(site, env, tmp_path)
         workers.start()
-        finish(site, env, "fetch_past_time_limit", started, hung=len(site.hang),
-               soft_limit_hits=workers.log_text().count("time limit exceeded"))  # fmt: skip
+        figures = finish(site, env, "fetch_past_time_limit", started, workers=workers,
+                         log_counts={"soft_limit_hits": "time limit exceeded"},
+                         hung=len(site.hang))  # fmt: skip
         assert all(site.requests[p] >= 2 for p in site.hang)
+        assert figures["soft_limit_hits"] >= len(site.hang)
     finally:
         workers.stop()
 
