@@ -6,8 +6,10 @@ import argparse
 import sys
 import time
 from collections import deque
+from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import redis
 from rich.console import Console
@@ -252,6 +254,21 @@ def _ledger(settings: Settings) -> Ledger | None:
     return Ledger(client, settings.key_prefix)
 
 
+_INT_FIELDS = ("attempts", "deliveries")
+_FLOAT_FIELDS = ("similarity", "t_enq", "t_start", "t_upd", "t_done")
+
+
+def _typed(fields: dict[str, Any]) -> dict[str, Any]:
+    """The ledger's string fields as the numbers they are."""
+    out = dict(fields)
+    for names, kind in ((_INT_FIELDS, int), (_FLOAT_FIELDS, float)):
+        for name in names:
+            if isinstance(out.get(name), str) and out[name]:
+                with suppress(ValueError):
+                    out[name] = kind(out[name])
+    return out
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from newsq.urls import normalize_or_none
 
@@ -269,8 +286,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         out = {"url": url, "state": None, "reason": None, "story_id": None,
                "duplicate_of": None, "similarity": None}  # fmt: skip
-        for source in (record or {}, live or {}):
-            out.update({k: v for k, v in source.items() if v not in (None, "")})
+        # a URL sent again (retry) is live in the ledger; its stored outcome is stale
+        fresh = live is not None and live.get("state") not in TERMINAL
+        for source in (live or {},) if fresh else (record or {}, live or {}):
+            out.update({k: v for k, v in _typed(source).items() if v not in (None, "")})
         print_json(out)
         return 0
     counts = ledger.counts() if ledger else {}
