@@ -24,6 +24,7 @@ def run_once() -> tuple[int, list[dict[str, object]]]:
             "-m",
             "pytest",
             "-q",
+            "-rfE",
             "-s",
             "-p",
             "no:cacheprovider",
@@ -37,6 +38,10 @@ def run_once() -> tuple[int, list[dict[str, object]]]:
     records = [
         json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("FAULTS ")
     ]
+    for line in done.stdout.splitlines():  # a case that failed before it could report
+        if line.startswith(("FAILED ", "ERROR ")):
+            records.append({"case": line.split("::")[-1].split(" ")[0], "seconds": "-",
+                            "error": line[:200]})  # fmt: skip
     return done.returncode, records
 
 
@@ -45,7 +50,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     print("| run | case | s | stored | duplicate | failed | figures |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|", flush=True)
     worst = 0
     for run in range(1, args.runs + 1):
         code, records = run_once()
@@ -58,9 +63,10 @@ def main() -> int:
             }
             print(
                 f"| {run} | {r['case']} | {r['seconds']} | {r.get('stored', 0)} | "
-                f"{r.get('duplicate', 0)} | {r.get('failed', 0)} | {json.dumps(extra)} |"
+                f"{r.get('duplicate', 0)} | {r.get('failed', 0)} | {json.dumps(extra)} |",
+                flush=True,
             )
-        print(f"| {run} | pytest exit code | {code} | | | | |")
+        print(f"| {run} | pytest exit code | {code} | | | | |", flush=True)
     return worst
 
 

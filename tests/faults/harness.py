@@ -236,7 +236,12 @@ def finish(site: Site, env: dict[str, str], case: str, started: float, *,
     counts; the workers are stopped first so their logs are whole. Returns the figures.
     """
     wait_for(ledger_for(env), site.urls, done=len(site.urls), timeout=FINISH)
-    counts = check_end_state(site, env, poison_ok=poison_ok)
+    try:
+        counts = check_end_state(site, env, poison_ok=poison_ok)
+    except AssertionError as exc:  # the table shows a failed case too
+        seconds = round(time.monotonic() - started, 1)
+        report(case, seconds=seconds, error=str(exc).splitlines()[0][:200], **figures)
+        raise
     if log_counts:
         assert workers is not None, "log_counts needs the workers whose logs to read"
         workers.stop()
