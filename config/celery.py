@@ -93,9 +93,24 @@ def delivery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def task_annotations(settings: Settings, *, inline: bool) -> dict[str, dict[str, float]]:
+    """Soft and hard time limits per task (a prefork pool enforces them, threads do not).
+
+    ``inline``: the worker consumes the process queue too, so its fetch task processes
+    the page it fetched and gets the sum of both stages' limits.
+    """
+    fetch_limit = fetch_time_limit(settings)
+    process_limit = settings.process_time_limit
+    fetch_soft = fetch_limit + process_limit if inline else fetch_limit
+    fetch_grace = 45 if inline else 15
+    return {
+        "newsq.fetch": {"soft_time_limit": fetch_soft, "time_limit": fetch_soft + fetch_grace},
+        "newsq.process": {"soft_time_limit": process_limit, "time_limit": process_limit + 30},
+    }
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from newsq's own."""
-    fetch_limit = fetch_time_limit(settings)
     return {
         "broker_url": settings.broker_url or "redis://127.0.0.1:6379/0",
         **delivery_config(settings),
@@ -118,13 +133,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "newsq.requeue_stuck": {"queue": FETCH_QUEUE},
             "newsq.process": {"queue": PROCESS_QUEUE},
         },
-        "task_annotations": {
-            "newsq.fetch": {"soft_time_limit": fetch_limit, "time_limit": fetch_limit + 15},
-            "newsq.process": {
-                "soft_time_limit": settings.process_time_limit,
-                "time_limit": settings.process_time_limit + 30,
-            },
-        },
+        "task_annotations": task_annotations(settings, inline=False),
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "worker_send_task_events": False,

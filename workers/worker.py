@@ -67,8 +67,10 @@ def run_worker(settings: Settings, queues: str, concurrency: int | None,
     # the pool starts: not on every process's or thread's first page, and shared by
     # prefork children through the fork
     import newsq.clean  # noqa: F401
-    from config.celery import app
+    from config.celery import FETCH_QUEUE, PROCESS_QUEUE, app, task_annotations
 
+    if FETCH_QUEUE in names and PROCESS_QUEUE in names:  # set before the tasks are loaded
+        app.conf.task_annotations = task_annotations(settings, inline=True)
     argv = [
         "worker",
         "--queues", ",".join(names),
