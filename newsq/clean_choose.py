@@ -21,7 +21,8 @@ from collections import Counter
 from lxml.etree import ParserError, _Element
 from lxml.html import HtmlElement, fragment_fromstring
 from readability import Document
-from readability.readability import Unparseable
+from readability.cleaners import html_cleaner
+from readability.readability import REGEXES, Unparseable
 
 LOGGER = logging.getLogger(__name__)
 
@@ -59,11 +60,37 @@ def containment(part: str, whole: str) -> float:
     return sum((ours & shingles(whole)).values()) / total if total else 0.0
 
 
+_CLEANER = copy.copy(html_cleaner)
+# readability's cleaner also rewrites every link to blank ``javascript:`` ones and strips
+# ``on*`` attributes: work its scoring and our text never see (a fifth of its time)
+_CLEANER.javascript = False
+
+
+class _TreeDocument(Document):
+    """readability's ``Document`` on a parsed tree: each pass cleans its own copy in place.
+
+    readability's ``_parse`` drops hidden elements from the tree it is given, then
+    deep-copies it inside ``Cleaner.clean_html``; here one copy per pass does for both.
+    """
+
+    def _parse(self, input: HtmlElement) -> HtmlElement:
+        doc = copy.deepcopy(input)
+        self.encoding = "utf-8"
+        for elem in doc.xpath("//*[@hidden]"):
+            elem.drop_tree()
+        for elem in doc.xpath("//*[@style]"):
+            if REGEXES["displayNoneRe"].search(elem.get("style")):
+                elem.drop_tree()
+        _CLEANER(doc)
+        # no url: readability would make every link absolute, work the text never uses
+        doc.resolve_base_href(handle_failures=self.handle_failures)
+        return doc
+
+
 def readability_text(tree: HtmlElement, url: str | None) -> str:
     """readability-lxml's main text of a copy of ``tree``, one block a line; ``""`` on failure."""
     try:
-        # no url: readability would make every link absolute, work the text never uses
-        summary = Document(copy.deepcopy(tree)).summary(html_partial=True)
+        summary = _TreeDocument(tree).summary(html_partial=True)
         root = fragment_fromstring(summary) if summary.strip() else None
     except (Unparseable, ParserError, ValueError, TypeError) as exc:
         LOGGER.debug("url=%s readability failed: %s", url, exc)
