@@ -6,8 +6,9 @@
 2. main text: trafilatura's extractor, in its fast mode with recall favoured
 3. post-cleaning: general rules drop headline repeats, promotions, link blocks,
    menus and duplicate paragraphs that trafilatura lets through (``newsq.clean_rules``)
-4. a second opinion, only when the body still holds a list or table: readability-lxml's
-   text replaces ours when it is ours minus furniture (``newsq.clean_choose``)
+4. a second opinion, only when lists or tables hold 15 % or more of the body's text:
+   readability-lxml's text replaces ours when it is ours minus furniture
+   (``newsq.clean_choose``)
 5. continuation chunks: when the body is cut into sibling containers and trafilatura
    kept one, the long paragraphs of the others are added (``newsq.clean_chunks``)
 6. a length check: too little text left means the page has no article
@@ -48,8 +49,8 @@ def parse(html: str) -> HtmlElement | None:
 def main_text(tree: HtmlElement, url: str | None, title: str | None) -> str:
     """The cleaned main text of ``tree`` (neither extractor changes it), ``""`` if none.
 
-    When the cleaned body still holds a list or a table, readability-lxml's text of the
-    same tree is asked for and taken if it is ours minus furniture (``clean_choose``).
+    When lists or tables still hold a good share of the cleaned body, readability-lxml's
+    text of the same tree is asked for and taken if it is ours minus furniture (``clean_choose``).
     Paragraphs of the article's continuation chunks are then added (``clean_chunks``).
     """
     links = link_texts(tree)  # from the whole page, before trafilatura strips the links
