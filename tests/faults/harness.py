@@ -75,6 +75,8 @@ class Workers:
     fetch_pool: str = "threads"
     fetch_concurrency: int = 8
     process_concurrency: int = 2
+    beat: bool = False
+    """Run Celery beat in the fetch worker (periodic re-enqueue of stuck URLs)."""
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     generation: int = 0
 
@@ -82,7 +84,8 @@ class Workers:
         self.generation += 1
         specs = {
             "fetch": ["--queues", "fetch", "--pool", self.fetch_pool,
-                      "--concurrency", str(self.fetch_concurrency)],
+                      "--concurrency", str(self.fetch_concurrency),
+                      *(["--beat"] if self.beat else [])],
             "process": ["--queues", "process", "--pool", "prefork",
                         "--concurrency", str(self.process_concurrency)],
         }  # fmt: skip
