@@ -100,12 +100,14 @@ class Filler:
             pipe.execute()
 
 
-def measure_decides(filler: Filler, samples: int, seed: int) -> tuple[list[float], float]:
-    """Decide latencies (ms) of fresh realistic texts, and round trips per decide."""
+def measure_decides(filler: Filler, samples: int, seed: int) -> tuple[list[float], float, float]:
+    """Decide latencies (ms) of fresh realistic texts, round trips and Redis CPU (µs)
+    per decide (``INFO commandstats``: the script's own time inside Redis)."""
     rng = random.Random(seed)
     vocab = [f"w{i}" for i in range(20000)]
     texts = [synthetic_text(rng, vocab) for _ in range(samples)]
     client: CountingRedis = filler.client  # type: ignore[assignment]
+    client.config_resetstat()
     before = client.calls
     times = []
     for i, text in enumerate(texts):
@@ -113,7 +115,9 @@ def measure_decides(filler: Filler, samples: int, seed: int) -> tuple[list[float
         started = time.perf_counter()
         filler.index.decide(url=url, final_url=url, canonical_url=None, text=text, site=None)
         times.append((time.perf_counter() - started) * 1000)
-    return times, (client.calls - before) / samples
+    stats = client.info("commandstats").get("cmdstat_evalsha", {})
+    calls = (client.calls - before) / samples
+    return times, calls, float(stats.get("usec", 0)) / max(int(stats.get("calls", 0)), 1)
 
 
 def used_memory(client: redis.Redis) -> int:
@@ -130,10 +134,12 @@ def quality(client: redis.Redis, settings: Settings) -> dict[str, Any]:
         for kind in EDITS:
             docs.append((s, kind, f"https://copy-{kind}.example/{s}", edit(text, kind, rng)[0]))
     rng.shuffle(docs)
+    client.config_resetstat()
     stories = [
         index.decide(url=u, final_url=u, canonical_url=None, text=t, site=None).story_id
         for _, _, u, t in docs
     ]
+    stats = client.info("commandstats").get("cmdstat_evalsha", {})
     tp = fp = fn = 0
     labelled = zip([d[0] for d in docs], stories, strict=True)
     for (a, sa), (b, sb) in itertools.combinations(labelled, 2):
@@ -158,6 +164,7 @@ def quality(client: redis.Redis, settings: Settings) -> dict[str, Any]:
         "precision": tp / (tp + fp) if tp + fp else 1.0,
         "recall": tp / (tp + fn) if tp + fn else 1.0,
         "per_edit": per_edit,
+        "redis_us": float(stats.get("usec", 0)) / max(int(stats.get("calls", 0)), 1),
     }
 
 
@@ -197,11 +204,11 @@ def main(argv: list[str] | None = None) -> None:
         base_mem = used_memory(client)
         started = time.perf_counter()
         filler.fill_to(args.small)
-        small_times, small_rt = measure_decides(filler, args.samples, seed=1)
+        small_times, small_rt, small_us = measure_decides(filler, args.samples, seed=1)
         filler.fill_to(args.n)
         fill_s = time.perf_counter() - started
         per_article = (used_memory(client) - base_mem) / (filler.loaded + 2 * args.samples)
-        large_times, large_rt = measure_decides(filler, args.samples, seed=2)
+        large_times, large_rt, large_us = measure_decides(filler, args.samples, seed=2)
         q = quality(client, settings)
         ours, theirs = sketch_cost()
 
@@ -213,9 +220,11 @@ def main(argv: list[str] | None = None) -> None:
         (f"decide p50 / p95 @ {args.n:,}", _ms(large_times)),
         ("p50 ratio large / small", f"{pct(large_times, 50) / pct(small_times, 50):.2f}x"),
         ("round trips / decide", f"{small_rt:.2f} / {large_rt:.2f}"),
+        ("Redis CPU µs / decide (commandstats)", f"{small_us:.0f} / {large_us:.0f}"),
         ("sketch ms/article numpy (datasketch)", f"{ours:.2f} ({theirs or float('nan'):.2f})"),
         (f"pairwise precision ({q['docs']} docs, {q['stories']} stories)", f"{q['precision']:.4f}"),
         ("pairwise recall", f"{q['recall']:.4f}"),
+        ("Redis CPU µs / decide on those docs", f"{q['redis_us']:.0f}"),
     ]
     rows += [(f"  recall of '{k}' copies", f"{v:.3f}") for k, v in q["per_edit"].items()]
     width = max(len(r[0]) for r in rows)
