@@ -35,8 +35,11 @@ def run_once() -> tuple[int, list[dict[str, object]]]:
         capture_output=True,
         text=True,
     )
+    # with -q, pytest's progress dots share a line with the next case's output
     records = [
-        json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("FAULTS ")
+        json.loads(line[line.index("FAULTS {") + 7 :])
+        for line in done.stdout.splitlines()
+        if "FAULTS {" in line
     ]
     for line in done.stdout.splitlines():  # a case that failed before it could report
         if line.startswith(("FAILED ", "ERROR ")):
