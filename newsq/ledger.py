@@ -96,9 +96,13 @@ class Ledger:
         return {_s(k): _s(v) for k, v in raw.items()} if raw else None
 
     def states(self, urls: Iterable[str]) -> list[str | None]:
+        return self.states_at([self.key(url) for url in urls])
+
+    def states_at(self, keys: Sequence[str]) -> list[str | None]:
+        """The states of the URLs whose ledger keys (``key(url)``) are ``keys``, in order."""
         pipe = self.redis.pipeline(transaction=False)
-        for url in urls:
-            pipe.hget(self.key(url), "state")
+        for key in keys:
+            pipe.hget(key, "state")
         return [_s(s) if s else None for s in pipe.execute()]
 
     def counts(self) -> dict[str, int]:
