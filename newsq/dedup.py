@@ -25,14 +25,20 @@ Layout and limits:
 - Every key carries the hash tag ``{<prefix>:dedup}``, so in Redis Cluster the whole
   index lives on one shard. That is deliberate: a new copy must be checked against
   every story in one atomic step, and a copy's story is not known before the check,
-  so there is nothing to shard by. One shard holds ~1.5M articles per GB (measured:
-  632 bytes/article) and spends ~0.25 ms of CPU on a new article's decide (about 4k
-  decides/s; exact and url copies cost less). Beyond that, run one index per
-  language or region (a key_prefix each): copies rarely cross those lines.
+  so there is nothing to shard by. One shard holds ~1.2M articles per GB (measured:
+  821 bytes/article at 200k) and spends ~0.3 ms of CPU on a new article's decide
+  (``bench.dedup_index_bench``: Redis CPU per decide; exact and url copies cost less).
+  Beyond that, run one index per language or region (a key_prefix each): copies
+  rarely cross those lines.
 - Time is cut into generations of ``window / GENERATIONS``; each generation's keys
   expire a full window after it ends, and lookups read the live generations only. So
   an entry is remembered for at least ``dedup_window_days`` and at most
   ``1 + 1/GENERATIONS`` of it, and memory is bounded by the window.
+- A filter per generation (one bit per field put, ``FILTER_BITS_PER_ARTICLE``) says
+  which generations may hold a field: a lookup reads all live filters in one command
+  each, then HGETs only where a bit is set, instead of one HGET per live generation.
+  It is sized for ``dedup_capacity`` (32 bytes per article: 8 MB per generation at
+  1M), so a small index pays for it in full.
 - Small entries (url, text and band digests) go to ``dedup_capacity``-sized bucket
   hashes small enough for Redis's compact listpack encoding (<= 128 entries, values
   <= 64 bytes, the defaults); a deployment indexing far more than ``dedup_capacity``
@@ -67,6 +73,10 @@ DOC_BUCKETS = 64
 ENTRIES_PER_ARTICLE = 20
 BUCKET_FILL = 80
 """Target entries per small hash: below listpack's default limit of 128."""
+FILTER_BITS_PER_ARTICLE = 256
+"""Bits of a generation's filter per article of ``dedup_capacity``: an article puts ~26
+fields, so ~10 bits each, and a field absent from a generation reads it anyway ~10% of
+the time (1 - e^(-26/256)). 32 bytes per article at capacity."""
 MIN_SHINGLES = 20
 """A text shorter than this (in shingles) matches by Jaccard similarity, never containment."""
 LONG_SHINGLES = 100
@@ -147,6 +157,9 @@ class DedupIndex:
         self.generation_seconds = self.window / GENERATIONS
         per_generation = settings.dedup_capacity * ENTRIES_PER_ARTICLE / GENERATIONS
         self.buckets = max(1, math.ceil(per_generation / BUCKET_FILL))
+        self.filter_bits = math.ceil(
+            settings.dedup_capacity * FILTER_BITS_PER_ARTICLE / GENERATIONS
+        )
         self.sha: str = redis_client.script_load(SCRIPT)
 
     content_hash = staticmethod(content_hash)
@@ -184,11 +197,12 @@ class DedupIndex:
         now = self.clock()
         gen = int(now // self.generation_seconds)
         expire_at = math.ceil((gen + 1) * self.generation_seconds + self.window)
-        own = url_key(url) or url
+        own_key = url_key(url)
+        own = own_key or url
         keys = {own}
         aliases = []
         for other in (final_url, canonical_url):
-            k = url_key(other)
+            k = own_key if other == url else url_key(other)  # usually final_url == url
             aliases.append(_digest(b"u", k) if k and k not in keys else b"")
             if k:
                 keys.add(k)
@@ -199,7 +213,7 @@ class DedupIndex:
             sk.shingles, sk.packed_sig(), bytes.fromhex(story_id_for(url)), url,
             LONG_SHINGLES, LONG_JACCARD, LONG_CONTAINMENT,
             self.settings.dedup_jaccard + SHORT_JACCARD_MARGIN,
-            len(sk.bands), *sk.bands, *sk.lead_bands,
+            len(sk.bands), self.filter_bits, *sk.bands, *sk.lead_bands,
         ]  # fmt: skip
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,17 +39,19 @@ LEAD_BANDS, LEAD_ROWS = 3, 3
 LEAD_WORDS = 30
 """The lead: about the first paragraph of a news story (a trimmed copy keeps it)."""
 
-_FOLD = str.maketrans(
-    {
-        "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
-        "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
-        "\u00ab": '"', "\u00bb": '"', "\u2013": "-", "\u2014": "-", "\u2212": "-",
-        "\u00a0": " ", "\u00ad": "",
-    }
+_FOLD = (
+    ("\u2018", "'"), ("\u2019", "'"), ("\u201a", "'"), ("\u201b", "'"), ("\u2032", "'"),
+    ("\u201c", '"'), ("\u201d", '"'), ("\u201e", '"'), ("\u201f", '"'), ("\u2033", '"'),
+    ("\u00ab", '"'), ("\u00bb", '"'), ("\u2013", "-"), ("\u2014", "-"), ("\u2212", "-"),
+    ("\u00a0", " "), ("\u00ad", ""),
 )  # fmt: skip
+"""Typographic variants folded by :func:`words` (a scan and replace per character is
+~50x faster than ``str.translate`` with a dict, which calls back per character)."""
 # A word is a run of letters or digits; an apostrophe inside a word is dropped ("don't"
 # and "don’t" both become "dont"), every other punctuation mark separates words.
-_APOSTROPHE = re.compile(r"(?<=\w)'(?=\w)")
+# (The quote comes first in the pattern so that the engine scans for it: a leading
+# lookbehind is tried at every position, 30x slower.)
+_APOSTROPHE = re.compile(r"'(?<=\w')(?=\w)")
 _WORD = re.compile(r"[^\W_]+")
 
 _rng = np.random.default_rng(0x6E657773)  # fixed: every worker must use the same hashes
@@ -63,6 +64,10 @@ _SHINGLE_MUL = np.array(
      0xFF51AFD7ED558CCD], dtype=np.uint64
 )  # fmt: skip
 _EMPTY = np.full(K, 0xFFFFFFFF, dtype=np.uint32)
+_P = 0x9E3779B97F4A7C15
+"""Odd multiplier of the per-word polynomial hash (invertible modulo 2**64)."""
+_powers = np.ones(1, dtype=np.uint64)  # _P ** i and _P ** -i modulo 2**64, grown on demand
+_inverse_powers = np.ones(1, dtype=np.uint64)
 
 
 def words(text: str) -> list[str]:
@@ -70,7 +75,11 @@ def words(text: str) -> list[str]:
 
     Returns an empty list for a text with no letters or digits.
     """
-    text = unicodedata.normalize("NFKC", text).translate(_FOLD).lower()
+    text = unicodedata.normalize("NFKC", text)
+    for variant, plain in _FOLD:
+        if variant in text:
+            text = text.replace(variant, plain)
+    text = text.lower()
     return _WORD.findall(_APOSTROPHE.sub("", text))
 
 
@@ -103,18 +112,56 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+def _power_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_P ** i`` and ``_P ** -i`` (modulo 2**64) for i < at least n."""
+    global _powers, _inverse_powers
+    if _powers.size < n:
+        size = max(n, 2 * _powers.size, 1 << 16)
+        _powers = _power_series(_P, size)
+        _inverse_powers = _power_series(pow(_P, -1, 2**64), size)
+    return _powers, _inverse_powers
+
+
+def _power_series(base: int, size: int) -> np.ndarray:
+    """``base ** i`` modulo 2**64 for i < size."""
+    steps = np.full(size, base, dtype=np.uint64)
+    steps[0] = 1
+    with np.errstate(over="ignore"):
+        return np.multiply.accumulate(steps)
+
+
+def word_hashes(joined: bytes) -> np.ndarray:
+    """64-bit hashes of the space-separated words of ``joined`` (UTF-8), in order.
+
+    Vectorised: a polynomial hash of each word's bytes (and its closing space) is a
+    difference of one prefix sum, taken by ``np.add.reduceat`` and shifted back by the
+    inverse power of its start; no Python loop over words.
+    """
+    if not joined:
+        return np.zeros(0, dtype=np.uint64)
+    data = np.frombuffer(joined + b" ", dtype=np.uint8)
+    powers, inverse = _power_tables(data.size)
+    starts = np.concatenate(([0], np.flatnonzero(data[:-1] == 32) + 1))
+    with np.errstate(over="ignore"):
+        sums = np.add.reduceat(data.astype(np.uint64) * powers[: data.size], starts)
+        return _mix(sums * inverse[starts])
+
+
 def shingle_hashes(ws: list[str], size: int = SHINGLE) -> np.ndarray:
     """64-bit hashes of the word ``size``-grams of ``ws``, in text order.
 
     A text shorter than ``size`` words is one shingle; an empty text has none.
     """
-    if not ws:
+    return _shingles(word_hashes(" ".join(ws).encode()), size)
+
+
+def _shingles(ids: np.ndarray, size: int = SHINGLE) -> np.ndarray:
+    if ids.size == 0:
         return np.zeros(0, dtype=np.uint64)
-    ids = np.fromiter((zlib.crc32(w.encode()) for w in ws), dtype=np.uint64, count=len(ws))
-    n = max(len(ws) - size + 1, 1)
+    n = max(ids.size - size + 1, 1)
     acc = np.zeros(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for i in range(min(size, len(ws))):
+        for i in range(min(size, ids.size)):
             acc = _mix(acc + ids[i : i + n] * _SHINGLE_MUL[i])
     return acc
 
@@ -140,17 +187,18 @@ def _band_digests(tag: bytes, sig: np.ndarray, bands: int, rows: int) -> tuple[b
 
 def sketch(text: str) -> Sketch:
     """The :class:`Sketch` of ``text``; an empty text gets no bands (exact match only)."""
-    ws = words(text)
-    text_hash = hashlib.sha256(" ".join(ws).encode()).hexdigest()
-    hashes = shingle_hashes(ws)
+    joined = " ".join(words(text)).encode()
+    text_hash = hashlib.sha256(joined).hexdigest()
+    hashes = _shingles(word_hashes(joined))
     if hashes.size == 0:
         return Sketch(text_hash, 0, _EMPTY.copy(), (), ())
-    sig = minhash(hashes)
+    distinct = np.unique(hashes)  # the minimum over a set: repeated shingles add nothing
+    sig = minhash(distinct)
     lead_n = max(LEAD_WORDS - SHINGLE + 1, 1)
     lead = minhash(hashes[:lead_n]) if hashes.size > lead_n else sig
     return Sketch(
         text_hash=text_hash,
-        shingles=int(np.unique(hashes).size),
+        shingles=int(distinct.size),
         sig=sig,
         bands=_band_digests(b"F", sig, BANDS, ROWS),
         lead_bands=_band_digests(b"L", lead, LEAD_BANDS, LEAD_ROWS),

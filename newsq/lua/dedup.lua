@@ -8,13 +8,15 @@
 --                                          (o: the copy's own url, a: an alias)
 --       text digest, band digests       -> docid
 --   <base>:d:<gen>:<bucket>    doc records: docid -> story(8) nsh(4) sig(2K) root url
+--   <base>:f:<gen>             filter: one bit per field put in <gen> (see bit_of)
 -- <gen> is a time generation; a key expires (EXPIREAT) a full window after its
 -- generation ends, and lookups read generations now .. now-G, newest first.
 --
 -- ARGV: 1 gen  2 G  3 expire_at  4 nbuckets  5 dbuckets  6 j_thr  7 c_thr
 --       8 min_shingles  9 url_f  10 final_f  11 canon_f  12 text_f  13 th8
 --       14 nshingles  15 sig  16 story_new  17 url  18 long_shingles  19 long_j
---       20 long_c  21 short_j  22 n_full_bands  23.. bands
+--       20 long_c  21 short_j  22 n_full_bands  23 filter bits per generation
+--       24.. bands (full, then lead)
 -- Returns {kind, story id (16 hex), duplicate_of or "", similarity (per mille)}.
 
 local base = KEYS[1]
@@ -27,9 +29,12 @@ local th, nsh, sig = ARGV[13], tonumber(ARGV[14]), ARGV[15]
 local story_new, url = ARGV[16], ARGV[17]
 local long_sh, long_j, long_c = tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20])
 local short_j = tonumber(ARGV[21])
-local BAND0 = 23  -- ARGV index of the first band digest
+local bits = tonumber(ARGV[23])
+local BAND0 = 24  -- ARGV index of the first band digest
+local n_lead = #ARGV - BAND0 + 1 - tonumber(ARGV[22])  -- lead band digests (the last ones)
 local byte, sub = string.byte, string.sub
 local K = #sig / 2
+local MIN_LOWER = 4  -- see near_score
 local NAMES = {n = "new", u = "url", e = "exact", m = "near", r = "revision"}
 
 local function kkey(g, field)
@@ -37,37 +42,90 @@ local function kkey(g, field)
   return base .. ":k:" .. g .. ":" .. ((b1 * 65536 + b2 * 256 + b3) % nb)
 end
 
-local memo = {}  -- field -> value or false: each field is read from Redis once
+-- Which generations may hold a field: one bit per field (its digest's bytes 4-7 modulo
+-- `bits`) in a per-generation filter string <base>:f:<gen>, set by every put. All the
+-- fields a decide may look up are tested in one BITFIELD_RO per generation, so a field
+-- costs an HGET only where its bit is set (its generation, or a ~10% false positive),
+-- not one per live generation.
+local function bit_of(field)
+  local b4, b5, b6, b7 = byte(field, 4, 7)
+  return (((b4 * 256 + b5) * 256 + b6) * 256 + b7) % bits
+end
 
+local maybe = {}  -- field -> {gen = true} for generations whose filter holds its bit
+do
+  local fields, args = {}, {}
+  for _, f in ipairs({url_f, final_f, canon_f, text_f}) do
+    if f ~= "" then fields[#fields + 1] = f end
+  end
+  for i = BAND0, #ARGV do fields[#fields + 1] = ARGV[i] end
+  for _, f in ipairs(fields) do
+    maybe[f] = {}
+    args[#args + 1] = "GET"
+    args[#args + 1] = "u1"
+    args[#args + 1] = bit_of(f)
+  end
+  for g = gen, gen - G, -1 do
+    local got = redis.call("BITFIELD_RO", base .. ":f:" .. g, unpack(args))
+    for i, f in ipairs(fields) do
+      if got[i] == 1 then maybe[f][g] = true end
+    end
+  end
+end
+
+local memo, memo_gen = {}, {}  -- field -> value or false, and the generation it is in
+
+-- The value of a field and the generation holding it, or nil.
 local function find(field)
   if field == "" then return nil end
-  if memo[field] ~= nil then return memo[field] or nil end
+  if memo[field] ~= nil then return memo[field] or nil, memo_gen[field] end
+  local live = maybe[field] or {}
   for g = gen, gen - G, -1 do
-    local v = redis.call("HGET", kkey(g, field), field)
-    if v then
-      memo[field] = v
-      return v
+    if live[g] then
+      local v = redis.call("HGET", kkey(g, field), field)
+      if v then
+        memo[field], memo_gen[field] = v, g
+        return v, g
+      end
     end
   end
   memo[field] = false
   return nil
 end
 
-local function doc(id)
+-- A doc record by id, looked for from generation `from` (the generation of the entry
+-- pointing at it: a text or band entry is written with its doc, a url entry may point
+-- at an older doc) down to the oldest live one.
+local function doc(id, from)
   if not id then return nil end
   local n = tonumber(id)
-  for g = gen, gen - G, -1 do
+  for g = from or gen, gen - G, -1 do
     local v = redis.call("HGET", base .. ":d:" .. g .. ":" .. (n % db), id)
     if v then return v end
   end
   return nil
 end
 
+local new_bits = {}  -- BITFIELD SET arguments for the fields put in this call
+
 local function put(field, value)
   local key = kkey(gen, field)
   redis.call("HSET", key, field, value)
   redis.call("EXPIREAT", key, expire_at)
-  memo[field] = value
+  memo[field], memo_gen[field] = value, gen
+  new_bits[#new_bits + 1] = "SET"
+  new_bits[#new_bits + 1] = "u1"
+  new_bits[#new_bits + 1] = bit_of(field)
+  new_bits[#new_bits + 1] = 1
+end
+
+-- Sets the filter bits of this call's puts (before every return that follows a put).
+local function flush_bits()
+  if #new_bits == 0 then return end
+  local key = base .. ":f:" .. gen
+  redis.call("BITFIELD", key, unpack(new_bits))
+  redis.call("EXPIREAT", key, expire_at)
+  new_bits = {}
 end
 
 -- doc record fields
@@ -97,7 +155,7 @@ local function compare(cs, cn)
   if small_n < min_sh then return j, 0, small_n end
   local contain = 1 - (small_lt / K) * (nsh + cn) / (1 + j) / small_n
   if contain < 0 then contain = 0 end
-  return j, contain, small_n
+  return j, contain, small_n, K * small_n * (1 + j) / (nsh + cn)
 end
 
 -- The similarity that makes a near copy, or nil: Jaccard first, else containment.
@@ -106,8 +164,15 @@ end
 -- their phrasing. A long one also matches on containment >= long_c with Jaccard >=
 -- long_j: a copy trimmed to its lead whose page kept some lines the other's dropped
 -- (inline related links, a dateline), which no unrelated long text comes near.
-local function near_score(d)
-  local j, contain, small_n = compare(d_sig(d), d_nsh(d))
+--
+-- A set far smaller than the other holds a strictly lower value at few positions even
+-- when disjoint from it (expected: `lower`, K * |S| / |S u L|); under MIN_LOWER the
+-- containment estimate cannot tell contained from disjoint (an editor's note opening
+-- the copy of a short story made it "contained" in an 8000-word one), so there a copy
+-- trimmed to its lead is known by its lead instead: every lead band points at `d`.
+local function near_score(d, lead_hits)
+  local j, contain, small_n, lower = compare(d_sig(d), d_nsh(d))
+  if lower and lower < MIN_LOWER and lead_hits < n_lead then contain = 0 end
   local long = small_n >= long_sh
   if j >= j_thr and (long or j >= short_j) then return j end
   if contain >= c_thr then return contain end
@@ -142,10 +207,10 @@ local function index_bands(id)
 end
 
 -- 1. the copy's own url seen before: a replay (same text) or a revision (new text)
-local rec = find(url_f)
+local rec, rec_gen = find(url_f)
 local own = rec and sub(rec, 1, 1) == "o"
 if own then
-  local d = doc(sub(rec, 15))
+  local d = doc(sub(rec, 15), rec_gen)
   if d and sub(rec, 3, 10) == th then
     return verdict(sub(rec, 2, 2), d, sub(rec, 11, 14))
   end
@@ -156,6 +221,7 @@ if own then
     if not find(text_f) then put(text_f, id) end
     index_bands(id)
     put(url_f, "or" .. th .. sim .. id)
+    flush_bits()
     return verdict("r", d, sim)
   end
 end
@@ -165,14 +231,14 @@ local kind, match, match_id, sim = nil, nil, nil, nil
 local aliases = {url_f, final_f, canon_f}
 local seen = {}
 for i, f in ipairs(aliases) do
-  local v = nil
-  if f ~= "" then v = find(f) end
+  local v, g = nil, nil
+  if f ~= "" then v, g = find(f) end
   seen[i] = v
   if v and not match then
-    local d = doc(sub(v, 15))
+    local d = doc(sub(v, 15), g)
     if d then
       local s = nil
-      if sub(v, 3, 10) == th then s = 1 else s = near_score(d) end
+      if sub(v, 3, 10) == th then s = 1 else s = near_score(d, 0) end
       if s or nsh == 0 or d_nsh(d) == 0 then
         kind, match, match_id, sim = "u", d, sub(v, 15), permille(s or 1)
       end
@@ -181,24 +247,33 @@ for i, f in ipairs(aliases) do
 end
 
 -- 3. same normalised text
-local text_ref = find(text_f)
+local text_ref, text_gen = find(text_f)
+local text_doc = nil  -- the doc the text entry points at, once read
+if text_ref then text_doc = doc(text_ref, text_gen) end
 if not match and text_ref then
-  local d = doc(text_ref)
+  local d = text_doc
   if d then kind, match, match_id, sim = "e", d, text_ref, "1000" end
 end
 
 -- 4. near copy: candidates from the LSH bands, confirmed on their signatures
 if not match and nsh > 0 then
-  local tried, best = {}, -1
+  local ids, id_gen, lead_hits, best = {}, {}, {}, -1
   for i = BAND0, #ARGV do
-    local id = find(ARGV[i])
-    if id and not tried[id] then
-      tried[id] = true
-      local d = doc(id)
-      if d then
-        local s = near_score(d)
-        if s and s > best then kind, match, match_id, best = "m", d, id, s end
+    local id, g = find(ARGV[i])
+    if id then
+      if lead_hits[id] == nil then
+        ids[#ids + 1] = id
+        id_gen[id] = g
+        lead_hits[id] = 0
       end
+      if i > #ARGV - n_lead then lead_hits[id] = lead_hits[id] + 1 end
+    end
+  end
+  for _, id in ipairs(ids) do
+    local d = doc(id, id_gen[id])
+    if d then
+      local s = near_score(d, lead_hits[id])
+      if s and s > best then kind, match, match_id, best = "m", d, id, s end
     end
   end
   if match then sim = permille(best) end
@@ -208,7 +283,7 @@ end
 local story, root = story_new, url
 if match then story, root = d_story(match), d_root(match) else kind, sim = "n", "1000" end
 local ref = match_id
-if not (text_ref and doc(text_ref)) then
+if not text_doc then
   -- the url record points at a doc holding this verdict's story, so a replay agrees
   ref = index_doc(story, root)
   put(text_f, ref)
@@ -218,5 +293,6 @@ put(url_f, "o" .. kind .. th .. sim .. ref)
 for i = 2, 3 do
   if aliases[i] ~= "" and not seen[i] then put(aliases[i], "a" .. kind .. th .. sim .. ref) end
 end
+flush_bits()
 if not match then return {"new", hex(story), "", sim} end
 return verdict(kind, match, sim)
