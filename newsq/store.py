@@ -162,7 +162,8 @@ def ensure_schema(engine: Engine) -> None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     except sa.exc.OperationalError as exc:
-        raise StoreUnavailable(f"database {engine.url!r} unavailable: {exc.orig}") from exc
+        reason = " ".join(str(exc.orig).split())  # one line: drivers add hints on new lines
+        raise StoreUnavailable(f"database {engine.url!r} unavailable: {reason}") from exc
 
 
 def _insert(engine: Engine, table: sa.Table) -> Any:

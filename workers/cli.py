@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except redis.RedisError as exc:
         return _fail(f"Redis error: {exc}")
     except sa.exc.SQLAlchemyError as exc:
-        return _fail(f"database error: {str(exc).splitlines()[0]}")
+        return _fail(f"database error: {' '.join(str(exc).splitlines()[0].split())}")
     except KeyboardInterrupt:
         return _fail("interrupted")
     except BrokenPipeError:
