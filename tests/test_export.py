@@ -23,6 +23,7 @@ from config.settings import Settings
 from newsq.pipeline import fetch_step, process_step
 from newsq.runtime import Runtime
 from newsq.store import Store, articles, pages
+from tests.cli import newsq_env, run_newsq
 from tests.corpus_server import corpus, serve_pages
 from workers.export import FIELDS, export_store
 
@@ -55,14 +56,11 @@ def _bulk(store: Store, rows: list[dict[str, Any]], with_pages: bool = False) ->
 
 
 def _env(sqlite_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSQ_")}
-    env.update(NEWSQ_DATABASE_URL=sqlite_url, **extra)
-    return env
+    return newsq_env(NEWSQ_DATABASE_URL=sqlite_url, **extra)
 
 
 def _newsq(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "workers", *args], env=env, text=True,
-                          capture_output=True, timeout=120)  # fmt: skip
+    done = run_newsq(*args, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     return done
 
@@ -112,8 +110,7 @@ def test_filters_since_until_site_and_all(sqlite_url: str, tmp_path: Path) -> No
     done = _newsq("export", "--all", "--site", "b.example", "--until", "2026-11-01T07:00", env=env)
     assert [json.loads(x)["url"].rsplit("/", 1)[1] for x in done.stdout.splitlines()] == [
         "2", "4", "6"]  # fmt: skip
-    bad = subprocess.run([sys.executable, "-m", "workers", "export", "--since", "yesterday"],
-                         env=env, text=True, capture_output=True, timeout=60)  # fmt: skip
+    bad = run_newsq("export", "--since", "yesterday", env=env, timeout=60)
     assert bad.returncode != 0 and "--since" in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -7,7 +7,6 @@ A local server plays a news site whose RSS feed honours ``If-None-Match`` and
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ from newsq.fetch import Fetcher
 from newsq.ledger import Ledger
 from newsq.store import Store
 from newsq.store import now as utcnow
+from tests.cli import local_env, run_newsq
 
 
 @dataclass
@@ -296,22 +296,12 @@ def test_remove_normalises_like_add(settings: Settings) -> None:
 
 
 def newsq(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workers", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout)  # fmt: skip
+    return run_newsq(*args, env=env, timeout=timeout)
 
 
 @pytest.fixture
 def env(redis_url: str, key_prefix: str, sqlite_url: str) -> dict[str, str]:
-    out = dict(os.environ)
-    out.update({
-        "NEWSQ_BROKER_URL": redis_url,
-        "NEWSQ_DATABASE_URL": sqlite_url,
-        "NEWSQ_KEY_PREFIX": key_prefix,
-        "NEWSQ_ALLOW_PRIVATE": "1",
-        "NEWSQ_HOST_RATE": "0",
-        "NEWSQ_ROBOTS": "0",
-    })  # fmt: skip
-    return out
+    return local_env(redis_url, key_prefix, sqlite_url)
 
 
 def test_cli_feeds_add_list_remove(env: dict[str, str]) -> None:

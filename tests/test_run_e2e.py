@@ -3,38 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from tests.cli import local_env, run_newsq
 from tests.corpus_server import corpus, serve_pages
 
 pytestmark = pytest.mark.slow
 
 
-def newsq(
-    *args: str, env: dict[str, str], timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workers", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout)  # fmt: skip
-
-
 @pytest.fixture
 def env(redis_url: str, key_prefix: str, database_url: str) -> dict[str, str]:
-    out = dict(os.environ)
-    out.update({
-        "NEWSQ_BROKER_URL": redis_url,
-        "NEWSQ_DATABASE_URL": database_url,
-        "NEWSQ_KEY_PREFIX": key_prefix,
-        "NEWSQ_ALLOW_PRIVATE": "1",
-        "NEWSQ_HOST_RATE": "0",
-        "NEWSQ_ROBOTS": "0",
-    })  # fmt: skip
-    return out
+    return local_env(redis_url, key_prefix, database_url)
 
 
 def test_run_over_the_corpus_stores_each_article_once(env: dict[str, str], tmp_path: Path,
@@ -48,7 +30,7 @@ def test_run_over_the_corpus_stores_each_article_once(env: dict[str, str], tmp_p
         urls += [f"{u}?utm_source=rss&fbclid=x" for u in urls[:5]]
         urls += [f"{base}/missing", "ftp://example.com/x"]
         (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
-        done = newsq("run", "--urls", str(tmp_path / "urls.txt"), "--workers", "2", env=env)
+        done = run_newsq("run", "--urls", str(tmp_path / "urls.txt"), "--workers", "2", env=env)
     assert done.returncode == 0, done.stderr
 
     engine = sa.create_engine(database_url)
@@ -62,13 +44,13 @@ def test_run_over_the_corpus_stores_each_article_once(env: dict[str, str], tmp_p
     assert all(r.title and len(r.text) > 200 for r in stored)
     assert states[f"{base}/missing"] == "failed"
 
-    status = newsq("status", env=env)
+    status = run_newsq("status", env=env)
     counts = json.loads(status.stdout)["states"]
     assert counts["queued"] == counts["fetching"] == counts["fetched"] == 0
     assert counts["stored"] + counts["duplicate"] == len(chosen)
     assert counts["failed"] == 2  # the 404 and the ftp URL
 
-    exported = newsq("export", env=env)
+    exported = run_newsq("export", env=env)
     lines = [json.loads(line) for line in exported.stdout.splitlines()]
     assert len(lines) == len(stored)
     assert {"url", "final_url", "canonical_url", "title", "text", "story_id",

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from datetime import UTC, datetime
 
 import redis
@@ -14,6 +11,7 @@ from newsq.ledger import Ledger
 from newsq.metrics import Metrics
 from newsq.store import Store
 from newsq.throughput import Throughput
+from tests.cli import newsq_env, run_newsq
 
 
 def test_throughput_counts_only_the_window(redis_client: redis.Redis, key_prefix: str) -> None:
@@ -67,11 +65,9 @@ def test_stats_once_prints_a_known_state(redis_url: str, redis_client: redis.Red
     redis_client.rpush(f"{key_prefix}:q:fetch", "m1", "m2", "m3")
     store.close()
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSQ_")}
-    env.update(NEWSQ_BROKER_URL=redis_url, NEWSQ_KEY_PREFIX=key_prefix,
-               NEWSQ_DATABASE_URL=sqlite_url, COLUMNS="160")  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "workers", "stats", "--once"], env=env,
-                          text=True, capture_output=True, timeout=60)  # fmt: skip
+    env = newsq_env(NEWSQ_BROKER_URL=redis_url, NEWSQ_KEY_PREFIX=key_prefix,
+                    NEWSQ_DATABASE_URL=sqlite_url, COLUMNS="160")  # fmt: skip
+    done = run_newsq("stats", "--once", env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     out = done.stdout
 

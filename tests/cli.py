@@ -1,0 +1,42 @@
+"""Running the real ``newsq`` command line from tests, as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def newsq_env(**settings: str) -> dict[str, str]:
+    """This process's environment without any ``NEWSQ_*`` of the developer's, plus
+    ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSQ_")}
+    env.update(settings)
+    return env
+
+
+def local_env(redis_url: str, key_prefix: str, database_url: str, **extra: str) -> dict[str, str]:
+    """Settings for the pipeline against the test servers and pages on loopback."""
+    return newsq_env(
+        NEWSQ_BROKER_URL=redis_url,
+        NEWSQ_DATABASE_URL=database_url,
+        NEWSQ_KEY_PREFIX=key_prefix,
+        NEWSQ_ALLOW_PRIVATE="1",
+        NEWSQ_HOST_RATE="0",
+        NEWSQ_ROBOTS="0",
+        **extra,
+    )
+
+
+def run_newsq(
+    *args: str, env: dict[str, str], timeout: float = 300, cwd: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``newsq ARGS`` in a child process; its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "workers", *args],
+        env=env,
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
