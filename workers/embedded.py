@@ -94,11 +94,14 @@ class LocalCluster:
         elif self.layout == "prefork":
             specs = [["--queues", "fetch,process", "--pool", "prefork",
                       "--concurrency", str(self.workers)]]  # fmt: skip
-        for spec in specs:
+        for i, spec in enumerate(specs):
+            own_env = dict(env)
+            if self.settings.metrics_port:  # one metrics server per worker: PORT, PORT+1, ...
+                own_env["NEWSQ_METRICS_PORT"] = str(self.settings.metrics_port + i)
             self.procs.append(
                 subprocess.Popen(
                     base + spec,
-                    env=env,
+                    env=own_env,
                     stdin=subprocess.DEVNULL,
                     stdout=self.log_file,
                     stderr=subprocess.STDOUT,
