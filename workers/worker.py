@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -51,6 +52,28 @@ def start_metrics_server(settings: Settings) -> None:
     log.info("metrics on http://%s:%d/metrics", settings.metrics_addr, port)
 
 
+# gen0 collections every 50,000 net allocations instead of 700: an extraction makes
+# many short-lived objects, and each young collection also walks what survived
+GC_THRESHOLD = (50_000, 50, 100)
+
+
+def _freeze_gc(**_: Any) -> None:
+    """Move every object alive now (Celery, kombu, trafilatura, lxml's module state:
+    the worker's start-up) to a permanent generation that collections skip. A full
+    collection during work then walks ~6 ms of new objects instead of ~65 ms."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
+def tune_gc_once_started() -> None:
+    """Freeze the start-up's objects when the worker is ready (the main process: its
+    thread pool, or a prefork pool's parent) and in each prefork child after the fork."""
+    from celery.signals import worker_process_init, worker_ready
+
+    worker_ready.connect(_freeze_gc, weak=False)
+    worker_process_init.connect(_freeze_gc, weak=False)
+
+
 def run_worker(settings: Settings, queues: str, concurrency: int | None,
                pool: str | None, *, beat: bool = False) -> int:  # fmt: skip
     """Run a Celery worker until stopped; ``beat`` embeds Celery beat (feed polling ticks)."""
@@ -61,6 +84,7 @@ def run_worker(settings: Settings, queues: str, concurrency: int | None,
     pool = pool or ("threads" if names == ["fetch"] else "prefork")
     concurrency = concurrency or (16 if pool == "threads" else os.cpu_count() or 2)
     setup_logging(settings.log_level, settings.log_format)
+    tune_gc_once_started()
     if settings.metrics_port:
         start_metrics_server(settings)
     # the clean stage's libraries (trafilatura, lxml: ~0.5 s) load here, once, before
