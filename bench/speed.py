@@ -94,7 +94,7 @@ def _measure_run(name: str, client: redis.Redis, prefix: str, body: object) -> R
     wall = time.perf_counter() - started
     delta = RedisCounters.take(client).minus(before)
     done = latencies(client, prefix)
-    times = _span(client, prefix)
+    times, timeline = _span(client, prefix)
     raw_counts = client.hgetall(f"{{{prefix}}}:counts")
     counts = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw_counts.items()}
     articles = counts.get("stored", 0) + counts.get("duplicate", 0)
@@ -109,6 +109,7 @@ def _measure_run(name: str, client: redis.Redis, prefix: str, body: object) -> R
         f"{k} {1000 * v / max(1, articles):.1f}" for k, v in watch.cpu_by_role().items()
     )
     DETAIL.append(f"{name}: CPU ms/article by process role: {roles}")
+    DETAIL.append(f"{name}: pages done per tenth of the work span: {timeline}")
     return Row(
         name, len(done), wall, times, cpu_tree + delta.cpu,
         percentile(done, 0.5), percentile(done, 0.95),
@@ -117,13 +118,21 @@ def _measure_run(name: str, client: redis.Redis, prefix: str, body: object) -> R
     )  # fmt: skip
 
 
-def _span(client: redis.Redis, prefix: str) -> float:
+def _span(client: redis.Redis, prefix: str) -> tuple[float, str]:
+    """The work span (first URL taken to last done), and the pages done in each tenth
+    of it (a slow start or a long tail shows there)."""
     keys = list(client.scan_iter(match=f"{{{prefix}}}:url:*", count=1000))
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.hmget(key, "t_start", "t_done")
     rows = [(float(a), float(b)) for a, b in pipe.execute() if a and b]
-    return max(b for _, b in rows) - min(a for a, _ in rows) if rows else 0.0
+    if not rows:
+        return 0.0, "-"
+    first, last = min(a for a, _ in rows), max(b for _, b in rows)
+    tenths = [0] * 10
+    for _, done in rows:
+        tenths[min(9, int(10 * (done - first) / max(last - first, 1e-9)))] += 1
+    return last - first, " ".join(map(str, tenths))
 
 
 def run_newsq(name: str, urls_file: Path, workers: int, redis_url: str, tmp: Path,
@@ -135,7 +144,7 @@ def run_newsq(name: str, urls_file: Path, workers: int, redis_url: str, tmp: Pat
     cmd = [sys.executable, "-m", "workers", "run", "--urls", str(urls_file)]
     if profile:
         out = profile / f"{name.replace(' ', '_').replace(',', '')}.txt"
-        cmd = ["py-spy", "record", "--subprocesses", "--gil", "--format", "raw", "-r", "50", "-o",
+        cmd = ["py-spy", "record", "--subprocesses", "--gil", "--format", "raw", "-r", "200", "-o",
                str(out), "--", *cmd]  # fmt: skip
     cmd += ["--workers", str(workers), "--timeout", "900", *extra]
 

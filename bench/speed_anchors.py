@@ -18,6 +18,7 @@ import os
 import re
 import resource
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from multiprocessing import get_context
@@ -44,7 +45,8 @@ def trafilatura_cli(urls_file: Path, workers: int, tmp: Path) -> Result:
     text = re.sub(r"(?m)^SSRF_PROTECTION = .*$", "SSRF_PROTECTION = off", text)  # loopback
     cfg.write_text(text)
     out = tmp / "trafilatura-out"
-    cmd = ["trafilatura", "-i", str(urls_file), "--parallel", str(workers)]
+    cli = Path(sys.executable).with_name("trafilatura")  # the venv's, PATH or not
+    cmd = [str(cli), "-i", str(urls_file), "--parallel", str(workers)]
     cmd += ["--config-file", str(cfg), "-o", str(out)]
     cpu0, started = _children_cpu(), time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -173,14 +173,16 @@ class DedupIndex:
         text: str,
         site: str | None,
         title: str | None = None,
+        sk: Sketch | None = None,
     ) -> Verdict:
         """File this copy in the index and say what it is; the same call twice agrees.
 
         Raises ``redis.RedisError`` when Redis cannot be reached (the caller retries:
-        nothing is half-written, the script is atomic).
+        nothing is half-written, the script is atomic). ``sk``: the text's sketch, when
+        the caller made it already (its ``text_hash`` is the stored content hash).
         """
         args = self.arguments(url=url, final_url=final_url, canonical_url=canonical_url,
-                              sk=sketch(text))  # fmt: skip
+                              sk=sk or sketch(text))  # fmt: skip
         try:
             reply = self.redis.evalsha(self.sha, 1, self.base, *args)
         except redis.exceptions.NoScriptError:

@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from newsq.records import STATES, TERMINAL
+from newsq.throughput import KEEP_SECONDS, minute_key
 from newsq.urls import url_id
 
 _SCRIPT = (resources.files("newsq") / "lua" / "ledger.lua").read_text()
@@ -70,16 +71,18 @@ class Ledger:
         """Set ``url``'s state and fields; returns the previous state.
 
         A URL in a terminal state keeps it unless ``force`` (a user's retry). A field
-        given as None is removed.
+        given as None is removed. Reaching a terminal state is also counted in the
+        throughput series (:mod:`newsq.throughput`), in the same call.
         """
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}")
-        args: list[Any] = ["move", state, time.time(), "1" if force else "0"]
+        now = time.time()
+        args: list[Any] = ["move", state, now, "1" if force else "0", KEEP_SECONDS]
         for name, value in fields.items():
             args += [name, "" if value is None else value]
-        old = self.script(
-            keys=[self.key(url), self.counts_key, self.active_key, self.reasons_key], args=args
-        )
+        keys = [self.key(url), self.counts_key, self.active_key, self.reasons_key,
+                minute_key(self.tag, int(now) // 60)]  # fmt: skip
+        old = self.script(keys=keys, args=args)
         return _s(old) or None
 
     def note(self, url: str, **fields: str) -> None:

@@ -36,8 +36,6 @@ from newsq.records import STATES, Article, Drop
 if TYPE_CHECKING:
     import redis
 
-    from newsq.throughput import Throughput
-
 OTHER = "other"
 DEFAULT_MAX_LABELS = 50
 
@@ -78,17 +76,14 @@ class BoundedLabels:
 class Metrics:
     """The handful of calls the pipeline makes; label sets kept small and bounded."""
 
-    def __init__(self, throughput: Throughput | None = None,
-                 max_labels: int = DEFAULT_MAX_LABELS) -> None:  # fmt: skip
-        self.throughput = throughput
+    def __init__(self, max_labels: int = DEFAULT_MAX_LABELS) -> None:
         self.hosts = BoundedLabels(max_labels)
         self.sites = BoundedLabels(max_labels)
 
     def outcome(self, state: str, reason: str | None) -> None:
-        """Count a URL reaching a terminal state, here and in the shared time series."""
+        """Count a URL reaching a terminal state in this process (the shared time series
+        of :mod:`newsq.throughput` is written by the ledger's move)."""
         URLS.labels(state=state, reason=reason or "").inc()
-        if self.throughput is not None:
-            self.throughput.record(state)
 
     def stage_time(self, stage: str, seconds: float) -> None:
         STAGE_SECONDS.labels(stage=stage).observe(seconds)

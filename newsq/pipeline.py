@@ -35,6 +35,7 @@ from newsq.records import (
     Article,
     Drop,
 )
+from newsq.textnorm import sketch
 from newsq.urls import host_of, url_id
 
 if TYPE_CHECKING:
@@ -254,6 +255,7 @@ def process_step(rt: Runtime, url: str, page: Page | None = None, attempt: int =
 
     # 3. dedup: one atomic decision shared by every worker
     started = time.perf_counter()
+    sk = sketch(article.text)  # its text hash is the stored content hash
     verdict = rt.dedup.decide(
         url=url,
         final_url=final_url,
@@ -261,6 +263,7 @@ def process_step(rt: Runtime, url: str, page: Page | None = None, attempt: int =
         text=article.text,
         site=article.site,
         title=article.title,
+        sk=sk,
     )
     rt.metrics.stage_time("dedup", time.perf_counter() - started)
 
@@ -271,7 +274,7 @@ def process_step(rt: Runtime, url: str, page: Page | None = None, attempt: int =
         "final_url": final_url,
         **article.to_json(),
         "text": None if verdict.is_duplicate else article.text,
-        "content_hash": rt.content_hash(article.text),
+        "content_hash": sk.text_hash,
         "story_id": verdict.story_id,
         "duplicate_of": verdict.duplicate_of,
         "similarity": round(verdict.similarity, 4),

@@ -19,7 +19,6 @@ from newsq.ledger import Ledger
 from newsq.metrics import Metrics
 from newsq.records import Article, Drop
 from newsq.store import Store
-from newsq.throughput import Throughput
 
 if TYPE_CHECKING:
     from newsq.boilerplate import BoilerplateFilter
@@ -38,7 +37,7 @@ class Runtime:
         if not settings.broker_url:
             raise ValueError("a worker needs NEWSQ_BROKER_URL")
         self.settings = settings
-        self.metrics = Metrics(Throughput(lambda: self.redis, settings.key_prefix))
+        self.metrics = Metrics()
         self._lock = threading.RLock()
         # one extraction at a time per process: with the GIL, more would only interleave,
         # each holding its parsed trees (tens of MB) and each finishing later
@@ -106,11 +105,6 @@ class Runtime:
 
         with self._extracting:
             return extract(html, url)
-
-    def content_hash(self, text: str) -> str:
-        from newsq.dedup import content_hash
-
-        return content_hash(text)
 
     def close(self) -> None:
         """Release what was made: HTTP connections, database pool, Redis pool."""

@@ -2,14 +2,15 @@
 
 Each outcome adds one to a per-second counter: field ``<state>:<second>`` of a hash
 per minute (``{prefix}:tput:<minute>``, on the ledger's hash tag), which expires after
-a few minutes. Reading sums the seconds of the window. Memory stays at a few hundred
-small fields however long the pipeline runs, and every worker and reader agrees on the
-numbers because they live in Redis, not in one process.
+a few minutes. The ledger's move to a terminal state writes it, in the same Lua call
+(:meth:`newsq.ledger.Ledger.move`): no round trip of its own. Reading sums the
+seconds of the window. Memory stays at a few hundred small fields however long the
+pipeline runs, and every worker and reader agrees on the numbers because they live in
+Redis, not in one process.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -18,32 +19,23 @@ import redis
 
 from newsq.records import TERMINAL
 
-log = logging.getLogger(__name__)
-
 KEEP_SECONDS = 300
 
 
+def minute_key(tag: str, minute: int) -> str:
+    """The hash of one minute's counts; ``tag`` is the ledger's ``{prefix}``."""
+    return f"{tag}:tput:{minute}"
+
+
 class Throughput:
-    """Write and read per-second counts of terminal outcomes."""
+    """Read per-second counts of terminal outcomes (the ledger writes them)."""
 
     def __init__(self, client: Callable[[], redis.Redis], key_prefix: str) -> None:
-        self._client = client  # resolved on use: the runtime makes Redis lazily
+        self._client = client  # resolved on use
         self.tag = f"{{{key_prefix}}}"
 
     def key(self, minute: int) -> str:
-        return f"{self.tag}:tput:{minute}"
-
-    def record(self, state: str, when: float | None = None) -> None:
-        """Count one URL reaching ``state``; a Redis error is logged, never raised."""
-        second = int(when if when is not None else time.time())
-        key = self.key(second // 60)
-        try:
-            pipe = self._client().pipeline(transaction=False)
-            pipe.hincrby(key, f"{state}:{second}", 1)
-            pipe.expire(key, KEEP_SECONDS)
-            pipe.execute()
-        except redis.RedisError as exc:
-            log.debug("throughput not recorded: %s", exc)
+        return minute_key(self.tag, minute)
 
     def counts(self, window: float = 60.0, now: float | None = None) -> dict[str, int]:
         """Outcomes per terminal state in the last ``window`` seconds (at most 5 min)."""

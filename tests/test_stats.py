@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
 
+import pytest
 import redis
 
 from newsq.ledger import Ledger
@@ -14,12 +16,20 @@ from newsq.throughput import Throughput
 from tests.cli import newsq_env, run_newsq
 
 
-def test_throughput_counts_only_the_window(redis_client: redis.Redis, key_prefix: str) -> None:
+def test_throughput_counts_only_the_window(redis_client: redis.Redis, key_prefix: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The ledger's terminal moves write the series; a move that changes nothing does not."""
+    ledger = Ledger(redis_client, key_prefix)
     series = Throughput(lambda: redis_client, key_prefix)
     now = 1_800_000_000.0
-    for ago, state in ((5, "stored"), (30, "stored"), (59, "duplicate"), (61, "stored"),
-                       (200, "failed")):  # fmt: skip
-        series.record(state, when=now - ago)
+    moves = ((5, "stored"), (30, "stored"), (59, "duplicate"), (61, "stored"), (200, "failed"))
+    urls = [f"https://a.example/{i}" for i in range(len(moves))]
+    ledger.enqueue(urls)
+    for url, (ago, state) in zip(urls, moves, strict=True):
+        monkeypatch.setattr(time, "time", lambda ago=ago: now - ago)
+        ledger.move(url, state)
+        ledger.move(url, "failed")  # already terminal: left as it is, not counted again
+    monkeypatch.undo()
     assert series.counts(60, now=now) == {"stored": 2, "duplicate": 1, "failed": 0, "skipped": 0}
     assert series.counts(120, now=now)["stored"] == 3
     rates = series.rates(60, now=now)
@@ -42,7 +52,7 @@ def test_stats_once_prints_a_known_state(redis_url: str, redis_client: redis.Red
                                          key_prefix: str, sqlite_url: str) -> None:  # fmt: skip
     ledger = Ledger(redis_client, key_prefix)
     store = Store.from_url(sqlite_url)
-    metrics = Metrics(Throughput(lambda: redis_client, key_prefix))
+    metrics = Metrics()
     stored = [f"https://a.example/{i}" for i in range(4)]
     copies = ["https://b.example/0", "https://c.example/0"]
     failed = ["https://bad.example/1", "https://bad.example/2", "https://ok.example/9"]

@@ -7,9 +7,12 @@
 --           a worker takes the URL; returns {previous state, deliveries}; a URL in a
 --           terminal state is left as it is (the caller skips the work); the first
 --           take sets t_start, reaching a terminal state sets t_done
--- move:     KEYS = url, counts, active, reasons   ARGV = state, now, force, field, value, ...
+-- move:     KEYS = url, counts, active, reasons, tput   ARGV = state, now, force, keep,
+--           field, value, ...
 --           sets the state (a terminal state is left only with force=1) and fields;
---           returns the previous state ('' for none)
+--           reaching a terminal state also counts it in the throughput series (field
+--           '<state>:<second>' of the minute's hash tput, kept for keep seconds; see
+--           newsq/throughput.py); returns the previous state ('' for none)
 
 local TERMINAL = {stored = true, duplicate = true, skipped = true, failed = true}
 
@@ -59,7 +62,7 @@ elseif command == 'move' then
   if old and TERMINAL[old] and force ~= '1' then
     return old
   end
-  for i = 5, #ARGV, 2 do
+  for i = 6, #ARGV, 2 do
     if ARGV[i + 1] == '' then
       redis.call('HDEL', url_key, ARGV[i])
     else
@@ -73,6 +76,8 @@ elseif command == 'move' then
     if (state == 'failed' or state == 'skipped') and reason then
       redis.call('HINCRBY', KEYS[4], state .. ':' .. reason, 1)
     end
+    redis.call('HINCRBY', KEYS[5], state .. ':' .. math.floor(tonumber(now)), 1)
+    redis.call('EXPIRE', KEYS[5], ARGV[5])
   end
   return old or ''
 end
