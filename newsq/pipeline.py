@@ -166,7 +166,9 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
     try:
         started = time.perf_counter()
         result = rt.fetcher.fetch(url)
-        rt.metrics.stage_time("fetch", time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        rt.metrics.stage_time("fetch", elapsed)
+        rt.admission.waited(elapsed)
     finally:
         rt.politeness.release(host)
 

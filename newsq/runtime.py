@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from config.settings import Settings
+from newsq.admission import process_admission
 from newsq.ledger import Ledger
 from newsq.metrics import Metrics
 from newsq.records import Article, Drop
@@ -38,6 +39,7 @@ class Runtime:
             raise ValueError("a worker needs NEWSQ_BROKER_URL")
         self.settings = settings
         self.metrics = Metrics()
+        self.admission = process_admission()  # fetch waits size the pool's running set
         self._lock = threading.RLock()
         # one extraction at a time per process: with the GIL, more would only interleave,
         # each holding its parsed trees (tens of MB) and each finishing later

@@ -95,10 +95,14 @@ def run_worker(settings: Settings, queues: str, concurrency: int | None,
 
     if FETCH_QUEUE in names and PROCESS_QUEUE in names:  # set before the tasks are loaded
         app.conf.task_annotations = task_annotations(settings, inline=True)
+    pool_args = ["--pool", pool]
+    if pool == "threads":  # newsq's adaptive thread pool (workers/pool.py), not Celery's;
+        app.conf.worker_pool = "workers.pool:TaskPool"  # Celery's CLI takes only its names
+        pool_args = []
     argv = [
         "worker",
         "--queues", ",".join(names),
-        "--pool", pool,
+        *pool_args,
         "--concurrency", str(concurrency),
         "--hostname", f"newsq-{'-'.join(names)}-{os.getpid()}@%h",
         "--without-gossip",
