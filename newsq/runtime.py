@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from newsq.robots import RobotsCache
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Runtime:
@@ -107,6 +108,12 @@ class Runtime:
 
         with self._extracting:
             return extract(html, url)
+
+    def on_cpu(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` on the process's CPU lane when its pool has one (a thread
+        pool), else here."""
+        lane = self.admission.lane
+        return lane.run(fn, *args) if lane is not None else fn(*args)
 
     def close(self) -> None:
         """Release what was made: HTTP connections, database pool, Redis pool."""

@@ -18,10 +18,11 @@ from tasks.runtime import countdown, runtime, transient_errors
 def fetch(self: Task, url: str, attempt: int = 0) -> str | None:
     retry = lambda delay: self.retry(countdown=delay)  # noqa: E731
     inline = PROCESS_QUEUE in self.app.amqp.queues.consume_from
+    rt = runtime()
     with transient_errors(url, retry, self.request.retries):
-        step = fetch_step(runtime(), url, attempt, hand_off=not inline)
-        if step.page is not None:
-            step = process_step(runtime(), url, step.page, attempt)
+        step = fetch_step(rt, url, attempt, hand_off=not inline)
+        if step.page is not None:  # on the process's CPU lane (newsq/admission.py)
+            step = rt.on_cpu(process_step, rt, url, step.page, attempt)
     if step.action == "next":
         from tasks.process import process
 

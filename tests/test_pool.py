@@ -9,7 +9,7 @@ from concurrent.futures import CancelledError
 
 import pytest
 
-from newsq.admission import FLOOR, OUTLIER, PRIOR_CPU_S, Admission
+from newsq.admission import FLOOR, OUTLIER, PRIOR_CPU_S, SAMPLE_TASKS, Admission, CpuLane
 from workers.pool import AdaptiveExecutor
 
 
@@ -61,6 +61,24 @@ def test_a_cold_first_task_counts_as_at_most_outlier_times_the_average() -> None
     assert admission.cpu_s <= PRIOR_CPU_S * (1 + OUTLIER)
     admission.waited(0.2)
     assert admission.limit >= 6  # still opens for a slow site
+
+
+def test_cpu_per_task_is_the_process_cpu_over_finished_tasks() -> None:
+    admission = Admission(ceiling=16)
+
+    def burn(seconds: float) -> None:
+        end = time.process_time() + seconds
+        while time.process_time() < end:
+            pass
+
+    for _ in range(SAMPLE_TASKS):
+        burn(0.06)  # 60 ms of CPU per task, against a prior of 20 ms
+        admission.finished()
+    assert PRIOR_CPU_S < admission.cpu_s < 0.06
+    before = admission.cpu_s
+    for _ in range(SAMPLE_TASKS - 1):
+        admission.finished()  # no sample until SAMPLE_TASKS tasks finished
+    assert admission.cpu_s == before
 
 
 def test_runs_at_most_limit_at_once_and_returns_every_result() -> None:
@@ -125,3 +143,25 @@ def test_shutdown_finishes_running_tasks_and_cancels_queued_ones() -> None:
     assert not any(t.is_alive() for t in executor._threads)
     with pytest.raises(RuntimeError):
         executor.submit(lambda: 1)
+
+
+def test_the_cpu_lane_runs_every_callers_work_on_one_thread() -> None:
+    lane = CpuLane()
+    seen: set[int] = set()
+
+    def work(i: int) -> int:
+        seen.add(threading.get_ident())
+        return i + 1
+
+    callers = AdaptiveExecutor(8, Admission(ceiling=8))
+    futures = [callers.submit(lane.run, work, i) for i in range(20)]
+    assert [f.result(timeout=10) for f in futures] == list(range(1, 21))
+    assert len(seen) == 1 and threading.get_ident() not in seen
+
+    def boom() -> None:
+        raise KeyError("lost")
+
+    with pytest.raises(KeyError):
+        lane.run(boom)
+    callers.shutdown()
+    lane.close()

@@ -13,7 +13,6 @@ for the measurements.
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -21,7 +20,7 @@ from typing import Any
 
 from celery.concurrency import thread
 
-from newsq.admission import Admission, process_admission
+from newsq.admission import Admission, CpuLane, process_admission
 
 _Item = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
@@ -47,12 +46,11 @@ class _Worker:
             while item is not None:
                 future, fn, args, kwargs = item
                 if future.set_running_or_notify_cancel():
-                    started = time.thread_time()
                     try:
                         future.set_result(fn(*args, **kwargs))
                     except BaseException as exc:  # handed to the future, as the stdlib does
                         future.set_exception(exc)
-                    self.executor.admission.worked(time.thread_time() - started)
+                    self.executor.admission.finished()
                 item = self.executor.next_item(self)
             if self.executor.stopped:
                 return
@@ -124,8 +122,11 @@ class AdaptiveExecutor:
 
 
 class TaskPool(thread.TaskPool):
-    """Celery's thread pool with :class:`AdaptiveExecutor` as its executor."""
+    """Celery's thread pool with :class:`AdaptiveExecutor` as its executor, and a
+    :class:`~newsq.admission.CpuLane` for the CPU-heavy part of its tasks."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.executor = AdaptiveExecutor(self.limit, process_admission())
+        admission = process_admission()
+        admission.lane = admission.lane or CpuLane()
+        self.executor = AdaptiveExecutor(self.limit, admission)
