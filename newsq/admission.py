@@ -7,22 +7,25 @@ and each hand-over costs a context switch and the caches of the thread it interr
 Measured with ``bench.speed`` at 0 ms latency, 2 pool threads stored ~12 % more pages
 per second than 16 on the same CPU (see ``bench/README.md``).
 
-:class:`Admission` says how many may run: Little's law, from two moving averages,
-the time a task waits on the network (``w``, reported by the fetch step) and the CPU
-the process spends per task (``c``: its CPU time over the tasks it finished, taken
-every few tasks, so work done for a task on other threads counts too). A task that
-spends ``c`` on the
-core and ``w`` waiting needs ``1 + w / c`` tasks running for the core never to idle;
-with headroom::
+:meth:`Admission.may_start` lets a queued task start while either holds:
 
-    limit = clamp(ceil(HEADROOM * (1 + w / c)), FLOOR, ceiling)
+1. fewer than :attr:`Admission.limit` tasks run. The limit is Little's law, from two
+   moving averages: the wall time of a fetch (``w``, reported by the fetch step) and
+   the process's CPU time per finished task (``c``). A task that spends ``c`` on the
+   core and ``w`` waiting needs ``1 + w / c`` tasks running for the core never to
+   idle; with headroom, ``limit = ceil(HEADROOM * (1 + w / c))``: 2 or 3 with fast
+   sites, the whole pool with slow ones;
+2. fewer than :attr:`Admission.active` of the running tasks are off the network (a
+   task inside :meth:`Admission.network_wait` makes room for another). This opens the
+   pool the moment the first requests wait, before any average exists, and keeps
+   requests that hang until their timeout from starving the rest.
 
-Fast sites give 2 or 3; slow ones the whole pool. The pool that obeys it is
-:class:`workers.pool.TaskPool`, which also gives the process a :class:`CpuLane`: one
-thread that runs the CPU-heavy part of every task (clean, dedup, store), so it runs
-with warm per-thread state (lxml's parser dictionaries, the allocator's caches, one
-database connection) instead of on whichever of many pool threads fetched the page:
-~1.4 ms less CPU per page at 200 ms (``bench/README.md``).
+The pool caps both at its size. The pool that obeys it is :class:`workers.pool.TaskPool`,
+which also gives the process a :class:`CpuLane`: one thread that runs the CPU-heavy
+part of every task (clean, dedup, store), so it runs with warm per-thread state
+(lxml's parser dictionaries, the allocator's caches, one database connection) instead
+of on whichever of many pool threads fetched the page: ~1.4 ms less CPU per page at
+200 ms (``bench/README.md``).
 """
 
 from __future__ import annotations
@@ -30,49 +33,49 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
 
+ACTIVE = 2  # tasks off the network: one on the core, one between its fetch and the core
 HEADROOM = 1.5
 ALPHA = 0.2  # weight of the newest sample in the moving averages (~ the last 10 tasks)
-FLOOR = 2  # one task on the core, one fetching the next page
-# CPU per task before any was measured (a typical page, bench/README.md), so the first
-# slow fetches open the pool at once; a sample counts for at most OUTLIER x the
-# average, so a process's cold first tasks (lazy start-up) do not shut it again
+# CPU per task before any was measured (a typical page, bench/README.md); a sample
+# counts for at most OUTLIER x the average, so a process's cold first tasks (lazy
+# start-up) do not shut the pool
 PRIOR_CPU_S = 0.02
 OUTLIER = 4.0
-SAMPLE_TASKS = 8  # tasks per CPU sample
+SAMPLE_TASKS = 8  # finished tasks per CPU sample
 
 
 class Admission:
-    """The number of tasks to run at once, from the measured wait and CPU per task."""
+    """Says whether another task may start, from what the running ones do now and
+    from the measured network wait and CPU per task."""
 
-    def __init__(self, ceiling: int = 1, floor: int = FLOOR) -> None:
-        self.floor = floor
-        self.ceiling = ceiling
-        self.wait_s: float | None = None  # moving average of network waits per task
-        self.cpu_s = PRIOR_CPU_S  # moving average of CPU time per task
+    def __init__(self, active: int = ACTIVE) -> None:
+        self.active = active
+        self.waiting = 0  # tasks of this process inside network_wait()
+        self.wait_s: float | None = None  # moving average of a fetch's wall time
+        self.cpu_s = PRIOR_CPU_S  # moving average of the process's CPU per task
+        self.lane: CpuLane | None = None  # set by a thread pool
+        self.on_wait: Callable[[], None] | None = None  # the pool: start another task
         self._lock = threading.Lock()
         self._tasks = 0
         self._cpu_mark = time.process_time()
-        self.lane: CpuLane | None = None  # set by a thread pool
 
     @property
     def limit(self) -> int:
-        """How many tasks may run now (``floor`` until a wait was measured)."""
-        floor = min(self.floor, self.ceiling)
+        """Little's law on the averages (``active`` until a fetch was measured)."""
         if self.wait_s is None or self.cpu_s <= 0:
-            return floor
-        wanted = math.ceil(HEADROOM * (1 + self.wait_s / self.cpu_s))
-        return max(floor, min(self.ceiling, wanted))
+            return self.active
+        return max(self.active, math.ceil(HEADROOM * (1 + self.wait_s / self.cpu_s)))
 
-    def waited(self, seconds: float) -> None:
-        """One network wait of a task (a fetch's wall time)."""
-        with self._lock:
-            self.wait_s = _average(self.wait_s, seconds)
+    def may_start(self, running: int) -> bool:
+        """Whether a task may start while ``running`` tasks run (waiting ones included)."""
+        return running < self.limit or running - self.waiting < self.active
 
     def finished(self) -> None:
         """One task finished; every ``SAMPLE_TASKS`` the process's CPU time per task
@@ -86,9 +89,25 @@ class Admission:
             self._tasks, self._cpu_mark = 0, now
 
     def worked(self, seconds: float) -> None:
-        """One sample of the CPU time per task (a cold start counts as OUTLIER x the
-        average at most)."""
+        """One sample of the CPU time per task."""
         self.cpu_s = _average(self.cpu_s, min(seconds, OUTLIER * self.cpu_s))
+
+    @contextmanager
+    def network_wait(self) -> Iterator[None]:
+        """Wrap a request: while it waits, another task may start; its wall time is one
+        sample of ``w``."""
+        with self._lock:
+            self.waiting += 1
+        if self.on_wait is not None:
+            self.on_wait()
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            with self._lock:
+                self.waiting -= 1
+                self.wait_s = _average(self.wait_s, elapsed)
 
 
 class CpuLane:

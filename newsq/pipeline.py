@@ -165,10 +165,9 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
         return Step("wait", countdown=wait)
     try:
         started = time.perf_counter()
-        result = rt.fetcher.fetch(url)
-        elapsed = time.perf_counter() - started
-        rt.metrics.stage_time("fetch", elapsed)
-        rt.admission.waited(elapsed)
+        with rt.admission.network_wait():  # another task may start meanwhile
+            result = rt.fetcher.fetch(url)
+        rt.metrics.stage_time("fetch", time.perf_counter() - started)
     finally:
         rt.politeness.release(host)
 

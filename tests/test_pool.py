@@ -1,5 +1,5 @@
-"""The adaptive thread pool: how many tasks run at once, on which threads, and its
-limit from measured waits and CPU (a real worker runs it in test_run_e2e)."""
+"""The adaptive thread pool: how many tasks run at once and on which threads (a real
+worker runs it in test_run_e2e and the fault tests)."""
 
 from __future__ import annotations
 
@@ -9,62 +9,57 @@ from concurrent.futures import CancelledError
 
 import pytest
 
-from newsq.admission import FLOOR, OUTLIER, PRIOR_CPU_S, SAMPLE_TASKS, Admission, CpuLane
+from newsq.admission import ACTIVE, OUTLIER, PRIOR_CPU_S, SAMPLE_TASKS, Admission, CpuLane
 from workers.pool import AdaptiveExecutor
 
 
 class Probe:
-    """A task that records how many of its kind run at once and on which thread."""
+    """A task that records how many of its kind run at once and on which thread;
+    ``network`` seconds of it are spent as a network wait."""
 
-    def __init__(self) -> None:
+    def __init__(self, admission: Admission | None = None) -> None:
+        self.admission = admission
         self.lock = threading.Lock()
         self.now = 0
         self.most = 0
         self.threads: set[int] = set()
 
-    def __call__(self, seconds: float, value: int) -> int:
+    def __call__(self, seconds: float, value: int, network: float = 0.0) -> int:
         with self.lock:
             self.now += 1
             self.most = max(self.most, self.now)
             self.threads.add(threading.get_ident())
         time.sleep(seconds)
+        if network and self.admission is not None:
+            with self.admission.network_wait():
+                time.sleep(network)
         with self.lock:
             self.now -= 1
         return value * 2
 
 
-def test_limit_is_the_floor_until_a_wait_is_measured() -> None:
-    admission = Admission(ceiling=16)
-    assert admission.limit == FLOOR
-    admission.worked(0.5)  # CPU alone says nothing about waits
-    assert admission.limit == FLOOR
-
-
-def test_limit_follows_littles_law_within_floor_and_ceiling() -> None:
-    admission = Admission(ceiling=16)
-    for _ in range(50):
-        admission.waited(0.002)  # a fast site: 2 ms on the network, 20 ms on the CPU
-        admission.worked(0.02)
-    assert admission.limit == 2  # ceil(1.5 * 1.1)
-    for _ in range(50):
-        admission.waited(0.06)  # 60 ms: 1 + 3 in flight keep the core busy
+def test_limit_follows_littles_law_from_the_measured_averages() -> None:
+    admission = Admission()
+    assert admission.limit == ACTIVE  # nothing measured yet
+    for _ in range(60):
+        with admission.network_wait():
+            time.sleep(0.002)  # a fast site: ~2 ms waits, 20 ms of CPU (the prior)
+    assert admission.limit == ACTIVE
+    admission.wait_s = 0.06  # 60 ms: 1 + 3 tasks in flight keep the core busy
     assert admission.limit == 6  # ceil(1.5 * 4)
-    for _ in range(50):
-        admission.waited(2.0)
-    assert admission.limit == 16
-    assert Admission(ceiling=1).limit == 1
+    assert admission.may_start(5) and not admission.may_start(6)
+    admission.waiting = 5  # ... unless most of them wait on the network
+    assert admission.may_start(6)
 
 
-def test_a_cold_first_task_counts_as_at_most_outlier_times_the_average() -> None:
-    admission = Admission(ceiling=64)
-    admission.worked(5.0)  # lazy start-up in the process's first task
+def test_a_cold_first_cpu_sample_counts_as_at_most_outlier_times_the_average() -> None:
+    admission = Admission()
+    admission.worked(5.0)  # lazy start-up in the process's first tasks
     assert admission.cpu_s <= PRIOR_CPU_S * (1 + OUTLIER)
-    admission.waited(0.2)
-    assert admission.limit >= 6  # still opens for a slow site
 
 
 def test_cpu_per_task_is_the_process_cpu_over_finished_tasks() -> None:
-    admission = Admission(ceiling=16)
+    admission = Admission()
 
     def burn(seconds: float) -> None:
         end = time.process_time() + seconds
@@ -81,31 +76,48 @@ def test_cpu_per_task_is_the_process_cpu_over_finished_tasks() -> None:
     assert admission.cpu_s == before
 
 
-def test_runs_at_most_limit_at_once_and_returns_every_result() -> None:
-    executor = AdaptiveExecutor(16, Admission(ceiling=16))  # no wait measured: limit 2
+def test_without_network_waits_only_the_active_few_run() -> None:
+    executor = AdaptiveExecutor(16, Admission())
     probe = Probe()
     futures = [executor.submit(probe, 0.01, i) for i in range(20)]
     assert [f.result(timeout=10) for f in futures] == [2 * i for i in range(20)]
-    assert probe.most == 2
-    assert len(probe.threads) == 2  # the same two threads took every task
+    assert probe.most == ACTIVE
+    assert len(probe.threads) == ACTIVE  # the same threads took every task
     executor.shutdown()
 
 
-def test_more_run_at_once_when_waits_are_long() -> None:
-    admission = Admission(ceiling=8)
-    for _ in range(20):
-        admission.waited(1.0)
+def test_tasks_waiting_on_the_network_make_room_up_to_the_pool_size() -> None:
+    admission = Admission()
     executor = AdaptiveExecutor(8, admission)
-    probe = Probe()
-    futures = [executor.submit(probe, 0.05, i) for i in range(16)]
+    probe = Probe(admission)
+    futures = [executor.submit(probe, 0, i, 0.2) for i in range(24)]
     for f in futures:
         f.result(timeout=10)
     assert probe.most == 8
+    assert admission.waiting == 0
+    executor.shutdown()
+
+
+def test_hanging_requests_do_not_starve_the_queue() -> None:
+    admission = Admission()
+    executor = AdaptiveExecutor(8, admission)
+    release = threading.Event()
+
+    def hang() -> None:
+        with admission.network_wait():
+            release.wait(10)
+
+    hanging = [executor.submit(hang) for _ in range(4)]
+    quick = [executor.submit(lambda i=i: i) for i in range(10)]
+    assert [f.result(timeout=5) for f in quick] == list(range(10))  # while 4 still hang
+    release.set()
+    for f in hanging:
+        f.result(timeout=5)
     executor.shutdown()
 
 
 def test_the_warmest_thread_takes_the_next_task() -> None:
-    executor = AdaptiveExecutor(8, Admission(ceiling=8))
+    executor = AdaptiveExecutor(8, Admission())
     probe = Probe()
     for i in range(30):  # one at a time: the thread that just finished runs the next one
         executor.submit(probe, 0, i).result(timeout=10)
@@ -114,7 +126,7 @@ def test_the_warmest_thread_takes_the_next_task() -> None:
 
 
 def test_exceptions_reach_the_future() -> None:
-    executor = AdaptiveExecutor(2, Admission(ceiling=2))
+    executor = AdaptiveExecutor(2, Admission())
 
     def boom() -> None:
         raise ValueError("bad page")
@@ -126,7 +138,7 @@ def test_exceptions_reach_the_future() -> None:
 
 
 def test_shutdown_finishes_running_tasks_and_cancels_queued_ones() -> None:
-    executor = AdaptiveExecutor(4, Admission(ceiling=4))  # limit 2
+    executor = AdaptiveExecutor(4, Admission())  # 2 at once
     release = threading.Event()
     running = [executor.submit(release.wait, 10) for _ in range(2)]
     queued = [executor.submit(lambda: 1) for _ in range(3)]
@@ -153,7 +165,7 @@ def test_the_cpu_lane_runs_every_callers_work_on_one_thread() -> None:
         seen.add(threading.get_ident())
         return i + 1
 
-    callers = AdaptiveExecutor(8, Admission(ceiling=8))
+    callers = AdaptiveExecutor(8, Admission())
     futures = [callers.submit(lane.run, work, i) for i in range(20)]
     assert [f.result(timeout=10) for f in futures] == list(range(1, 21))
     assert len(seen) == 1 and threading.get_ident() not in seen

@@ -2,12 +2,12 @@
 keep the core busy (``--pool threads`` in ``newsq worker``).
 
 Celery's own thread pool is a :class:`concurrent.futures.ThreadPoolExecutor`: every
-reserved task runs at once, on whichever thread has been idle longest. Ours runs at
-most :attr:`newsq.admission.Admission.limit` tasks at a time (the rest wait in a queue,
-not in parked threads) and hands each task to the thread that went idle last, so a
-small, warm set of threads does the work when pages come fast, and the whole pool
-when sites are slow. See :mod:`newsq.admission` for the limit and ``bench/README.md``
-for the measurements.
+reserved task runs at once, on whichever thread has been idle longest. Ours starts a
+task only while :meth:`newsq.admission.Admission.may_start` allows (the rest wait in a
+queue, not in parked threads) and hands each task to the thread that went idle last,
+so a small, warm set of threads does the work when pages come fast, and the whole
+pool when sites are slow. See :mod:`newsq.admission` for the rule and
+``bench/README.md`` for the measurements.
 """
 
 from __future__ import annotations
@@ -57,13 +57,13 @@ class _Worker:
 
 
 class AdaptiveExecutor:
-    """The ``submit``/``shutdown`` of an executor; runs at most ``admission.limit``
-    items at once, newest-idle thread first."""
+    """The ``submit``/``shutdown`` of an executor; starts an item while the admission
+    allows and a thread is free (at most ``max_workers``), newest-idle thread first."""
 
     def __init__(self, max_workers: int, admission: Admission) -> None:
         self.max_workers = max_workers
         self.admission = admission
-        admission.ceiling = max_workers
+        admission.on_wait = self._dispatch_locked
         self.stopped = False
         self.running = 0
         self._queue: deque[_Item] = deque()
@@ -80,9 +80,13 @@ class AdaptiveExecutor:
             self._dispatch()
         return future
 
+    def _dispatch_locked(self) -> None:
+        with self._lock:
+            self._dispatch()
+
     def _dispatch(self) -> None:
-        """Start queued items on idle (or new) threads while under the limit; locked."""
-        while self._queue and not self.stopped and self.running < self.admission.limit:
+        """Start queued items on idle (or new) threads while admitted; locked."""
+        while self._queue and not self.stopped and self.admission.may_start(self.running):
             if self._idle:
                 worker = self._idle.pop()
             elif len(self._threads) < self.max_workers:
@@ -95,11 +99,11 @@ class AdaptiveExecutor:
             worker.give(self._queue.popleft())
 
     def next_item(self, worker: _Worker) -> _Item | None:
-        """What ``worker`` runs next: the queue's head if still under the limit, else
-        None and the worker parks (and the limit may have risen for others)."""
+        """What ``worker`` runs next: the queue's head if admitted, else None and the
+        worker parks."""
         with self._lock:
             self.running -= 1
-            if self._queue and not self.stopped and self.running < self.admission.limit:
+            if self._queue and not self.stopped and self.admission.may_start(self.running):
                 self.running += 1
                 return self._queue.popleft()
             self._idle.append(worker)
