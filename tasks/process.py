@@ -12,8 +12,9 @@ from tasks.runtime import runtime, transient_errors
 @app.task(name="newsq.process", bind=True, max_retries=None)
 def process(self: Task, url: str) -> str | None:
     retry = lambda delay: self.retry(countdown=delay)  # noqa: E731
+    rt = runtime()
     with transient_errors(url, retry, self.request.retries):
-        step = process_step(runtime(), url)
+        step = rt.on_cpu(process_step, rt, url)  # the CPU lane of a threaded worker
     if step.action == "retry":  # the fetched body was lost: fetch again
         from tasks.fetch import fetch
 

@@ -19,8 +19,10 @@ def env(redis_url: str, key_prefix: str, database_url: str) -> dict[str, str]:
     return local_env(redis_url, key_prefix, database_url)
 
 
-def test_run_over_the_corpus_stores_each_article_once(env: dict[str, str], tmp_path: Path,
-                                                      database_url: str) -> None:  # fmt: skip
+@pytest.mark.parametrize("layout", ["combined", "split"])
+def test_run_over_the_corpus_stores_each_article_once(
+    env: dict[str, str], tmp_path: Path, database_url: str, layout: str
+) -> None:
     pages = corpus()
     chosen = sorted(pages)[:40]
     served = {f"/a/{pid}": pages[pid][0] for pid in chosen}
@@ -30,7 +32,8 @@ def test_run_over_the_corpus_stores_each_article_once(env: dict[str, str], tmp_p
         urls += [f"{u}?utm_source=rss&fbclid=x" for u in urls[:5]]
         urls += [f"{base}/missing", "ftp://example.com/x"]
         (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
-        done = run_newsq("run", "--urls", str(tmp_path / "urls.txt"), "--workers", "2", env=env)
+        done = run_newsq("run", "--urls", str(tmp_path / "urls.txt"), "--workers", "2",
+                         "--layout", layout, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
 
     engine = sa.create_engine(database_url)
