@@ -32,7 +32,7 @@ from trafilatura.xml import xmltotxt
 
 from newsq import clean_choose, errors
 from newsq.clean_chunks import add_continuations
-from newsq.clean_rules import clean_body, link_texts
+from newsq.clean_rules import Norms, clean_body, link_texts
 from newsq.metadata import extract_metadata
 from newsq.records import Article, Drop
 
@@ -101,6 +101,7 @@ def main_text(tree: HtmlElement, url: str | None, title: str | None) -> str:
     text of the same tree is asked for and taken if it is ours minus furniture (``clean_choose``).
     Paragraphs of the article's continuation chunks are then added (``clean_chunks``).
     """
+    norms = Norms()  # strings of this page normalised once, shared by the rules below
     links = link_texts(tree)  # from the whole page, before trafilatura strips the links
     document = trafilatura.bare_extraction(
         tree,
@@ -113,7 +114,7 @@ def main_text(tree: HtmlElement, url: str | None, title: str | None) -> str:
     body = getattr(document, "body", None)
     if body is None:
         return ""
-    removed = clean_body(body, title, links)
+    removed = clean_body(body, title, links, norms)
     if removed:
         LOGGER.debug("url=%s post-clean removed %s", url, dict(removed))
     text = xmltotxt(body, include_formatting=False).strip()
@@ -122,7 +123,7 @@ def main_text(tree: HtmlElement, url: str | None, title: str | None) -> str:
         if chosen is not text:
             LOGGER.debug("url=%s readability's tighter text taken", url)
         text = chosen
-    return add_continuations(tree, text) if text else text
+    return add_continuations(tree, text, norms) if text else text
 
 
 def extract(html: str, url: str | None = None) -> Article | Drop:

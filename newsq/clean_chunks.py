@@ -15,10 +15,11 @@ long paragraphs.
 from __future__ import annotations
 
 from collections import Counter
+from itertools import islice
 
 from lxml.html import HtmlElement
 
-from newsq.clean_rules import norm
+from newsq.clean_rules import Norms
 
 MAX_LEVELS = 2
 """How far above a chunk its common ancestor with our container may be."""
@@ -32,14 +33,14 @@ KEY_MIN_CHARS = 2 * KEY_MIN_WORDS - 1
 """Fewer characters than this cannot hold ``KEY_MIN_WORDS`` words."""
 
 
-def _container(tree: HtmlElement, keys: set[str]) -> HtmlElement | None:
+def _container(tree: HtmlElement, keys: set[str], norms: Norms) -> HtmlElement | None:
     """The parent of most page paragraphs whose text is one of ``keys``, or ``None``."""
     parents: Counter[HtmlElement] = Counter()
     for para in tree.iter("p"):
         raw = para.text_content()
         if len(raw) < KEY_MIN_CHARS:  # too short to be one of our lines: skip the regex
             continue
-        if norm(raw) in keys:
+        if norms[raw] in keys:  # most of our paragraphs come out as they are: keyed already
             parent = para.getparent()
             if parent is not None:
                 parents[parent] += 1
@@ -62,37 +63,50 @@ def _is_close(chunk: HtmlElement, ours: HtmlElement) -> bool:
     return False
 
 
-def _missing_paragraphs(chunk: HtmlElement, text_key: str) -> list[str]:
+def _scope(ours: HtmlElement) -> HtmlElement | None:
+    """``ours``' ancestor ``MAX_LEVELS`` up (or the highest there is): every chunk close to
+    ``ours`` (``_is_close``) is under it, so its subtree is searched rather than the page,
+    which has many more containers of the kind (each one an element object to make)."""
+    ups = list(islice(ours.iterancestors(), MAX_LEVELS))
+    return ups[-1] if ups else None
+
+
+def _missing_paragraphs(chunk: HtmlElement, text_key: str, norms: Norms) -> list[str]:
     """The chunk's paragraph texts (whitespace collapsed) that ``text_key`` lacks."""
     found = []
     for para in chunk.iter("p"):
         text = " ".join(para.text_content().split())
-        key = norm(text)
+        key = norms[text]
         if key and key not in text_key:
             found.append(text)
     return found
 
 
-def add_continuations(tree: HtmlElement, text: str) -> str:
+def add_continuations(tree: HtmlElement, text: str, norms: Norms | None = None) -> str:
     """``text`` with the paragraphs of the article's continuation chunks added in page
-    order; ``text`` itself when the page has none (the usual case).
+    order; ``text`` itself when the page has none (the usual case). ``norms``: the page's
+    ``Norms`` (``clean_body`` keyed most of our lines already).
     """
-    keys = {norm(line) for line in text.split("\n") if line.count(" ") + 1 >= KEY_MIN_WORDS}
-    ours = _container(tree, keys) if keys else None
+    norms = Norms() if norms is None else norms
+    lines = text.split("\n")
+    keys = {norms[line] for line in lines if line.count(" ") + 1 >= KEY_MIN_WORDS}
+    ours = _container(tree, keys, norms) if keys else None
     kind = ours.get("class") if ours is not None else None
-    if ours is None or not kind:
+    scope = _scope(ours) if ours is not None else None
+    if ours is None or not kind or scope is None:
         return text
-    text_key = norm(text)
+    # norm(text), from the keys of its lines: no word runs across a line break
+    text_key = " ".join(key for line in lines if (key := norms[line]))
     before: list[str] = []
     after: list[str] = []
     seen_ours = False
-    for chunk in tree.iter(ours.tag):
+    for chunk in scope.iter(ours.tag):
         if chunk is ours:
             seen_ours = True
             continue
         if chunk.get("class") != kind or not _is_close(chunk, ours):
             continue
-        missing = _missing_paragraphs(chunk, text_key)
+        missing = _missing_paragraphs(chunk, text_key, norms)
         if sum(len(p.split()) >= LONG_WORDS for p in missing) >= MIN_LONG:
             (after if seen_ours else before).extend(missing)
     if not before and not after:

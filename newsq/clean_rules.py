@@ -20,7 +20,6 @@ from collections.abc import Callable
 from lxml.etree import _Element
 
 _WORD = re.compile(r"\w+")
-_SPACES = re.compile(r"\s+")
 
 # A whole block that is a promotion, a call to action or page chrome.
 PROMO_LINE = re.compile(
@@ -87,9 +86,18 @@ NAV_MAX_WORDS = 4
 NAV_SHARED_WORD_SHARE = 0.6
 
 
+def _text(el: _Element) -> str:
+    """``"".join(el.itertext())``; an element without children (most links) gives its
+    ``text`` directly, without the iterator (a third of ``link_texts``' time)."""
+    if len(el):
+        return "".join(el.itertext())
+    return el.text or ""
+
+
 def block_text(el: _Element) -> str:
-    """The block's text with whitespace collapsed."""
-    return _SPACES.sub(" ", "".join(el.itertext())).strip()
+    """The block's text with whitespace collapsed (``split`` and ``\\s`` know the same
+    whitespace; splitting is twice as fast as a regex substitution)."""
+    return " ".join(_text(el).split())
 
 
 def norm(text: str) -> str:
@@ -97,12 +105,22 @@ def norm(text: str) -> str:
     return " ".join(_WORD.findall(text.lower()))
 
 
+class Norms(dict[str, str]):
+    """``norm`` of each distinct string, computed on first use. One page's rules key the
+    same strings several times (a block's text and its lines, our text's lines and the
+    page's paragraphs): one instance per page shares the work and is dropped with it."""
+
+    def __missing__(self, text: str) -> str:
+        key = self[text] = norm(text)
+        return key
+
+
 def link_texts(tree: _Element) -> frozenset[str]:
     """Normalised texts of the page's links of ``LINK_MIN_WORDS`` words or more."""
     texts = set()
     min_chars = 2 * LINK_MIN_WORDS - 1  # shorter text cannot hold that many words
     for anchor in tree.iter("a"):
-        raw = "".join(anchor.itertext())
+        raw = _text(anchor)
         if len(raw) < min_chars:
             continue
         key = norm(raw)
@@ -111,19 +129,21 @@ def link_texts(tree: _Element) -> frozenset[str]:
     return frozenset(texts)
 
 
-def _parts(el: _Element) -> list[str]:
+def _parts(el: _Element, norms: Norms) -> list[str]:
     """The block's lines: list items, or the text between line breaks."""
     if el.tag == "list":
-        return [t for t in (norm(block_text(item)) for item in el.iter("item")) if t]
-    lines = "".join(el.itertext()).split("\n")
-    return [t for t in (norm(line) for line in lines) if t]
+        return [t for t in (norms[block_text(item)] for item in el.iter("item")) if t]
+    lines = _text(el).split("\n")
+    return [t for t in (norms[line] for line in lines) if t]
 
 
-def is_link_text(el: _Element, links: frozenset[str], *, allow_head: bool = False) -> bool:
+def is_link_text(
+    el: _Element, links: frozenset[str], norms: Norms, *, allow_head: bool = False
+) -> bool:
     """True when every line of the block (at least 80% of a list's items) is a link's text."""
     if (el.tag == "head" and not allow_head) or not links:
         return False
-    parts = [part for part in _parts(el) if not part.startswith(("http ", "https ", "www "))]
+    parts = [p for p in _parts(el, norms) if not p.startswith(("http ", "https ", "www "))]
     if not parts:
         return False
     linked = sum(part in links for part in parts)
@@ -186,12 +206,14 @@ def _remove(el: _Element) -> None:
     parent.remove(el)
 
 
-def _link_blocks(blocks: list[tuple[_Element, str]], links: frozenset[str]) -> set[int]:
+def _link_blocks(
+    blocks: list[tuple[_Element, str]], links: frozenset[str], norms: Norms
+) -> set[int]:
     """Indexes of teaser blocks: link texts in a run of two or more, a list of links,
     anything after a "Related"/"Don't miss" heading, or link texts after the last body
     paragraph. A lone link line between paragraphs is kept: it is often the article's.
     """
-    flags = [is_link_text(el, links, allow_head=True) for el, _ in blocks]
+    flags = [is_link_text(el, links, norms, allow_head=True) for el, _ in blocks]
     last_body = max((i for i, f in enumerate(flags) if not f), default=-1)
     chosen: set[int] = set()
     after_heading = False
@@ -212,21 +234,26 @@ def _link_blocks(blocks: list[tuple[_Element, str]], links: frozenset[str]) -> s
 
 
 def clean_body(
-    body: _Element, title: str | None = None, links: frozenset[str] = frozenset()
+    body: _Element,
+    title: str | None = None,
+    links: frozenset[str] = frozenset(),
+    norms: Norms | None = None,
 ) -> Counter[str]:
     """Remove furniture blocks from ``body`` in place; returns removals per rule name.
 
     ``links`` are the normalised link texts of the whole page (``link_texts``). Never
-    fails: a body with nothing to remove comes back unchanged.
+    fails: a body with nothing to remove comes back unchanged. ``norms``: the page's
+    ``Norms``, if the caller keys its strings too.
     """
+    norms = Norms() if norms is None else norms
     removed: Counter[str] = Counter()
     blocks = [(el, text) for el in body if (text := block_text(el))]
-    teasers = _link_blocks(blocks, links)
+    teasers = _link_blocks(blocks, links, norms)
     title_key = norm(title) if title else ""
     body_started = False
     after_title = False
     for i, (el, text) in enumerate(blocks):
-        key = norm(text)
+        key = norms[text]
         reason = None
         if not body_started and el.tag == "head" and (after_title or _same_title(key, title_key)):
             # the headline, and the standfirst right under it, are not body text
