@@ -16,13 +16,14 @@ How a delivery that did not finish is handled (at least once, see ``config.celer
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
 import redis
 from celery.exceptions import Reject, SoftTimeLimitExceeded
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 
 from config.celery import max_countdown
 from config.settings import get_settings
@@ -43,9 +44,30 @@ def runtime() -> Runtime:
 
 @worker_process_init.connect
 def _fresh_after_fork(**_: Any) -> None:
-    # a forked child must not share the parent's sockets
+    # a forked child must not share the parent's sockets; it makes its own, now
     global _runtime
     _runtime = None
+    _warm_up()
+
+
+@worker_ready.connect
+def _warm_when_ready(sender: Any = None, **_: Any) -> None:
+    """A thread (or solo) pool runs tasks in this process: make its resources before
+    the first task. A prefork parent runs none (its children warm up after the fork)."""
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    if not isinstance(getattr(sender, "pool", None), PreforkPool):
+        _warm_up()
+
+
+def _warm_up() -> None:
+    started = time.perf_counter()
+    try:
+        runtime().warm_up()
+    except Exception as exc:  # the first task builds what is missing, and retries
+        log.warning("worker warm-up incomplete: %s", exc)
+        return
+    log.info("worker warmed up in %.2f s", time.perf_counter() - started)
 
 
 @worker_process_shutdown.connect
