@@ -74,7 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_positive, default=os.cpu_count() or 2)
     run.add_argument("--timeout", type=_seconds, default=3600,
                      help="give up waiting after this many seconds (exit 1)")  # fmt: skip
-    run.add_argument("--fetch-threads", type=_positive, default=16)
+    run.add_argument(
+        "--fetch-threads",
+        type=_positive,
+        default=32,
+        help="threads per local worker (only as many run as keep it busy)",
+    )
     run.add_argument("--layout", choices=("combined", "prefork", "split"), default="combined",
                      help="combined: N threaded workers that fetch and process; prefork: "
                      "one worker, N children that fetch and process; split: a fetch worker "

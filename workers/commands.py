@@ -141,7 +141,7 @@ def run_pipeline(args: argparse.Namespace, settings: Settings, console: Console)
     store = Store.from_url(settings.database_url)
     started = time.monotonic()
     with LocalCluster(settings, workers=args.workers,
-                      fetch_threads=getattr(args, "fetch_threads", 16),
+                      fetch_threads=getattr(args, "fetch_threads", 32),
                       layout=getattr(args, "layout", "combined")) as cluster:  # fmt: skip
         intake, ledger = _submit(cluster.settings, args, store)
         if intake.new:

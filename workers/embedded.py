@@ -59,7 +59,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class LocalCluster:
     """A private Redis (if needed) and local worker processes."""
 
-    def __init__(self, settings: Settings, *, workers: int = 2, fetch_threads: int = 16,
+    def __init__(self, settings: Settings, *, workers: int = 2, fetch_threads: int = 32,
                  log_level: str = "WARNING", layout: str = "combined") -> None:  # fmt: skip
         self.settings = settings
         self.workers = workers

@@ -82,7 +82,7 @@ def run_worker(settings: Settings, queues: str, concurrency: int | None,
     if not names or unknown:
         raise ConfigError(f"--queues: unknown queue(s) {unknown or names}; use {','.join(QUEUES)}")
     pool = pool or ("threads" if names == ["fetch"] else "prefork")
-    concurrency = concurrency or (16 if pool == "threads" else os.cpu_count() or 2)
+    concurrency = concurrency or (32 if pool == "threads" else os.cpu_count() or 2)
     setup_logging(settings.log_level, settings.log_format)
     tune_gc_once_started()
     if settings.metrics_port:
