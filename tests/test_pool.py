@@ -24,12 +24,15 @@ class Probe:
         self.most = 0
         self.threads: set[int] = set()
 
-    def __call__(self, seconds: float, value: int, network: float = 0.0) -> int:
+    def __call__(self, seconds: float, value: int, network: float = 0.0, cpu: float = 0) -> int:
         with self.lock:
             self.now += 1
             self.most = max(self.most, self.now)
             self.threads.add(threading.get_ident())
         time.sleep(seconds)
+        end = time.thread_time() + cpu
+        while time.thread_time() < end:  # CPU work, as a page's cleaning
+            pass
         if network and self.admission is not None:
             with self.admission.network_wait():
                 time.sleep(network)
@@ -48,8 +51,9 @@ def test_limit_follows_littles_law_from_the_measured_averages() -> None:
     admission.wait_s = 0.06  # 60 ms: 1 + 3 tasks in flight keep the core busy
     assert admission.limit == 6  # ceil(1.5 * 4)
     assert admission.may_start(5) and not admission.may_start(6)
-    admission.waiting = 5  # ... unless most of them wait on the network
-    assert admission.may_start(6)
+    admission._waits.update({object(): 0.0 for _ in range(5)})  # 5 long-waiting requests
+    assert admission.waiting() == 5
+    assert admission.may_start(6)  # ... most of the running tasks wait on the network
 
 
 def test_a_cold_first_cpu_sample_counts_as_at_most_outlier_times_the_average() -> None:
@@ -94,7 +98,20 @@ def test_tasks_waiting_on_the_network_make_room_up_to_the_pool_size() -> None:
     for f in futures:
         f.result(timeout=10)
     assert probe.most == 8
-    assert admission.waiting == 0
+    assert admission.waiting() == 0 and not admission._waits
+    executor.shutdown()
+
+
+def test_short_waits_do_not_open_the_pool() -> None:
+    admission = Admission()
+    executor = AdaptiveExecutor(16, admission)
+    probe = Probe(admission)
+    # 5 ms waits, 10 ms of CPU: Little's law wants ceil(1.5 * 1.5) = 3 running; had every
+    # wait made room for another task, nearly every task would run at once
+    futures = [executor.submit(probe, 0, i, 0.005, 0.01) for i in range(40)]
+    for f in futures:
+        f.result(timeout=30)
+    assert probe.most <= 3
     executor.shutdown()
 
 

@@ -13,6 +13,7 @@ pool when sites are slow. See :mod:`newsq.admission` for the rule and
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -20,7 +21,7 @@ from typing import Any
 
 from celery.concurrency import thread
 
-from newsq.admission import Admission, CpuLane, process_admission
+from newsq.admission import TICK_S, Admission, CpuLane, process_admission
 
 _Item = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
@@ -63,13 +64,21 @@ class AdaptiveExecutor:
     def __init__(self, max_workers: int, admission: Admission) -> None:
         self.max_workers = max_workers
         self.admission = admission
-        admission.on_wait = self._dispatch_locked
         self.stopped = False
         self.running = 0
         self._queue: deque[_Item] = deque()
         self._idle: list[_Worker] = []  # a stack: the thread parked last is warmest
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        threading.Thread(target=self._tick, name="newsq-admission", daemon=True).start()
+
+    def _tick(self) -> None:
+        """Every ``TICK_S``, start what requests grown long now allow (no task ends or
+        arrives to trigger it when every running task hangs on the network)."""
+        while not self.stopped:
+            time.sleep(TICK_S)
+            if self._queue:
+                self._dispatch_locked()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         future: Future[Any] = Future()
