@@ -14,13 +14,16 @@ start-up is excluded; the wall column includes it), CPU use (CPU seconds of ever
 newsq process and Redis, over the wall time), p50/p95 enqueue-to-done from the ledger,
 Redis round trips (read events) and bytes per article, peak RSS per process role.
 ``--paced F`` adds a run whose URLs are enqueued one by one at F times the measured
-0 ms throughput, for the latency of a steady load.
+0 ms throughput, for the latency of a steady load. ``--repeat N`` runs the whole table
+N times against the same servers and ends with each round's figures against the
+issue's targets and their medians (pages/s moves by 5-10 % between runs here).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -208,6 +211,39 @@ def anchor_row(name: str, result: tuple[int, float, float], note: str = "") -> R
     return Row(name, pages, wall, wall, cpu, note=note)
 
 
+def _targets(rows: list[Row], traf: float, bare: float, base: float) -> list[float]:
+    """One round's figures against the issue's targets, in :data:`SUMMARY`'s order."""
+    nan = float("nan")
+    runs = [r for r in rows if r.name.startswith("newsq run, ")]
+    zero = next((r for r in runs if r.name == "newsq run, 0 ms"), None)
+    slow = next((r for r in runs if r is not zero), None)
+    paced = next((r for r in rows if r.name.startswith("newsq paced")), None)
+    return [
+        base,
+        base / traf if zero else nan,
+        base / bare if zero else nan,
+        slow.rate / base if slow and base else nan,
+        paced.p95 if paced else nan,
+        zero.round_trips if zero else nan,
+        max((v for r in runs for v in r.rss.values()), default=nan),
+    ]
+
+
+SUMMARY = ("newsq 0 ms pages/s", "× trafilatura CLI", "× bare pool", "other latency × 0 ms",
+           "paced p95 s", "Redis RT/article", "peak RSS MB")  # fmt: skip
+
+
+def print_summary(rounds: list[list[float]]) -> None:
+    """The figures of every round and their medians: the VM's run-to-run noise is
+    ±5-10 % of pages/s, so one round alone can mislead."""
+    print("| round | " + " | ".join(SUMMARY) + " |")
+    print("|---" * (len(SUMMARY) + 1) + "|")
+    for i, values in enumerate(rounds, 1):
+        print(f"| {i} | " + " | ".join(_fmt(v, ".2f") for v in values) + " |")
+    medians = [statistics.median(column) for column in zip(*rounds, strict=True)]
+    print("| **median** | " + " | ".join(_fmt(v, ".2f") for v in medians) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__)
     parser.add_argument("--pages", type=int, default=605)
@@ -224,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         help="run newsq under py-spy, collapsed stacks into this folder",
     )
     parser.add_argument("--detail", action="store_true", help="Redis commands per article")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of the table, then figures and medians"
+    )
     args = parser.parse_args(argv)
     latencies_ms = [float(x) for x in args.latency.split(",") if x.strip()]
     extra = args.newsq_args.split()
@@ -236,70 +275,88 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_pages(docroot, args.pages)
         nginx = page_server(docroot, tmp)
         redis_server = RedisServer().start()
-        servers: list[Served] = [nginx]
-        rows: list[Row] = []
+        proxies = {ms: delay_proxy(nginx, ms) for ms in latencies_ms if ms > 0}
         try:
             size = sum(f.stat().st_size for f in docroot.rglob("*.html")) / args.pages / 1024
             print(
                 f"# newsq speed: {args.pages} pages (avg {size:.0f} KB), {args.workers} "
                 f"workers, {os.cpu_count()} CPUs, server: {nginx.kind}\n"
             )
-            urls = [nginx.base + p for p in paths]
-            urls_file = tmp / "urls.txt"
-            urls_file.write_text("\n".join(urls) + "\n")
-            traf = bare = float("nan")
-            if not args.skip_anchors:
-                cpu0 = cpu_seconds(nginx.pids())
-                row = anchor_row("trafilatura CLI --parallel W, sleep 0",
-                                 trafilatura_cli(urls_file, args.workers, tmp))  # fmt: skip
-                rows.append(row)
-                traf = row.rate
-                row = anchor_row("bare pool: W procs, httpx.Client + trafilatura.extract",
-                                 bare_pool(urls, args.workers))  # fmt: skip
-                rows.append(row)
-                bare = row.rate
-                htmls = [(docroot / p.lstrip("/")).read_text("utf-8") for p in paths]
-                for which, fn in (("trafilatura", "trafilatura.extract"),
-                                  ("newsq", "newsq clean.extract")):  # fmt: skip
-                    result = extract_only(htmls, args.workers, which)
-                    rows.append(anchor_row(f"extract only, {fn}, W procs", result))
-                server_cpu = cpu_seconds(nginx.pids()) - cpu0
-                print(f"nginx CPU during the anchors: {server_cpu:.1f} s\n")
-            base = 0.0
-            for ms in latencies_ms:
-                target = nginx
-                if ms > 0:
-                    target = delay_proxy(nginx, ms)
-                    servers.append(target)
-                run_urls = [target.base + p for p in paths]
-                if ms > 0:
-                    cpu0 = cpu_seconds(target.pids())
-                    row = anchor_row(f"fetch only via delay proxy {ms:g} ms, 32 threads",
-                                     fetch_only(run_urls, 32))  # fmt: skip
-                    row.note = f"proxy CPU {cpu_seconds(target.pids()) - cpu0:.1f} s"
-                    rows.append(row)
-                run_file = tmp / f"urls-{ms:g}.txt"
-                run_file.write_text("\n".join(run_urls) + "\n")
-                cpu0 = cpu_seconds(target.pids())
-                row = run_newsq(f"newsq run, {ms:g} ms", run_file, args.workers,
-                                redis_server.url, tmp, extra, args.profile)  # fmt: skip
-                row.note += f"; server CPU {cpu_seconds(target.pids()) - cpu0:.1f} s"
-                rows.append(row)
-                if ms == 0:
-                    base = row.rate
-            if args.paced > 0 and base:
-                rate = base * args.paced
-                row = run_paced(f"newsq paced {rate:.0f}/s, 0 ms", urls, rate, args.workers,
-                                redis_server.url, tmp, args.fetch_threads or 0)  # fmt: skip
-                rows.append(row)
-            print_table(rows, traf, bare, base)
-            if args.detail:
-                print("\n" + "\n".join(DETAIL))
+            rounds = []
+            for i in range(args.repeat):
+                if args.repeat > 1:
+                    print(f"## round {i + 1} of {args.repeat}\n")
+                rows, traf, bare, base = one_round(args, tmp, docroot, paths, nginx, proxies,
+                                                   redis_server, latencies_ms, extra)  # fmt: skip
+                print_table(rows, traf, bare, base)
+                if args.detail:
+                    print("\n" + "\n".join(DETAIL))
+                DETAIL.clear()
+                print()
+                rounds.append(_targets(rows, traf, bare, base))
+            if args.repeat > 1:
+                print_summary(rounds)
         finally:
-            for server in servers:
+            for server in [nginx, *proxies.values()]:
                 server.stop()
             redis_server.stop()
     return 0
+
+
+Round = tuple[list[Row], float, float, float]
+
+
+def one_round(args: argparse.Namespace, tmp: Path, docroot: Path, paths: list[str],
+              nginx: Served, proxies: dict[float, Served], redis_server: RedisServer,
+              latencies_ms: list[float], extra: list[str]) -> Round:  # fmt: skip
+    """The anchors and the newsq runs once: (rows, CLI pages/s, bare pages/s, newsq 0 ms)."""
+    rows: list[Row] = []
+    urls = [nginx.base + p for p in paths]
+    urls_file = tmp / "urls.txt"
+    urls_file.write_text("\n".join(urls) + "\n")
+    traf = bare = float("nan")
+    if not args.skip_anchors:
+        cpu0 = cpu_seconds(nginx.pids())
+        row = anchor_row("trafilatura CLI --parallel W, sleep 0",
+                         trafilatura_cli(urls_file, args.workers, tmp))  # fmt: skip
+        rows.append(row)
+        traf = row.rate
+        row = anchor_row("bare pool: W procs, httpx.Client + trafilatura.extract",
+                         bare_pool(urls, args.workers))  # fmt: skip
+        rows.append(row)
+        bare = row.rate
+        htmls = [(docroot / p.lstrip("/")).read_text("utf-8") for p in paths]
+        for which, fn in (("trafilatura", "trafilatura.extract"),
+                          ("newsq", "newsq clean.extract")):  # fmt: skip
+            result = extract_only(htmls, args.workers, which)
+            rows.append(anchor_row(f"extract only, {fn}, W procs", result))
+        server_cpu = cpu_seconds(nginx.pids()) - cpu0
+        print(f"nginx CPU during the anchors: {server_cpu:.1f} s\n")
+    base = 0.0
+    for ms in latencies_ms:
+        target = proxies[ms] if ms > 0 else nginx
+        run_urls = [target.base + p for p in paths]
+        if ms > 0:
+            cpu0 = cpu_seconds(target.pids())
+            row = anchor_row(f"fetch only via delay proxy {ms:g} ms, 32 threads",
+                             fetch_only(run_urls, 32))  # fmt: skip
+            row.note = f"proxy CPU {cpu_seconds(target.pids()) - cpu0:.1f} s"
+            rows.append(row)
+        run_file = tmp / f"urls-{ms:g}.txt"
+        run_file.write_text("\n".join(run_urls) + "\n")
+        cpu0 = cpu_seconds(target.pids())
+        row = run_newsq(f"newsq run, {ms:g} ms", run_file, args.workers,
+                        redis_server.url, tmp, extra, args.profile)  # fmt: skip
+        row.note += f"; server CPU {cpu_seconds(target.pids()) - cpu0:.1f} s"
+        rows.append(row)
+        if ms == 0:
+            base = row.rate
+    if args.paced > 0 and base:
+        rate = base * args.paced
+        row = run_paced(f"newsq paced {rate:.0f}/s, 0 ms", urls, rate, args.workers,
+                        redis_server.url, tmp, args.fetch_threads or 0)  # fmt: skip
+        rows.append(row)
+    return rows, traf, bare, base
 
 
 if __name__ == "__main__":
