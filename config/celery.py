@@ -105,6 +105,11 @@ def task_annotations(settings: Settings, *, inline: bool) -> dict[str, dict[str,
     fetch_grace = 45 if inline else 15
     return {
         "newsq.fetch": {"soft_time_limit": fetch_soft, "time_limit": fetch_soft + fetch_grace},
+        # a batch handles its URLs one after another: each gets a single fetch's time
+        "newsq.fetch_many": {
+            "soft_time_limit": fetch_soft * settings.fetch_batch,
+            "time_limit": fetch_soft * settings.fetch_batch + fetch_grace,
+        },
         "newsq.process": {"soft_time_limit": process_limit, "time_limit": process_limit + 30},
     }
 
@@ -128,6 +133,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_routing_key": FETCH_QUEUE,
         "task_routes": {
             "newsq.fetch": {"queue": FETCH_QUEUE},
+            "newsq.fetch_many": {"queue": FETCH_QUEUE},
             "newsq.feed": {"queue": FETCH_QUEUE},
             "newsq.poll_feeds": {"queue": FETCH_QUEUE},
             "newsq.requeue_stuck": {"queue": FETCH_QUEUE},

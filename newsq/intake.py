@@ -21,6 +21,10 @@ from newsq.urls import InvalidURL, normalize
 
 log = logging.getLogger(__name__)
 MAX_SITEMAP_DEPTH = 3
+BATCH_SPREAD = 64
+"""URLs per message slot before URLs share messages: a small input stays one URL per
+message, so every worker thread can take one (at 200 ms a page, parallel fetches are
+what counts); a surge shares them and saves Celery's per-message work (~0.8 ms)."""
 
 
 @dataclass
@@ -91,6 +95,13 @@ def enqueue(
     for url in intake.new:
         send(url)
     return intake
+
+
+def batches(urls: Sequence[str], most: int) -> list[list[str]]:
+    """``urls`` in order, in messages of up to ``most`` (``NEWSQ_FETCH_BATCH``): one URL
+    each for fewer than ``2 * BATCH_SPREAD`` URLs, then one more per ``BATCH_SPREAD``."""
+    size = max(1, min(most, len(urls) // BATCH_SPREAD))
+    return [list(urls[i : i + size]) for i in range(0, len(urls), size)]
 
 
 def gather(fetcher: Fetcher, feed_urls: Sequence[str], files: Sequence[str],

@@ -1,11 +1,18 @@
-"""The fetch task: one URL from the ``fetch`` queue to the ``process`` queue.
+"""The fetch tasks: URLs from the ``fetch`` queue to the ``process`` queue.
 
 A worker that consumes both queues processes the page at once, in the same task and
 in memory: no second task, no page body through Redis (the benchmark's fastest
 layout, see ``bench/README.md``). A fetch-only worker hands the page off.
+
+``newsq.fetch`` takes one URL; ``newsq.fetch_many`` several (with ``NEWSQ_FETCH_BATCH``
+above 1 the intake batches a surge, ``newsq.intake.batches``): each of them is handled
+exactly as a ``newsq.fetch`` of its own, and one that must be retried, or waits for its
+host, goes on as one. A prefork pool's time limits apply to the whole batch.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from celery import Task
 
@@ -14,12 +21,11 @@ from newsq.pipeline import fetch_step, process_step
 from tasks.runtime import countdown, runtime, transient_errors
 
 
-@app.task(name="newsq.fetch", bind=True, max_retries=None)
-def fetch(self: Task, url: str, attempt: int = 0) -> str | None:
-    retry = lambda delay: self.retry(countdown=delay)  # noqa: E731
-    inline = PROCESS_QUEUE in self.app.amqp.queues.consume_from
+def _fetch_one(task: Task, url: str, attempt: int, retries: int,
+               retry: Callable[[float], Exception]) -> str | None:  # fmt: skip
+    inline = PROCESS_QUEUE in task.app.amqp.queues.consume_from
     rt = runtime()
-    with transient_errors(url, retry, self.request.retries):
+    with transient_errors(url, retry, retries):
         step = fetch_step(rt, url, attempt, hand_off=not inline)
         if step.page is not None:  # on the process's CPU lane (newsq/admission.py)
             step = rt.on_cpu(process_step, rt, url, step.page, attempt)
@@ -32,3 +38,36 @@ def fetch(self: Task, url: str, attempt: int = 0) -> str | None:
     elif step.action == "wait":  # throttled: does not spend a retry
         fetch.apply_async((url, attempt), countdown=countdown(step.countdown))
     return step.state
+
+
+@app.task(name="newsq.fetch", bind=True, max_retries=None)
+def fetch(self: Task, url: str, attempt: int = 0) -> str | None:
+    retry = lambda delay: self.retry(countdown=delay)  # noqa: E731
+    return _fetch_one(self, url, attempt, self.request.retries, retry)
+
+
+class _Later(Exception):
+    """A URL of a batch to be tried again later, as a ``newsq.fetch`` of its own."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"again in {delay:.1f} s")
+        self.delay = delay
+
+
+@app.task(name="newsq.fetch_many", bind=True)
+def fetch_many(self: Task, urls: list[str]) -> int:
+    """Each URL as ``newsq.fetch`` would; returns how many were handled here.
+
+    A redelivered batch (its worker died) skips the URLs already done: the ledger's
+    begin says so. The pool counts each URL as a task (``Admission.finished``), so its
+    CPU-per-task average stays per page.
+    """
+    admission = runtime().admission
+    for i, url in enumerate(urls):
+        try:
+            _fetch_one(self, url, 0, 0, _Later)
+        except _Later as later:
+            fetch.apply_async((url, 0), countdown=later.delay, retries=1)
+        if i < len(urls) - 1:
+            admission.finished()  # the pool counts the last one
+    return len(urls)

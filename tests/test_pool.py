@@ -194,3 +194,15 @@ def test_the_cpu_lane_runs_every_callers_work_on_one_thread() -> None:
         lane.run(boom)
     callers.shutdown()
     lane.close()
+
+
+def test_batches_share_messages_only_in_a_surge() -> None:
+    from newsq.intake import BATCH_SPREAD, batches
+
+    few = [f"u{i}" for i in range(2 * BATCH_SPREAD - 1)]
+    assert batches(few, 8) == [[u] for u in few]  # one URL per message
+    many = [f"u{i}" for i in range(605)]
+    sent = batches(many, 8)
+    assert [u for b in sent for u in b] == many and {len(b) for b in sent[:-1]} == {8}
+    assert {len(b) for b in batches(many[:300], 8)} == {4}
+    assert batches(many, 1) == [[u] for u in many]  # NEWSQ_FETCH_BATCH=1: never shared

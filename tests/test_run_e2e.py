@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from newsq.intake import batches
 from tests.cli import local_env, run_newsq
 from tests.corpus_server import corpus, serve_pages
 
@@ -58,3 +59,25 @@ def test_run_over_the_corpus_stores_each_article_once(
     assert len(lines) == len(stored)
     assert {"url", "final_url", "canonical_url", "title", "text", "story_id",
             "duplicate_of", "similarity", "fetched_at"} <= set(lines[0])  # fmt: skip
+
+
+def test_a_surge_shares_messages_and_every_url_still_ends_on_its_own(
+    redis_url: str, key_prefix: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """130 URLs go in batches of 2 (``newsq.fetch_many``); a per-host rate makes some
+    URLs of a batch wait, so they go on as ``newsq.fetch`` tasks of their own."""
+    env = {**local_env(redis_url, key_prefix, sqlite_url), "NEWSQ_HOST_RATE": "60",
+           "NEWSQ_FETCH_BATCH": "8"}  # fmt: skip
+    pages = corpus()
+    served = {f"/a/{pid}": pages[pid][0] for pid in sorted(pages)}
+    with serve_pages(served) as base:
+        urls = [f"{base}/a/{pid}" for pid in sorted(pages)]
+        urls += [f"{base}/missing/{i}" for i in range(130 - len(urls))]
+        assert {len(b) for b in batches(urls, 8)} == {2}
+        (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
+        done = run_newsq("run", "--urls", str(tmp_path / "urls.txt"), "--workers", "2", env=env)
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(run_newsq("status", env=env).stdout)["states"]
+    assert counts["stored"] + counts["duplicate"] == len(pages)
+    assert counts["failed"] == 130 - len(pages)
+    assert counts["queued"] == counts["fetching"] == counts["fetched"] == 0

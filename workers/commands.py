@@ -16,7 +16,7 @@ from rich.console import Console
 
 from config.settings import Settings
 from newsq.errors import ConfigError
-from newsq.intake import Intake, enqueue, gather
+from newsq.intake import Intake, batches, enqueue, gather
 from newsq.ledger import Ledger
 from newsq.records import TERMINAL
 from newsq.store import Store
@@ -40,12 +40,14 @@ def _submit(settings: Settings, args: argparse.Namespace, store: Store) -> tuple
     finally:
         fetcher.close()
     app = make_app(settings)
+    new: list[str] = []
+    intake = enqueue(ledger, store, raw, send=new.append)
     with app.producer_or_acquire() as producer:
-
-        def send(url: str) -> None:
-            app.send_task("newsq.fetch", args=(url,), queue="fetch", producer=producer)
-
-        intake = enqueue(ledger, store, raw, send=send)
+        for batch in batches(new, settings.fetch_batch):
+            if len(batch) == 1:
+                app.send_task("newsq.fetch", args=(batch[0],), queue="fetch", producer=producer)
+            else:
+                app.send_task("newsq.fetch_many", args=(batch,), queue="fetch", producer=producer)
     intake.feed_errors = problems
     for feed, error in problems:
         print(f"newsq: feed {feed}: {error}", file=sys.stderr)

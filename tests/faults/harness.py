@@ -170,7 +170,8 @@ def unacked_urls(client: redis.Redis, prefix: str) -> set[str]:
     for raw in client.hvals(f"{prefix}:q:unacked"):
         message = json.loads(raw)[0]
         body = json.loads(base64.b64decode(message["body"]))
-        out.add(body[0][0])
+        urls = body[0][0]  # newsq.fetch: a URL; newsq.fetch_many: a list of them
+        out.update(urls if isinstance(urls, list) else [urls])
     return out
 
 
