@@ -105,11 +105,8 @@ def task_annotations(settings: Settings, *, inline: bool) -> dict[str, dict[str,
     fetch_grace = 45 if inline else 15
     return {
         "newsq.fetch": {"soft_time_limit": fetch_soft, "time_limit": fetch_soft + fetch_grace},
-        # a batch handles its URLs one after another: each gets a single fetch's time
-        "newsq.fetch_many": {
-            "soft_time_limit": fetch_soft * settings.fetch_batch,
-            "time_limit": fetch_soft * settings.fetch_batch + fetch_grace,
-        },
+        # a batch runs in newsq's thread pool (no time limits) or only sends its URLs on
+        "newsq.fetch_many": {"soft_time_limit": fetch_soft, "time_limit": fetch_soft + fetch_grace},
         "newsq.process": {"soft_time_limit": process_limit, "time_limit": process_limit + 30},
     }
 
