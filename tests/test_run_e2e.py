@@ -66,7 +66,8 @@ def test_a_surge_shares_messages_and_every_url_still_ends_on_its_own(
 ) -> None:
     """130 URLs go in batches of 2 (``newsq.fetch_many``); a per-host rate makes some
     URLs of a batch wait, so they go on as ``newsq.fetch`` tasks of their own."""
-    env = {**local_env(redis_url, key_prefix, sqlite_url), "NEWSQ_HOST_RATE": "60"}
+    env = {**local_env(redis_url, key_prefix, sqlite_url), "NEWSQ_HOST_RATE": "60",
+           "NEWSQ_FETCH_BATCH": "8"}  # fmt: skip
     pages = corpus()
     served = {f"/a/{pid}": pages[pid][0] for pid in sorted(pages)}
     with serve_pages(served) as base:
