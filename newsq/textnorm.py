@@ -83,9 +83,18 @@ def words(text: str) -> list[str]:
     return _WORD.findall(_APOSTROPHE.sub("", text))
 
 
+def _joined(text: str) -> bytes:
+    """The normalised words of ``text``, space-separated, UTF-8: what is hashed."""
+    return " ".join(words(text)).encode()
+
+
 def content_hash(text: str) -> str:
     """SHA-256 (hex) of the normalised words: equal for texts differing only in form."""
-    return hashlib.sha256(" ".join(words(text)).encode()).hexdigest()
+    return _text_hash(_joined(text))
+
+
+def _text_hash(joined: bytes) -> str:
+    return hashlib.sha256(joined).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -187,8 +196,8 @@ def _band_digests(tag: bytes, sig: np.ndarray, bands: int, rows: int) -> tuple[b
 
 def sketch(text: str) -> Sketch:
     """The :class:`Sketch` of ``text``; an empty text gets no bands (exact match only)."""
-    joined = " ".join(words(text)).encode()
-    text_hash = hashlib.sha256(joined).hexdigest()
+    joined = _joined(text)
+    text_hash = _text_hash(joined)  # = content_hash(text): the stored content hash
     hashes = _shingles(word_hashes(joined))
     if hashes.size == 0:
         return Sketch(text_hash, 0, _EMPTY.copy(), (), ())
