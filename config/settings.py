@@ -120,9 +120,9 @@ class Settings:
     host_rates: tuple[tuple[str, float], ...] = ()
     """Per-host overrides of ``host_rate`` (``NEWSQ_HOST_RATES=host=rate,host:port=rate``)."""
     fetch_retries: int = 4
-    fetch_batch: int = 1
+    fetch_batch: int = 8
     """Most URLs per fetch message when a surge is enqueued (see ``newsq.intake.batches``);
-    1 (the default): one message per URL."""
+    1: one message per URL."""
     robots: bool = True
     max_deliveries: int = 3
     stuck_after: float = 0.0
@@ -180,7 +180,7 @@ class Settings:
             host_concurrency=_integer(env, "NEWSQ_HOST_CONCURRENCY", 4, minimum=1),
             host_rates=_host_rates(env.get("NEWSQ_HOST_RATES", "")),
             fetch_retries=_integer(env, "NEWSQ_FETCH_RETRIES", 4),
-            fetch_batch=_integer(env, "NEWSQ_FETCH_BATCH", 1, minimum=1),
+            fetch_batch=_integer(env, "NEWSQ_FETCH_BATCH", 8, minimum=1),
             robots=env.get("NEWSQ_ROBOTS", "1").strip().lower() not in ("0", "false", "no", "off"),
             max_deliveries=_integer(env, "NEWSQ_MAX_DELIVERIES", 3, minimum=1),
             stuck_after=_number(env, "NEWSQ_STUCK_AFTER", 0.0),

@@ -37,10 +37,10 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -67,6 +67,8 @@ class Admission:
         self.wait_s: float | None = None  # moving average of a fetch's wall time
         self.cpu_s = PRIOR_CPU_S  # moving average of the process's CPU per task
         self.lane: CpuLane | None = None  # set by a thread pool
+        # set by a thread pool: runs a batch's parts side by side, each as a task
+        self.side_by_side: Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]] | None = None
         self._lock = threading.Lock()
         self._tasks = 0
         self._cpu_mark = time.process_time()

@@ -6,10 +6,10 @@ layout, see ``bench/README.md``). A fetch-only worker hands the page off.
 
 ``newsq.fetch`` takes one URL; ``newsq.fetch_many`` several (with ``NEWSQ_FETCH_BATCH``
 above 1 the intake batches a surge, ``newsq.intake.batches``): each of them is handled
-exactly as a ``newsq.fetch`` of its own, and one that must be retried, or waits for its
-host, goes on as one. Only newsq's thread pool (which has a CPU lane) runs a batch
-itself; any other pool, whose time limits hold per task, sends its URLs on as
-``newsq.fetch`` tasks.
+exactly as a ``newsq.fetch`` of its own, side by side, and one that must be retried, or
+waits for its host, goes on as one. Only newsq's thread pool runs a batch itself; any
+other pool, whose time limits hold per task, sends its URLs on as ``newsq.fetch``
+tasks.
 """
 
 from __future__ import annotations
@@ -61,20 +61,22 @@ def fetch_many(self: Task, urls: list[str]) -> int:
     """Each URL as ``newsq.fetch`` would; returns how many were handled here (0: sent on
     one by one, outside newsq's thread pool).
 
-    A redelivered batch (its worker died) skips the URLs already done: the ledger's
-    begin says so. The pool counts each URL as a task (``Admission.finished``), so its
-    CPU-per-task average stays per page.
+    In newsq's thread pool the URLs run side by side, each in a task's place in the
+    pool (``AdaptiveExecutor.side_by_side``), so a batch takes as long as its slowest
+    URL, not the sum of them. A redelivered batch (its worker died) skips the URLs
+    already done: the ledger's begin says so.
     """
     admission = runtime().admission
-    if admission.lane is None:  # not newsq's thread pool: a pool with per-task time
-        for url in urls:  # limits (prefork) must apply them to each URL, so each goes
-            fetch.delay(url)  # on as a task of its own
+    if admission.side_by_side is None:  # not newsq's thread pool: a pool with per-task
+        for url in urls:  # time limits (prefork) must apply them to each URL, so each
+            fetch.delay(url)  # goes on as a task of its own
         return 0
-    for i, url in enumerate(urls):
+
+    def one(url: str) -> None:
         try:
             _fetch_one(self, url, 0, 0, _Later)
         except _Later as later:
             fetch.apply_async((url, 0), countdown=later.delay, retries=1)
-        if i < len(urls) - 1:
-            admission.finished()  # the pool counts the last one
+
+    admission.side_by_side(one, urls)
     return len(urls)

@@ -154,6 +154,117 @@ def test_exceptions_reach_the_future() -> None:
     executor.shutdown()
 
 
+def test_a_batch_runs_its_parts_side_by_side_in_its_own_place() -> None:
+    """8 parts that each wait 0.2 s on the network take ~0.2 s, not 1.6 s: the batch
+    leaves its place to them and they are admitted as tasks."""
+    admission = Admission()
+    admission.wait_s = 0.2  # slow sites: Little's law admits many at once
+    executor = AdaptiveExecutor(16, admission)
+    probe = Probe(admission)
+
+    def batch() -> list[int]:
+        return executor.side_by_side(lambda i: probe(0, i, 0.2), range(8))
+
+    started = time.perf_counter()
+    assert executor.submit(batch).result(timeout=10) == [i * 2 for i in range(8)]
+    assert time.perf_counter() - started < 1.0
+    assert probe.most == 8
+    assert executor.running == 0
+    executor.shutdown()
+
+
+def test_parts_of_a_batch_are_counted_as_tasks_and_the_batch_is_not() -> None:
+    admission = Admission()
+    executor = AdaptiveExecutor(4, admission)
+    batch = lambda: executor.side_by_side(lambda i: i, range(5))  # noqa: E731
+    assert executor.submit(batch).result(timeout=10) == list(range(5))
+    assert admission._tasks == 5
+    executor.shutdown()
+
+
+def test_batches_that_fill_every_thread_still_finish() -> None:
+    """A pool of 2 threads, both running batches that wait on their parts: the batch
+    runs the parts nobody took in its own place."""
+    executor = AdaptiveExecutor(2, Admission())
+
+    def part(name: str) -> str:
+        time.sleep(0.01)
+        return name
+
+    def batch(b: int) -> list[str]:
+        return executor.side_by_side(part, [f"{b}.{i}" for i in range(3)])
+
+    futures = [executor.submit(batch, b) for b in range(6)]
+    assert [f.result(timeout=20) for f in futures] == [
+        [f"{b}.{i}" for i in range(3)] for b in range(6)
+    ]
+    executor.shutdown()
+
+
+def test_a_batchs_parts_start_before_tasks_queued_after_it() -> None:
+    executor = AdaptiveExecutor(4, Admission())  # 2 at once
+    started: list[str] = []
+    pushed = threading.Event()
+
+    def note(name: str) -> None:
+        started.append(name)
+        pushed.set()
+        time.sleep(0.02)
+
+    batch = executor.submit(lambda: executor.side_by_side(note, [f"part{i}" for i in range(6)]))
+    assert pushed.wait(5)  # the batch runs: its parts are queued
+    later = [executor.submit(note, f"task{i}") for i in range(4)]
+    batch.result(timeout=10)
+    for f in later:
+        f.result(timeout=10)
+    assert sorted(started[:6]) == [f"part{i}" for i in range(6)]
+    executor.shutdown()
+
+
+def test_shutdown_lets_running_batches_finish_every_part() -> None:
+    """A worker's warm shutdown: a batch that runs is a running task, so all its parts
+    run (none cancelled, which would fail the batch and ack URLs never done)."""
+    admission = Admission()
+    admission.wait_s = 0.1
+    executor = AdaptiveExecutor(8, admission)
+    started = threading.Event()
+
+    def part(i: int) -> int:
+        started.set()
+        with admission.network_wait():
+            time.sleep(0.05 + 0.05 * (i % 3))
+        return i
+
+    batches = [executor.submit(executor.side_by_side, part, range(4)) for _ in range(12)]
+    assert started.wait(5)
+    stopper = threading.Thread(target=executor.shutdown)
+    stopper.start()
+    stopper.join(timeout=20)
+    assert not stopper.is_alive()
+    ran = [b for b in batches if not b.cancelled()]
+    assert ran and all(b.result(timeout=1) == [0, 1, 2, 3] for b in ran)
+    assert any(b.cancelled() for b in batches)  # the queued ones never started
+
+
+def test_a_failing_part_fails_its_batch_after_the_others_finished() -> None:
+    executor = AdaptiveExecutor(4, Admission())
+    done: list[int] = []
+
+    def part(i: int) -> int:
+        if i == 1:
+            raise ValueError("bad part")
+        time.sleep(0.05)
+        done.append(i)
+        return i
+
+    with pytest.raises(ValueError, match="bad part"):
+        executor.submit(lambda: executor.side_by_side(part, range(4))).result(timeout=10)
+    assert sorted(done) == [0, 2, 3]
+    with pytest.raises(RuntimeError, match="from a task of this pool"):
+        executor.side_by_side(part, [0])  # not on a pool thread
+    executor.shutdown()
+
+
 def test_shutdown_finishes_running_tasks_and_cancels_queued_ones() -> None:
     executor = AdaptiveExecutor(4, Admission())  # 2 at once
     release = threading.Event()

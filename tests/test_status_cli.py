@@ -155,15 +155,18 @@ def test_retry_stuck_sends_only_urls_without_progress(
     listed = status(env, "--stuck", "2")["stuck"]
     assert [(s["url"], s["state"]) for s in listed] == [(stuck, "fetching")]
     progress()
+    retried = time.monotonic()
     code, out = cli(env, "retry", "--stuck", "2")
     assert (code, out.strip()) == (0, "re-enqueued 1")
     assert queued_fetches(rt) == [stuck]
     assert status(env, stuck)["state"] == "queued"
     assert status(env, busy)["state"] == "fetching"
-    # sent again, its clock restarted: not stuck any more
+    # sent again, its clock restarted: not stuck for as long as it has been since then
+    # (a threshold below its age had the clock not restarted: 2.5 s more)
     progress()
+    since = time.monotonic() - retried + 0.5
     sent: list[str] = []
-    assert requeue_stuck(rt.ledger, 2.0, sent.append) == sent == []
+    assert requeue_stuck(rt.ledger, since, sent.append) == sent == []
 
 
 def test_beat_requeues_stuck_urls_every_half_threshold() -> None:

@@ -15,15 +15,25 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from concurrent.futures import wait as wait_all
+from typing import Any, TypeVar
 
 from celery.concurrency import thread
 
 from newsq.admission import TICK_S, Admission, CpuLane, process_admission
 
 _Item = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _Current(threading.local):
+    worker: _Worker | None = None
+
+
+_current = _Current()  # the pool thread this is, if any
 
 
 class _Worker:
@@ -32,6 +42,7 @@ class _Worker:
     def __init__(self, executor: AdaptiveExecutor) -> None:
         self.executor = executor
         self.item: _Item | None = None
+        self.counts = True  # the item is a task for the CPU average (a batch is not)
         self.ready = threading.Lock()
         self.ready.acquire()
         self.thread = threading.Thread(target=self.run, name="newsq-pool", daemon=True)
@@ -41,17 +52,20 @@ class _Worker:
         self.ready.release()
 
     def run(self) -> None:
+        _current.worker = self
         while True:
             self.ready.acquire()
             item = self.item
             while item is not None:
                 future, fn, args, kwargs = item
                 if future.set_running_or_notify_cancel():
+                    self.counts = True
                     try:
                         future.set_result(fn(*args, **kwargs))
                     except BaseException as exc:  # handed to the future, as the stdlib does
                         future.set_exception(exc)
-                    self.executor.admission.finished()
+                    if self.counts:
+                        self.executor.admission.finished()
                 item = self.executor.next_item(self)
             if self.executor.stopped:
                 return
@@ -67,6 +81,7 @@ class AdaptiveExecutor:
         self.stopped = False
         self.running = 0
         self._queue: deque[_Item] = deque()
+        self._parts: deque[_Item] = deque()  # the parts of a batch (side_by_side), first
         self._idle: list[_Worker] = []  # a stack: the thread parked last is warmest
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -77,7 +92,7 @@ class AdaptiveExecutor:
         arrives to trigger it when every running task hangs on the network)."""
         while not self.stopped:
             time.sleep(TICK_S)
-            if self._queue:
+            if self._queue or self._parts:
                 self._dispatch_locked()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
@@ -93,9 +108,17 @@ class AdaptiveExecutor:
         with self._lock:
             self._dispatch()
 
+    def _startable(self) -> bool:
+        """Whether an item waits and may start now; locked."""
+        waiting = self._parts or self._queue
+        return bool(waiting) and not self.stopped and self.admission.may_start(self.running)
+
+    def _pop(self) -> _Item:
+        return self._parts.popleft() if self._parts else self._queue.popleft()
+
     def _dispatch(self) -> None:
         """Start queued items on idle (or new) threads while admitted; locked."""
-        while self._queue and not self.stopped and self.admission.may_start(self.running):
+        while self._startable():
             if self._idle:
                 worker = self._idle.pop()
             elif len(self._threads) < self.max_workers:
@@ -105,27 +128,76 @@ class AdaptiveExecutor:
             else:
                 return
             self.running += 1
-            worker.give(self._queue.popleft())
+            worker.give(self._pop())
 
     def next_item(self, worker: _Worker) -> _Item | None:
         """What ``worker`` runs next: the queue's head if admitted, else None and the
         worker parks."""
         with self._lock:
             self.running -= 1
-            if self._queue and not self.stopped and self.admission.may_start(self.running):
+            if self._startable():
                 self.running += 1
-                return self._queue.popleft()
+                return self._pop()
             self._idle.append(worker)
             self._dispatch()
             return None
 
+    def side_by_side(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``[fn(item) for item in items]``, run side by side on the pool as its own
+        tasks would, from a task running on one of its threads (a batch of URLs: the
+        batch takes one message, each URL a task's place in the pool).
+
+        The parts start before any queued task, on threads the admission lets start;
+        the calling task runs the parts nobody has taken yet in its own place, then
+        leaves its place to the others while it waits for them. So a batch never waits
+        on work queued after it, and batches that fill every thread still finish. A
+        pool that is shutting down starts no part on another thread: the batch, which is
+        running, finishes them itself. The first exception of a part is raised once
+        every part has finished.
+        """
+        me = _current.worker
+        if me is None or me.executor is not self:
+            raise RuntimeError("side_by_side runs from a task of this pool")
+        me.counts = False  # each part is counted as a task; the batch is not
+        parts: list[_Item] = [(Future(), fn, (item,), {}) for item in items]
+        with self._lock:
+            self._parts.extend(parts)
+            self._dispatch()
+        for part in parts:
+            with self._lock:
+                try:
+                    self._parts.remove(part)  # nobody has taken it yet
+                except ValueError:
+                    continue
+            future, _, args, _ = part
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # handed to the future, as the stdlib does
+                    future.set_exception(exc)
+                self.admission.finished()
+        futures = [part[0] for part in parts]
+        if not all(f.done() for f in futures):
+            with self._lock:
+                self.running -= 1
+                self._dispatch()
+            try:
+                wait_all(futures)
+            finally:
+                with self._lock:
+                    self.running += 1
+        return [f.result() for f in futures]
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = True) -> None:
-        """Stop: running items finish, queued ones are cancelled (``cancel_futures``
-        is accepted for the stdlib's signature; a queued item never starts after this)."""
+        """Stop: running items finish (a running batch with its parts), queued ones
+        are cancelled (``cancel_futures`` is accepted for the stdlib's signature; a
+        queued item never starts after this)."""
         with self._lock:
             self.stopped = True
             while self._queue:
-                self._queue.popleft()[0].cancel()
+                future = self._queue.popleft()[0]
+                future.cancel()
+                future.set_running_or_notify_cancel()  # wakes wait() on it, as the stdlib
             idle, self._idle = self._idle, []
         for worker in idle:
             worker.give(None)
@@ -143,3 +215,4 @@ class TaskPool(thread.TaskPool):
         admission = process_admission()
         admission.lane = admission.lane or CpuLane()
         self.executor = AdaptiveExecutor(self.limit, admission)
+        admission.side_by_side = self.executor.side_by_side
