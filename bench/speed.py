@@ -1,13 +1,15 @@
 """End-to-end speed of newsq against trafilatura's crawler and a bare fetch+extract pool.
 
     python -m bench.speed [--pages 605] [--workers 2] [--latency 0,200] [--paced 0.5]
+                          [--newsq-workers N] [--repeat N]
 
 One run, one table: the anchors and newsq on the same N distinct pages (the 121 dev
 pages in text variants, :mod:`bench.speed_pages`), served by nginx on loopback
 (:mod:`bench.speed_serve`), behind an injected delay for latency > 0. newsq runs as a
-user runs it, ``newsq run --urls FILE --workers W``, against a real Redis (started
-here) and a fresh SQLite store, with ``NEWSQ_ALLOW_PRIVATE=1 NEWSQ_HOST_RATE=0
-NEWSQ_ROBOTS=0`` and ``NEWSQ_HOST_CONCURRENCY=256`` (every page is on one host here).
+user runs it, ``newsq run --urls FILE --workers W`` (``--newsq-workers N`` for another
+count), against a real Redis (started here) and a fresh SQLite store, with
+``NEWSQ_ALLOW_PRIVATE=1 NEWSQ_HOST_RATE=0 NEWSQ_ROBOTS=0`` and
+``NEWSQ_HOST_CONCURRENCY=256`` (every page is on one host here).
 
 Columns: pages/s over the work span (first URL taken to last URL done, so worker
 start-up is excluded; the wall column includes it), CPU use (CPU seconds of every
@@ -16,7 +18,8 @@ Redis round trips (read events) and bytes per article, peak RSS per process role
 ``--paced F`` adds a run whose URLs are enqueued one by one at F times the measured
 0 ms throughput, for the latency of a steady load. ``--repeat N`` runs the whole table
 N times against the same servers and ends with each round's figures against the
-issue's targets and their medians (pages/s moves by 5-10 % between runs here).
+issue's targets and their medians (pages/s moves by 5-30 % between runs here). newsq at
+0 ms runs between the CLI and the bare pool, the two anchors it is compared with.
 """
 
 from __future__ import annotations
@@ -247,7 +250,10 @@ def print_summary(rounds: list[list[float]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__)
     parser.add_argument("--pages", type=int, default=605)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="cores' worth: the anchors' processes")  # fmt: skip
+    parser.add_argument("--newsq-workers", type=int, default=None,
+                        help="newsq's local worker processes (default: W)")  # fmt: skip
     parser.add_argument("--latency", default="0,200", help="ms, comma-separated")
     parser.add_argument("--paced", type=float, default=0.5, help="0: no paced run")
     parser.add_argument("--fetch-threads", type=int, default=None)
@@ -266,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     latencies_ms = [float(x) for x in args.latency.split(",") if x.strip()]
     extra = args.newsq_args.split()
+    if args.newsq_workers is None:
+        args.newsq_workers = args.workers
     if args.fetch_threads:
         extra += ["--fetch-threads", str(args.fetch_threads)]
 
@@ -279,8 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             size = sum(f.stat().st_size for f in docroot.rglob("*.html")) / args.pages / 1024
             print(
-                f"# newsq speed: {args.pages} pages (avg {size:.0f} KB), {args.workers} "
-                f"workers, {os.cpu_count()} CPUs, server: {nginx.kind}\n"
+                f"# newsq speed: {args.pages} pages (avg {size:.0f} KB), anchors on "
+                f"{args.workers} processes, newsq on {args.newsq_workers} worker processes, "
+                f"{os.cpu_count()} CPUs, server: {nginx.kind}\n"
             )
             rounds = []
             for i in range(args.repeat):
@@ -315,25 +324,10 @@ def one_round(args: argparse.Namespace, tmp: Path, docroot: Path, paths: list[st
     urls_file = tmp / "urls.txt"
     urls_file.write_text("\n".join(urls) + "\n")
     traf = bare = float("nan")
-    if not args.skip_anchors:
-        cpu0 = cpu_seconds(nginx.pids())
-        row = anchor_row("trafilatura CLI --parallel W, sleep 0",
-                         trafilatura_cli(urls_file, args.workers, tmp))  # fmt: skip
-        rows.append(row)
-        traf = row.rate
-        row = anchor_row("bare pool: W procs, httpx.Client + trafilatura.extract",
-                         bare_pool(urls, args.workers))  # fmt: skip
-        rows.append(row)
-        bare = row.rate
-        htmls = [(docroot / p.lstrip("/")).read_text("utf-8") for p in paths]
-        for which, fn in (("trafilatura", "trafilatura.extract"),
-                          ("newsq", "newsq clean.extract")):  # fmt: skip
-            result = extract_only(htmls, args.workers, which)
-            rows.append(anchor_row(f"extract only, {fn}, W procs", result))
-        server_cpu = cpu_seconds(nginx.pids()) - cpu0
-        print(f"nginx CPU during the anchors: {server_cpu:.1f} s\n")
     base = 0.0
-    for ms in latencies_ms:
+
+    def newsq_at(ms: float) -> None:
+        nonlocal base
         target = proxies[ms] if ms > 0 else nginx
         run_urls = [target.base + p for p in paths]
         if ms > 0:
@@ -345,15 +339,43 @@ def one_round(args: argparse.Namespace, tmp: Path, docroot: Path, paths: list[st
         run_file = tmp / f"urls-{ms:g}.txt"
         run_file.write_text("\n".join(run_urls) + "\n")
         cpu0 = cpu_seconds(target.pids())
-        row = run_newsq(f"newsq run, {ms:g} ms", run_file, args.workers,
+        row = run_newsq(f"newsq run, {ms:g} ms", run_file, args.newsq_workers,
                         redis_server.url, tmp, extra, args.profile)  # fmt: skip
         row.note += f"; server CPU {cpu_seconds(target.pids()) - cpu0:.1f} s"
         rows.append(row)
         if ms == 0:
             base = row.rate
+
+    # newsq at 0 ms runs between the two anchors it is compared with: this VM's speed
+    # drifts by 10-30 % over minutes, and a ratio of runs far apart would carry it
+    if not args.skip_anchors:
+        cpu0 = cpu_seconds(nginx.pids())
+        row = anchor_row("trafilatura CLI --parallel W, sleep 0",
+                         trafilatura_cli(urls_file, args.workers, tmp))  # fmt: skip
+        rows.append(row)
+        traf = row.rate
+        server_cpu = cpu_seconds(nginx.pids()) - cpu0
+    if 0 in latencies_ms:
+        newsq_at(0)
+    if not args.skip_anchors:
+        cpu0 = cpu_seconds(nginx.pids())
+        row = anchor_row("bare pool: W procs, httpx.Client + trafilatura.extract",
+                         bare_pool(urls, args.workers))  # fmt: skip
+        rows.append(row)
+        bare = row.rate
+        htmls = [(docroot / p.lstrip("/")).read_text("utf-8") for p in paths]
+        for which, fn in (("trafilatura", "trafilatura.extract"),
+                          ("newsq", "newsq clean.extract")):  # fmt: skip
+            result = extract_only(htmls, args.workers, which)
+            rows.append(anchor_row(f"extract only, {fn}, W procs", result))
+        server_cpu += cpu_seconds(nginx.pids()) - cpu0
+        print(f"nginx CPU during the anchors: {server_cpu:.1f} s\n")
+    for ms in latencies_ms:
+        if ms != 0:
+            newsq_at(ms)
     if args.paced > 0 and base:
         rate = base * args.paced
-        row = run_paced(f"newsq paced {rate:.0f}/s, 0 ms", urls, rate, args.workers,
+        row = run_paced(f"newsq paced {rate:.0f}/s, 0 ms", urls, rate, args.newsq_workers,
                         redis_server.url, tmp, args.fetch_threads or 0)  # fmt: skip
         rows.append(row)
     return rows, traf, bare, base
