@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -152,3 +153,52 @@ def test_cidr_allow_list_opens_the_network(
     with _fetcher(allow) as f:
         assert f.fetch(allowed.url("/ok")).ok
         assert f.fetch("http://10.0.0.1/").reason == errors.BLOCKED_ADDRESS
+
+
+class _RebindingDns:
+    """``socket.getaddrinfo`` for one name whose answers change between lookups, as a
+    DNS-rebinding server's do (the network edge: other names resolve for real)."""
+
+    def __init__(self, name: str, answers: list[list[str]]) -> None:
+        self.name, self.answers, self.lookups = name, answers, 0
+        self.real = socket.getaddrinfo
+
+    def __call__(self, host: str, port: int, *args: object) -> list[tuple[object, ...]]:
+        if host != self.name:
+            return self.real(host, port, *args)  # type: ignore[arg-type]
+        answer = self.answers[min(self.lookups, len(self.answers) - 1)]
+        self.lookups += 1
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in answer]
+
+
+PUBLIC = "93.184.216.34"  # a public address: the guard lets it through
+
+
+def test_a_mixed_answer_is_refused_whatever_its_order(
+    two_servers: tuple[HostileServer, HostileServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, blocked = two_servers
+    for answer in ([PUBLIC, "127.0.0.1"], ["127.0.0.1", PUBLIC]):
+        dns = _RebindingDns("mixed.test", [answer])
+        monkeypatch.setattr(socket, "getaddrinfo", dns)
+        with _fetcher(AllowPrivate()) as f:
+            assert f.fetch(f"http://mixed.test:{blocked.port}/ok").reason == errors.BLOCKED_ADDRESS
+        assert dns.lookups == 1
+    assert blocked.connections == 0
+
+
+def test_a_rebinding_name_is_looked_up_once_and_its_checked_address_used(
+    two_servers: tuple[HostileServer, HostileServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first answer is public and passes the check; every later one is loopback.
+    The connection goes to the checked address (unreachable here, so the fetch fails
+    as a network error), never to the loopback server a second lookup would give."""
+    _, blocked = two_servers
+    dns = _RebindingDns("rebind.test", [[PUBLIC], ["127.0.0.1"]])
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    with Fetcher(Settings(allow_private=AllowPrivate(), fetch_timeout=1.0)) as f:
+        result = f.fetch(f"http://rebind.test:{blocked.port}/ok")
+    assert not result.ok
+    assert result.reason != errors.BLOCKED_ADDRESS  # the address it checked was public
+    assert dns.lookups == 1
+    assert blocked.connections == 0
