@@ -32,14 +32,17 @@ from newsq.errors import ConfigError
 from newsq.fetch import Fetcher
 from newsq.intake import enqueue, expand_feed
 from newsq.ledger import Ledger
+from newsq.politeness import Politeness
 from newsq.store import Store
 from newsq.store import now as utcnow
-from newsq.urls import InvalidURL, normalize, normalize_or_none
+from newsq.urls import InvalidURL, host_of, normalize, normalize_or_none
 
 log = logging.getLogger(__name__)
 
 GROW = 1.5
 SHRINK = 0.5
+POLITE_WAIT_S = 10.0
+"""How long a poll waits for its host's politeness slot before it is put off."""
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
 
@@ -163,10 +166,15 @@ def conditional_headers(feed: Mapping[str, Any]) -> dict[str, str]:
     return headers
 
 
-def poll_feed(
-    store: Store, fetcher: Fetcher, ledger: Ledger, url: str, send: Send
-) -> FeedPoll | None:
+def poll_feed(store: Store, fetcher: Fetcher, ledger: Ledger, url: str, send: Send,
+              polite: Politeness | None = None, polite_wait: float = POLITE_WAIT_S,
+              ) -> FeedPoll | None:  # fmt: skip
     """Poll one (claimed) feed and schedule its next poll.
+
+    With ``polite``, the poll takes its host's politeness slot like any fetch (shared
+    with the article fetches of that host, across workers), waiting up to
+    ``polite_wait`` seconds for it; when none comes the feed is due again that much
+    later, with ``error`` saying so and nothing fetched.
 
     Returns None when the feed is no longer registered; a feed that cannot be read
     gives a FeedPoll with ``error`` set (and a longer interval), never an exception.
@@ -175,8 +183,19 @@ def poll_feed(
     feed = store.get_feed(url)
     if feed is None:
         return None
-    # 1. conditional GET
-    result = fetcher.fetch(url, kind="feed", headers=conditional_headers(feed))
+    # 1. conditional GET, in the host's politeness slot
+    host = host_of(url)
+    if polite is not None and not polite.wait(host, polite_wait):
+        store.update_feed(url, {"next_due": utcnow() + timedelta(seconds=polite_wait)})
+        log.info("feed %s: host %s busy (politeness); due again in %s", url, host,
+                 format_duration(polite_wait))  # fmt: skip
+        return FeedPoll(url=url, status=None, error=f"host {host} busy (politeness)",
+                        every_s=feed["every_s"])  # fmt: skip
+    try:
+        result = fetcher.fetch(url, kind="feed", headers=conditional_headers(feed))
+    finally:
+        if polite is not None:
+            polite.release(host)
     new = known = 0
     error = None
     kind = feed["kind"]
@@ -222,11 +241,11 @@ def poll_feed(
 
 
 def poll_due(store: Store, fetcher: Fetcher, ledger: Ledger, settings: Settings,
-             send: Send) -> list[FeedPoll]:  # fmt: skip
+             send: Send, polite: Politeness | None = None) -> list[FeedPoll]:  # fmt: skip
     """Claim every due feed and poll it here, one after another; the polls made."""
     polls = []
     for url in claim_due(store, settings):
-        poll = poll_feed(store, fetcher, ledger, url, send)
+        poll = poll_feed(store, fetcher, ledger, url, send, polite)
         if poll is not None:
             polls.append(poll)
     return polls

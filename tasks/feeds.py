@@ -39,7 +39,8 @@ def poll_feed_task(url: str) -> int:
 
     rt = runtime()
     try:
-        poll = poll_feed(rt.store, rt.fetcher, rt.ledger, url, send=fetch.delay)
+        poll = poll_feed(rt.store, rt.fetcher, rt.ledger, url, send=fetch.delay,
+                         polite=rt.politeness)  # fmt: skip
     except (StoreUnavailable, redis.RedisError) as exc:
         log.warning("feed %s not polled: %s; due again when its lease ends", url, exc)
         return 0

@@ -34,6 +34,7 @@ from newsq.feedpoll import (
 )
 from newsq.fetch import Fetcher
 from newsq.ledger import Ledger
+from newsq.politeness import Politeness
 from newsq.store import Store
 from newsq.store import now as utcnow
 from tests.cli import local_env, run_newsq
@@ -152,10 +153,11 @@ class Poller:
     settings: Settings
     sent: list[str] = field(default_factory=list)
 
-    def poll(self, url: str) -> FeedPoll:
+    def poll(self, url: str, polite: Politeness | None = None, wait: float = 10.0) -> FeedPoll:
         self.store.update_feed(url, {"next_due": utcnow() - timedelta(seconds=1)})
         assert claim_due(self.store, self.settings) == [url]
-        poll = poll_feed(self.store, self.fetcher, self.ledger, url, self.sent.append)
+        poll = poll_feed(self.store, self.fetcher, self.ledger, url, self.sent.append,
+                         polite, wait)  # fmt: skip
         assert poll is not None
         return poll
 
@@ -197,6 +199,41 @@ def test_conditional_polls_enqueue_only_what_is_new(site: Site, poller: Poller) 
     assert row is not None
     assert (row["etag"], row["polls"], row["last_new"]) == ('"v2"', 3, 2)
     assert len(site.hits("/feed.xml")) == 3
+
+
+def test_a_poll_takes_its_hosts_politeness_slot(
+    site: Site, poller: Poller, redis_client: redis.Redis
+) -> None:
+    """A feed poll is a request to its host like an article fetch: it waits for the
+    host's token (1 request/s here), and takes one."""
+    polite = Politeness(redis_client, replace(poller.settings, host_rate=1.0))
+    feed = add_feed(poller.store, f"{site.base}/feed.xml", poller.settings)["url"]
+    host = feed.split("/")[2]
+    assert polite.acquire(host) == 0  # an article fetch of that host, just now
+    polite.release(host)
+    started = time.monotonic()
+    poll = poller.poll(feed, polite)
+    assert time.monotonic() - started >= 0.7
+    assert (poll.status, poll.new, poll.error) == (200, 3, None)
+    assert polite.acquire(host) > 0  # the poll took the token after it
+
+
+def test_a_poll_whose_host_stays_busy_is_put_off(
+    site: Site, poller: Poller, redis_client: redis.Redis
+) -> None:
+    polite = Politeness(redis_client, replace(poller.settings, host_concurrency=1))
+    feed = add_feed(poller.store, f"{site.base}/feed.xml", poller.settings)["url"]
+    host = feed.split("/")[2]
+    assert polite.acquire(host) == 0  # the host's one slot, held by a long fetch
+    poll = poller.poll(feed, polite, wait=0.3)
+    assert poll.status is None and poll.error == f"host {host} busy (politeness)"
+    assert site.hits("/feed.xml") == [] and poller.sent == []
+    row = poller.store.get_feed(feed)
+    assert row is not None and row["polls"] == 0
+    due = (row["next_due"].replace(tzinfo=None) - utcnow().replace(tzinfo=None)).total_seconds()
+    assert 0 < due <= 0.3
+    polite.release(host)
+    assert poller.poll(feed, polite).new == 3
 
 
 def test_last_modified_alone_gives_304(site: Site, poller: Poller) -> None:
