@@ -238,7 +238,7 @@ SUMMARY = ("newsq 0 ms pages/s", "× trafilatura CLI", "× bare pool", "other la
 
 def print_summary(rounds: list[list[float]]) -> None:
     """The figures of every round and their medians: the VM's run-to-run noise is
-    ±5-10 % of pages/s, so one round alone can mislead."""
+    ±5-30 % of pages/s, so one round alone can mislead."""
     print("| round | " + " | ".join(SUMMARY) + " |")
     print("|---" * (len(SUMMARY) + 1) + "|")
     for i, values in enumerate(rounds, 1):

@@ -36,6 +36,19 @@ class _Current(threading.local):
 _current = _Current()  # the pool thread this is, if any
 
 
+def _run(item: _Item) -> bool:
+    """Run ``item`` into its future, as the stdlib's executor does; False when it was
+    cancelled before it started."""
+    future, fn, args, kwargs = item
+    if not future.set_running_or_notify_cancel():
+        return False
+    try:
+        future.set_result(fn(*args, **kwargs))
+    except BaseException as exc:  # handed to the future, as the stdlib does
+        future.set_exception(exc)
+    return True
+
+
 class _Worker:
     """One pool thread; parked on its own lock while idle."""
 
@@ -57,15 +70,9 @@ class _Worker:
             self.ready.acquire()
             item = self.item
             while item is not None:
-                future, fn, args, kwargs = item
-                if future.set_running_or_notify_cancel():
-                    self.counts = True
-                    try:
-                        future.set_result(fn(*args, **kwargs))
-                    except BaseException as exc:  # handed to the future, as the stdlib does
-                        future.set_exception(exc)
-                    if self.counts:
-                        self.executor.admission.finished()
+                self.counts = True
+                if _run(item) and self.counts:
+                    self.executor.admission.finished()
                 item = self.executor.next_item(self)
             if self.executor.stopped:
                 return
@@ -169,12 +176,7 @@ class AdaptiveExecutor:
                     self._parts.remove(part)  # nobody has taken it yet
                 except ValueError:
                     continue
-            future, _, args, _ = part
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(*args))
-                except BaseException as exc:  # handed to the future, as the stdlib does
-                    future.set_exception(exc)
+            if _run(part):
                 self.admission.finished()
         futures = [part[0] for part in parts]
         if not all(f.done() for f in futures):
