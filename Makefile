@@ -19,10 +19,17 @@ demo: $(BIN)/newsq
 test: $(BIN)/newsq
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# mypy cannot follow setuptools' package-dir, so it checks a view of the installed
+# layout (newsq/ with config/, tasks/, workers/ linked in) made in build/typecheck.
+TYPECHECK := build/typecheck
+
 lint: $(BIN)/newsq
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/newsq
+	for e in newsq/* config tasks workers; do ln -s "$(CURDIR)/$$e" $(TYPECHECK)/newsq/; done
+	ln -s "$(CURDIR)/bench" $(TYPECHECK)/bench
+	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml
 
 bench-clean: $(BIN)/newsq
 	$(BIN)/python -m bench.clean_bench

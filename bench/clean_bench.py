@@ -5,7 +5,7 @@ Run from the repository root::
     python -m bench.clean_bench            # print the table
     python -m bench.clean_bench --check    # also exit 1 if newsq falls below the floor
 
-Scoring follows the article-extraction-benchmark (see ``newsq/data/aeb-dev``): tokens are
+Scoring follows the article-extraction-benchmark (see ``newsq/demo/data/aeb-dev``): tokens are
 ``\\w+`` runs, each text becomes a multiset of 4-token shingles, precision and recall are
 averaged per document and F1 is the harmonic mean of the two means. Title coverage counts
 pages with a non-empty title; date coverage counts, among pages whose markup carries a
@@ -29,10 +29,10 @@ from pathlib import Path
 
 import trafilatura
 
-from newsq import clean
+from newsq.clean import extract as clean
 from newsq.records import Article
 
-CORPUS = resources.files("newsq") / "data" / "aeb-dev"
+CORPUS = resources.files("newsq.demo") / "data" / "aeb-dev"
 FLOOR_FILE = Path(__file__).with_name("clean_floor.json")
 _TOKEN = re.compile(r"\w+")
 _DATE_MARKUP = re.compile(

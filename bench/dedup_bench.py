@@ -2,11 +2,11 @@
 
     python -m bench.dedup_bench [--stories 96 --negatives 24 --briefs 8 --outlets 6]
 
-1. builds a sample site (``newsq.samplesite``): every outlet on its own 127.0.0.N host,
+1. builds a sample site (``newsq.demo.site``): every outlet on its own 127.0.0.N host,
    syndicated and edited copies, exact variants, hard negatives (other stories on the
    same templates) and short local briefs;
 2. runs ``newsq run --feed ... --urls extra.txt`` as a user would, on a throwaway Redis
-   (``newsq.servers.RedisServer``) and a temp SQLite store, while a MONITOR connection
+   (``newsq.workers.redis_server.RedisServer``) and a temp SQLite store, while a MONITOR connection
    counts the commands the workers send to the dedup keys;
 3. reads every URL's story_id back from the store and scores "same story" pairwise
    over every article URL in the site's truth, and reads what the index costs in Redis.
@@ -31,10 +31,10 @@ from typing import Any
 
 import redis
 
-from newsq.samplesite import SampleSite, SiteSpec
-from newsq.samplesite_pages import BRIEF_TOPICS
-from newsq.servers import RedisServer
+from newsq.demo.pages import BRIEF_TOPICS
+from newsq.demo.site import SampleSite, SiteSpec
 from newsq.urls import normalize
+from newsq.workers.redis_server import RedisServer
 
 CORPUS_STORIES = 121
 PREFIX = "bench"

@@ -12,7 +12,7 @@ On a throwaway redis-server of its own:
 3. Redis bytes per article: ``INFO memory`` used_memory growth over the fill / n;
 4. round trips per decide, counted at the client;
 5. pairwise precision and recall of the decisions on the gold texts and their edited
-   copies (``newsq.dedup_eval``), in shuffled order, in a fresh index.
+   copies (``newsq.demo.dedup_eval``), in shuffled order, in a fresh index.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import redis
 
-from config.settings import Settings
-from newsq import textnorm
-from newsq.dedup import DedupIndex
-from newsq.dedup_eval import EDITS, edit, gold_texts
-from newsq.servers import RedisServer
+from newsq.config.settings import Settings
+from newsq.dedup import sketch as textnorm
+from newsq.dedup.index import DedupIndex
+from newsq.demo.dedup_eval import EDITS, edit, gold_texts
+from newsq.workers.redis_server import RedisServer
 
 BATCH = 500
 

@@ -44,8 +44,8 @@ CASES = [
 
 CHILD = """
 import json, sys, time
-from config.settings import AllowPrivate, Settings
-from newsq.fetch import Fetcher
+from newsq.config.settings import AllowPrivate, Settings
+from newsq.fetch.client import Fetcher
 url, timeout = sys.argv[1], float(sys.argv[2])
 with Fetcher(Settings(allow_private=AllowPrivate(all=True), fetch_timeout=timeout)) as f:
     started = time.monotonic()
@@ -91,8 +91,8 @@ def hostile_table(server: HostileServer, timeout: float) -> bool:
 def reuse_table(server: HostileServer, requests: int) -> None:
     import httpx
 
-    from config.settings import AllowPrivate, Settings
-    from newsq.fetch import Fetcher
+    from newsq.config.settings import AllowPrivate, Settings
+    from newsq.fetch.client import Fetcher
 
     url = server.url("/ok")
     rows = []

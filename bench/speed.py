@@ -47,7 +47,7 @@ from bench.speed_probe import (
     percentile,
 )
 from bench.speed_serve import Served, delay_proxy, page_server
-from newsq.servers import RedisServer
+from newsq.workers.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,7 +147,7 @@ def run_newsq(name: str, urls_file: Path, workers: int, redis_url: str, tmp: Pat
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     env = newsq_env(redis_url, tmp / f"{prefix}.db", prefix)
     client = redis.Redis.from_url(redis_url)
-    cmd = [sys.executable, "-m", "workers", "run", "--urls", str(urls_file)]
+    cmd = [sys.executable, "-m", "newsq", "run", "--urls", str(urls_file)]
     if profile:
         out = profile / f"{name.replace(' ', '_').replace(',', '')}.txt"
         cmd = ["py-spy", "record", "--subprocesses", "--gil", "--format", "raw", "-r", "200", "-o",

@@ -69,7 +69,7 @@ def _extract_trafilatura(html: str) -> bool:
 
 
 def _extract_newsq(html: str) -> bool:
-    from newsq.clean import extract
+    from newsq.clean.extract import extract
     from newsq.records import Article
 
     return isinstance(extract(html, "http://127.0.0.1/p/x.html"), Article)

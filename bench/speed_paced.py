@@ -18,11 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
 
-from config.celery import make_app
-from config.settings import get_settings
+from newsq.config.celery import make_app
+from newsq.config.settings import get_settings
 from newsq.ledger import Ledger
 from newsq.records import TERMINAL
-from workers.embedded import LocalCluster
+from newsq.workers.embedded import LocalCluster
 
 
 def _wait(ledger: Ledger, urls: list[str], cluster: LocalCluster) -> None:

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from newsq.servers import free_port
+from newsq.workers.redis_server import free_port
 
 NGINX_CONF = """\
 {user}worker_processes 1;

@@ -23,11 +23,11 @@ from typing import Any
 
 from bench.speed_pages import write_pages
 from bench.speed_serve import page_server
-from config.settings import AllowPrivate, Settings
 from newsq import pipeline
+from newsq.config.settings import AllowPrivate, Settings
 from newsq.ledger import Ledger
-from newsq.runtime import Runtime
-from newsq.servers import RedisServer
+from newsq.resources import Runtime
+from newsq.workers.redis_server import RedisServer
 
 SPENT: dict[str, float] = defaultdict(float)
 

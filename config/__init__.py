@@ -1,1 +1,1 @@
-"""Settings (``config.settings``) and the Celery application (``config.celery``)."""
+"""Settings (``newsq.config.settings``) and the Celery application (``newsq.config.celery``)."""

@@ -26,7 +26,7 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
-from config.settings import Settings, get_settings
+from newsq.config.settings import Settings, get_settings
 
 FETCH_QUEUE = "fetch"
 PROCESS_QUEUE = "process"
@@ -162,7 +162,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def make_app(settings: Settings) -> Celery:
-    tasks = ["tasks.fetch", "tasks.process", "tasks.feeds", "tasks.maintenance"]
+    tasks = [
+        "newsq.tasks.fetch",
+        "newsq.tasks.process",
+        "newsq.tasks.feeds",
+        "newsq.tasks.maintenance",
+    ]
     app = Celery("newsq", include=tasks)
     app.conf.update(celery_config(settings))
     return app

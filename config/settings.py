@@ -121,7 +121,7 @@ class Settings:
     """Per-host overrides of ``host_rate`` (``NEWSQ_HOST_RATES=host=rate,host:port=rate``)."""
     fetch_retries: int = 4
     fetch_batch: int = 8
-    """Most URLs per fetch message when a surge is enqueued (see ``newsq.intake.batches``);
+    """Most URLs per fetch message when a surge is enqueued (see ``newsq.feeds.intake.batches``);
     1: one message per URL."""
     robots: bool = True
     max_deliveries: int = 3

@@ -23,7 +23,7 @@ from newsq.records import STATES, TERMINAL
 from newsq.throughput import KEEP_SECONDS, minute_key
 from newsq.urls import url_id
 
-_SCRIPT = (resources.files("newsq") / "lua" / "ledger.lua").read_text()
+_SCRIPT = (resources.files("newsq") / "ledger.lua").read_text()
 
 
 def _s(value: bytes | str) -> str:

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from newsq import errors
+from newsq.dedup.sketch import sketch
 from newsq.records import (
     DUPLICATE,
     FAILED,
@@ -35,12 +36,11 @@ from newsq.records import (
     Article,
     Drop,
 )
-from newsq.textnorm import sketch
 from newsq.urls import host_of, url_id
 
 if TYPE_CHECKING:
     from newsq.ledger import Ledger
-    from newsq.runtime import Runtime
+    from newsq.resources import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ import logging
 
 import redis
 
-from config.celery import app
+from newsq.config.celery import app
 from newsq.errors import StoreUnavailable
-from newsq.feedpoll import claim_due, poll_feed
-from tasks.runtime import runtime
+from newsq.feeds.poll import claim_due, poll_feed
+from newsq.tasks.context import runtime
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def poll_feeds() -> int:
 
 @app.task(name="newsq.feed")
 def poll_feed_task(url: str) -> int:
-    from tasks.fetch import fetch
+    from newsq.tasks.fetch import fetch
 
     rt = runtime()
     try:

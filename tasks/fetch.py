@@ -5,7 +5,7 @@ in memory: no second task, no page body through Redis (the benchmark's fastest
 layout, see ``bench/README.md``). A fetch-only worker hands the page off.
 
 ``newsq.fetch`` takes one URL; ``newsq.fetch_many`` several (with ``NEWSQ_FETCH_BATCH``
-above 1 the intake batches a surge, ``newsq.intake.batches``): each of them is handled
+above 1 the intake batches a surge, ``newsq.feeds.intake.batches``): each of them is handled
 exactly as a ``newsq.fetch`` of its own, side by side, and one that must be retried, or
 waits for its host, goes on as one. Only newsq's thread pool runs a batch itself; any
 other pool, whose time limits hold per task, sends its URLs on as ``newsq.fetch``
@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 from celery import Task
 
-from config.celery import PROCESS_QUEUE, app
+from newsq.config.celery import PROCESS_QUEUE, app
 from newsq.pipeline import fetch_step, process_step
-from tasks.runtime import countdown, runtime, transient_errors
+from newsq.tasks.context import countdown, runtime, transient_errors
 
 
 def _fetch_one(task: Task, url: str, attempt: int, retries: int,
@@ -32,7 +32,7 @@ def _fetch_one(task: Task, url: str, attempt: int, retries: int,
         if step.page is not None:  # on the process's CPU lane (newsq/admission.py)
             step = rt.on_cpu(process_step, rt, url, step.page, attempt)
     if step.action == "next":
-        from tasks.process import process
+        from newsq.tasks.process import process
 
         process.delay(url)
     elif step.action == "retry":

@@ -14,9 +14,9 @@ import logging
 
 import redis
 
-from config.celery import QUEUES, app
+from newsq.config.celery import QUEUES, app
 from newsq.pipeline import requeue_stuck
-from tasks.runtime import runtime
+from newsq.tasks.context import runtime
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def backlog(client: redis.Redis, prefix: str) -> int:
 
 @app.task(name="newsq.requeue_stuck")
 def requeue_stuck_task() -> int:
-    from tasks.fetch import fetch
+    from newsq.tasks.fetch import fetch
 
     rt = runtime()
     waiting = backlog(rt.redis, rt.settings.key_prefix)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from celery import Task
 
-from config.celery import app
+from newsq.config.celery import app
 from newsq.pipeline import process_step
-from tasks.runtime import runtime, transient_errors
+from newsq.tasks.context import runtime, transient_errors
 
 
 @app.task(name="newsq.process", bind=True, max_retries=None)
@@ -16,7 +16,7 @@ def process(self: Task, url: str) -> str | None:
     with transient_errors(url, retry, self.request.retries):
         step = rt.on_cpu(process_step, rt, url)  # the CPU lane of a threaded worker
     if step.action == "retry":  # the fetched body was lost: fetch again
-        from tasks.fetch import fetch
+        from newsq.tasks.fetch import fetch
 
         fetch.delay(url)
     return step.state

@@ -33,7 +33,7 @@ def run_newsq(
 ) -> subprocess.CompletedProcess[str]:
     """``newsq ARGS`` in a child process; its output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "workers", *args],
+        [sys.executable, "-m", "newsq", *args],
         env=env,
         cwd=cwd,
         text=True,

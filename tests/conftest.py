@@ -17,8 +17,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from config.settings import Settings
-from newsq.servers import PostgresServer, RedisServer
+from newsq.config.settings import Settings
+from newsq.workers.redis_server import RedisServer
+from tests.servers import PostgresServer
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +108,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def settings(redis_url: str, key_prefix: str, sqlite_url: str) -> Settings:
     """Settings for in-process stage tests: private test servers allowed, no rate limit."""
-    from config.settings import AllowPrivate
+    from newsq.config.settings import AllowPrivate
 
     return Settings(
         broker_url=redis_url,

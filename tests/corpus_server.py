@@ -13,7 +13,7 @@ from importlib import resources
 
 def corpus() -> dict[str, tuple[bytes, str]]:
     """page id → (UTF-8 HTML, gold text) for the 121 dev pages."""
-    root = resources.files("newsq") / "data" / "aeb-dev"
+    root = resources.files("newsq.demo") / "data" / "aeb-dev"
     truth = json.loads((root / "ground-truth.json").read_text())
     return {
         page_id: (

@@ -7,9 +7,9 @@ import multiprocessing
 
 import redis
 
-from config.settings import Settings
 from newsq import errors
-from newsq.boilerplate import BoilerplateFilter
+from newsq.clean.boilerplate import BoilerplateFilter
+from newsq.config.settings import Settings
 from newsq.records import Article, Drop
 
 TEMPLATE = "Sign up for the Morning Briefing: the five stories you need, in your inbox daily."

@@ -13,13 +13,13 @@ from lxml import etree as lxml_etree
 
 from bench.clean_bench import page_scores
 from newsq import errors
-from newsq.clean import extract, parse
-from newsq.clean_choose import choose
-from newsq.clean_rules import is_nav_list, is_promo
-from newsq.metadata import extract_metadata, normalise_date
+from newsq.clean.extract import extract, parse
+from newsq.clean.metadata import extract_metadata, normalise_date
+from newsq.clean.rules import is_nav_list, is_promo
+from newsq.clean.second_opinion import choose
 from newsq.records import Article, Drop
 
-CORPUS = resources.files("newsq") / "data" / "aeb-dev"
+CORPUS = resources.files("newsq.demo") / "data" / "aeb-dev"
 PAGES = Path(__file__).with_name("pages")
 
 

@@ -8,8 +8,8 @@ import sys
 import lxml.html
 from lxml import etree
 
-from newsq.clean_chunks import add_continuations
-from newsq.clean_rules import Norms, block_text, norm
+from newsq.clean.chunks import add_continuations
+from newsq.clean.rules import Norms, block_text, norm
 
 _SPACES = re.compile(r"\s+")
 

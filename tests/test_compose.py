@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workers.cli import build_parser
+from newsq.workers.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 

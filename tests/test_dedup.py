@@ -10,9 +10,9 @@ from dataclasses import replace
 import pytest
 import redis
 
-from config.settings import Settings
-from newsq.dedup import DedupIndex, content_hash, url_key
-from newsq.dedup_eval import EDITS, edit, gold_texts
+from newsq.config.settings import Settings
+from newsq.dedup.index import DedupIndex, content_hash, url_key
+from newsq.demo.dedup_eval import EDITS, edit, gold_texts
 from newsq.records import Verdict
 
 GOLD = gold_texts()
@@ -128,7 +128,7 @@ def test_trimmed_copy_with_lines_the_original_lacks_still_matches(index: DedupIn
 def test_short_briefs_of_one_kind_are_not_merged(index: DedupIndex) -> None:
     """Local briefs share half their phrasing ("cleared their last hurdle on ..."), yet
     each is different news: no two of them may share a story."""
-    from newsq.samplesite_pages import BRIEF_TOPICS, brief_paragraphs
+    from newsq.demo.pages import BRIEF_TOPICS, brief_paragraphs
 
     kinds = []
     for seed in range(8):  # one site's briefs each, in an index of its own

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from newsq.samplesite import SampleSite, SiteSpec
+from newsq.demo.site import SampleSite, SiteSpec
 from newsq.urls import normalize
 
 pytestmark = pytest.mark.slow

@@ -18,14 +18,14 @@ import pytest
 import sqlalchemy as sa
 from warcio.archiveiterator import ArchiveIterator
 
-import newsq.clean  # noqa: F401  (first import of trafilatura warns: do it at collection)
-from config.settings import Settings
+import newsq.clean.extract  # noqa: F401  (first import of trafilatura warns: do it at collection)
+from newsq.config.settings import Settings
 from newsq.pipeline import fetch_step, process_step
-from newsq.runtime import Runtime
-from newsq.store import Store, articles, pages
+from newsq.resources import Runtime
+from newsq.store.database import Store, articles, pages
+from newsq.store.export import FIELDS, export_store
 from tests.cli import newsq_env, run_newsq
 from tests.corpus_server import corpus, serve_pages
-from workers.export import FIELDS, export_store
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -154,7 +154,7 @@ def test_pipeline_keeps_raw_pages_and_warc_reads_back(settings: Settings, tmp_pa
 
 
 def _peak_rss_kb(args: list[str], env: dict[str, str]) -> int:
-    proc = subprocess.Popen([sys.executable, "-m", "workers", *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "newsq", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from config.settings import Settings
+from newsq.config.settings import Settings
 from newsq.errors import ConfigError
-from newsq.feedpoll import (
+from newsq.feeds.poll import (
     FeedPoll,
     add_feed,
     claim_due,
@@ -32,11 +32,11 @@ from newsq.feedpoll import (
     poll_feed,
     remove_feed,
 )
-from newsq.fetch import Fetcher
+from newsq.fetch.client import Fetcher
+from newsq.fetch.politeness import Politeness
 from newsq.ledger import Ledger
-from newsq.politeness import Politeness
-from newsq.store import Store
-from newsq.store import now as utcnow
+from newsq.store.database import Store
+from newsq.store.database import now as utcnow
 from tests.cli import local_env, run_newsq
 
 
@@ -383,7 +383,7 @@ def test_worker_with_embedded_beat_polls_a_due_feed(site: Site, env: dict[str, s
     expected = [f"{site.base}/news/{s}" for s in ("a", "b", "c")]
     log = (tmp_path / "worker.log").open("w")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "workers", "worker", "--beat", "--queues", "fetch",
+        [sys.executable, "-m", "newsq", "worker", "--beat", "--queues", "fetch",
          "--pool", "threads", "--concurrency", "4"],
         env={**env, "NEWSQ_FEED_TICK": "1"}, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 from hostile_server import HostileServer
 
-from config.settings import AllowPrivate, Settings
 from newsq import errors
-from newsq.fetch import Fetcher, retry_after
+from newsq.config.settings import AllowPrivate, Settings
+from newsq.fetch.client import Fetcher, retry_after
 
 TIMEOUT = 2.0
 

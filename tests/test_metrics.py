@@ -18,7 +18,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from config.celery import QUEUES
+from newsq.config.celery import QUEUES
 from newsq.ledger import Ledger
 from newsq.metrics import OTHER, BoundedLabels, dedup_ratio, metric_names
 from newsq.records import TERMINAL
@@ -28,7 +28,8 @@ from tests.corpus_server import corpus, serve_pages
 def test_cli_and_celery_app_do_not_import_prometheus_client() -> None:
     # multiprocess mode is fixed at import: the worker must set its directory first
     code = (
-        "import sys, workers.cli, workers.commands, workers.worker, workers.logs, config.celery\n"
+        "import sys, newsq.workers.cli, newsq.workers.commands, newsq.workers.worker\n"
+        "import newsq.workers.logs, newsq.config.celery\n"
         "assert 'prometheus_client' not in sys.modules, 'imported too early'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
@@ -79,7 +80,7 @@ def worker_env(redis_url: str, key_prefix: str, sqlite_url: str) -> dict[str, st
 
 @pytest.fixture
 def worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    cmd = [sys.executable, "-m", "workers", "worker", "--queues", "fetch,process",
+    cmd = [sys.executable, "-m", "newsq", "worker", "--queues", "fetch,process",
            "--pool", "prefork", "--concurrency", "2"]  # fmt: skip
     with (tmp_path / "worker.log").open("wb") as log:
         proc = subprocess.Popen(cmd, env={**worker_env, "NEWSQ_LOG_FORMAT": "json"},
@@ -108,7 +109,7 @@ def test_worker_serves_summed_metrics_of_its_children(
     served["/copy"] = served[f"/a/{chosen[0]}"]  # an exact copy at another URL
     with serve_pages(served) as base:
         urls = [f"{base}{path}" for path in served] + [f"{base}/missing"]
-        subprocess.run([sys.executable, "-m", "workers", "enqueue", *urls], env=worker_env,
+        subprocess.run([sys.executable, "-m", "newsq", "enqueue", *urls], env=worker_env,
                        check=True, capture_output=True, timeout=60)  # fmt: skip
         ledger = Ledger(redis.Redis.from_url(redis_url), key_prefix)
         deadline = time.monotonic() + 90

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import pytest
 from hostile_server import HostileServer
 
-from config.settings import AllowPrivate, Settings
 from newsq import errors
-from newsq.fetch import Fetcher
-from newsq.netguard import GuardedBackend, Refused, is_public, numeric_ipv4, prepare
+from newsq.config.settings import AllowPrivate, Settings
+from newsq.fetch.client import Fetcher
+from newsq.fetch.netguard import GuardedBackend, Refused, is_public, numeric_ipv4, prepare
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from pathlib import Path
 import redis
 from hostile_server import HostileServer
 
-from config.settings import Settings
-from newsq.politeness import Politeness
+from newsq.config.settings import Settings
+from newsq.fetch.politeness import Politeness
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,9 +78,9 @@ def test_leases_of_a_crashed_worker_expire(redis_client: redis.Redis, settings: 
 WORKER = """
 import sys, time
 import redis
-from config.settings import AllowPrivate, Settings
-from newsq.fetch import Fetcher
-from newsq.politeness import Politeness
+from newsq.config.settings import AllowPrivate, Settings
+from newsq.fetch.client import Fetcher
+from newsq.fetch.politeness import Politeness
 from newsq.urls import host_of
 
 redis_url, prefix, rate, *urls = sys.argv[1:]

@@ -9,8 +9,8 @@ from concurrent.futures import CancelledError
 
 import pytest
 
-from newsq.admission import ACTIVE, OUTLIER, PRIOR_CPU_S, SAMPLE_TASKS, Admission, CpuLane
-from workers.pool import AdaptiveExecutor
+from newsq.workers.admission import ACTIVE, OUTLIER, PRIOR_CPU_S, SAMPLE_TASKS, Admission, CpuLane
+from newsq.workers.pool import AdaptiveExecutor
 
 
 class Probe:
@@ -308,7 +308,7 @@ def test_the_cpu_lane_runs_every_callers_work_on_one_thread() -> None:
 
 
 def test_batches_share_messages_only_in_a_surge() -> None:
-    from newsq.intake import BATCH_SPREAD, batches
+    from newsq.feeds.intake import BATCH_SPREAD, batches
 
     few = [f"u{i}" for i in range(2 * BATCH_SPREAD - 1)]
     assert batches(few, 8) == [[u] for u in few]  # one URL per message

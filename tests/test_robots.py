@@ -9,10 +9,10 @@ import pytest
 import redis
 from hostile_server import HostileServer
 
-from config.settings import Settings
-from newsq.fetch import Fetcher
-from newsq.politeness import Politeness
-from newsq.robots import RobotsCache, agent_token
+from newsq.config.settings import Settings
+from newsq.fetch.client import Fetcher
+from newsq.fetch.politeness import Politeness
+from newsq.fetch.robots import RobotsCache, agent_token
 
 ROBOTS = """
 User-agent: otherbot

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from newsq.intake import batches
+from newsq.feeds.intake import batches
 from tests.cli import local_env, run_newsq
 from tests.corpus_server import corpus, serve_pages
 

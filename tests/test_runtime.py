@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import redis
 
-from config.settings import Settings
-from newsq.runtime import Runtime
+from newsq.config.settings import Settings
+from newsq.resources import Runtime
 
 
 def test_warm_up_makes_every_resource_before_the_first_task(settings: Settings) -> None:

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from lxml import html as lxml_html
 
-from newsq.clean import extract
+from newsq.clean.extract import extract
+from newsq.demo.edits import BODY_EDITS, Copy, syndicate
+from newsq.demo.site import SampleSite, SiteSpec
 from newsq.records import Article, Drop
-from newsq.samplesite import SampleSite, SiteSpec
-from newsq.samplesite_edits import BODY_EDITS, Copy, syndicate
 from newsq.urls import normalize
 
 SPEC = SiteSpec(stories=10, outlets=3, negatives=2, briefs=2, seed=3, server_error=True)

@@ -11,7 +11,7 @@ import redis
 
 from newsq.ledger import Ledger
 from newsq.metrics import Metrics
-from newsq.store import Store
+from newsq.store.database import Store
 from newsq.throughput import Throughput
 from tests.cli import newsq_env, run_newsq
 

@@ -20,17 +20,17 @@ from typing import Any
 import pytest
 import redis
 
-from config.celery import celery_config
-from config.settings import Settings
+from newsq.config.celery import celery_config
+from newsq.config.settings import Settings
 from newsq.pipeline import fetch_step, process_step, requeue_stuck
 from newsq.records import FETCHING
-from newsq.runtime import Runtime
+from newsq.resources import Runtime
 from tests.faults.site import Site, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 # the clean stage loaded at collection: trafilatura's import warns (urllib3 without its
 # SOCKS extra), which would be an error inside a test
-importlib.import_module("newsq.clean")
+importlib.import_module("newsq.clean.extract")
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def site() -> Iterator[Site]:
 
 def cli(env: dict[str, str], *args: str) -> tuple[int, str]:
     """Run the real CLI; (exit code, stdout). A traceback on stderr fails the test."""
-    done = subprocess.run([sys.executable, "-m", "workers", *args], env=env, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "newsq", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert "Traceback" not in done.stderr, done.stderr
     return done.returncode, done.stdout
@@ -180,7 +180,7 @@ def test_beat_requeues_stuck_urls_every_half_threshold() -> None:
 
 
 def test_beat_task_skips_while_a_backlog_waits(rt: Runtime) -> None:
-    from tasks.maintenance import backlog
+    from newsq.tasks.maintenance import backlog
 
     client: redis.Redis = rt.redis
     prefix = rt.settings.key_prefix

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from newsq.store import Store
+from newsq.store.database import Store
 
 
 def _row(url: str, story: str, text: str | None, dup: str | None = None) -> dict[str, object]:

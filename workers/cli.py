@@ -16,7 +16,7 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 
-from config.settings import Settings
+from newsq.config.settings import Settings
 from newsq.errors import ConfigError, NewsqError
 
 EXIT_ERROR = 2
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--once", action="store_true", help="print one table and exit")
     stats.add_argument("--interval", type=_seconds, default=2.0)
 
-    from workers.feeds_cmd import add_parsers as add_feeds_parsers
+    from newsq.workers.feeds_cmd import add_parsers as add_feeds_parsers
 
     add_feeds_parsers(sub)
     return parser
@@ -138,12 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        from workers.logs import setup_logging
+        from newsq.workers.logs import setup_logging
 
         if args.command != "worker":
             setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level,
                           settings.log_format)  # fmt: skip
-        from workers import commands
+        from newsq.workers import commands
 
         handler: Callable[[argparse.Namespace, Settings], int] = getattr(
             commands, f"cmd_{args.command}"

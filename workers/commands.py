@@ -14,22 +14,22 @@ from typing import Any
 import redis
 from rich.console import Console
 
-from config.settings import Settings
+from newsq.config.settings import Settings
 from newsq.errors import ConfigError
-from newsq.intake import Intake, batches, enqueue, gather
+from newsq.feeds.intake import Intake, batches, enqueue, gather
 from newsq.ledger import Ledger
 from newsq.records import TERMINAL
-from newsq.store import Store
-from workers.cli import need_broker, print_json
-from workers.embedded import LocalCluster
-from workers.feeds_cmd import cmd_beat, cmd_feeds  # noqa: F401  (dispatched by name)
+from newsq.store.database import Store
+from newsq.workers.cli import need_broker, print_json
+from newsq.workers.embedded import LocalCluster
+from newsq.workers.feeds_cmd import cmd_beat, cmd_feeds  # noqa: F401  (dispatched by name)
 
 # -- run / enqueue / worker ----------------------------------------------------------
 
 
 def _submit(settings: Settings, args: argparse.Namespace, store: Store) -> tuple[Intake, Ledger]:
-    from config.celery import make_app
-    from newsq.fetch import Fetcher
+    from newsq.config.celery import make_app
+    from newsq.fetch.client import Fetcher
 
     client = redis.Redis.from_url(settings.broker_url or "")
     client.ping()
@@ -138,7 +138,7 @@ def wait_until_done(ledger: Ledger, urls: list[str], cluster: LocalCluster, time
 
 
 def run_pipeline(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    from workers.report import print_summary, summary_data
+    from newsq.workers.report import print_summary, summary_data
 
     store = Store.from_url(settings.database_url)
     started = time.monotonic()
@@ -167,13 +167,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.demo import run_demo
+    from newsq.demo.run import run_demo
 
     return run_demo(args, settings)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.worker import run_worker
+    from newsq.workers.worker import run_worker
 
     need_broker(settings, "worker")
     return run_worker(settings, args.queues, args.concurrency, args.pool, beat=args.beat)
@@ -183,7 +183,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
-    from newsq.fetch import Fetcher
+    from newsq.fetch.client import Fetcher
 
     fetcher = Fetcher(settings)
     try:
@@ -195,7 +195,7 @@ def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_extract(args: argparse.Namespace, settings: Settings) -> int:
-    from newsq.clean import extract
+    from newsq.clean.extract import extract
     from newsq.records import Article
 
     status = 0
@@ -239,7 +239,7 @@ def _when(value: str | None, flag: str) -> datetime | None:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.export import export_store
+    from newsq.store.export import export_store
 
     store = Store.from_url(settings.database_url)
     rows = store.iter_articles(unique_only=not args.all, since=_when(args.since, "--since"),
@@ -308,7 +308,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from config.celery import make_app
+    from newsq.config.celery import make_app
     from newsq.pipeline import requeue, requeue_stuck
     from newsq.urls import normalize_or_none
 
@@ -335,8 +335,8 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.report import stats_view
-    from workers.stats import StatsSource
+    from newsq.workers.report import stats_view
+    from newsq.workers.stats import StatsSource
 
     need_broker(settings, "stats")
     client = redis.Redis.from_url(settings.broker_url or "")

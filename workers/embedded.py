@@ -30,9 +30,9 @@ import tempfile
 import time
 from types import TracebackType
 
-from config.settings import Settings
+from newsq.config.settings import Settings
 from newsq.errors import NewsqError
-from newsq.servers import RedisServer, die_with_parent
+from newsq.workers.redis_server import RedisServer, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class LocalCluster:
     def start_workers(self) -> None:
         env = settings_env(self.settings)
         env["NEWSQ_LOG_LEVEL"] = self.log_level
-        base = [sys.executable, "-m", "workers", "worker"]
+        base = [sys.executable, "-m", "newsq", "worker"]
         threads = ["--pool", "threads", "--concurrency", str(self.fetch_threads)]
         specs = [
             ["--queues", "fetch", *threads],

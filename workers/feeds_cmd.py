@@ -12,11 +12,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from config.settings import Settings
+from newsq.config.settings import Settings
 from newsq.errors import ConfigError
-from newsq.feedpoll import add_feed, due_in, format_duration, parse_duration, remove_feed
-from newsq.store import Store
-from workers.cli import need_broker, print_json
+from newsq.feeds.poll import add_feed, due_in, format_duration, parse_duration, remove_feed
+from newsq.store.database import Store
+from newsq.workers.cli import need_broker, print_json
 
 
 def _duration(value: str) -> float:
@@ -108,11 +108,11 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
     """Run Celery beat alone: it sends ``newsq.poll_feeds`` every ``NEWSQ_FEED_TICK``."""
-    from workers.logs import setup_logging
+    from newsq.workers.logs import setup_logging
 
     need_broker(settings, "beat")
     setup_logging(settings.log_level, settings.log_format)
-    from config.celery import app
+    from newsq.config.celery import app
 
     app.start(["beat", "--loglevel", settings.log_level])
     return 0

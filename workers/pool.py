@@ -3,10 +3,10 @@ keep the core busy (``--pool threads`` in ``newsq worker``).
 
 Celery's own thread pool is a :class:`concurrent.futures.ThreadPoolExecutor`: every
 reserved task runs at once, on whichever thread has been idle longest. Ours starts a
-task only while :meth:`newsq.admission.Admission.may_start` allows (the rest wait in a
+task only while :meth:`newsq.workers.admission.Admission.may_start` allows (the rest wait in a
 queue, not in parked threads) and hands each task to the thread that went idle last,
 so a small, warm set of threads does the work when pages come fast, and the whole
-pool when sites are slow. See :mod:`newsq.admission` for the rule and
+pool when sites are slow. See :mod:`newsq.workers.admission` for the rule and
 ``bench/README.md`` for the measurements.
 """
 
@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from celery.concurrency import thread
 
-from newsq.admission import TICK_S, Admission, CpuLane, process_admission
+from newsq.workers.admission import TICK_S, Admission, CpuLane, process_admission
 
 _Item = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 T = TypeVar("T")
@@ -210,7 +210,7 @@ class AdaptiveExecutor:
 
 class TaskPool(thread.TaskPool):
     """Celery's thread pool with :class:`AdaptiveExecutor` as its executor, and a
-    :class:`~newsq.admission.CpuLane` for the CPU-heavy part of its tasks."""
+    :class:`~newsq.workers.admission.CpuLane` for the CPU-heavy part of its tasks."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -12,10 +12,10 @@ from rich.table import Table
 
 from newsq.ledger import Ledger
 from newsq.records import STATES
-from newsq.store import Store
+from newsq.store.database import Store
 
 if TYPE_CHECKING:
-    from workers.stats import Snapshot
+    from newsq.workers.stats import Snapshot
 
 
 def summary_data(store: Store, urls: list[str], ledger: Ledger, seconds: float,

@@ -16,10 +16,10 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 
-from config.celery import QUEUES
+from newsq.config.celery import QUEUES
 from newsq.ledger import Ledger
 from newsq.metrics import dedup_ratio
-from newsq.store import Store, urls
+from newsq.store.database import Store, urls
 from newsq.throughput import Throughput
 from newsq.urls import host_of
 

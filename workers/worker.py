@@ -9,10 +9,10 @@ import sys
 import tempfile
 from typing import Any
 
-from config.celery import QUEUES
-from config.settings import Settings
+from newsq.config.celery import QUEUES
+from newsq.config.settings import Settings
 from newsq.errors import ConfigError
-from workers.logs import setup_logging
+from newsq.workers.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ def start_metrics_server(settings: Settings) -> None:
     """Serve the summed metrics of this worker and its pool children on the metrics port.
 
     prometheus-client chooses multiprocess mode when it is first imported, so the
-    directory is set here, before ``config.celery`` loads the tasks (which import
+    directory is set here, before ``newsq.config.celery`` loads the tasks (which import
     ``newsq.metrics``); a too-early import is an error rather than silently wrong
     numbers. Children that exit are marked dead so their live gauges are dropped.
     """
@@ -90,14 +90,14 @@ def run_worker(settings: Settings, queues: str, concurrency: int | None,
     # the clean stage's libraries (trafilatura, lxml: ~0.5 s) load here, once, before
     # the pool starts: not on every process's or thread's first page, and shared by
     # prefork children through the fork
-    import newsq.clean  # noqa: F401
-    from config.celery import FETCH_QUEUE, PROCESS_QUEUE, app, task_annotations
+    import newsq.clean.extract  # noqa: F401
+    from newsq.config.celery import FETCH_QUEUE, PROCESS_QUEUE, app, task_annotations
 
     if FETCH_QUEUE in names and PROCESS_QUEUE in names:  # set before the tasks are loaded
         app.conf.task_annotations = task_annotations(settings, inline=True)
     pool_args = ["--pool", pool]
     if pool == "threads":  # newsq's adaptive thread pool (workers/pool.py), not Celery's;
-        app.conf.worker_pool = "workers.pool:TaskPool"  # Celery's CLI takes only its names
+        app.conf.worker_pool = "newsq.workers.pool:TaskPool"  # Celery's CLI takes only its names
         pool_args = []
     argv = [
         "worker",

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from newsq.servers import PostgresServer
 from tests.faults.harness import Workers
 from tests.faults.site import Site, serve
+from tests.servers import PostgresServer
 
 VISIBILITY_TIMEOUT = 12
 

@@ -1,6 +1,6 @@
 """Real worker processes for the fault-injection suite, and the end-state check.
 
-:class:`Workers` starts ``python -m workers worker`` processes (a thread-pool fetch
+:class:`Workers` starts ``python -m newsq worker`` processes (a thread-pool fetch
 worker and a prefork process worker, each in its own process group) and kills them
 the ways production does; :func:`check_end_state` asserts what every case must end
 with: every URL in exactly one terminal state, none lost, none stored twice, none
@@ -40,7 +40,7 @@ CHILD_DEATHS = {
 def newsq(*args: str, env: dict[str, str],
           timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """Run the real ``newsq`` CLI; returns the finished process."""
-    return subprocess.run([sys.executable, "-m", "workers", *args], env=env, text=True,
+    return subprocess.run([sys.executable, "-m", "newsq", *args], env=env, text=True,
                           capture_output=True, timeout=timeout, cwd=ROOT)  # fmt: skip
 
 
@@ -92,7 +92,7 @@ class Workers:
         for name, spec in specs.items():
             log = open(self.logs / f"{name}-{self.generation}.log", "wb")  # noqa: SIM115
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "workers", "worker", *spec], env=self.env, cwd=ROOT,
+                [sys.executable, "-m", "newsq", "worker", *spec], env=self.env, cwd=ROOT,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip

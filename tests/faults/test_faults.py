@@ -17,9 +17,9 @@ import psutil
 import pytest
 import redis
 
-from config.celery import make_app
-from config.settings import Settings
-from newsq.servers import PostgresServer, RedisServer
+from newsq.config.celery import make_app
+from newsq.config.settings import Settings
+from newsq.workers.redis_server import RedisServer
 from tests.faults.conftest import VISIBILITY_TIMEOUT
 from tests.faults.harness import (
     CHILD_DEATHS,
@@ -33,6 +33,7 @@ from tests.faults.harness import (
     wait_for,
 )
 from tests.faults.site import Site
+from tests.servers import PostgresServer
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

@@ -1,0 +1,3 @@
+from newsq.workers.cli import main
+
+raise SystemExit(main())

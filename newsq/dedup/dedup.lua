@@ -1,0 +1,298 @@
+-- dedup.lua: check AND write one copy in the shared dedup index, atomically.
+--
+-- Called by newsq/dedup/index.py (see its docstring for the layout). Every key shares the
+-- hash tag of KEYS[1] ("{<prefix>:dedup}"), so the script runs on one node in Cluster.
+--   <base>:seq                 doc id counter (no expiry)
+--   <base>:k:<gen>:<bucket>    small hashes (listpack) of 8-byte digest -> value:
+--       url / final / canonical digests -> url record "<o|a><kind><th8><sim4><docid>"
+--                                          (o: the copy's own url, a: an alias)
+--       text digest, band digests       -> docid
+--   <base>:d:<gen>:<bucket>    doc records: docid -> story(8) nsh(4) sig(2K) root url
+--   <base>:f:<gen>             filter: one bit per field put in <gen> (see bit_of)
+-- <gen> is a time generation; a key expires (EXPIREAT) a full window after its
+-- generation ends, and lookups read generations now .. now-G, newest first.
+--
+-- ARGV: 1 gen  2 G  3 expire_at  4 nbuckets  5 dbuckets  6 j_thr  7 c_thr
+--       8 min_shingles  9 url_f  10 final_f  11 canon_f  12 text_f  13 th8
+--       14 nshingles  15 sig  16 story_new  17 url  18 long_shingles  19 long_j
+--       20 long_c  21 short_j  22 n_full_bands  23 filter bits per generation
+--       24.. bands (full, then lead)
+-- Returns {kind, story id (16 hex), duplicate_of or "", similarity (per mille)}.
+
+local base = KEYS[1]
+local gen, G = tonumber(ARGV[1]), tonumber(ARGV[2])
+local expire_at = ARGV[3]
+local nb, db = tonumber(ARGV[4]), tonumber(ARGV[5])
+local j_thr, c_thr, min_sh = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local url_f, final_f, canon_f, text_f = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local th, nsh, sig = ARGV[13], tonumber(ARGV[14]), ARGV[15]
+local story_new, url = ARGV[16], ARGV[17]
+local long_sh, long_j, long_c = tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20])
+local short_j = tonumber(ARGV[21])
+local bits = tonumber(ARGV[23])
+local BAND0 = 24  -- ARGV index of the first band digest
+local n_lead = #ARGV - BAND0 + 1 - tonumber(ARGV[22])  -- lead band digests (the last ones)
+local byte, sub = string.byte, string.sub
+local K = #sig / 2
+local MIN_LOWER = 4  -- see near_score
+local NAMES = {n = "new", u = "url", e = "exact", m = "near", r = "revision"}
+
+local function kkey(g, field)
+  local b1, b2, b3 = byte(field, 1, 3)
+  return base .. ":k:" .. g .. ":" .. ((b1 * 65536 + b2 * 256 + b3) % nb)
+end
+
+-- Which generations may hold a field: one bit per field (its digest's bytes 4-7 modulo
+-- `bits`) in a per-generation filter string <base>:f:<gen>, set by every put. All the
+-- fields a decide may look up are tested in one BITFIELD_RO per generation, so a field
+-- costs an HGET only where its bit is set (its generation, or a ~10% false positive),
+-- not one per live generation.
+local function bit_of(field)
+  local b4, b5, b6, b7 = byte(field, 4, 7)
+  return (((b4 * 256 + b5) * 256 + b6) * 256 + b7) % bits
+end
+
+local maybe = {}  -- field -> {gen = true} for generations whose filter holds its bit
+do
+  local fields, args = {}, {}
+  for _, f in ipairs({url_f, final_f, canon_f, text_f}) do
+    if f ~= "" then fields[#fields + 1] = f end
+  end
+  for i = BAND0, #ARGV do fields[#fields + 1] = ARGV[i] end
+  for _, f in ipairs(fields) do
+    maybe[f] = {}
+    args[#args + 1] = "GET"
+    args[#args + 1] = "u1"
+    args[#args + 1] = bit_of(f)
+  end
+  for g = gen, gen - G, -1 do
+    local got = redis.call("BITFIELD_RO", base .. ":f:" .. g, unpack(args))
+    for i, f in ipairs(fields) do
+      if got[i] == 1 then maybe[f][g] = true end
+    end
+  end
+end
+
+local memo, memo_gen = {}, {}  -- field -> value or false, and the generation it is in
+
+-- The value of a field and the generation holding it, or nil.
+local function find(field)
+  if field == "" then return nil end
+  if memo[field] ~= nil then return memo[field] or nil, memo_gen[field] end
+  local live = maybe[field] or {}
+  for g = gen, gen - G, -1 do
+    if live[g] then
+      local v = redis.call("HGET", kkey(g, field), field)
+      if v then
+        memo[field], memo_gen[field] = v, g
+        return v, g
+      end
+    end
+  end
+  memo[field] = false
+  return nil
+end
+
+-- A doc record by id, looked for from generation `from` (the generation of the entry
+-- pointing at it: a text or band entry is written with its doc, a url entry may point
+-- at an older doc) down to the oldest live one.
+local function doc(id, from)
+  if not id then return nil end
+  local n = tonumber(id)
+  for g = from or gen, gen - G, -1 do
+    local v = redis.call("HGET", base .. ":d:" .. g .. ":" .. (n % db), id)
+    if v then return v end
+  end
+  return nil
+end
+
+local new_bits = {}  -- BITFIELD SET arguments for the fields put in this call
+
+local function put(field, value)
+  local key = kkey(gen, field)
+  redis.call("HSET", key, field, value)
+  redis.call("EXPIREAT", key, expire_at)
+  memo[field], memo_gen[field] = value, gen
+  new_bits[#new_bits + 1] = "SET"
+  new_bits[#new_bits + 1] = "u1"
+  new_bits[#new_bits + 1] = bit_of(field)
+  new_bits[#new_bits + 1] = 1
+end
+
+-- Sets the filter bits of this call's puts (before every return that follows a put).
+local function flush_bits()
+  if #new_bits == 0 then return end
+  local key = base .. ":f:" .. gen
+  redis.call("BITFIELD", key, unpack(new_bits))
+  redis.call("EXPIREAT", key, expire_at)
+  new_bits = {}
+end
+
+-- doc record fields
+local function d_story(d) return sub(d, 1, 8) end
+local function d_nsh(d)
+  local a, b, c, e = byte(d, 9, 12)
+  return ((a * 256 + b) * 256 + c) * 256 + e
+end
+local function d_sig(d) return sub(d, 13, 12 + 2 * K) end
+local function d_root(d) return sub(d, 13 + 2 * K) end
+
+-- Estimated Jaccard similarity, and containment of the smaller shingle set in the
+-- larger. MinHash values keep order under truncation: where the smaller set S holds a
+-- strictly lower value than the larger L, the union's minimum lies in S \ L; that
+-- happens with probability |S \ L| / |S u L|, and |S u L| = (|S| + |L|) / (1 + J).
+local function compare(cs, cn)
+  if K == 0 or #cs ~= 2 * K or nsh == 0 or cn == 0 then return 0, 0, 0 end
+  local q, c = {byte(sig, 1, -1)}, {byte(cs, 1, -1)}
+  local m, q_lt, c_lt = 0, 0, 0
+  for i = 1, 2 * K, 2 do
+    local a, b = q[i] * 256 + q[i + 1], c[i] * 256 + c[i + 1]
+    if a == b then m = m + 1 elseif a < b then q_lt = q_lt + 1 else c_lt = c_lt + 1 end
+  end
+  local j = m / K
+  local small_n, small_lt = nsh, q_lt
+  if cn < nsh then small_n, small_lt = cn, c_lt end
+  if small_n < min_sh then return j, 0, small_n end
+  local contain = 1 - (small_lt / K) * (nsh + cn) / (1 + j) / small_n
+  if contain < 0 then contain = 0 end
+  return j, contain, small_n, K * small_n * (1 + j) / (nsh + cn)
+end
+
+-- The similarity that makes a near copy, or nil: Jaccard first, else containment.
+-- A short text (the smaller under long_sh shingles) needs Jaccard >= short_j: the
+-- estimate is coarse there, and short pieces of one kind (local briefs) share half
+-- their phrasing. A long one also matches on containment >= long_c with Jaccard >=
+-- long_j: a copy trimmed to its lead whose page kept some lines the other's dropped
+-- (inline related links, a dateline), which no unrelated long text comes near.
+--
+-- A set far smaller than the other holds a strictly lower value at few positions even
+-- when disjoint from it (expected: `lower`, K * |S| / |S u L|); under MIN_LOWER the
+-- containment estimate cannot tell contained from disjoint (an editor's note opening
+-- the copy of a short story made it "contained" in an 8000-word one), so there a copy
+-- trimmed to its lead is known by its lead instead: every lead band points at `d`.
+local function near_score(d, lead_hits)
+  local j, contain, small_n, lower = compare(d_sig(d), d_nsh(d))
+  if lower and lower < MIN_LOWER and lead_hits < n_lead then contain = 0 end
+  local long = small_n >= long_sh
+  if j >= j_thr and (long or j >= short_j) then return j end
+  if contain >= c_thr then return contain end
+  if long and contain >= long_c and j >= long_j then return contain end
+  return nil
+end
+
+local function permille(x) return string.format("%04d", math.floor(x * 1000 + 0.5)) end
+
+local function hex(s)
+  return (string.gsub(s, ".", function(ch) return string.format("%02x", byte(ch)) end))
+end
+
+local function verdict(kind, d, sim)
+  local dup = ""
+  if kind ~= "n" and kind ~= "r" then dup = d_root(d) end
+  return {NAMES[kind], hex(d_story(d)), dup, sim}
+end
+
+local function index_doc(story, root)
+  local id = redis.call("INCR", base .. ":seq")
+  local key = base .. ":d:" .. gen .. ":" .. (id % db)
+  redis.call("HSET", key, id, story .. struct.pack(">I4", nsh) .. sig .. root)
+  redis.call("EXPIREAT", key, expire_at)
+  return tostring(id)
+end
+
+local function index_bands(id)
+  for i = BAND0, #ARGV do
+    if not find(ARGV[i]) then put(ARGV[i], id) end
+  end
+end
+
+-- 1. the copy's own url seen before: a replay (same text) or a revision (new text)
+local rec, rec_gen = find(url_f)
+local own = rec and sub(rec, 1, 1) == "o"
+if own then
+  local d = doc(sub(rec, 15), rec_gen)
+  if d and sub(rec, 3, 10) == th then
+    return verdict(sub(rec, 2, 2), d, sub(rec, 11, 14))
+  end
+  if d then
+    local j = compare(d_sig(d), d_nsh(d))
+    local sim = permille(j)
+    local id = index_doc(d_story(d), d_root(d))
+    if not find(text_f) then put(text_f, id) end
+    index_bands(id)
+    put(url_f, "or" .. th .. sim .. id)
+    flush_bits()
+    return verdict("r", d, sim)
+  end
+end
+
+-- 2. same url, final url or canonical url as an indexed copy, if the texts agree
+local kind, match, match_id, sim = nil, nil, nil, nil
+local aliases = {url_f, final_f, canon_f}
+local seen = {}
+for i, f in ipairs(aliases) do
+  local v, g = nil, nil
+  if f ~= "" then v, g = find(f) end
+  seen[i] = v
+  if v and not match then
+    local d = doc(sub(v, 15), g)
+    if d then
+      local s = nil
+      if sub(v, 3, 10) == th then s = 1 else s = near_score(d, 0) end
+      if s or nsh == 0 or d_nsh(d) == 0 then
+        kind, match, match_id, sim = "u", d, sub(v, 15), permille(s or 1)
+      end
+    end
+  end
+end
+
+-- 3. same normalised text
+local text_ref, text_gen = find(text_f)
+local text_doc = nil  -- the doc the text entry points at, once read
+if text_ref then text_doc = doc(text_ref, text_gen) end
+if not match and text_ref then
+  local d = text_doc
+  if d then kind, match, match_id, sim = "e", d, text_ref, "1000" end
+end
+
+-- 4. near copy: candidates from the LSH bands, confirmed on their signatures
+if not match and nsh > 0 then
+  local ids, id_gen, lead_hits, best = {}, {}, {}, -1
+  for i = BAND0, #ARGV do
+    local id, g = find(ARGV[i])
+    if id then
+      if lead_hits[id] == nil then
+        ids[#ids + 1] = id
+        id_gen[id] = g
+        lead_hits[id] = 0
+      end
+      if i > #ARGV - n_lead then lead_hits[id] = lead_hits[id] + 1 end
+    end
+  end
+  for _, id in ipairs(ids) do
+    local d = doc(id, id_gen[id])
+    if d then
+      local s = near_score(d, lead_hits[id])
+      if s and s > best then kind, match, match_id, best = "m", d, id, s end
+    end
+  end
+  if match then sim = permille(best) end
+end
+
+-- 5. write: a text not seen before is indexed (doc record, text digest, bands)
+local story, root = story_new, url
+if match then story, root = d_story(match), d_root(match) else kind, sim = "n", "1000" end
+local ref = match_id
+if not text_doc then
+  -- the url record points at a doc holding this verdict's story, so a replay agrees
+  ref = index_doc(story, root)
+  put(text_f, ref)
+  index_bands(ref)
+end
+put(url_f, "o" .. kind .. th .. sim .. ref)
+for i = 2, 3 do
+  if aliases[i] ~= "" and not seen[i] then put(aliases[i], "a" .. kind .. th .. sim .. ref) end
+end
+flush_bits()
+if not match then return {"new", hex(story), "", sim} end
+return verdict(kind, match, sim)

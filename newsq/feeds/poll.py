@@ -1,0 +1,256 @@
+"""Feeds that poll themselves: which feeds are due, one conditional poll, the next interval.
+
+A registered feed (RSS/Atom or sitemap, a row of the store's ``feeds`` table) is polled
+when its ``next_due`` has passed. One poll:
+
+  1. claims the feed (:meth:`Store.claim_feed`), so two ticks or two workers never
+     poll it at once; a poller that dies leaves the feed due again after a lease;
+  2. asks with a conditional GET (``If-None-Match`` / ``If-Modified-Since`` from the
+     stored ``etag`` / ``last_modified``); a 304 costs nothing more: no parsing, no
+     enqueueing;
+  3. parses the body (following a sitemap index's children) and enqueues only the URLs
+     the ledger has not seen before;
+  4. adapts the interval: halved when new items appeared, ×1.5 when none did (or the
+     poll failed), kept within the feed's ``[min_every_s, max_every_s]``.
+
+Nothing here knows Celery: ``send(url)`` hands one new URL to the fetch stage. Failures
+(unreachable feed, not a feed) are results with ``error`` set, never exceptions.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from newsq.config.settings import Settings
+from newsq.errors import ConfigError
+from newsq.feeds import parse as feeds
+from newsq.feeds.intake import enqueue, expand_feed
+from newsq.fetch.client import Fetcher
+from newsq.fetch.politeness import Politeness
+from newsq.ledger import Ledger
+from newsq.store.database import Store
+from newsq.store.database import now as utcnow
+from newsq.urls import InvalidURL, host_of, normalize, normalize_or_none
+
+log = logging.getLogger(__name__)
+
+GROW = 1.5
+SHRINK = 0.5
+POLITE_WAIT_S = 10.0
+"""How long a poll waits for its host's politeness slot before it is put off."""
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+
+Send = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class FeedPoll:
+    """What one poll of one feed did."""
+
+    url: str
+    status: int | None
+    """HTTP status of the answer; None when there was none."""
+    new: int = 0
+    known: int = 0
+    not_modified: bool = False
+    error: str | None = None
+    every_s: float = 0.0
+    """The interval until the next poll."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``30s``, ``10m``, ``2h``, ``1d`` or a bare number; raises ConfigError."""
+    match = _DURATION.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(f"{text!r} is not a duration like 30s, 10m, 2h or 1d")
+    return float(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def format_duration(seconds: float) -> str:
+    """A short form of ``seconds``: ``45s``, ``10m``, ``1.5h``, ``2d``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g}{unit}"
+    return f"{seconds:.3g}s"
+
+
+def next_interval(every: float, new: int, low: float, high: float) -> float:
+    """Halve the interval after new items, stretch it ×1.5 after none; clamped to [low, high]."""
+    return min(high, max(low, every * (SHRINK if new else GROW)))
+
+
+def _aware(when: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def lease_seconds(settings: Settings) -> float:
+    """How long a claimed feed stays taken: time for the feed and a few child sitemaps."""
+    return settings.fetch_timeout * 5 + 60
+
+
+# -- registering ---------------------------------------------------------------------
+
+
+def add_feed(
+    store: Store,
+    url: str,
+    settings: Settings,
+    *,
+    every: float | None = None,
+    min_every: float | None = None,
+    max_every: float | None = None,
+    kind: str | None = None,
+) -> dict[str, Any]:
+    """Register ``url`` (or change its intervals), due at once; returns the stored row.
+
+    ``kind`` defaults to ``sitemap`` when the path says so, else ``feed``; the first poll
+    corrects it from what the body turns out to be. Raises ConfigError for a bad URL or
+    intervals that do not fit ``min <= every <= max``.
+    """
+    try:
+        url = normalize(url)
+    except InvalidURL as exc:
+        raise ConfigError(f"not a feed URL: {url}: {exc}") from None
+    every = every or settings.feed_every
+    low = min(every, settings.feed_min_every) if min_every is None else min_every
+    high = max(every, settings.feed_max_every) if max_every is None else max_every
+    if not low <= every <= high:
+        shown = ", ".join(format_duration(x) for x in (low, every, high))
+        raise ConfigError(f"intervals must satisfy min <= every <= max, got {shown}")
+    kind = kind or ("sitemap" if "sitemap" in url.lower() else "feed")
+    now = utcnow()
+    values: dict[str, Any] = {"url": url, "kind": kind, "every_s": every, "min_every_s": low,
+                              "max_every_s": high, "next_due": now}  # fmt: skip
+    if store.get_feed(url) is None:
+        values.update(added_at=now, polls=0, last_new=0)
+    store.upsert_feed(values)
+    log.info("feed %s registered: every %s", url, format_duration(every))
+    row = store.get_feed(url)
+    assert row is not None
+    return row
+
+
+def remove_feed(store: Store, url: str) -> bool:
+    """Unregister ``url`` (normalised as ``add_feed`` does); False when it was not there."""
+    return store.remove_feed(normalize_or_none(url) or url)
+
+
+# -- polling -------------------------------------------------------------------------
+
+
+def claim_due(store: Store, settings: Settings, now: datetime | None = None) -> list[str]:
+    """The due feeds this caller has claimed (others' claims are skipped), oldest due first."""
+    now = now or utcnow()
+    lease = now + timedelta(seconds=lease_seconds(settings))
+    return [
+        row["url"]
+        for row in store.list_feeds(due_before=now)
+        if store.claim_feed(row["url"], now, lease)
+    ]
+
+
+def conditional_headers(feed: Mapping[str, Any]) -> dict[str, str]:
+    """If-None-Match / If-Modified-Since from the validators the last answer gave."""
+    headers = {}
+    if feed.get("etag"):
+        headers["If-None-Match"] = feed["etag"]
+    if feed.get("last_modified"):
+        headers["If-Modified-Since"] = feed["last_modified"]
+    return headers
+
+
+def poll_feed(store: Store, fetcher: Fetcher, ledger: Ledger, url: str, send: Send,
+              polite: Politeness | None = None, polite_wait: float = POLITE_WAIT_S,
+              ) -> FeedPoll | None:  # fmt: skip
+    """Poll one (claimed) feed and schedule its next poll.
+
+    With ``polite``, the poll takes its host's politeness slot like any fetch (shared
+    with the article fetches of that host, across workers), waiting up to
+    ``polite_wait`` seconds for it; when none comes the feed is due again that much
+    later, with ``error`` saying so and nothing fetched.
+
+    Returns None when the feed is no longer registered; a feed that cannot be read
+    gives a FeedPoll with ``error`` set (and a longer interval), never an exception.
+    Raises StoreUnavailable or a Redis error only when the store or ledger is down.
+    """
+    feed = store.get_feed(url)
+    if feed is None:
+        return None
+    # 1. conditional GET, in the host's politeness slot
+    host = host_of(url)
+    if polite is not None and not polite.wait(host, polite_wait):
+        store.update_feed(url, {"next_due": utcnow() + timedelta(seconds=polite_wait)})
+        log.info("feed %s: host %s busy (politeness); due again in %s", url, host,
+                 format_duration(polite_wait))  # fmt: skip
+        return FeedPoll(url=url, status=None, error=f"host {host} busy (politeness)",
+                        every_s=feed["every_s"])  # fmt: skip
+    try:
+        result = fetcher.fetch(url, kind="feed", headers=conditional_headers(feed))
+    finally:
+        if polite is not None:
+            polite.release(host)
+    new = known = 0
+    error = None
+    kind = feed["kind"]
+    if not result.ok or result.body is None:
+        error = f"{result.reason} (HTTP {result.status})" if result.status else result.reason
+    elif result.status != 304:
+        # 2. parse, following a sitemap index's children
+        items = feeds.parse(result.body, result.final_url)
+        error = items.error
+        urls = list(items.urls)
+        for child in items.sitemaps:
+            more, child_error = expand_feed(fetcher, child, depth=1)
+            urls.extend(more)
+            if child_error:
+                log.warning("feed %s: child sitemap %s not read: %s", url, child, child_error)
+        kind = items.kind if not error else kind
+        # 3. only URLs the ledger has not seen are sent on
+        intake = enqueue(ledger, store, urls, send=send)
+        new, known = len(intake.new), len(intake.known)
+    # 4. adapt the interval; keep the old validators unless the answer brought new ones
+    every = next_interval(feed["every_s"], new, feed["min_every_s"], feed["max_every_s"])
+    now = utcnow()
+    store.update_feed(url, {
+        "kind": kind,
+        "every_s": every,
+        "next_due": now + timedelta(seconds=every),
+        "last_polled": now,
+        "last_status": result.status,
+        "last_new": new,
+        "polls": feed["polls"] + 1,
+        "etag": result.headers.get("etag", feed["etag"]) if result.ok else feed["etag"],
+        "last_modified": (result.headers.get("last-modified", feed["last_modified"])
+                          if result.ok else feed["last_modified"]),
+    })  # fmt: skip
+    poll = FeedPoll(url=url, status=result.status, new=new, known=known,
+                    not_modified=result.status == 304, error=error, every_s=every)  # fmt: skip
+    if error:
+        log.warning("feed %s not read: %s; next poll in %s", url, error, format_duration(every))
+    else:
+        log.info("feed %s polled: HTTP %s, %d new, %d known; next poll in %s",
+                 url, result.status, new, known, format_duration(every))  # fmt: skip
+    return poll
+
+
+def poll_due(store: Store, fetcher: Fetcher, ledger: Ledger, settings: Settings,
+             send: Send, polite: Politeness | None = None) -> list[FeedPoll]:  # fmt: skip
+    """Claim every due feed and poll it here, one after another; the polls made."""
+    polls = []
+    for url in claim_due(store, settings):
+        poll = poll_feed(store, fetcher, ledger, url, send, polite)
+        if poll is not None:
+            polls.append(poll)
+    return polls
+
+
+def due_in(feed: Mapping[str, Any], now: datetime | None = None) -> float:
+    """Seconds until the feed is due (negative when overdue)."""
+    return (_aware(feed["next_due"]) - (now or utcnow())).total_seconds()

@@ -1,0 +1,335 @@
+"""The fetch stage: one URL in, one :class:`~newsq.records.FetchResult` out.
+
+A worker process makes one :class:`Fetcher` (one httpx client, one connection pool) and
+shares it between its threads. Every outcome, good or bad, is a result with a reason
+code; ``fetch`` raises only for programming errors. What it guarantees:
+
+- every hop of a redirect chain is validated and SSRF-checked (:mod:`newsq.fetch.netguard`)
+  and connected to the address that was checked; at most ``max_redirects`` hops, loops
+  caught;
+- the whole request, headers to last byte, ends by ``fetch_timeout``, however slowly the
+  server talks;
+- at most ``max_bytes`` of body are accepted, counted after decompression while
+  streaming, so an endless or bomb body never sits in memory.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Literal
+from urllib.parse import urljoin, urlsplit
+
+import httpcore
+import httpx
+
+from newsq import errors
+from newsq.config.settings import Settings
+from newsq.fetch.decoding import (
+    ACCEPT_ENCODING,
+    BodyError,
+    BoundedDecoder,
+    decode_html,
+    looks_like_html,
+    media_type,
+)
+from newsq.fetch.netguard import GuardedBackend, Refused, prepare
+from newsq.records import FetchResult
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["page", "feed", "robots"]
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+KEPT_HEADERS = ("etag", "last-modified", "cache-control", "expires", "content-language")
+POOL_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=30)
+_ACCEPT = {
+    "page": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
+    "feed": "application/rss+xml,application/atom+xml,application/xml;q=0.9,text/xml;q=0.9,"
+    "application/feed+json;q=0.8,*/*;q=0.1",
+    "robots": "text/plain,*/*;q=0.1",
+}
+
+
+class _Failed(Exception):
+    """Ends a fetch early with a reason code (internal to this module)."""
+
+    def __init__(
+        self,
+        reason: str,
+        detail: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass
+class _Hop:
+    """Where a fetch has got to: the URL asked for, the current hop, what it saw."""
+
+    url: str
+    current: str = ""
+    status: int | None = None
+    content_type: str | None = None
+    redirects: int = 0
+
+    def __post_init__(self) -> None:
+        self.current = self.current or self.url
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
+def _elapsed_ms(start: float) -> int:
+    return int((time.monotonic() - start) * 1000)
+
+
+def accepts(kind: Kind, mtype: str | None) -> bool:
+    """True when a response of media type ``mtype`` suits ``kind`` (None: not declared)."""
+    if mtype is None:
+        return True  # sniffed after reading (pages) or left to the parser (feeds, robots)
+    if kind == "page":
+        return mtype in PAGE_TYPES
+    if kind == "feed":
+        return mtype.startswith("text/") or "xml" in mtype or "json" in mtype
+    return mtype.startswith("text/")
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a Retry-After value (delta seconds or HTTP date) asks for; None if unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+class _PinnedTransport(httpx.HTTPTransport):
+    """httpx's transport over a connection pool that connects through ``backend``."""
+
+    def __init__(self, backend: GuardedBackend, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits, trust_env=False)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=backend,
+        )
+
+
+class Fetcher:
+    """Fetches URLs safely (politeness is the caller's, see :mod:`newsq.fetch.politeness`).
+
+    One per worker process; thread-safe.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._backend = GuardedBackend(settings.allow_private)
+        self._client = httpx.Client(
+            transport=_PinnedTransport(self._backend, POOL_LIMITS),
+            follow_redirects=False,
+            trust_env=False,
+            headers={"User-Agent": settings.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
+        )
+
+    def close(self) -> None:
+        self._client.close()
+        self._backend.close()
+
+    def __enter__(self) -> Fetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fetch(
+        self,
+        url: str,
+        *,
+        kind: Kind = "page",
+        headers: Mapping[str, str] | None = None,
+    ) -> FetchResult:
+        """Fetch ``url``; never raises for network or HTTP outcomes.
+
+        On failure returns a result with ``ok=False`` and a contract reason code
+        (``invalid_url``, ``blocked_address``, ``timeout``, ``connection_error``,
+        ``too_many_redirects``, ``http_error``, ``too_large``, ``bad_content_type``,
+        ``decode_error``).
+        """
+        start = time.monotonic()
+        state = _Hop(url=url)
+        try:
+            with self._backend.deadline(start + self.settings.fetch_timeout):
+                result = self._follow(state, kind, dict(headers or {}), start)
+        except _Failed as exc:
+            result = self._failure(state, start, exc.reason, str(exc), exc.status, exc.retry_after)
+        except Refused as exc:
+            result = self._failure(state, start, exc.reason, str(exc))
+        except httpx.TimeoutException as exc:
+            result = self._failure(state, start, errors.TIMEOUT, str(exc) or "timed out")
+        except httpx.InvalidURL as exc:
+            result = self._failure(state, start, errors.INVALID_URL, str(exc))
+        except httpx.UnsupportedProtocol as exc:
+            result = self._failure(state, start, errors.INVALID_URL, str(exc))
+        except (httpx.TransportError, OSError) as exc:
+            detail = str(exc) or type(exc).__name__
+            result = self._failure(state, start, errors.CONNECTION_ERROR, detail)
+        if result.ok:
+            log.info(
+                "fetched %s: %s %s, %d bytes in %d ms",
+                url,
+                result.status,
+                result.content_type,
+                result.bytes,
+                result.elapsed_ms,
+            )
+        return result
+
+    # -- internals -------------------------------------------------------------------
+
+    def _follow(
+        self, state: _Hop, kind: Kind, headers: dict[str, str], start: float
+    ) -> FetchResult:
+        # 1. validate and follow redirects by hand, checking every hop
+        seen = {state.url}
+        first_origin = _origin(state.url)
+        deadline = start + self.settings.fetch_timeout
+        while True:
+            state.current = prepare(state.current, self.settings.allow_private)
+            # the caller's headers (conditional GET) only go to the site they were meant for
+            hop_headers = {"Accept": _ACCEPT[kind]}
+            if _origin(state.current) == first_origin:
+                hop_headers.update(headers)
+            timeout = httpx.Timeout(max(deadline - time.monotonic(), 0.001))
+            with self._client.stream(
+                "GET", state.current, headers=hop_headers, timeout=timeout
+            ) as response:
+                state.status = response.status_code
+                location = response.headers.get("location")
+                if response.status_code in REDIRECT_STATUSES and location:
+                    target = urljoin(state.current, location.strip())
+                    state.redirects += 1
+                    if state.redirects > self.settings.max_redirects:
+                        raise _Failed(errors.TOO_MANY_REDIRECTS, "redirect limit", state.status)
+                    if target in seen:
+                        raise _Failed(errors.TOO_MANY_REDIRECTS, "redirect loop", state.status)
+                    log.debug("redirect %s -> %s", state.current, target)
+                    seen.add(target)
+                    state.current = target
+                    continue
+                # 2. status, type and size checks before reading
+                return self._read(state, response, kind, start)
+
+    def _read(self, state: _Hop, response: httpx.Response, kind: Kind, start: float) -> FetchResult:
+        status = response.status_code
+        state.content_type = response.headers.get("content-type")
+        kept = {k: response.headers[k] for k in KEPT_HEADERS if k in response.headers}
+        if status == 304:
+            return self._success(state, start, b"", None, kept)
+        if status >= 400 or not 200 <= status < 300:
+            delay = None
+            if status in (429, 503):
+                delay = retry_after(response.headers.get("retry-after"))
+            raise _Failed(errors.HTTP_ERROR, f"HTTP {status}", status, delay)
+        mtype, charset = media_type(state.content_type)
+        if not accepts(kind, mtype):
+            raise _Failed(errors.BAD_CONTENT_TYPE, f"{mtype} is not a {kind} type", status)
+        declared = response.headers.get("content-length", "").strip()
+        if declared.isdigit() and int(declared) > self.settings.max_bytes:
+            raise _Failed(errors.TOO_LARGE, f"Content-Length {declared} over the cap", status)
+        # 3. stream the body, decompressing under the cap, until the deadline
+        body = self._stream_body(response, start)
+        # 4. decode
+        text = None
+        if kind == "page":
+            if mtype is None and not looks_like_html(body):
+                raise _Failed(errors.BAD_CONTENT_TYPE, "no Content-Type, not HTML", status)
+            try:
+                text, _ = decode_html(body, charset)
+            except BodyError as exc:
+                raise _Failed(exc.reason, str(exc), status) from None
+            return self._success(state, start, b"", text, kept, size=len(body))
+        return self._success(state, start, body, None, kept)
+
+    def _stream_body(self, response: httpx.Response, start: float) -> bytes:
+        deadline = start + self.settings.fetch_timeout
+        decoder = BoundedDecoder(response.headers.get("content-encoding"), self.settings.max_bytes)
+        pieces: list[bytes] = []
+        try:
+            for chunk in response.iter_raw():
+                pieces.extend(decoder.feed(chunk))
+                if time.monotonic() > deadline:
+                    raise _Failed(errors.TIMEOUT, "body not complete by the deadline")
+            pieces.append(decoder.flush())
+        except BodyError as exc:
+            raise _Failed(exc.reason, str(exc), response.status_code) from None
+        return b"".join(pieces)
+
+    def _success(
+        self,
+        state: _Hop,
+        start: float,
+        body: bytes,
+        text: str | None,
+        headers: dict[str, str],
+        *,
+        size: int | None = None,
+    ) -> FetchResult:
+        return FetchResult(
+            url=state.url,
+            final_url=state.current,
+            ok=True,
+            status=state.status,
+            reason=None,
+            content_type=state.content_type,
+            bytes=len(body) if size is None else size,
+            elapsed_ms=_elapsed_ms(start),
+            redirects=state.redirects,
+            text=text,
+            body=None if text is not None else body,
+            headers=headers,
+        )
+
+    def _failure(
+        self,
+        state: _Hop,
+        start: float,
+        reason: str,
+        detail: str,
+        status: int | None = None,
+        delay: float | None = None,
+    ) -> FetchResult:
+        log.info("fetch %s failed: %s (%s)", state.url, reason, detail)
+        return FetchResult(
+            url=state.url,
+            final_url=state.current,
+            ok=False,
+            status=status if status is not None else state.status,
+            reason=reason,
+            content_type=state.content_type,
+            bytes=0,
+            elapsed_ms=_elapsed_ms(start),
+            redirects=state.redirects,
+            retry_after=delay,
+        )

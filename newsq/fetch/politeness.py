@@ -1,0 +1,140 @@
+"""Per-host politeness shared by every worker: a rate limit and a concurrency cap.
+
+The decision is one Lua script (``lua/politeness.lua``) on Redis' own clock, so every
+worker process on every machine sees the same bucket and clock skew between machines
+does not matter. Per host:
+
+- a token bucket of burst 1 at ``settings.host_rate`` requests/s (0 = no limit),
+  overridden by ``settings.host_rates`` or at run time by :meth:`Politeness.set_rate`,
+  and slowed further by a robots.txt Crawl-delay (:func:`record_crawl_delay`);
+- at most ``settings.host_concurrency`` fetches at once, held as leases that expire,
+  so a worker that dies mid-fetch frees its slot after ``lease_ttl`` seconds.
+
+The caller asks :meth:`Politeness.acquire`; 0 means go (and call :meth:`release`
+afterwards), anything else is the number of seconds to come back after. A Celery task
+reschedules itself for then without spending a retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from importlib import resources
+
+import redis
+
+from newsq.config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_SCRIPT = (resources.files("newsq.fetch") / "politeness.lua").read_text()
+
+
+def _keys(prefix: str, host: str) -> list[str]:
+    return [
+        f"{prefix}:polite:next:{host}",
+        f"{prefix}:polite:leases:{host}",
+        f"{prefix}:polite:rates",
+        crawl_delay_key(prefix, host),
+    ]
+
+
+def crawl_delay_key(prefix: str, host: str) -> str:
+    """The Redis key holding ``host``'s Crawl-delay in seconds."""
+    return f"{prefix}:polite:crawl-delay:{host}"
+
+
+def record_crawl_delay(
+    client: redis.Redis, prefix: str, host: str, seconds: float | None, ttl: int
+) -> None:
+    """Make ``host``'s interval at least ``seconds`` for ``ttl`` seconds (None clears it)."""
+    key = crawl_delay_key(prefix, host)
+    if seconds is None or seconds <= 0:
+        client.delete(key)
+    else:
+        client.set(key, f"{seconds:.6f}", ex=max(1, ttl))
+
+
+class Politeness:
+    """Per-host rate and concurrency limits, shared through Redis. Thread-safe."""
+
+    def __init__(
+        self, client: redis.Redis, settings: Settings, *, lease_ttl: float | None = None
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._prefix = settings.key_prefix
+        self._script = client.register_script(_SCRIPT)
+        self._rates = dict(settings.host_rates)
+        # Long enough for any fetch (which ends by fetch_timeout), short enough that a
+        # crashed worker's slot comes back soon.
+        self.lease_ttl = lease_ttl if lease_ttl is not None else settings.fetch_timeout * 2 + 5
+        self._leases: dict[str, list[str]] = defaultdict(list)
+        self._lock = threading.Lock()
+
+    def rate_for(self, host: str) -> float:
+        """The configured rate of ``host`` (``host:port`` or bare host name entries)."""
+        host = host.lower()
+        if host in self._rates:
+            return self._rates[host]
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return self._rates.get(name, self._settings.host_rate)
+
+    def acquire(self, host: str) -> float:
+        """0.0 when a fetch of ``host`` may start now (then :meth:`release` after it),
+        else the seconds to wait before asking again. Redis errors propagate."""
+        host = host.lower()
+        lease = uuid.uuid4().hex
+        granted, wait = self._script(
+            keys=_keys(self._prefix, host),
+            args=[
+                host,
+                self.rate_for(host),
+                self._settings.host_concurrency,
+                lease,
+                self.lease_ttl,
+            ],
+        )
+        if int(granted):
+            with self._lock:
+                self._leases[host].append(lease)
+            return 0.0
+        delay = max(float(wait), 0.001)
+        log.debug("host %s throttled for %.3fs", host, delay)
+        return delay
+
+    def release(self, host: str) -> None:
+        """Give back one slot this process holds for ``host``; no-op when it holds none."""
+        host = host.lower()
+        with self._lock:
+            held = self._leases.get(host)
+            lease = held.pop() if held else None
+            if held == []:
+                del self._leases[host]
+        if lease is not None:
+            self._client.zrem(f"{self._prefix}:polite:leases:{host}", lease)
+
+    def wait(self, host: str, timeout: float) -> bool:
+        """Block until a slot for ``host`` is granted (True) or ``timeout`` passes (False)."""
+        deadline = time.monotonic() + timeout
+        while (delay := self.acquire(host)) > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(delay, left))
+        return True
+
+    def set_rate(self, host: str, rate: float | None) -> None:
+        """Override ``host``'s rate for every worker (None removes the override)."""
+        key = f"{self._prefix}:polite:rates"
+        if rate is None:
+            self._client.hdel(key, host.lower())
+        else:
+            self._client.hset(key, host.lower(), f"{rate:g}")
+
+    def set_crawl_delay(self, host: str, seconds: float | None, ttl: int = 86400) -> None:
+        """Raise ``host``'s interval to ``seconds`` for ``ttl`` seconds (robots Crawl-delay)."""
+        record_crawl_delay(self._client, self._prefix, host.lower(), seconds, ttl)

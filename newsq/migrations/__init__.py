@@ -1,1 +1,0 @@
-"""Alembic migrations of the store's schema (run by ``newsq.store.ensure_schema``)."""

@@ -1,0 +1,158 @@
+"""Resources of one worker process, made once and handed to the pipeline's steps.
+
+The HTTP client, the Redis pool, the database engine and the Lua scripts are built on
+first use (in a prefork child, after the fork) and reused by every task the process
+runs; all of them are safe to share between the threads of a thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import redis
+
+from newsq.config.settings import Settings
+from newsq.ledger import Ledger
+from newsq.metrics import Metrics
+from newsq.records import Article, Drop
+from newsq.store.database import Store
+from newsq.workers.admission import process_admission
+
+if TYPE_CHECKING:
+    from newsq.clean.boilerplate import BoilerplateFilter
+    from newsq.dedup.index import DedupIndex
+    from newsq.fetch.client import Fetcher
+    from newsq.fetch.politeness import Politeness
+    from newsq.fetch.robots import RobotsCache
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Runtime:
+    """Lazily built, process-wide resources for the pipeline."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.broker_url:
+            raise ValueError("a worker needs NEWSQ_BROKER_URL")
+        self.settings = settings
+        self.metrics = Metrics()
+        self.admission = process_admission()  # fetch waits size the pool's running set
+        self._lock = threading.RLock()
+        # one extraction at a time per process: with the GIL, more would only interleave,
+        # each holding its parsed trees (tens of MB) and each finishing later
+        self._extracting = threading.Lock()
+        self._made: dict[str, Any] = {}
+
+    def _get(self, name: str, build: Callable[[], Any]) -> Any:
+        made = self._made.get(name)
+        if made is None:
+            with self._lock:  # threads of a thread pool share one of each
+                made = self._made.get(name)
+                if made is None:
+                    made = self._made[name] = build()
+        return made
+
+    @property
+    def redis(self) -> redis.Redis:
+        url = self.settings.broker_url or ""
+        return self._get("redis", lambda: redis.Redis.from_url(url, health_check_interval=30))
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._get("ledger", lambda: Ledger(self.redis, self.settings.key_prefix))
+
+    @property
+    def store(self) -> Store:
+        return self._get("store", lambda: Store.from_url(self.settings.database_url))
+
+    @property
+    def fetcher(self) -> Fetcher:
+        from newsq.fetch.client import Fetcher
+
+        return self._get("fetcher", lambda: Fetcher(self.settings))
+
+    @property
+    def politeness(self) -> Politeness:
+        from newsq.fetch.politeness import Politeness
+
+        return self._get("politeness", lambda: Politeness(self.redis, self.settings))
+
+    @property
+    def robots(self) -> RobotsCache:
+        from newsq.fetch.robots import RobotsCache
+
+        return self._get("robots", lambda: RobotsCache(self.redis, self.settings, self.fetcher))
+
+    def robots_allowed(self, url: str) -> bool:
+        return not self.settings.robots or self.robots.allowed(url)
+
+    @property
+    def dedup(self) -> DedupIndex:
+        from newsq.dedup.index import DedupIndex
+
+        return self._get("dedup", lambda: DedupIndex(self.redis, self.settings))
+
+    @property
+    def boilerplate(self) -> BoilerplateFilter:
+        from newsq.clean.boilerplate import BoilerplateFilter
+
+        return self._get("boilerplate", lambda: BoilerplateFilter(self.redis, self.settings))
+
+    def extract(self, html: str, url: str) -> Article | Drop:
+        """The clean stage on ``html``; threads of one process take turns."""
+        from newsq.clean.extract import extract
+
+        with self._extracting:
+            return extract(html, url)
+
+    def on_cpu(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` on the process's CPU lane when its pool has one (a thread
+        pool), else here."""
+        lane = self.admission.lane
+        return lane.run(fn, *args) if lane is not None else fn(*args)
+
+    def warm_up(self) -> None:
+        """Make every resource now and run one small page through the clean stage (on
+        the CPU lane), so the first task does not pay for it: the database engine and
+        schema check, the HTTP client and its TLS context, the Lua scripts, the dedup
+        filter and lxml's per-thread state cost ~0.3 s of CPU per process, which would
+        otherwise fall inside the first busy seconds of a surge.
+
+        Raises what a resource raises (Redis or the database unreachable): the caller
+        logs it and the tasks build what is missing, and retry, as before.
+        """
+        self.redis.ping()
+        names = ["ledger", "store", "fetcher", "politeness", "dedup", "boilerplate"]
+        for name in names + (["robots"] if self.settings.robots else []):
+            getattr(self, name)
+        self.on_cpu(_warm_clean, self)
+
+    def close(self) -> None:
+        """Release what was made: HTTP connections, database pool, Redis pool."""
+        for name in ("fetcher", "store", "redis"):
+            resource = self._made.pop(name, None)
+            if resource is not None:
+                resource.close()
+
+
+WARM_PAGE = (
+    "<html><head><title>Warm-up</title></head><body><article><h1>Warm-up</h1>"
+    + "".join(
+        f"<p>Paragraph {n} of the warm-up page: the worker runs it through the clean "
+        f"stage once, at start-up, so that its first real page costs what page {n} does.</p>"
+        for n in range(1, 9)
+    )
+    + "</article></body></html>"
+)
+"""A small article page for :meth:`Runtime.warm_up`."""
+
+
+def _warm_clean(rt: Runtime) -> None:
+    from newsq.dedup.sketch import sketch
+
+    article = rt.extract(WARM_PAGE, "https://warm-up.invalid/")
+    sketch(article.text if isinstance(article, Article) else WARM_PAGE)

@@ -1,0 +1,385 @@
+"""The backing store: SQLAlchemy 2 Core over SQLite (default, WAL) or PostgreSQL.
+
+Tables:
+  ``articles``  one row per stored copy: the first copy of a story carries the text;
+                later copies (``duplicate_of`` set) are provenance rows without text;
+                a changed text at a known URL is a new revision row of the same story.
+  ``urls``      the terminal record of every URL (state, reason, story), so nothing
+                that was enqueued is lost even when Redis is gone.
+  ``feeds``     feeds that poll themselves, with their conditional-GET state.
+  ``pages``     with ``NEWSQ_KEEP_RAW=1``: each stored copy's HTML, zlib-compressed,
+                keyed like its article row (url, content_hash), for WARC export.
+
+Every write is idempotent: unique keys plus "insert or do nothing / update", so a
+task that runs twice stores nothing twice. The schema is created and migrated by
+Alembic on first use (:func:`ensure_schema`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from newsq.errors import ConfigError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+articles = sa.Table(
+    "articles",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("final_url", sa.Text),
+    sa.Column("canonical_url", sa.Text),
+    sa.Column("title", sa.Text),
+    sa.Column("author", sa.Text),
+    sa.Column("published", sa.String(40)),
+    sa.Column("language", sa.String(16)),
+    sa.Column("site", sa.Text),
+    sa.Column("text", sa.Text),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("story_id", sa.String(64), nullable=False),
+    sa.Column("duplicate_of", sa.Text),
+    sa.Column("similarity", sa.Float, nullable=False, default=1.0),
+    sa.Column("match", sa.String(16), nullable=False, default="new"),
+    sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("stored_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("url", "content_hash", name="uq_articles_url_hash"),
+    sa.Index("ix_articles_story", "story_id"),
+    sa.Index("ix_articles_fetched", "fetched_at"),
+)
+
+urls = sa.Table(
+    "urls",
+    metadata,
+    sa.Column("url", sa.Text, primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(32)),
+    sa.Column("detail", sa.Text),
+    sa.Column("story_id", sa.String(64)),
+    sa.Column("duplicate_of", sa.Text),
+    sa.Column("similarity", sa.Float),
+    sa.Column("match", sa.String(16)),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_urls_state", "state"),
+)
+
+feeds = sa.Table(
+    "feeds",
+    metadata,
+    sa.Column("url", sa.Text, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False, default="feed"),
+    sa.Column("every_s", sa.Float, nullable=False),
+    sa.Column("min_every_s", sa.Float, nullable=False),
+    sa.Column("max_every_s", sa.Float, nullable=False),
+    sa.Column("etag", sa.Text),
+    sa.Column("last_modified", sa.Text),
+    sa.Column("next_due", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_polled", sa.DateTime(timezone=True)),
+    sa.Column("last_status", sa.Integer),
+    sa.Column("last_new", sa.Integer, nullable=False, default=0),
+    sa.Column("polls", sa.Integer, nullable=False, default=0),
+    sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+pages = sa.Table(
+    "pages",
+    metadata,
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("final_url", sa.Text),
+    sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("content_type", sa.Text),
+    sa.Column("html_zlib", sa.LargeBinary, nullable=False),
+    sa.PrimaryKeyConstraint("url", "content_hash", name="pk_pages"),
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` (sqlite:/// or postgresql://, psycopg 3 as the driver)."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"bad database URL {url!r}: {exc}") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername.startswith("sqlite"):
+        engine = sa.create_engine(parsed, connect_args={"timeout": 60})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return engine
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("newsq.store") / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return cfg
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create or migrate the schema to the newest revision; raises StoreUnavailable."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    cfg = _alembic_config(engine)
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    try:
+        with engine.connect() as conn:
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(472219)"))
+            elif conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE") if not conn.in_transaction() else None
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except sa.exc.OperationalError as exc:
+        reason = " ".join(str(exc.orig).split())  # one line: drivers add hints on new lines
+        raise StoreUnavailable(f"database {engine.url!r} unavailable: {reason}") from exc
+
+
+def _insert(engine: Engine, table: sa.Table) -> Any:
+    """An INSERT that the dialect can turn into an upsert."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+class Store:
+    """Idempotent reads and writes of articles, URL outcomes and feeds."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        # write statements built once and executed with parameters: building one with
+        # its values bound costs ~0.3 ms per article in SQLAlchemy alone
+        self._statements: dict[Any, Any] = {}
+
+    @classmethod
+    def from_url(cls, url: str, *, create: bool = True) -> Store:
+        engine = make_engine(url)
+        if create:
+            ensure_schema(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writes -----------------------------------------------------------------
+
+    def save_article(self, row: Mapping[str, Any], outcome: Mapping[str, Any],
+                     page: Mapping[str, Any] | None = None) -> bool:  # fmt: skip
+        """Store one copy and its URL's terminal record (and its raw ``page`` row, when
+        given) in one transaction.
+
+        Returns True when the article row was new, False when it was already there
+        (a replayed task). Raises StoreUnavailable when the database is unreachable.
+        """
+        values = {"stored_at": now(), **row}
+        stmt = self._statement(("articles", tuple(values)), lambda: (
+            _insert(self.engine, articles)
+            .on_conflict_do_nothing(index_elements=["url", "content_hash"])
+            .returning(articles.c.id)
+        ))  # fmt: skip
+        try:
+            with self.engine.begin() as conn:
+                inserted = conn.execute(stmt, values).first() is not None
+                conn.execute(*self._outcome_stmt(outcome))
+                if page is not None:
+                    raw = self._statement(("pages", tuple(page)), lambda: (
+                        _insert(self.engine, pages).on_conflict_do_nothing()
+                    ))  # fmt: skip
+                    conn.execute(raw, dict(page))
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise StoreUnavailable(f"store write failed for {row.get('url')}: {exc}") from exc
+        return inserted
+
+    def pages_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The kept raw pages of these (url, content_hash) keys; missing keys are absent."""
+        if not keys:
+            return {}
+        query = sa.select(pages).where(sa.tuple_(pages.c.url, pages.c.content_hash).in_(keys))
+        with self.engine.connect() as conn:
+            return {(r.url, r.content_hash): dict(r._mapping) for r in conn.execute(query)}
+
+    def record_outcome(self, outcome: Mapping[str, Any]) -> None:
+        """Upsert a URL's terminal record (skipped, failed, ...); raises StoreUnavailable."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(*self._outcome_stmt(outcome))
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise StoreUnavailable(f"store write failed for {outcome.get('url')}: {exc}") from exc
+
+    def _statement(self, key: Any, build: Callable[[], Any]) -> Any:
+        stmt = self._statements.get(key)
+        if stmt is None:
+            stmt = self._statements[key] = build()
+        return stmt
+
+    def _outcome_stmt(self, outcome: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """The upsert of a URL's terminal record, and its parameters."""
+        values = {"updated_at": now(), "attempts": 0, **outcome}
+
+        def build() -> Any:
+            stmt = _insert(self.engine, urls)
+            update = {k: stmt.excluded[k] for k in values if k != "url"}
+            return stmt.on_conflict_do_update(index_elements=["url"], set_=update)
+
+        return self._statement(("urls", tuple(values)), build), values
+
+    # -- reads ------------------------------------------------------------------
+
+    def iter_articles(
+        self,
+        *,
+        unique_only: bool = True,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        site: str | None = None,
+        batch: int = 500,
+    ) -> Iterator[dict[str, Any]]:
+        """Stored articles in storage order, streamed in batches (constant memory)."""
+        last_id = 0
+        while True:
+            query = sa.select(articles).where(articles.c.id > last_id)
+            if unique_only:
+                query = query.where(articles.c.duplicate_of.is_(None))
+            if since is not None:
+                query = query.where(articles.c.fetched_at >= since)
+            if until is not None:
+                query = query.where(articles.c.fetched_at < until)
+            if site is not None:
+                query = query.where(articles.c.site == site)
+            query = query.order_by(articles.c.id).limit(batch)
+            with self.engine.connect() as conn:
+                rows = [dict(r._mapping) for r in conn.execute(query)]
+            if not rows:
+                return
+            yield from rows
+            last_id = rows[-1]["id"]
+
+    def url_record(self, url: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(urls).where(urls.c.url == url)).first()
+        return dict(row._mapping) if row else None
+
+    def state_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(urls.c.state, sa.func.count()).group_by(urls.c.state))
+            return {state: n for state, n in rows}
+
+    def failure_counts(self) -> dict[str, int]:
+        query = (
+            sa.select(urls.c.reason, sa.func.count())
+            .where(urls.c.state.in_(("failed", "skipped")))
+            .group_by(urls.c.reason)
+        )
+        with self.engine.connect() as conn:
+            return {reason or "?": n for reason, n in conn.execute(query)}
+
+    def stories(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The stories with most copies: story_id, title, copies, outlets."""
+        copies = sa.func.count().label("copies")
+        query = (
+            sa.select(articles.c.story_id, copies)
+            .group_by(articles.c.story_id)
+            .order_by(copies.desc(), articles.c.story_id)
+            .limit(limit)
+        )
+        out = []
+        with self.engine.connect() as conn:
+            for story_id, n in conn.execute(query).all():
+                rows = conn.execute(
+                    sa.select(articles.c.title, articles.c.site, articles.c.url, articles.c.text)
+                    .where(articles.c.story_id == story_id)
+                    .order_by(articles.c.id)
+                ).all()
+                first = next((r for r in rows if r.text is not None), rows[0])
+                outlets = sorted({r.site or "?" for r in rows})
+                out.append({"story_id": story_id, "title": first.title, "copies": n,
+                            "outlets": outlets, "urls": [r.url for r in rows]})  # fmt: skip
+        return out
+
+    def article_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(articles)).scalar_one()
+            stories = conn.execute(
+                sa.select(sa.func.count(sa.distinct(articles.c.story_id)))
+            ).scalar_one()
+        return {"rows": total, "stories": stories}
+
+    # -- feeds ------------------------------------------------------------------
+
+    def upsert_feed(self, values: Mapping[str, Any]) -> None:
+        stmt = _insert(self.engine, feeds).values(**values)
+        update = {k: stmt.excluded[k] for k in values if k != "url"}
+        with self.engine.begin() as conn:
+            conn.execute(stmt.on_conflict_do_update(index_elements=["url"], set_=update))
+
+    def remove_feed(self, url: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(sa.delete(feeds).where(feeds.c.url == url)).rowcount > 0
+
+    def list_feeds(self, *, due_before: datetime | None = None) -> list[dict[str, Any]]:
+        query = sa.select(feeds).order_by(feeds.c.next_due)
+        if due_before is not None:
+            query = query.where(feeds.c.next_due <= due_before)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def update_feed(self, url: str, values: Mapping[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(feeds).where(feeds.c.url == url).values(**values))
+
+    def get_feed(self, url: str) -> dict[str, Any] | None:
+        """The feed's row, or None when it is not registered."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(feeds).where(feeds.c.url == url)).first()
+        return dict(row._mapping) if row else None
+
+    def claim_feed(self, url: str, due_before: datetime, lease_until: datetime) -> bool:
+        """Take a due feed for polling: True for exactly one of many concurrent claimers.
+
+        One conditional UPDATE moves ``next_due`` past ``due_before``; whoever comes
+        second finds the feed no longer due (PostgreSQL re-checks the WHERE after the
+        row lock, SQLite serialises writers). Should the poller die, the feed is due
+        again at ``lease_until``. Returns False when the feed is not due or is gone.
+        """
+        stmt = (
+            sa.update(feeds)
+            .where(feeds.c.url == url, feeds.c.next_due <= due_before)
+            .values(next_due=lease_until)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+
+def articles_columns() -> Sequence[str]:
+    return [c.name for c in articles.columns]
