@@ -1,6 +1,9 @@
 """Settings, parsed once from ``NEWSQ_*`` environment variables.
 
-This is the only module that reads the environment. A bad value raises
+This is the only module that reads the environment. Each setting is declared once, as a
+field of :class:`Settings`: its variable is ``NEWSQ_`` and the field's name in capitals,
+and the field carries its default, lower bound, help and parser (:data:`SETTINGS` lists
+them; the README's settings table is checked against that list). A bad value raises
 :class:`newsq.errors.ConfigError` naming the variable.
 """
 
@@ -8,13 +11,24 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from functools import cache
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from functools import cache, partial
+from typing import Any, TypeVar
 
 from newsq.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///newsq.db"
+
+_T = TypeVar("_T")
+_Int = TypeVar("_Int", bound=int | None)
+_Str = TypeVar("_Str", bound=str | None)
+
+Parser = Callable[[str, str], Any]
+"""``parse(variable, value)``: the setting from a variable's stripped, non-empty value."""
+
+_ON = ("1", "true", "yes", "on")
+_OFF = ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -66,35 +80,108 @@ class AllowPrivate:
         return any(ip in net for net in self.networks)
 
 
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+@dataclass(frozen=True)
+class SettingSpec:
+    """One setting as declared on :class:`Settings`."""
+
+    name: str
+    """The :class:`Settings` field."""
+    default: Any
+    help: str
+    kind: str
+    """``number``, ``integer``, ``flag``, ``text``, ``choice``, ``url``, or a special one."""
+    parse: Parser
+    minimum: float | None = None
+
+    @property
+    def env(self) -> str:
+        return f"NEWSQ_{self.name.upper()}"
+
+
+def setting(
+    default: _T, *, help: str, kind: str, parse: Parser, minimum: float | None = None
+) -> _T:
+    """A :class:`Settings` field: ``default`` while its variable is unset or blank."""
+    meta = {"help": help, "kind": kind, "parse": parse, "minimum": minimum}
+    return field(default=default, metadata=meta)
+
+
+def _number(env: str, raw: str, minimum: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a number") from None
+        raise ConfigError(f"{env}: {raw!r} is not a number") from None
     if value != value or value < minimum:
-        raise ConfigError(f"{name}: {raw!r} must be a number >= {minimum:g}")
+        raise ConfigError(f"{env}: {raw!r} must be a number >= {minimum:g}")
     return value
 
 
-def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
-    value = _number(env, name, default, minimum=minimum)
-    if value != int(value):
-        raise ConfigError(f"{name}: {env.get(name)!r} must be a whole number")
+def _integer(env: str, raw: str, minimum: int) -> int:
+    value = _number(env, raw, minimum)
+    if not value.is_integer():
+        raise ConfigError(f"{env}: {raw!r} must be a whole number")
     return int(value)
 
 
-def _host_rates(raw: str) -> tuple[tuple[str, float], ...]:
+def number(default: float, *, help: str, minimum: float = 0) -> float:
+    parse = partial(_number, minimum=minimum)
+    return setting(default, help=help, kind="number", parse=parse, minimum=minimum)
+
+
+def integer(default: _Int, *, help: str, minimum: int = 0) -> _Int:
+    parse = partial(_integer, minimum=minimum)
+    return setting(default, help=help, kind="integer", parse=parse, minimum=minimum)
+
+
+def flag(default: bool, *, help: str) -> bool:
+    """``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``; else the default."""
+
+    def parse(env: str, raw: str) -> bool:
+        if raw.lower() in _ON:
+            return True
+        if raw.lower() in _OFF:
+            return False
+        return default
+
+    return setting(default, help=help, kind="flag", parse=parse)
+
+
+def text(default: _Str, *, help: str) -> _Str:
+    return setting(default, help=help, kind="text", parse=lambda e, r: r)
+
+
+def choice(default: str, choices: tuple[str, ...], *, help: str) -> str:
+    """One of ``choices``, in any case."""
+
+    def parse(env: str, raw: str) -> str:
+        value = raw.lower()
+        if value not in choices:
+            raise ConfigError(f"{env}: {value!r} is not {' or '.join(map(repr, choices))}")
+        return value
+
+    return setting(default, help=help, kind="choice", parse=parse)
+
+
+def url(default: _Str, schemes: tuple[str, ...], *, shown: str, help: str) -> _Str:
+    """A URL starting with one of ``schemes``; ``shown`` names them in the error."""
+
+    def parse(env: str, raw: str) -> str:
+        if not raw.startswith(schemes):
+            raise ConfigError(f"{env}: {raw!r} is not {shown}")
+        return raw
+
+    return setting(default, help=help, kind="url", parse=parse)
+
+
+def _host_rates(env: str, raw: str) -> tuple[tuple[str, float], ...]:
     rates = []
     for entry in (e.strip() for e in raw.split(",")):
         if not entry:
             continue
         host, _, value = entry.partition("=")
-        rate = _number({"NEWSQ_HOST_RATES": value}, "NEWSQ_HOST_RATES", -1.0)
+        rate = _number(env, value.strip(), 0) if value.strip() else -1.0
         if not host.strip() or rate < 0:
-            raise ConfigError(f"NEWSQ_HOST_RATES: {entry!r} is not host=rate")
+            raise ConfigError(f"{env}: {entry!r} is not host=rate")
         rates.append((host.strip().lower(), rate))
     return tuple(rates)
 
@@ -103,110 +190,183 @@ def _host_rates(raw: str) -> tuple[tuple[str, float], ...]:
 class Settings:
     """Every ``NEWSQ_*`` setting, typed. Build with :meth:`from_env`."""
 
-    broker_url: str | None = None
-    database_url: str = DEFAULT_DATABASE_URL
-    allow_private: AllowPrivate = field(default_factory=AllowPrivate)
-    fetch_timeout: float = 30.0
-    max_bytes: int = 10_000_000
-    max_redirects: int = 5
-    visibility_timeout: int = 3600
-    metrics_port: int | None = None
-    metrics_addr: str = "127.0.0.1"
-    """Address the metrics server binds (``NEWSQ_METRICS_ADDR``; ``0.0.0.0`` in a container)."""
-    keep_raw: bool = False
-    """Keep each stored page's HTML, compressed, in the ``pages`` table (``NEWSQ_KEEP_RAW``)."""
-    host_rate: float = 1.0
-    host_concurrency: int = 4
-    host_rates: tuple[tuple[str, float], ...] = ()
-    """Per-host overrides of ``host_rate`` (``NEWSQ_HOST_RATES=host=rate,host:port=rate``)."""
-    fetch_retries: int = 4
-    fetch_batch: int = 8
-    """Most URLs per fetch message when a surge is enqueued (see ``newsq.feeds.intake.batches``);
-    1: one message per URL."""
-    robots: bool = True
-    max_deliveries: int = 3
-    stuck_after: float = 0.0
-    """Seconds without progress after which beat re-enqueues a non-terminal URL
-    (``NEWSQ_STUCK_AFTER``); 0: twice the visibility timeout."""
-    fetch_time_limit: float = 0.0
-    """Soft time limit of a fetch task on a prefork pool; 0: ``3 * fetch_timeout + 30``."""
-    process_time_limit: float = 120.0
-    """Soft time limit of a process task (clean, dedup, store); the hard one is 30 s more."""
-    dedup_window_days: float = 30.0
-    boilerplate_min_pages: int = 5
-    boilerplate_site_pages: int = 8
-    boilerplate_ttl_days: float = 14.0
-    dedup_jaccard: float = 0.5
-    dedup_containment: float = 0.8
-    dedup_capacity: int = 1_000_000
-    user_agent: str = "newsq/0.1 (+https://github.com/newsq/newsq)"
-    log_format: str = "text"
-    log_level: str = "INFO"
-    key_prefix: str = "newsq"
-    feed_tick: float = 30.0
-    """Seconds between beat ticks that look for due feeds (``NEWSQ_FEED_TICK``)."""
-    feed_every: float = 600.0
-    """A new feed's first polling interval when ``feeds add`` gives no ``--every``."""
-    feed_min_every: float = 60.0
-    feed_max_every: float = 86400.0
+    broker_url: str | None = url(
+        None,
+        ("redis://", "rediss://", "unix://"),
+        shown="a redis:// URL",
+        help="Redis URL of the broker and the shared state",
+    )
+    database_url: str = url(
+        DEFAULT_DATABASE_URL,
+        ("sqlite:", "postgresql:", "postgresql+psycopg:"),
+        shown="a sqlite:/// or postgresql:// URL",
+        help="`sqlite:///PATH` or `postgresql://...` (psycopg 3)",
+    )
+    # AllowPrivate is frozen: one instance can be every Settings' default
+    allow_private: AllowPrivate = setting(  # noqa: RUF009
+        AllowPrivate(),
+        kind="allow-list",
+        parse=lambda e, r: AllowPrivate.parse(r),
+        help="`1` lets the fetcher reach loopback/private addresses; "
+        "or a comma list of `host:port` and CIDR entries",
+    )
+    fetch_timeout: float = number(
+        30.0, minimum=0.001, help="total seconds per request, headers to last byte"
+    )
+    max_bytes: int = integer(
+        10_000_000, minimum=1, help="largest body accepted, after decompression"
+    )
+    max_redirects: int = integer(5, help="redirects followed before `too_many_redirects`")
+    visibility_timeout: int = integer(
+        3600,
+        minimum=10,
+        help="seconds before a task taken by a dead worker is delivered again",
+    )
+    metrics_port: int | None = integer(
+        None,
+        minimum=1,
+        help="serve Prometheus metrics of a worker (all its processes) at "
+        "`http://127.0.0.1:PORT/metrics`; `newsq run` gives its local workers PORT, PORT+1, ...",
+    )
+    metrics_addr: str = text(
+        "127.0.0.1", help="address the metrics server binds (`0.0.0.0` in a container)"
+    )
+    keep_raw: bool = flag(
+        False,
+        help="`1` keeps each stored page's HTML, compressed, for `newsq export --warc`",
+    )
+    host_rate: float = number(
+        1.0, help="requests per second per host, shared by all workers; `0` = no limit"
+    )
+    host_concurrency: int = integer(
+        4, minimum=1, help="requests in flight per host, shared by all workers"
+    )
+    host_rates: tuple[tuple[str, float], ...] = setting(
+        (),
+        kind="host rates",
+        parse=_host_rates,
+        help="per-host overrides, `host=rate,host:port=rate`",
+    )
+    fetch_retries: int = integer(
+        4,
+        help="retries of a retryable fetch failure (timeout, 429, 5xx, reset), "
+        "with exponential backoff and jitter",
+    )
+    # batches are cut by newsq.feeds.intake.batches; the README says when and why
+    fetch_batch: int = integer(
+        8,
+        minimum=1,
+        help="most URLs per fetch message when many are enqueued at once "
+        "(`newsq run`, `newsq enqueue`)",
+    )
+    robots: bool = flag(True, help="honour robots.txt (and its Crawl-delay); `0` turns it off")
+    max_deliveries: int = integer(
+        3,
+        minimum=1,
+        help="deliveries that never finish (worker crashed) before a URL ends `failed`/`poison`",
+    )
+    stuck_after: float = number(
+        0.0,
+        help="seconds without progress after which beat's `newsq.requeue_stuck` re-enqueues "
+        "a non-terminal URL (only while the queues are empty)",
+    )  # 0: see stuck_threshold
+    fetch_time_limit: float = number(
+        0.0,
+        help="soft time limit of one fetch task in seconds "
+        "(`0`: derived from `NEWSQ_FETCH_TIMEOUT`)",
+    )  # 0: 3 * fetch_timeout + 30, in newsq.config.celery
+    process_time_limit: float = number(
+        120.0, minimum=1, help="soft time limit of one clean/dedup/store task in seconds"
+    )  # the hard limit is 30 s more
+    dedup_window_days: float = number(
+        30.0, minimum=0.001, help="how long the dedup index remembers a story"
+    )
+    boilerplate_min_pages: int = integer(
+        5,
+        minimum=2,
+        help="distinct pages of a site a paragraph must appear on to count as the site's template",
+    )
+    boilerplate_site_pages: int = integer(
+        8,
+        minimum=2,
+        help="distinct pages a site must have before template paragraphs are dropped",
+    )
+    boilerplate_ttl_days: float = number(
+        14.0, minimum=0.001, help="how long per-site paragraph fingerprints are kept"
+    )
+    dedup_jaccard: float = number(
+        0.5,
+        minimum=0.05,
+        help="estimated Jaccard similarity above which two texts are one story",
+    )
+    dedup_containment: float = number(
+        0.8,
+        minimum=0.05,
+        help="share of the shorter text contained in the longer above which they are "
+        "one story (trimmed copies)",
+    )
+    dedup_capacity: int = integer(
+        1_000_000,
+        minimum=1,
+        help="articles expected per window; sizes the index's compact hash buckets",
+    )
+    user_agent: str = text(
+        "newsq/0.1 (+https://github.com/newsq/newsq)",
+        help="the User-Agent sent (robots.txt is matched on `newsq`)",
+    )
+    log_format: str = choice(
+        "text", ("text", "json"), help="`text` or `json` (one object per line)"
+    )
+    log_level: str = setting(
+        "INFO", kind="text", parse=lambda e, r: r.upper(), help="log level of workers"
+    )
+    key_prefix: str = text(
+        "newsq",
+        help="prefix of every Redis key (queues included), to share one Redis between deployments",
+    )
+    feed_tick: float = number(30.0, minimum=0.1, help="seconds between beat's checks for due feeds")
+    feed_every: float = number(
+        600.0,
+        minimum=1,
+        help="starting interval of a feed added without `--every` (seconds)",
+    )
+    feed_min_every: float = number(
+        60.0,
+        minimum=1,
+        help="shortest adaptive interval of a feed added without `--min` (seconds)",
+    )
+    feed_max_every: float = number(
+        86400.0,
+        minimum=1,
+        help="longest adaptive interval of a feed added without `--max` (seconds)",
+    )
+    celery_config: str | None = text(
+        None,
+        help="a Python module of extra Celery settings (`broker_use_ssl`, "
+        "`broker_transport_options`, `worker_max_tasks_per_child`, ...) loaded over "
+        "newsq's own; a setting newsq itself sets is an error",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        metrics = env.get("NEWSQ_METRICS_PORT", "").strip()
-        log_format = env.get("NEWSQ_LOG_FORMAT", "text").strip().lower() or "text"
-        if log_format not in ("text", "json"):
-            raise ConfigError(f"NEWSQ_LOG_FORMAT: {log_format!r} is not 'text' or 'json'")
-        database_url = env.get("NEWSQ_DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
-        if not database_url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
-            raise ConfigError(
-                f"NEWSQ_DATABASE_URL: {database_url!r} is not a sqlite:/// or postgresql:// URL"
-            )
-        broker_url = env.get("NEWSQ_BROKER_URL", "").strip() or None
-        if broker_url and not broker_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"NEWSQ_BROKER_URL: {broker_url!r} is not a redis:// URL")
-        return cls(
-            broker_url=broker_url,
-            database_url=database_url,
-            allow_private=AllowPrivate.parse(env.get("NEWSQ_ALLOW_PRIVATE")),
-            fetch_timeout=_number(env, "NEWSQ_FETCH_TIMEOUT", 30.0, minimum=0.001),
-            max_bytes=_integer(env, "NEWSQ_MAX_BYTES", 10_000_000, minimum=1),
-            max_redirects=_integer(env, "NEWSQ_MAX_REDIRECTS", 5),
-            visibility_timeout=_integer(env, "NEWSQ_VISIBILITY_TIMEOUT", 3600, minimum=10),
-            metrics_port=_integer(env, "NEWSQ_METRICS_PORT", 0, minimum=1) if metrics else None,
-            metrics_addr=env.get("NEWSQ_METRICS_ADDR", "").strip() or "127.0.0.1",
-            keep_raw=env.get("NEWSQ_KEEP_RAW", "0").strip().lower() in ("1", "true", "yes", "on"),
-            host_rate=_number(env, "NEWSQ_HOST_RATE", 1.0),
-            host_concurrency=_integer(env, "NEWSQ_HOST_CONCURRENCY", 4, minimum=1),
-            host_rates=_host_rates(env.get("NEWSQ_HOST_RATES", "")),
-            fetch_retries=_integer(env, "NEWSQ_FETCH_RETRIES", 4),
-            fetch_batch=_integer(env, "NEWSQ_FETCH_BATCH", 8, minimum=1),
-            robots=env.get("NEWSQ_ROBOTS", "1").strip().lower() not in ("0", "false", "no", "off"),
-            max_deliveries=_integer(env, "NEWSQ_MAX_DELIVERIES", 3, minimum=1),
-            stuck_after=_number(env, "NEWSQ_STUCK_AFTER", 0.0),
-            fetch_time_limit=_number(env, "NEWSQ_FETCH_TIME_LIMIT", 0.0),
-            process_time_limit=_number(env, "NEWSQ_PROCESS_TIME_LIMIT", 120.0, minimum=1),
-            dedup_window_days=_number(env, "NEWSQ_DEDUP_WINDOW_DAYS", 30.0, minimum=0.001),
-            boilerplate_min_pages=_integer(env, "NEWSQ_BOILERPLATE_MIN_PAGES", 5, minimum=2),
-            boilerplate_site_pages=_integer(env, "NEWSQ_BOILERPLATE_SITE_PAGES", 8, minimum=2),
-            boilerplate_ttl_days=_number(env, "NEWSQ_BOILERPLATE_TTL_DAYS", 14.0, minimum=0.001),
-            dedup_jaccard=_number(env, "NEWSQ_DEDUP_JACCARD", 0.5, minimum=0.05),
-            dedup_containment=_number(env, "NEWSQ_DEDUP_CONTAINMENT", 0.8, minimum=0.05),
-            dedup_capacity=_integer(env, "NEWSQ_DEDUP_CAPACITY", 1_000_000, minimum=1),
-            user_agent=env.get("NEWSQ_USER_AGENT", "").strip() or cls.user_agent,
-            log_format=log_format,
-            log_level=(env.get("NEWSQ_LOG_LEVEL", "").strip() or "INFO").upper(),
-            key_prefix=env.get("NEWSQ_KEY_PREFIX", "").strip() or "newsq",
-            feed_tick=_number(env, "NEWSQ_FEED_TICK", 30.0, minimum=0.1),
-            feed_every=_number(env, "NEWSQ_FEED_EVERY", 600.0, minimum=1),
-            feed_min_every=_number(env, "NEWSQ_FEED_MIN_EVERY", 60.0, minimum=1),
-            feed_max_every=_number(env, "NEWSQ_FEED_MAX_EVERY", 86400.0, minimum=1),
-        )
+        values: dict[str, Any] = {}
+        for spec in SETTINGS:
+            raw = env.get(spec.env, "").strip()
+            if raw:
+                values[spec.name] = spec.parse(spec.env, raw)
+        return cls(**values)
 
     @property
     def stuck_threshold(self) -> float:
         """Seconds without progress that make a URL stuck (see ``stuck_after``)."""
         return self.stuck_after or 2.0 * self.visibility_timeout
+
+
+SETTINGS: tuple[SettingSpec, ...] = tuple(
+    SettingSpec(name=f.name, default=f.default, **f.metadata) for f in fields(Settings)
+)
+"""Every setting's declaration, in the order of :class:`Settings`' fields."""
 
 
 @cache

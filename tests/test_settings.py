@@ -1,0 +1,137 @@
+"""Settings: the README's table is the declaration, and parsing keeps to it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from newsq.config.settings import SETTINGS, AllowPrivate, Settings, SettingSpec
+from newsq.errors import ConfigError
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+SECTION = README.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+# | `NEWSQ_X` | meaning | default |   (the default cell holds no "|")
+ROWS = re.findall(r"^\| `(NEWSQ_\w+)` \| (.*) \| ([^|]*) \|$", SECTION, re.M)
+TABLE = {env: (meaning, default) for env, meaning, default in ROWS}
+
+# Defaults the README words as prose, each beside the declared default it stands for,
+# so a changed default fails here until its README cell (and this entry) follow.
+PROSE: dict[str, tuple[object, str]] = {
+    "NEWSQ_BROKER_URL": (None, "unset: `run`/`demo` start a private Redis"),
+    "NEWSQ_ALLOW_PRIVATE": (AllowPrivate(), "off"),
+    "NEWSQ_HOST_RATES": ((), "none"),
+    "NEWSQ_STUCK_AFTER": (0.0, "twice `NEWSQ_VISIBILITY_TIMEOUT`"),
+}
+
+NUMBERS = [s for s in SETTINGS if s.kind in ("number", "integer")]
+INTEGERS = [s for s in SETTINGS if s.kind == "integer"]
+
+
+def readme_default(spec: SettingSpec) -> str:
+    """The default as the README's table prints it."""
+    if spec.env in PROSE:
+        declared, shown = PROSE[spec.env]
+        assert spec.default == declared, f"{spec.env}'s default changed: update the README"
+        return shown
+    if spec.default is None:
+        return "unset"
+    if isinstance(spec.default, bool):
+        return "1" if spec.default else "0"
+    if isinstance(spec.default, float):
+        return f"{spec.default:g}"
+    return str(spec.default)
+
+
+def test_readme_table_lists_exactly_the_declared_settings() -> None:
+    names = [env for env, _, _ in ROWS]
+    assert len(names) == len(set(names)), "a setting has two rows"
+    assert set(names) == {s.env for s in SETTINGS}
+
+
+@pytest.mark.parametrize("spec", SETTINGS, ids=lambda s: s.env)
+def test_readme_row_shows_the_declared_help_and_default(spec: SettingSpec) -> None:
+    meaning, default = TABLE[spec.env]
+    assert meaning.startswith(spec.help)  # the README may say more than the one line
+    shown = readme_default(spec)
+    assert default in (shown, f"`{shown}`")
+
+
+def test_unset_or_blank_variables_give_the_declared_defaults() -> None:
+    declared = {s.name: s.default for s in SETTINGS}
+    assert [f.name for f in fields(Settings)] == list(declared)
+    for env in ({}, {s.env: "  " for s in SETTINGS}):
+        settings = Settings.from_env(env)
+        assert {name: getattr(settings, name) for name in declared} == declared
+
+
+@pytest.mark.parametrize("spec", NUMBERS, ids=lambda s: s.env)
+def test_a_number_that_is_not_one_or_is_too_small_is_refused(spec: SettingSpec) -> None:
+    assert spec.minimum is not None
+    at_least = f"must be a number >= {spec.minimum:g}$"
+    for raw, message in [
+        ("many", "is not a number$"),
+        (f"{spec.minimum - 0.5:g}", at_least),
+        ("nan", at_least),
+    ]:
+        with pytest.raises(ConfigError, match=f"^{spec.env}: {re.escape(repr(raw))} {message}"):
+            Settings.from_env({spec.env: raw})
+
+
+@pytest.mark.parametrize("spec", INTEGERS, ids=lambda s: s.env)
+def test_an_integer_must_be_whole(spec: SettingSpec) -> None:
+    assert spec.minimum is not None
+    for raw in (f"{spec.minimum + 0.5:g}", "inf", "1e400"):
+        with pytest.raises(
+            ConfigError, match=f"^{spec.env}: {re.escape(repr(raw))} must be a whole number$"
+        ):
+            Settings.from_env({spec.env: raw})
+    whole = int(spec.minimum) + 2
+    assert getattr(Settings.from_env({spec.env: f" {whole}.0 "}), spec.name) == whole
+
+
+@pytest.mark.parametrize(
+    ("env", "raw", "message"),
+    [
+        ("NEWSQ_DATABASE_URL", "mysql://x", "is not a sqlite:/// or postgresql:// URL"),
+        ("NEWSQ_BROKER_URL", "amqp://x", "is not a redis:// URL"),
+        ("NEWSQ_LOG_FORMAT", "XML", "'xml' is not 'text' or 'json'"),
+        ("NEWSQ_HOST_RATES", "a=1,b", "'b' is not host=rate"),
+        ("NEWSQ_HOST_RATES", "a=-1", "'-1' must be a number >= 0"),
+        ("NEWSQ_ALLOW_PRIVATE", "nowhere", "'nowhere' is neither host:port nor a CIDR"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_its_variable(env: str, raw: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{env}: .*{re.escape(message)}"):
+        Settings.from_env({env: raw})
+
+
+def test_values_are_parsed_by_their_kind() -> None:
+    settings = Settings.from_env(
+        {
+            "NEWSQ_KEEP_RAW": "Yes",
+            "NEWSQ_ROBOTS": "off",
+            "NEWSQ_LOG_FORMAT": " JSON ",
+            "NEWSQ_LOG_LEVEL": "debug",
+            "NEWSQ_HOST_RATES": "Example.com=0.5, b.org:8080=2",
+            "NEWSQ_METRICS_PORT": "9100",
+            "NEWSQ_BROKER_URL": "rediss://cache:6380/1",
+        }
+    )
+    assert (settings.keep_raw, settings.robots) == (True, False)
+    assert (settings.log_format, settings.log_level) == ("json", "DEBUG")
+    assert settings.host_rates == (("example.com", 0.5), ("b.org:8080", 2.0))
+    assert settings.metrics_port == 9100
+    assert settings.broker_url == "rediss://cache:6380/1"
+    # a flag keeps its default for a word that is neither yes nor no
+    maybe = Settings.from_env({"NEWSQ_KEEP_RAW": "maybe", "NEWSQ_ROBOTS": "maybe"})
+    assert (maybe.keep_raw, maybe.robots) == (False, True)
+
+
+def test_celery_config_is_a_module_name_or_unset() -> None:
+    assert Settings.from_env({}).celery_config is None
+    assert Settings.from_env({"NEWSQ_CELERY_CONFIG": "   "}).celery_config is None
+    parsed = Settings.from_env({"NEWSQ_CELERY_CONFIG": " myproject.celeryconfig "})
+    assert parsed.celery_config == "myproject.celeryconfig"
