@@ -21,12 +21,15 @@ visibility timeout plus a few seconds.
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import Any
 
 from celery import Celery
 from kombu import Exchange, Queue
 
 from newsq.config.settings import Settings, get_settings
+from newsq.errors import ConfigError
 
 FETCH_QUEUE = "fetch"
 PROCESS_QUEUE = "process"
@@ -161,6 +164,32 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def user_config(module_name: str, ours: dict[str, Any]) -> dict[str, Any]:
+    """Celery settings from the module ``NEWSQ_CELERY_CONFIG`` names, checked against
+    newsq's own: a key newsq sets may not be changed there (its NEWSQ_* setting does
+    that), except that ``broker_transport_options`` gains the keys newsq leaves unset
+    (Sentinel's ``master_name``, ...)."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"NEWSQ_CELERY_CONFIG: cannot import {module_name!r}: {exc}") from None
+    extra = {k: v for k, v in vars(module).items() if k.islower() and not k.startswith("_")}
+    extra = {
+        k: v for k, v in extra.items() if not isinstance(v, ModuleType | type) and not callable(v)
+    }
+    for key, value in extra.items():
+        if key == "broker_transport_options" and isinstance(value, dict):
+            clash = sorted(set(value) & set(ours[key]))
+            if clash:
+                raise ConfigError(
+                    f"NEWSQ_CELERY_CONFIG: broker_transport_options {clash} are set by newsq"
+                )
+            extra[key] = {**ours[key], **value}
+        elif key in ours:
+            raise ConfigError(f"NEWSQ_CELERY_CONFIG: {key} is set by newsq")
+    return extra
+
+
 def make_app(settings: Settings) -> Celery:
     tasks = [
         "newsq.tasks.fetch",
@@ -169,7 +198,10 @@ def make_app(settings: Settings) -> Celery:
         "newsq.tasks.maintenance",
     ]
     app = Celery("newsq", include=tasks)
-    app.conf.update(celery_config(settings))
+    config = celery_config(settings)
+    if settings.celery_config:
+        config.update(user_config(settings.celery_config, config))
+    app.conf.update(config)
     return app
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from processes import running
 from prometheus_client.parser import text_string_to_metric_families
 
 from newsq.config.celery import QUEUES
@@ -82,17 +82,9 @@ def worker_env(redis_url: str, key_prefix: str, sqlite_url: str) -> dict[str, st
 def worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     cmd = [sys.executable, "-m", "newsq", "worker", "--queues", "fetch,process",
            "--pool", "prefork", "--concurrency", "2"]  # fmt: skip
-    with (tmp_path / "worker.log").open("wb") as log:
-        proc = subprocess.Popen(cmd, env={**worker_env, "NEWSQ_LOG_FORMAT": "json"},
-                                start_new_session=True, stdout=subprocess.DEVNULL,
-                                stderr=log)  # fmt: skip
-    yield proc
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    env = {**worker_env, "NEWSQ_LOG_FORMAT": "json"}
+    with running(cmd, env, tmp_path / "worker.log") as proc:
+        yield proc
 
 
 @pytest.mark.slow

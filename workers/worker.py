@@ -1,4 +1,18 @@
-"""``newsq worker``: a Celery worker for some queues, with newsq's start-up."""
+"""A newsq worker's start-up, in Celery's signals, and ``newsq worker`` over it.
+
+``celery -A newsq worker`` and ``newsq worker`` run the same code: importing
+:mod:`newsq.celery` connects the handlers below, and ``newsq worker`` only picks
+defaults (pool, concurrency, hostname) and hands Celery its command line.
+
+    import_modules       before the tasks load: the metrics' multiprocess folder
+    celeryd_init,        newsq's one-line (or JSON) logging instead of Celery's
+    setup_logging
+    worker_init          newsq's adaptive pool for ``--pool threads``; inline time
+                         limits when one worker consumes both queues; the metrics
+                         server; the clean stage's libraries, imported once
+    worker_ready,        the start-up's objects frozen out of garbage collection
+    worker_process_init  (the process's resources are warmed in ``tasks/context.py``)
+"""
 
 from __future__ import annotations
 
@@ -9,27 +23,71 @@ import sys
 import tempfile
 from typing import Any
 
-from newsq.config.celery import QUEUES
-from newsq.config.settings import Settings
+from celery import signals
+
+from newsq.config.celery import FETCH_QUEUE, PROCESS_QUEUE, QUEUES, task_annotations
+from newsq.config.settings import Settings, get_settings
 from newsq.errors import ConfigError
 from newsq.workers.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
+THREADS_DEFAULT = 32
 
-def start_metrics_server(settings: Settings) -> None:
-    """Serve the summed metrics of this worker and its pool children on the metrics port.
+# gen0 collections every 50,000 net allocations instead of 700: an extraction makes
+# many short-lived objects, and each young collection also walks what survived
+GC_THRESHOLD = (50_000, 50, 100)
 
-    prometheus-client chooses multiprocess mode when it is first imported, so the
-    directory is set here, before ``newsq.config.celery`` loads the tasks (which import
-    ``newsq.metrics``); a too-early import is an error rather than silently wrong
-    numbers. Children that exit are marked dead so their live gauges are dropped.
-    """
-    if "prometheus_client" in sys.modules and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+
+@signals.setup_logging.connect
+@signals.celeryd_init.connect  # earlier: Celery warns (running as root, ...) before set-up
+def _logging(**_: Any) -> None:
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_format)
+
+
+@signals.import_modules.connect
+def _metrics_folder(**_: Any) -> None:
+    """prometheus-client chooses multiprocess mode when it is first imported, so the
+    folder is set before the tasks (which import ``newsq.metrics``) load; a too-early
+    import is an error rather than silently wrong numbers."""
+    if not get_settings().metrics_port or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        return
+    if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set")
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="newsq-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="newsq-metrics-")
+
+
+@signals.worker_init.connect
+def _worker_init(sender: Any = None, **_: Any) -> None:
+    settings = get_settings()
+    consumed = sorted(sender.app.amqp.queues.consume_from or QUEUES)
+    from celery.concurrency.thread import TaskPool as CeleryThreads
+
+    if sender.pool_cls is CeleryThreads:  # --pool threads means newsq's adaptive pool
+        from newsq.workers.pool import TaskPool
+
+        sender.pool_cls = TaskPool
+    if FETCH_QUEUE in consumed and PROCESS_QUEUE in consumed:
+        # the fetch task processes the page it fetched: it gets both stages' limits
+        for name, limits in task_annotations(settings, inline=True).items():
+            for key, value in limits.items():
+                setattr(sender.app.tasks[name], key, value)
+    port = start_metrics_server(settings) if settings.metrics_port else None
+    # the clean stage's libraries (trafilatura, lxml) load here, once, before the pool
+    # starts: not on every process's or thread's first page; prefork children share them
+    import newsq.clean.extract  # noqa: F401
+
+    pool = getattr(sender.pool_cls, "__module__", str(sender.pool_cls))
+    log.info("newsq worker: queues %s, pool %s, concurrency %s, metrics %s, log %s",
+             ",".join(consumed), pool, sender.concurrency, port or "off",
+             settings.log_format)  # fmt: skip
+
+
+def start_metrics_server(settings: Settings) -> int | None:
+    """Serve the summed metrics of this worker and its pool children on the metrics
+    port; children that exit are marked dead so their live gauges are dropped."""
     import redis
-    from celery.signals import worker_process_shutdown
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
@@ -38,7 +96,7 @@ def start_metrics_server(settings: Settings) -> None:
     def _child_gone(pid: int | None = None, **_: Any) -> None:
         mark_process_dead(pid or os.getpid())
 
-    worker_process_shutdown.connect(_child_gone, weak=False)
+    signals.worker_process_shutdown.connect(_child_gone, weak=False)
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
     client = redis.Redis.from_url(settings.broker_url or "", socket_timeout=2)
@@ -48,30 +106,19 @@ def start_metrics_server(settings: Settings) -> None:
         start_http_server(port, addr=settings.metrics_addr, registry=registry)
     except OSError as exc:  # e.g. two workers on one host given the same port
         log.error("metrics server not started on %s:%d: %s", settings.metrics_addr, port, exc)
-        return
+        return None
     log.info("metrics on http://%s:%d/metrics", settings.metrics_addr, port)
+    return port
 
 
-# gen0 collections every 50,000 net allocations instead of 700: an extraction makes
-# many short-lived objects, and each young collection also walks what survived
-GC_THRESHOLD = (50_000, 50, 100)
-
-
+@signals.worker_ready.connect
+@signals.worker_process_init.connect
 def _freeze_gc(**_: Any) -> None:
     """Move every object alive now (Celery, kombu, trafilatura, lxml's module state:
-    the worker's start-up) to a permanent generation that collections skip. A full
-    collection during work then walks ~6 ms of new objects instead of ~65 ms."""
+    the worker's start-up) to a permanent generation that collections skip, in the
+    main process once ready and in each prefork child after the fork."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
-
-
-def tune_gc_once_started() -> None:
-    """Freeze the start-up's objects when the worker is ready (the main process: its
-    thread pool, or a prefork pool's parent) and in each prefork child after the fork."""
-    from celery.signals import worker_process_init, worker_ready
-
-    worker_ready.connect(_freeze_gc, weak=False)
-    worker_process_init.connect(_freeze_gc, weak=False)
 
 
 def run_worker(settings: Settings, queues: str, concurrency: int | None,
@@ -82,27 +129,13 @@ def run_worker(settings: Settings, queues: str, concurrency: int | None,
     if not names or unknown:
         raise ConfigError(f"--queues: unknown queue(s) {unknown or names}; use {','.join(QUEUES)}")
     pool = pool or ("threads" if names == ["fetch"] else "prefork")
-    concurrency = concurrency or (32 if pool == "threads" else os.cpu_count() or 2)
-    setup_logging(settings.log_level, settings.log_format)
-    tune_gc_once_started()
-    if settings.metrics_port:
-        start_metrics_server(settings)
-    # the clean stage's libraries (trafilatura, lxml: ~0.5 s) load here, once, before
-    # the pool starts: not on every process's or thread's first page, and shared by
-    # prefork children through the fork
-    import newsq.clean.extract  # noqa: F401
-    from newsq.config.celery import FETCH_QUEUE, PROCESS_QUEUE, app, task_annotations
+    concurrency = concurrency or (THREADS_DEFAULT if pool == "threads" else os.cpu_count() or 2)
+    from newsq.config.celery import app  # this module connected the start-up signals
 
-    if FETCH_QUEUE in names and PROCESS_QUEUE in names:  # set before the tasks are loaded
-        app.conf.task_annotations = task_annotations(settings, inline=True)
-    pool_args = ["--pool", pool]
-    if pool == "threads":  # newsq's adaptive thread pool (workers/pool.py), not Celery's;
-        app.conf.worker_pool = "newsq.workers.pool:TaskPool"  # Celery's CLI takes only its names
-        pool_args = []
     argv = [
         "worker",
         "--queues", ",".join(names),
-        *pool_args,
+        "--pool", pool,
         "--concurrency", str(concurrency),
         "--hostname", f"newsq-{'-'.join(names)}-{os.getpid()}@%h",
         "--without-gossip",
