@@ -6,12 +6,11 @@ stage from producing a result at all::
 
     NewsqError
      ├── ConfigError            bad setting or argument: permanent, shown to the user
-     ├── Retryable              try again later, with backoff
-     │    └── StoreUnavailable  the database did not answer
-     └── Permanent              retrying cannot help
+     └── Retryable              try again later, with backoff
+          └── StoreUnavailable  the database did not answer
 
 Fetch outcomes map onto the contract's reason codes; ``RETRYABLE_REASONS`` says which
-of them are worth another attempt (timeouts, 429/5xx, lost connections, throttling).
+of them are worth another attempt (timeouts, 429/5xx, lost connections).
 """
 
 from __future__ import annotations
@@ -35,15 +34,10 @@ class StoreUnavailable(Retryable):
     """The backing store could not be reached or was locked."""
 
 
-class Permanent(NewsqError):
-    """A failure that another attempt cannot fix."""
-
-
 # Reason codes of the contract, for fetch results and for failed or skipped URLs.
 INVALID_URL: Final = "invalid_url"
 BLOCKED_ADDRESS: Final = "blocked_address"
 ROBOTS_DISALLOWED: Final = "robots_disallowed"
-RATE_LIMITED: Final = "rate_limited"
 TIMEOUT: Final = "timeout"
 CONNECTION_ERROR: Final = "connection_error"
 TOO_MANY_REDIRECTS: Final = "too_many_redirects"
@@ -54,26 +48,8 @@ DECODE_ERROR: Final = "decode_error"
 NO_CONTENT: Final = "no_content"
 POISON: Final = "poison"
 
-REASONS: Final = frozenset(
-    {
-        INVALID_URL,
-        BLOCKED_ADDRESS,
-        ROBOTS_DISALLOWED,
-        RATE_LIMITED,
-        TIMEOUT,
-        CONNECTION_ERROR,
-        TOO_MANY_REDIRECTS,
-        HTTP_ERROR,
-        TOO_LARGE,
-        BAD_CONTENT_TYPE,
-        DECODE_ERROR,
-        NO_CONTENT,
-        POISON,
-    }
-)
-
 # Outcomes worth another attempt. An http_error is retryable only for 429 and 5xx,
 # which the fetch result tells by its status.
-RETRYABLE_REASONS: Final = frozenset({TIMEOUT, CONNECTION_ERROR, RATE_LIMITED})
+RETRYABLE_REASONS: Final = frozenset({TIMEOUT, CONNECTION_ERROR})
 SKIP_REASONS: Final = frozenset({ROBOTS_DISALLOWED, BAD_CONTENT_TYPE, NO_CONTENT})
 """Reasons that end a URL as ``skipped`` (a policy or content outcome, not a failure)."""

@@ -20,14 +20,11 @@ from typing import Any
 import redis
 
 from newsq.records import STATES, TERMINAL
+from newsq.replies import text
 from newsq.throughput import KEEP_SECONDS, minute_key
 from newsq.urls import url_id
 
 _SCRIPT = (resources.files("newsq") / "ledger.lua").read_text()
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class Ledger:
@@ -65,7 +62,7 @@ class Ledger:
             keys=[self.key(url), self.counts_key, self.active_key],
             args=["begin", state, time.time()],
         )
-        return (_s(old) if old else None), int(deliveries)
+        return (text(old) if old else None), int(deliveries)
 
     def move(self, url: str, state: str, *, force: bool = False, **fields: Any) -> str | None:
         """Set ``url``'s state and fields; returns the previous state.
@@ -83,7 +80,7 @@ class Ledger:
         keys = [self.key(url), self.counts_key, self.active_key, self.reasons_key,
                 minute_key(self.tag, int(now) // 60)]  # fmt: skip
         old = self.script(keys=keys, args=args)
-        return _s(old) or None
+        return text(old) or None
 
     def note(self, url: str, **fields: str) -> None:
         """Record fields (e.g. ``last_error``) of a known URL without changing its state."""
@@ -96,7 +93,7 @@ class Ledger:
 
     def get(self, url: str) -> dict[str, str] | None:
         raw = self.redis.hgetall(self.key(url))
-        return {_s(k): _s(v) for k, v in raw.items()} if raw else None
+        return {text(k): text(v) for k, v in raw.items()} if raw else None
 
     def states(self, urls: Iterable[str]) -> list[str | None]:
         return self.states_at([self.key(url) for url in urls])
@@ -106,16 +103,16 @@ class Ledger:
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
             pipe.hget(key, "state")
-        return [_s(s) if s else None for s in pipe.execute()]
+        return [text(s) if s else None for s in pipe.execute()]
 
     def counts(self) -> dict[str, int]:
         raw = self.redis.hgetall(self.counts_key)
-        counts = {_s(k): int(v) for k, v in raw.items()}
+        counts = {text(k): int(v) for k, v in raw.items()}
         return {s: counts.get(s, 0) for s in STATES}
 
     def reasons(self) -> dict[str, int]:
         raw = self.redis.hgetall(self.reasons_key)
-        return {_s(k): int(v) for k, v in raw.items() if int(v)}
+        return {text(k): int(v) for k, v in raw.items() if int(v)}
 
     def stuck(self, older_than: float, limit: int = 100) -> list[tuple[str, str, float]]:
         """Non-terminal URLs not updated for ``older_than`` seconds: (url, state, age)."""
@@ -126,15 +123,15 @@ class Ledger:
             pipe.hmget(key, "url", "state", "t_upd")
         out = []
         for url, state, t_upd in pipe.execute():
-            if url and state and _s(state) not in TERMINAL:
-                out.append((_s(url), _s(state), now - float(t_upd or now)))
+            if url and state and text(state) not in TERMINAL:
+                out.append((text(url), text(state), now - float(t_upd or now)))
         return out
 
     def add_dead(self, url: str) -> None:
         self.redis.sadd(self.dead_key, url)
 
     def dead(self) -> list[str]:
-        return sorted(_s(u) for u in self.redis.smembers(self.dead_key))
+        return sorted(text(u) for u in self.redis.smembers(self.dead_key))
 
     def remove_dead(self, url: str) -> None:
         self.redis.srem(self.dead_key, url)

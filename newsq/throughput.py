@@ -18,6 +18,7 @@ from collections.abc import Callable
 import redis
 
 from newsq.records import TERMINAL
+from newsq.replies import text
 
 KEEP_SECONDS = 300
 
@@ -49,7 +50,7 @@ class Throughput:
         out = dict.fromkeys(sorted(TERMINAL), 0)
         for fields in pipe.execute():
             for name, value in fields.items():
-                state, _, second = _text(name).rpartition(":")
+                state, _, second = text(name).rpartition(":")
                 if first < int(second) <= last and state in out:
                     out[state] += int(value)
         return out
@@ -63,7 +64,3 @@ class Throughput:
         out["articles"] = (counts["stored"] + counts["duplicate"]) / seconds
         out["urls"] = sum(counts.values()) / seconds
         return out
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from dataclasses import replace
 from importlib import resources
 
 import redis
 
 from newsq import errors
+from newsq.clean.rules import norm
 from newsq.config.settings import Settings
 from newsq.records import Article, Drop
 from newsq.urls import host_of
@@ -37,12 +37,6 @@ from newsq.urls import host_of
 LOGGER = logging.getLogger(__name__)
 
 SCRIPT = resources.files("newsq.clean").joinpath("boilerplate.lua").read_text(encoding="utf-8")
-_WORD = re.compile(r"\w+")
-
-
-def normalise(paragraph: str) -> str:
-    """Lower-cased words of ``paragraph`` joined by spaces (``""`` when it has none)."""
-    return " ".join(_WORD.findall(paragraph.lower()))
 
 
 def fingerprint(text: str) -> str:
@@ -76,7 +70,7 @@ class BoilerplateFilter:
         # host and port: two servers on one host are two sites with two templates
         site = host_of(url).removeprefix("www.") or (article.site or "").strip().lower()
         lines = article.text.split("\n")
-        keys = [normalise(line) for line in lines]
+        keys = [norm(line) for line in lines]
         distinct = list(dict.fromkeys(k for k in keys if k))
         if not site or not distinct:
             return article
@@ -109,6 +103,6 @@ class BoilerplateFilter:
             len(lines) - len(kept),
         )
         text = "\n".join(kept).strip()
-        if not normalise(text):
+        if not norm(text):
             return Drop(errors.NO_CONTENT, "only site template text left")
         return replace(article, text=text)

@@ -37,10 +37,6 @@ class Intake:
     invalid: list[str] = field(default_factory=list)
     feed_errors: list[tuple[str, str]] = field(default_factory=list)
 
-    @property
-    def all_urls(self) -> list[str]:
-        return self.new + self.known
-
 
 def read_url_file(path: str) -> list[str]:
     """Non-blank, non-comment lines of a file (``-`` is stdin); raises ConfigError."""

@@ -240,17 +240,6 @@ def poll_feed(store: Store, fetcher: Fetcher, ledger: Ledger, url: str, send: Se
     return poll
 
 
-def poll_due(store: Store, fetcher: Fetcher, ledger: Ledger, settings: Settings,
-             send: Send, polite: Politeness | None = None) -> list[FeedPoll]:  # fmt: skip
-    """Claim every due feed and poll it here, one after another; the polls made."""
-    polls = []
-    for url in claim_due(store, settings):
-        poll = poll_feed(store, fetcher, ledger, url, send, polite)
-        if poll is not None:
-            polls.append(poll)
-    return polls
-
-
 def due_in(feed: Mapping[str, Any], now: datetime | None = None) -> float:
     """Seconds until the feed is due (negative when overdue)."""
     return (_aware(feed["next_due"]) - (now or utcnow())).total_seconds()

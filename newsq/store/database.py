@@ -379,7 +379,3 @@ class Store:
         )
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
-
-
-def articles_columns() -> Sequence[str]:
-    return [c.name for c in articles.columns]
