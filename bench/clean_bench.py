@@ -21,7 +21,6 @@ import json
 import re
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -30,11 +29,11 @@ from pathlib import Path
 import trafilatura
 
 from newsq.clean import extract as clean
+from newsq.demo.clean_eval import f1, page_scores
 from newsq.records import Article
 
 CORPUS = resources.files("newsq.demo") / "data" / "aeb-dev"
 FLOOR_FILE = Path(__file__).with_name("clean_floor.json")
-_TOKEN = re.compile(r"\w+")
 _DATE_MARKUP = re.compile(
     r"datePublished|article:published_time|og:published_time|<time[^>]+datetime=|"
     r"name=[\"'](?:pubdate|publishdate|publish-date|date|dc\.date|sailthru\.date|"
@@ -80,29 +79,6 @@ def load_pages() -> list[Page]:
         item = truth[page_id]
         pages.append(Page(page_id, item.get("url", ""), html, item["articleBody"]))
     return pages
-
-
-def shingles(text: str, n: int = 4) -> Counter[tuple[str, ...]]:
-    """The multiset of n-token shingles of ``text`` (one short shingle if fewer tokens)."""
-    tokens = _TOKEN.findall(text)
-    if len(tokens) < n:
-        return Counter([tuple(tokens)]) if tokens else Counter()
-    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
-
-
-def page_scores(predicted: str, gold: str) -> tuple[float, float]:
-    """(precision, recall) of one document; (0, 0) when nothing overlaps."""
-    pred, ref = shingles(predicted), shingles(gold)
-    tp = sum((pred & ref).values())
-    fp = sum(pred.values()) - tp
-    fn = sum(ref.values()) - tp
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    return precision, recall
-
-
-def f1(precision: float, recall: float) -> float:
-    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
 def run(

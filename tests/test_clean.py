@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from lxml import etree as lxml_etree
 
-from bench.clean_bench import page_scores
 from newsq import errors
 from newsq.clean.extract import extract, parse
 from newsq.clean.metadata import extract_metadata, normalise_date
 from newsq.clean.rules import is_nav_list, is_promo
 from newsq.clean.second_opinion import choose
+from newsq.demo.clean_eval import page_scores
 from newsq.records import Article, Drop
 
 CORPUS = resources.files("newsq.demo") / "data" / "aeb-dev"

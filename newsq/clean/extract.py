@@ -51,7 +51,7 @@ MIN_TEXT_CHARS = 120
 # trafilatura's parser settings (``trafilatura.utils.HTML_PARSER``, 2.3) with lxml's
 # C-level element class lookup: lxml.html's own lookup is a Python method called each
 # time lxml makes a Python object for an element (~2,000 times a page, through
-# trafilatura's and our tree walks: ~0.4 ms). Every element is still an
+# trafilatura's and our tree walks). Every element is still an
 # ``HtmlElement``; only the form-element subclasses (``FormElement``, ``InputElement``
 # ...) are not used, and nothing here calls their methods.
 HTML_PARSER = HTMLParser(
@@ -74,7 +74,7 @@ _CONTROL_BYTES = bytes(c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D))
 def _has_invalid_chars(html: str) -> bool:
     """True when ``html`` holds a character of trafilatura's ``INVALID_XML_CHARS`` (C0
     controls but tab, newline and return; U+FFFE, U+FFFF). A C-speed check: the
-    regex's own scan costs 0.6 ms on a news page and nearly always finds nothing."""
+    regex's own scan is slow on a whole page and nearly always finds nothing."""
     if "\ufffe" in html or "\uffff" in html:
         return True
     raw = html.encode("utf-8", "surrogatepass")

@@ -2,5 +2,6 @@
 
 ``site`` serves outlets built by ``build`` from the bundled pages in ``data/``, with
 the copies and edits of ``edits`` and the briefs of ``pages``; ``run`` is the command;
-``dedup_eval`` makes edited copies of gold texts for the dedup benchmarks.
+``dedup_eval`` and ``clean_eval``: edited copies of gold texts and the scoring that
+the benchmarks and tests share.
 """

@@ -25,7 +25,7 @@ MAX_SITEMAP_DEPTH = 3
 BATCH_SPREAD = 64
 """URLs per message slot before URLs share messages: a small input stays one URL per
 message, so every worker thread can take one (at 200 ms a page, parallel fetches are
-what counts); a surge shares them and saves Celery's per-message work (~0.8 ms)."""
+what counts); a surge shares them and saves Celery's per-message work."""
 
 
 @dataclass

@@ -179,7 +179,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         # write statements built once and executed with parameters: building one with
-        # its values bound costs ~0.3 ms per article in SQLAlchemy alone
+        # its values bound for every article is slow in SQLAlchemy
         self._statements: dict[Any, Any] = {}
 
     @classmethod
