@@ -165,7 +165,7 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
         return Step("wait", countdown=wait)
     try:
         started = time.perf_counter()
-        with rt.admission.network_wait():  # another task may start meanwhile
+        with rt.pool.network_wait():  # another task may start meanwhile
             result = rt.fetcher.fetch(url)
         rt.metrics.stage_time("fetch", time.perf_counter() - started)
     finally:

@@ -2,15 +2,17 @@
 
 The HTTP client, the Redis pool, the database engine and the Lua scripts are built on
 first use (in a prefork child, after the fork) and reused by every task the process
-runs; all of them are safe to share between the threads of a thread pool.
+runs; all of them are safe to share between the threads of a thread pool. What the
+pool running the tasks does for them is a :class:`Pool`, handed over by the pool.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import redis
 
@@ -19,7 +21,6 @@ from newsq.ledger import Ledger
 from newsq.metrics import Metrics
 from newsq.records import Article, Drop
 from newsq.store.database import Store
-from newsq.workers.admission import process_admission
 
 if TYPE_CHECKING:
     from newsq.clean.boilerplate import BoilerplateFilter
@@ -27,9 +28,37 @@ if TYPE_CHECKING:
     from newsq.fetch.client import Fetcher
     from newsq.fetch.politeness import Politeness
     from newsq.fetch.robots import RobotsCache
+    from newsq.workers.admission import CpuLane
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SideBySide = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
+
+
+class Pool(Protocol):
+    """What the pool running a process's tasks does for them: newsq's thread pool
+    (:class:`newsq.workers.pool.TaskPool`) hands itself to the runtime as it starts."""
+
+    @property
+    def lane(self) -> CpuLane | None:
+        """The one thread for the CPU-heavy part of every task, if the pool has one."""
+
+    @property
+    def side_by_side(self) -> SideBySide | None:
+        """``[fn(item) for item in items]``, each item a task of the pool, if it can."""
+
+    def network_wait(self) -> AbstractContextManager[None]:
+        """Wraps a request: the pool may start another task while it waits."""
+
+
+class AnyPool:
+    """Any other pool (prefork, solo, Celery's threads): it does nothing for its tasks."""
+
+    lane = None
+    side_by_side = None
+
+    def network_wait(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 class Runtime:
@@ -40,7 +69,7 @@ class Runtime:
             raise ValueError("a worker needs NEWSQ_BROKER_URL")
         self.settings = settings
         self.metrics = Metrics()
-        self.admission = process_admission()  # fetch waits size the pool's running set
+        self.pool: Pool = AnyPool()  # until newsq's thread pool hands itself over
         self._lock = threading.RLock()
         # one extraction at a time per process: with the GIL, more would only interleave,
         # each holding its parsed trees (tens of MB) and each finishing later
@@ -110,9 +139,9 @@ class Runtime:
             return extract(html, url)
 
     def on_cpu(self, fn: Callable[..., T], *args: object) -> T:
-        """``fn(*args)`` on the process's CPU lane when its pool has one (a thread
-        pool), else here."""
-        lane = self.admission.lane
+        """``fn(*args)`` on the CPU lane of the process's pool when it has one (newsq's
+        thread pool), else here."""
+        lane = self.pool.lane
         return lane.run(fn, *args) if lane is not None else fn(*args)
 
     def warm_up(self) -> None:

@@ -29,7 +29,7 @@ def _fetch_one(task: Task, url: str, attempt: int, retries: int,
     rt = runtime()
     with transient_errors(url, retry, retries):
         step = fetch_step(rt, url, attempt, hand_off=not inline)
-        if step.page is not None:  # on the process's CPU lane (newsq/admission.py)
+        if step.page is not None:  # on the pool's CPU lane (newsq.workers.admission)
             step = rt.on_cpu(process_step, rt, url, step.page, attempt)
     if step.action == "next":
         from newsq.tasks.process import process
@@ -66,10 +66,10 @@ def fetch_many(self: Task, urls: list[str]) -> int:
     URL, not the sum of them. A redelivered batch (its worker died) skips the URLs
     already done: the ledger's begin says so.
     """
-    admission = runtime().admission
-    if admission.side_by_side is None:  # not newsq's thread pool: a pool with per-task
-        for url in urls:  # time limits (prefork) must apply them to each URL, so each
-            fetch.delay(url)  # goes on as a task of its own
+    side_by_side = runtime().pool.side_by_side
+    if side_by_side is None:  # not newsq's thread pool: a pool with per-task time
+        for url in urls:  # limits (prefork) must apply them to each URL, so each goes
+            fetch.delay(url)  # on as a task of its own
         return 0
 
     def one(url: str) -> None:
@@ -78,5 +78,5 @@ def fetch_many(self: Task, urls: list[str]) -> int:
         except _Later as later:
             fetch.apply_async((url, 0), countdown=later.delay, retries=1)
 
-    admission.side_by_side(one, urls)
+    side_by_side(one, urls)
     return len(urls)

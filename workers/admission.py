@@ -25,7 +25,7 @@ per second than 16 on the same CPU (see ``bench/README.md``).
    threads, against 112-113 with 4).
 
 The pool caps both at its size. The pool that obeys it is :class:`newsq.workers.pool.TaskPool`,
-which also gives the process a :class:`CpuLane`: one thread that runs the CPU-heavy
+which owns its admission and a :class:`CpuLane`: one thread that runs the CPU-heavy
 part of every task (clean, dedup, store), so it runs with warm per-thread state
 (lxml's parser dictionaries, the allocator's caches, one database connection) instead
 of on whichever of many pool threads fetched the page: ~1.4 ms less CPU per page at
@@ -37,10 +37,10 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -66,9 +66,6 @@ class Admission:
         self._waits: dict[object, float] = {}  # requests in network_wait(): start times
         self.wait_s: float | None = None  # moving average of a fetch's wall time
         self.cpu_s = PRIOR_CPU_S  # moving average of the process's CPU per task
-        self.lane: CpuLane | None = None  # set by a thread pool
-        # set by a thread pool: runs a batch's parts side by side, each as a task
-        self.side_by_side: Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]] | None = None
         self._lock = threading.Lock()
         self._tasks = 0
         self._cpu_mark = time.process_time()
@@ -140,16 +137,3 @@ class CpuLane:
 
 def _average(old: float | None, sample: float) -> float:
     return sample if old is None else old + ALPHA * (sample - old)
-
-
-_process: Admission | None = None
-_process_lock = threading.Lock()
-
-
-def process_admission() -> Admission:
-    """This process's admission: the one its pool obeys and its tasks report to."""
-    global _process
-    with _process_lock:
-        if _process is None:
-            _process = Admission()
-        return _process

@@ -7,7 +7,10 @@ task only while :meth:`newsq.workers.admission.Admission.may_start` allows (the 
 queue, not in parked threads) and hands each task to the thread that went idle last,
 so a small, warm set of threads does the work when pages come fast, and the whole
 pool when sites are slow. See :mod:`newsq.workers.admission` for the rule and
-``bench/README.md`` for the measurements.
+``bench/README.md`` for the measurements. The pool owns its admission, executor and
+CPU lane, and hands itself to the process's runtime as it starts
+(:class:`newsq.resources.Pool`), so that the tasks report their network waits to it,
+run their CPU-heavy part on its lane and their batches side by side.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_all
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from celery.concurrency import thread
 
-from newsq.workers.admission import TICK_S, Admission, CpuLane, process_admission
+from newsq.resources import AnyPool, Runtime
+from newsq.tasks.context import runtime
+from newsq.workers.admission import TICK_S, Admission, CpuLane
 
 _Item = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 T = TypeVar("T")
@@ -210,11 +216,30 @@ class AdaptiveExecutor:
 
 class TaskPool(thread.TaskPool):
     """Celery's thread pool with :class:`AdaptiveExecutor` as its executor, and a
-    :class:`~newsq.workers.admission.CpuLane` for the CPU-heavy part of its tasks."""
+    :class:`~newsq.workers.admission.CpuLane` for the CPU-heavy part of its tasks; a
+    :class:`newsq.resources.Pool` to the process's runtime."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        admission = process_admission()
-        admission.lane = admission.lane or CpuLane()
-        self.executor = AdaptiveExecutor(self.limit, admission)
-        admission.side_by_side = self.executor.side_by_side
+        self.admission = Admission()
+        self.lane = CpuLane()
+        self.executor = AdaptiveExecutor(self.limit, self.admission)
+        self.side_by_side = self.executor.side_by_side
+        self._runtime: Runtime | None = None
+
+    def network_wait(self) -> AbstractContextManager[None]:
+        return self.admission.network_wait()
+
+    def on_start(self) -> None:
+        super().on_start()
+        try:
+            self._runtime = runtime()
+        except ValueError:  # no broker URL: the tasks fail on it, as they would anyway
+            return
+        self._runtime.pool = self
+
+    def on_stop(self) -> None:
+        super().on_stop()  # the running tasks finish, and none starts after
+        if self._runtime is not None and self._runtime.pool is self:
+            self._runtime.pool = AnyPool()
+        self.lane.close()
