@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -40,3 +41,11 @@ def run_newsq(
         capture_output=True,
         timeout=timeout,
     )
+
+
+def imported_by(*modules: str) -> set[str]:
+    """The modules a fresh interpreter has loaded once it imported ``modules``."""
+    code = f"import json, sys, {', '.join(modules)}; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], env=newsq_env(), text=True,
+                          capture_output=True, check=True, timeout=60)  # fmt: skip
+    return set(json.loads(done.stdout))

@@ -7,17 +7,15 @@ file) ends with one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import redis
 import sqlalchemy as sa
 
 from newsq.config.settings import Settings
-from newsq.errors import ConfigError, NewsqError
+from newsq.errors import NewsqError
 
 EXIT_ERROR = 2
 
@@ -135,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the command's handler (``commands.COMMANDS``): the exit code."""
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -143,12 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command != "worker":
             setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level,
                           settings.log_format)  # fmt: skip
-        from newsq.workers import commands
+        from newsq.workers.commands import COMMANDS
 
-        handler: Callable[[argparse.Namespace, Settings], int] = getattr(
-            commands, f"cmd_{args.command}"
-        )
-        return handler(args, settings)
+        return COMMANDS[args.command](args, settings)
     except NewsqError as exc:
         return _fail(str(exc))
     except redis.ConnectionError as exc:
@@ -166,13 +162,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(message: str) -> int:
     print(f"newsq: {message}", file=sys.stderr)
     return EXIT_ERROR
-
-
-def need_broker(settings: Settings, command: str) -> Settings:
-    if not settings.broker_url:
-        raise ConfigError(f"'newsq {command}' needs NEWSQ_BROKER_URL (a redis:// URL)")
-    return settings
-
-
-def print_json(obj: Any) -> None:
-    print(json.dumps(obj, ensure_ascii=False, default=str))

@@ -16,7 +16,7 @@ from newsq.config.settings import Settings
 from newsq.errors import ConfigError
 from newsq.feeds.poll import add_feed, due_in, format_duration, parse_duration, remove_feed
 from newsq.store.database import Store
-from newsq.workers.cli import need_broker, print_json
+from newsq.workers.common import need_broker, print_json
 
 
 def _duration(value: str) -> float:

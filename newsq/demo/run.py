@@ -24,7 +24,7 @@ DEMO_DB = "newsq-demo.db"
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from newsq.workers.commands import run_pipeline
+    from newsq.workers.run import run_pipeline
 
     console = Console()
     database_url = settings.database_url
