@@ -30,8 +30,9 @@ import numpy as np
 import redis
 
 from newsq.config.settings import Settings
-from newsq.dedup import sketch as textnorm
+from newsq.dedup.config import DedupConfig
 from newsq.dedup.index import DedupIndex
+from newsq.dedup.sketch import Sketch, band_digests, sketch, words
 from newsq.demo.dedup_eval import EDITS, edit, gold_texts
 from newsq.workers.redis_server import RedisServer
 
@@ -52,15 +53,15 @@ def synthetic_url(i: int) -> str:
     return f"https://www.outlet{i % 5000}.example.com/news/2024/05/{i}-officials-say-the-story-slug"
 
 
-def synthetic_sketch(rng: np.random.Generator) -> textnorm.Sketch:
-    sig = rng.integers(0, 2**32, size=textnorm.K, dtype=np.uint32)
-    lead = rng.integers(0, 2**32, size=textnorm.K, dtype=np.uint32)
-    return textnorm.Sketch(
+def synthetic_sketch(rng: np.random.Generator, config: DedupConfig) -> Sketch:
+    sig = rng.integers(0, 2**32, size=config.hashes, dtype=np.uint32)
+    lead = rng.integers(0, 2**32, size=config.hashes, dtype=np.uint32)
+    return Sketch(
         text_hash=rng.bytes(32).hex(),
         shingles=int(rng.integers(100, 1500)),
         sig=sig,
-        bands=textnorm._band_digests(b"F", sig, textnorm.BANDS, textnorm.ROWS),
-        lead_bands=textnorm._band_digests(b"L", lead, textnorm.LEAD_BANDS, textnorm.LEAD_ROWS),
+        bands=band_digests(b"F", sig, config.bands, config.rows),
+        lead_bands=band_digests(b"L", lead, config.lead_bands, config.lead_rows),
     )
 
 
@@ -93,7 +94,7 @@ class Filler:
                 canonical = url.replace("www.", "edition.") if self.loaded % 5 == 0 else None
                 args = self.index.arguments(
                     url=url, final_url=url, canonical_url=canonical,
-                    sk=synthetic_sketch(self.rng),
+                    sk=synthetic_sketch(self.rng, self.index.config),
                 )  # fmt: skip
                 pipe.evalsha(self.index.sha, 1, self.index.base, *args)
                 self.loaded += 1
@@ -168,12 +169,13 @@ def quality(client: redis.Redis, settings: Settings) -> dict[str, Any]:
     }
 
 
-def sketch_cost() -> tuple[float, float | None]:
-    """ms per gold article: numpy sketch, and datasketch's MinHash (64 perms) if installed."""
+def sketch_cost(config: DedupConfig) -> tuple[float, float | None]:
+    """ms per gold article: numpy sketch, and datasketch's MinHash (as many perms) if
+    installed."""
     texts = [t for _, t in gold_texts()]
     started = time.perf_counter()
     for t in texts:
-        textnorm.sketch(t)
+        sketch(t, config)
     ours = (time.perf_counter() - started) * 1000 / len(texts)
     try:
         from datasketch import MinHash
@@ -181,9 +183,9 @@ def sketch_cost() -> tuple[float, float | None]:
         return ours, None
     started = time.perf_counter()
     for t in texts:
-        ws = textnorm.words(t)
-        m = MinHash(num_perm=textnorm.K)
-        m.update_batch([" ".join(ws[i : i + 3]).encode() for i in range(len(ws) - 2)])
+        ws, n = words(t), config.shingle
+        m = MinHash(num_perm=config.hashes)
+        m.update_batch([" ".join(ws[i : i + n]).encode() for i in range(len(ws) - n + 1)])
     return ours, (time.perf_counter() - started) * 1000 / len(texts)
 
 
@@ -210,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         per_article = (used_memory(client) - base_mem) / (filler.loaded + 2 * args.samples)
         large_times, large_rt, large_us = measure_decides(filler, args.samples, seed=2)
         q = quality(client, settings)
-        ours, theirs = sketch_cost()
+        ours, theirs = sketch_cost(filler.index.config)
 
     rows = [
         ("articles indexed", f"{filler.loaded:,} (+{2 * args.samples} timed)"),

@@ -181,7 +181,5 @@ WARM_PAGE = (
 
 
 def _warm_clean(rt: Runtime) -> None:
-    from newsq.dedup.sketch import sketch
-
     article = rt.extract(WARM_PAGE, "https://warm-up.invalid/")
-    sketch(article.text if isinstance(article, Article) else WARM_PAGE)
+    rt.dedup.sketch(article.text if isinstance(article, Article) else WARM_PAGE)

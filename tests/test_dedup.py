@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import random
 import time
@@ -11,6 +12,7 @@ import pytest
 import redis
 
 from newsq.config.settings import Settings
+from newsq.dedup.config import DedupConfig
 from newsq.dedup.index import DedupIndex, content_hash, url_key
 from newsq.demo.dedup_eval import EDITS, edit, gold_texts
 from newsq.records import Verdict
@@ -181,8 +183,41 @@ def test_entries_are_forgotten_after_the_window(
     now[0] += 0.99 * 86400  # within the window: remembered
     late = put(index, "https://late.example/a", text)
     assert (late.kind, late.story_id) == ("exact", first.story_id)
-    now[0] += 0.3 * 86400  # past window * (1 + 1/GENERATIONS): forgotten
+    now[0] += 0.3 * 86400  # past window * (1 + 1/generations): forgotten
     assert put(index, "https://late.example/b", text).kind == "new"
+
+
+def test_the_config_carries_the_settings() -> None:
+    env = {"NEWSQ_DEDUP_JACCARD": "0.95", "NEWSQ_DEDUP_CONTAINMENT": "0.9",
+           "NEWSQ_DEDUP_WINDOW_DAYS": "2", "NEWSQ_DEDUP_CAPACITY": "5000"}  # fmt: skip
+    config = DedupConfig.from_settings(Settings.from_env(env))
+    given = (config.jaccard, config.containment, config.window_days, config.capacity)
+    assert given == (0.95, 0.9, 2.0, 5000)
+    params = json.loads(config.lua_params())  # what dedup.lua decides with
+    assert (params["jaccard"], params["containment"]) == (0.95, 0.9)
+    # sized for 5000 articles: 25,000 small entries and 320,000 filter bits a generation
+    assert (params["buckets"], params["filter_bits"]) == (313, 320_000)
+
+
+def test_a_stricter_jaccard_threshold_changes_a_decision(
+    index: DedupIndex, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    """A brief (under min_shingles: Jaccard alone decides) and a copy with one word
+    changed are one story at the default threshold and two at NEWSQ_DEDUP_JACCARD=0.95."""
+    ws = GOLD[8][1].split()[:20]
+    brief, copy = " ".join(ws), " ".join([*ws[:10], "elsewhere", *ws[11:]])
+    env = {"NEWSQ_DEDUP_JACCARD": "0.95", "NEWSQ_KEY_PREFIX": f"{key_prefix}:strict"}
+    strict = DedupIndex(redis_client, Settings.from_env(env))
+    assert (index.config.jaccard, strict.config.jaccard) == (0.5, 0.95)
+
+    first = put(index, "https://town.example/brief", brief)
+    verdict = put(index, "https://wire.example/brief", copy)
+    assert (verdict.kind, verdict.story_id) == ("near", first.story_id)
+    assert 0.6 <= verdict.similarity < 0.95  # matched on Jaccard, not containment
+
+    first = put(strict, "https://town.example/brief", brief)
+    verdict = put(strict, "https://wire.example/brief", copy)
+    assert verdict.kind == "new" and verdict.story_id != first.story_id
 
 
 def _race_worker(

@@ -12,29 +12,31 @@
 -- <gen> is a time generation; a key expires (EXPIREAT) a full window after its
 -- generation ends, and lookups read generations now .. now-G, newest first.
 --
--- ARGV: 1 gen  2 G  3 expire_at  4 nbuckets  5 dbuckets  6 j_thr  7 c_thr
---       8 min_shingles  9 url_f  10 final_f  11 canon_f  12 text_f  13 th8
---       14 nshingles  15 sig  16 story_new  17 url  18 long_shingles  19 long_j
---       20 long_c  21 short_j  22 n_full_bands  23 filter bits per generation
---       24.. bands (full, then lead)
+-- ARGV: 1 params: the decision's parameters by name, a JSON object made once per index
+--         (DedupConfig.lua_params: generations, buckets, doc_buckets, filter_bits,
+--         bands (full ones), jaccard, containment, short_jaccard, min_shingles,
+--         long_shingles, long_jaccard, long_containment, min_lower)
+--       then this copy's: 2 gen  3 expire_at  4 url  5 story_new (8 bytes)
+--         6 url_f  7 final_f  8 canon_f  9 text_f (8-byte digests, "" for none)
+--         10 th8  11 nshingles  12 sig (2 bytes a value)
+--         13.. band digests: `bands` full ones, then the lead's (none: an empty text)
 -- Returns {kind, story id (16 hex), duplicate_of or "", similarity (per mille)}.
 
 local base = KEYS[1]
-local gen, G = tonumber(ARGV[1]), tonumber(ARGV[2])
-local expire_at = ARGV[3]
-local nb, db = tonumber(ARGV[4]), tonumber(ARGV[5])
-local j_thr, c_thr, min_sh = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local url_f, final_f, canon_f, text_f = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
-local th, nsh, sig = ARGV[13], tonumber(ARGV[14]), ARGV[15]
-local story_new, url = ARGV[16], ARGV[17]
-local long_sh, long_j, long_c = tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20])
-local short_j = tonumber(ARGV[21])
-local bits = tonumber(ARGV[23])
-local BAND0 = 24  -- ARGV index of the first band digest
-local n_lead = #ARGV - BAND0 + 1 - tonumber(ARGV[22])  -- lead band digests (the last ones)
+local P = cjson.decode(ARGV[1])
+local G, nb, db, bits = P.generations, P.buckets, P.doc_buckets, P.filter_bits
+local j_thr, c_thr, short_j = P.jaccard, P.containment, P.short_jaccard
+local min_sh, long_sh = P.min_shingles, P.long_shingles
+local long_j, long_c = P.long_jaccard, P.long_containment
+local MIN_LOWER = P.min_lower  -- see near_score
+local gen, expire_at = tonumber(ARGV[2]), ARGV[3]
+local url, story_new = ARGV[4], ARGV[5]
+local url_f, final_f, canon_f, text_f = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local th, nsh, sig = ARGV[10], tonumber(ARGV[11]), ARGV[12]
+local BAND0 = 13  -- ARGV index of the first band digest
+local n_lead = math.max(#ARGV - BAND0 + 1 - P.bands, 0)  -- lead band digests (the last)
 local byte, sub = string.byte, string.sub
 local K = #sig / 2
-local MIN_LOWER = 4  -- see near_score
 local NAMES = {n = "new", u = "url", e = "exact", m = "near", r = "revision"}
 
 local function kkey(g, field)

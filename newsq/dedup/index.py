@@ -10,15 +10,19 @@ worker through Redis and says what it is (a :class:`~newsq.records.Verdict`):
    agree;
 3. ``exact``: the same normalised text (:func:`content_hash`);
 4. ``near``: a MinHash candidate from the LSH bands whose estimated Jaccard similarity
-   is >= ``dedup_jaccard`` (+ 0.1 for short texts), or whose smaller shingle set is >=
-   ``dedup_containment`` contained in the larger (a copy trimmed to its first
-   paragraphs), or, for long texts, >= 0.65 contained with Jaccard >= 0.3 (a trimmed
-   copy whose page kept a few lines the other's extraction dropped);
+   is >= ``jaccard`` (+ ``short_jaccard_margin`` for short texts), or whose smaller
+   shingle set is >= ``containment`` contained in the larger (a copy trimmed to its
+   first paragraphs), or, for long texts, >= ``long_containment`` contained with
+   Jaccard >= ``long_jaccard`` (a trimmed copy whose page kept a few lines the other's
+   extraction dropped);
 5. else ``new``: the first copy of a story.
 
 Steps 1-5 and the writes run in ONE Lua script (``newsq/dedup/dedup.lua``), one
 EVALSHA: two workers holding copies of one story at the same instant cannot both get
 ``new``. A decide is one round trip (two after a Redis restart lost the script).
+
+Every parameter of the decision is a field of :class:`~newsq.dedup.config.DedupConfig`,
+made from the settings (``NEWSQ_DEDUP_*``); the script gets them by name.
 
 Layout and limits:
 
@@ -30,11 +34,11 @@ Layout and limits:
   (``bench.dedup_index_bench``: Redis CPU per decide; exact and url copies cost less).
   Beyond that, run one index per language or region (a key_prefix each): copies
   rarely cross those lines.
-- Time is cut into generations of ``window / GENERATIONS``; each generation's keys
+- Time is cut into generations of ``window / generations``; each generation's keys
   expire a full window after it ends, and lookups read the live generations only. So
   an entry is remembered for at least ``dedup_window_days`` and at most
-  ``1 + 1/GENERATIONS`` of it, and memory is bounded by the window.
-- A filter per generation (one bit per field put, ``FILTER_BITS_PER_ARTICLE``) says
+  ``1 + 1/generations`` of it, and memory is bounded by the window.
+- A filter per generation (one bit per field put, ``filter_bits_per_article``) says
   which generations may hold a field: a lookup reads all live filters in one command
   each, then HGETs only where a bit is set, instead of one HGET per live generation.
   It is sized for ``dedup_capacity`` (32 bytes per article: 8 MB per generation at
@@ -59,6 +63,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import redis
 
 from newsq.config.settings import Settings
+from newsq.dedup.config import DedupConfig
 from newsq.dedup.sketch import Sketch, sketch
 from newsq.dedup.sketch import content_hash as _content_hash
 from newsq.records import Verdict
@@ -66,30 +71,6 @@ from newsq.urls import normalize_or_none
 
 log = logging.getLogger(__name__)
 
-GENERATIONS = 4
-"""Generations per window (lookups read GENERATIONS + 1 of them)."""
-DOC_BUCKETS = 64
-"""Doc-record hashes per generation: keeps each key small enough to expire quickly."""
-ENTRIES_PER_ARTICLE = 20
-BUCKET_FILL = 80
-"""Target entries per small hash: below listpack's default limit of 128."""
-FILTER_BITS_PER_ARTICLE = 256
-"""Bits of a generation's filter per article of ``dedup_capacity``: an article puts ~26
-fields, so ~10 bits each, and a field absent from a generation reads it anyway ~10% of
-the time (1 - e^(-26/256)). 32 bytes per article at capacity."""
-MIN_SHINGLES = 20
-"""A text shorter than this (in shingles) matches by Jaccard similarity, never containment."""
-LONG_SHINGLES = 100
-"""Pairs whose smaller text has fewer shingles than this are *short* (see below)."""
-SHORT_JACCARD_MARGIN = 0.1
-"""A short pair needs Jaccard >= ``dedup_jaccard`` + this: the 64-value estimate is
-coarse (about ±0.06) and short pieces of one kind (local briefs) share much phrasing:
-measured, briefs on different news reach 0.48, short copies of one story 0.62+."""
-LONG_CONTAINMENT, LONG_JACCARD = 0.65, 0.3
-"""A long pair also matches on containment >= 0.65 with Jaccard >= 0.3: a copy trimmed
-to its lead whose page kept lines the other page's extraction dropped (inline related
-links, a dateline) is 0.7-0.75 contained (estimated ±0.06); unrelated long texts stay
-below Jaccard 0.05."""
 _AMP_PARAMS = frozenset({"amp", "outputtype", "amp_js_v", "usqp"})
 _AMP_SUFFIXES = ("/amp", ".amp", "/amp.html", "/amp/")
 
@@ -151,18 +132,17 @@ class DedupIndex:
     ) -> None:
         self.redis = redis_client
         self.settings = settings
+        self.config = DedupConfig.from_settings(settings)
         self.clock = clock
         self.base = f"{{{settings.key_prefix}:dedup}}"
-        self.window = settings.dedup_window_days * 86400.0
-        self.generation_seconds = self.window / GENERATIONS
-        per_generation = settings.dedup_capacity * ENTRIES_PER_ARTICLE / GENERATIONS
-        self.buckets = max(1, math.ceil(per_generation / BUCKET_FILL))
-        self.filter_bits = math.ceil(
-            settings.dedup_capacity * FILTER_BITS_PER_ARTICLE / GENERATIONS
-        )
+        self.params = self.config.lua_params()  # the script's ARGV[1]
         self.sha: str = redis_client.script_load(SCRIPT)
 
     content_hash = staticmethod(content_hash)
+
+    def sketch(self, text: str) -> Sketch:
+        """The sketch of ``text`` with this index's parameters (for :meth:`decide`)."""
+        return sketch(text, self.config)
 
     def decide(
         self,
@@ -179,10 +159,11 @@ class DedupIndex:
 
         Raises ``redis.RedisError`` when Redis cannot be reached (the caller retries:
         nothing is half-written, the script is atomic). ``sk``: the text's sketch, when
-        the caller made it already (its ``text_hash`` is the stored content hash).
+        the caller made it already (by :meth:`sketch`; its ``text_hash`` is the stored
+        content hash).
         """
         args = self.arguments(url=url, final_url=final_url, canonical_url=canonical_url,
-                              sk=sk or sketch(text))  # fmt: skip
+                              sk=sk or self.sketch(text))  # fmt: skip
         try:
             reply = self.redis.evalsha(self.sha, 1, self.base, *args)
         except redis.exceptions.NoScriptError:
@@ -196,9 +177,12 @@ class DedupIndex:
         self, *, url: str, final_url: str, canonical_url: str | None, sk: Sketch
     ) -> list[Any]:
         """The script's ARGV for one copy (also used by bulk loads in pipelines)."""
+        config = self.config
+        if sk.sig.size != config.hashes or len(sk.bands) not in (0, config.bands):
+            raise ValueError("the sketch was made with another DedupConfig")
         now = self.clock()
-        gen = int(now // self.generation_seconds)
-        expire_at = math.ceil((gen + 1) * self.generation_seconds + self.window)
+        gen = int(now // config.generation_seconds)
+        expire_at = math.ceil((gen + 1) * config.generation_seconds + config.window_seconds)
         own_key = url_key(url)
         own = own_key or url
         keys = {own}
@@ -209,13 +193,9 @@ class DedupIndex:
             if k:
                 keys.add(k)
         return [
-            gen, GENERATIONS, expire_at, self.buckets, DOC_BUCKETS,
-            self.settings.dedup_jaccard, self.settings.dedup_containment, MIN_SHINGLES,
+            self.params, gen, expire_at, url, bytes.fromhex(story_id_for(url)),
             _digest(b"u", own), *aliases, _digest(b"t", sk.text_hash), sk.text_hash[:8],
-            sk.shingles, sk.packed_sig(), bytes.fromhex(story_id_for(url)), url,
-            LONG_SHINGLES, LONG_JACCARD, LONG_CONTAINMENT,
-            self.settings.dedup_jaccard + SHORT_JACCARD_MARGIN,
-            len(sk.bands), self.filter_bits, *sk.bands, *sk.lead_bands,
+            sk.shingles, sk.packed_sig(), *sk.bands, *sk.lead_bands,
         ]  # fmt: skip
 
 

@@ -4,20 +4,21 @@ Two copies of one story differ in ways that carry no meaning: typographic quotes
 dashes, case, punctuation, spacing. :func:`words` removes those; :func:`content_hash`
 hashes what is left, so such copies get the same hash.
 
-A :class:`Sketch` summarises a text for near-duplicate search:
+A :class:`Sketch` summarises a text for near-duplicate search, with the parameters of a
+:class:`~newsq.dedup.config.DedupConfig`:
 
-- ``sig``: a MinHash signature of its word shingles (``K`` values, 32 bits each, of
-  which the index stores the high 16 bits: enough to estimate Jaccard similarity and,
-  because truncation keeps order, containment (see ``newsq/dedup/dedup.lua``));
-- ``bands``: LSH band digests of the full signature (21 bands of 3 rows), which find a
-  copy of Jaccard similarity 0.42 with probability ~0.8, of 0.6 with ~0.99 (12 bands of
-  4 rows missed half the copies at 0.45: trimmed and re-templated copies live there);
-- ``lead_bands``: band digests of a MinHash over the first ``LEAD_WORDS`` words only,
+- ``sig``: a MinHash signature of its word shingles (``hashes`` values, 32 bits each,
+  of which the index stores the high 16 bits: enough to estimate Jaccard similarity
+  and, because truncation keeps order, containment (see ``newsq/dedup/dedup.lua``));
+- ``bands``: LSH band digests of the full signature (``bands`` of ``rows`` values: 21
+  of 3 find a copy of Jaccard similarity 0.42 with probability ~0.8, of 0.6 with ~0.99;
+  12 of 4 missed half the copies at 0.45, where trimmed and re-templated copies live);
+- ``lead_bands``: band digests of a MinHash over the first ``lead_words`` words only,
   which find a copy trimmed to its first paragraphs (its Jaccard similarity to the
   original is low, but its lead is the original's lead).
 
-Every hash here is stable across processes and machines (crc32, blake2b, fixed
-seeds); Python's ``hash()`` is not, and is never used.
+Every hash here is stable across processes and machines (blake2b, fixed multipliers,
+the config's seed); Python's ``hash()`` is not, and is never used.
 """
 
 from __future__ import annotations
@@ -26,18 +27,11 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
-SHINGLE = 3
-"""Words per shingle; measured against 4 and 5 in bench/dedup_index_bench.py."""
-K = 64
-"""MinHash values per signature."""
-BANDS, ROWS = 21, 3
-"""LSH bands of the full signature (uses the first BANDS * ROWS values)."""
-LEAD_BANDS, LEAD_ROWS = 3, 3
-LEAD_WORDS = 30
-"""The lead: about the first paragraph of a news story (a trimmed copy keeps it)."""
+from newsq.dedup.config import DedupConfig
 
 _FOLD = (
     ("\u2018", "'"), ("\u2019", "'"), ("\u201a", "'"), ("\u201b", "'"), ("\u2032", "'"),
@@ -54,16 +48,13 @@ _FOLD = (
 _APOSTROPHE = re.compile(r"'(?<=\w')(?=\w)")
 _WORD = re.compile(r"[^\W_]+")
 
-_rng = np.random.default_rng(0x6E657773)  # fixed: every worker must use the same hashes
-_MUL = _rng.integers(1, 2**63, size=K, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-_ADD = _rng.integers(0, 2**63, size=K, dtype=np.uint64)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
+# one multiplier per word position of a shingle (config.SHINGLE_MAX of them)
 _SHINGLE_MUL = np.array(
     [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
      0xFF51AFD7ED558CCD], dtype=np.uint64
 )  # fmt: skip
-_EMPTY = np.full(K, 0xFFFFFFFF, dtype=np.uint32)
 _P = 0x9E3779B97F4A7C15
 """Odd multiplier of the per-word polynomial hash (invertible modulo 2**64)."""
 _powers = np.ones(1, dtype=np.uint64)  # _P ** i and _P ** -i modulo 2**64, grown on demand
@@ -103,12 +94,12 @@ class Sketch:
 
     text_hash: str
     shingles: int
-    sig: np.ndarray  # K x uint32
+    sig: np.ndarray  # config.hashes x uint32
     bands: tuple[bytes, ...]
     lead_bands: tuple[bytes, ...]
 
     def packed_sig(self) -> bytes:
-        """The signature's high 16 bits per value, big-endian: 2 * K bytes."""
+        """The signature's high 16 bits per value, big-endian: 2 bytes a value."""
         return (self.sig >> np.uint32(16)).astype(">u2").tobytes()
 
 
@@ -156,15 +147,11 @@ def word_hashes(joined: bytes) -> np.ndarray:
         return _mix(sums * inverse[starts])
 
 
-def shingle_hashes(ws: list[str], size: int = SHINGLE) -> np.ndarray:
-    """64-bit hashes of the word ``size``-grams of ``ws``, in text order.
+def _shingles(ids: np.ndarray, size: int) -> np.ndarray:
+    """64-bit hashes of the ``size``-grams of the word hashes ``ids``, in text order.
 
     A text shorter than ``size`` words is one shingle; an empty text has none.
     """
-    return _shingles(word_hashes(" ".join(ws).encode()), size)
-
-
-def _shingles(ids: np.ndarray, size: int = SHINGLE) -> np.ndarray:
     if ids.size == 0:
         return np.zeros(0, dtype=np.uint64)
     n = max(ids.size - size + 1, 1)
@@ -175,17 +162,32 @@ def _shingles(ids: np.ndarray, size: int = SHINGLE) -> np.ndarray:
     return acc
 
 
-def minhash(hashes: np.ndarray) -> np.ndarray:
-    """K minimum 32-bit hash values of ``hashes``; all 0xFFFFFFFF for an empty set."""
+@cache
+def _permutations(seed: int, hashes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The odd multipliers and the addends of ``hashes`` hash permutations from ``seed``."""
+    rng = np.random.default_rng(seed)
+    mul = rng.integers(1, 2**63, size=hashes, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    return mul, rng.integers(0, 2**63, size=hashes, dtype=np.uint64)
+
+
+def _empty(config: DedupConfig) -> np.ndarray:
+    return np.full(config.hashes, 0xFFFFFFFF, dtype=np.uint32)
+
+
+def minhash(hashes: np.ndarray, config: DedupConfig) -> np.ndarray:
+    """``config.hashes`` minimum 32-bit hash values of ``hashes``; all 0xFFFFFFFF for
+    an empty set."""
     if hashes.size == 0:
-        return _EMPTY.copy()
+        return _empty(config)
+    mul, add = _permutations(config.seed, config.hashes)
     with np.errstate(over="ignore"):
         # multiply-shift hashing: the high 32 bits of a * x + b (a odd) per permutation
-        perm = (hashes[:, None] * _MUL[None, :] + _ADD[None, :]) >> np.uint64(32)
+        perm = (hashes[:, None] * mul[None, :] + add[None, :]) >> np.uint64(32)
     return perm.min(axis=0).astype(np.uint32)
 
 
-def _band_digests(tag: bytes, sig: np.ndarray, bands: int, rows: int) -> tuple[bytes, ...]:
+def band_digests(tag: bytes, sig: np.ndarray, bands: int, rows: int) -> tuple[bytes, ...]:
+    """8-byte digests of the first ``bands`` runs of ``rows`` values of ``sig``."""
     raw = sig[: bands * rows].astype(">u4").tobytes()
     step = rows * 4
     return tuple(
@@ -194,21 +196,21 @@ def _band_digests(tag: bytes, sig: np.ndarray, bands: int, rows: int) -> tuple[b
     )
 
 
-def sketch(text: str) -> Sketch:
+def sketch(text: str, config: DedupConfig) -> Sketch:
     """The :class:`Sketch` of ``text``; an empty text gets no bands (exact match only)."""
     joined = _joined(text)
     text_hash = _text_hash(joined)  # = content_hash(text): the stored content hash
-    hashes = _shingles(word_hashes(joined))
+    hashes = _shingles(word_hashes(joined), config.shingle)
     if hashes.size == 0:
-        return Sketch(text_hash, 0, _EMPTY.copy(), (), ())
+        return Sketch(text_hash, 0, _empty(config), (), ())
     distinct = np.unique(hashes)  # the minimum over a set: repeated shingles add nothing
-    sig = minhash(distinct)
-    lead_n = max(LEAD_WORDS - SHINGLE + 1, 1)
-    lead = minhash(hashes[:lead_n]) if hashes.size > lead_n else sig
+    sig = minhash(distinct, config)
+    lead_n = max(config.lead_words - config.shingle + 1, 1)
+    lead = minhash(hashes[:lead_n], config) if hashes.size > lead_n else sig
     return Sketch(
         text_hash=text_hash,
         shingles=int(distinct.size),
         sig=sig,
-        bands=_band_digests(b"F", sig, BANDS, ROWS),
-        lead_bands=_band_digests(b"L", lead, LEAD_BANDS, LEAD_ROWS),
+        bands=band_digests(b"F", sig, config.bands, config.rows),
+        lead_bands=band_digests(b"L", lead, config.lead_bands, config.lead_rows),
     )
