@@ -87,20 +87,53 @@ def body_key(rt: Runtime, url: str) -> str:
     return f"{rt.settings.key_prefix}:body:{url_id(url)}"
 
 
-def finish(rt: Runtime, url: str, state: str, reason: str | None = None, **fields: Any) -> Step:
-    """Record a terminal outcome in the store, then in the ledger."""
-    attempts = fields.pop("attempts", 0)
-    detail = fields.pop("detail", None)
-    if state in (SKIPPED, FAILED):
+VERDICT = ("story_id", "duplicate_of", "similarity", "match")  # of a copy, in its URL's record
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A page's copy for the store's ``articles`` table, with the HTML it came from."""
+
+    row: dict[str, Any]
+    html: str
+
+    @property
+    def verdict(self) -> dict[str, Any]:
+        """The dedup verdict, as the URL's record and the ledger keep it."""
+        return {name: self.row[name] for name in VERDICT}
+
+
+def finish(rt: Runtime, url: str, state: str, reason: str | None = None, *,
+           detail: str | None = None, copy: Copy | None = None, **fields: Any) -> Step:  # fmt: skip
+    """Record a terminal outcome in the store, then in the ledger (one move), then in
+    the metrics: stored and duplicate (``copy``), skipped and failed alike.
+
+    The store first: a crash between the two leaves the URL unfinished in the ledger,
+    so it is delivered again and the store's second write is a no-op; the other way
+    round, the ledger would skip the redelivery of a URL the store never recorded.
+    A ``copy`` is saved with its URL's record in one transaction, its verdict in both;
+    a skipped or failed URL's record takes ``reason``, ``detail`` and ``attempts``.
+    ``fields`` go to the ledger (a skipped or failed URL's ``attempts`` only to its
+    record: the ledger keeps the count its earlier moves set).
+    """
+    if copy is None:
+        attempts = fields.pop("attempts", 0)
         rt.store.record_outcome(
             {"url": url, "state": state, "reason": reason, "detail": detail, "attempts": attempts}
         )
-    rt.ledger.move(url, state, reason=reason, detail=detail, **fields)
-    if state in (SKIPPED, FAILED):
-        log.info("%s %s: %s", url, state, reason)
-        rt.metrics.outcome(state, reason)
+        fields = {"reason": reason, "detail": detail, **fields}
     else:
-        rt.metrics.outcome(state, None)
+        started = time.perf_counter()
+        raw = _raw_page(copy.row, copy.html) if rt.settings.keep_raw else None
+        rt.store.save_article(copy.row, {"url": url, "state": state, **copy.verdict}, raw)
+        rt.metrics.stage_time("store", time.perf_counter() - started)
+        fields = {**copy.verdict, **fields}
+    rt.ledger.move(url, state, **fields)
+    rt.metrics.outcome(state, reason)
+    if copy is None:
+        log.info("%s %s: %s", url, state, reason)
+    else:
+        log.info("%s %s (story %s, %s)", url, state, copy.row["story_id"], copy.row["match"])
     return Step("done", state=state, reason=reason)
 
 
@@ -282,19 +315,7 @@ def process_step(rt: Runtime, url: str, page: Page | None = None, attempt: int =
         "match": verdict.kind,
         "fetched_at": fetched_at,
     }
-    fields = {
-        "story_id": verdict.story_id,
-        "duplicate_of": verdict.duplicate_of,
-        "similarity": row["similarity"],
-        "match": verdict.kind,
-    }
-    started = time.perf_counter()
-    raw = _raw_page(row, html) if rt.settings.keep_raw else None
-    rt.store.save_article(row, {"url": url, "state": state, **fields}, raw)
-    rt.metrics.stage_time("store", time.perf_counter() - started)
-    rt.ledger.move(url, state, **fields, **extra)
-    rt.metrics.outcome(state, None)
+    step = finish(rt, url, state, copy=Copy(row, html), **extra)
     if handed_off:
         rt.redis.delete(body_key(rt, url))
-    log.info("%s %s (story %s, %s)", url, state, verdict.story_id, verdict.kind)
-    return Step("done", state=state)
+    return step
