@@ -7,17 +7,14 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
 from newsq.config.settings import Settings
 from newsq.errors import ConfigError
 from newsq.feeds.send import send_fetches
-from newsq.records import TERMINAL
 from newsq.store.database import Store
 from newsq.workers.common import broker, need_broker, open_ledger, print_json
 from newsq.workers.feeds_cmd import cmd_beat, cmd_feeds
@@ -28,8 +25,7 @@ from newsq.workers.run import run_pipeline, submit
 
 def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     need_broker(settings, "enqueue")
-    store = Store.from_url(settings.database_url)
-    intake, _ = submit(settings, args, store)
+    intake = submit(args, settings)
     print(f"enqueued {len(intake.new)}, already known {len(intake.known)}"
           + (f", invalid {len(intake.invalid)}" if intake.invalid else ""))  # fmt: skip
     return 0
@@ -70,7 +66,7 @@ def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_extract(args: argparse.Namespace, settings: Settings) -> int:
-    from newsq.clean.extract import extract
+    from newsq.api import extract
     from newsq.records import Article
 
     status = 0
@@ -85,8 +81,7 @@ def cmd_extract(args: argparse.Namespace, settings: Settings) -> int:
             import gzip
 
             raw = gzip.decompress(raw)
-        html = raw.decode("utf-8", errors="replace")
-        result = extract(html, args.url)
+        result = extract(raw, args.url)
         if isinstance(result, Article):
             print_json({"path": path, **result.to_json()})
         else:
@@ -125,43 +120,22 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-_INT_FIELDS = ("attempts", "deliveries")
-_FLOAT_FIELDS = ("similarity", "t_enq", "t_start", "t_upd", "t_done")
-
-
-def _typed(fields: dict[str, Any]) -> dict[str, Any]:
-    """The ledger's string fields as the numbers they are."""
-    out = dict(fields)
-    for names, kind in ((_INT_FIELDS, int), (_FLOAT_FIELDS, float)):
-        for name in names:
-            if isinstance(out.get(name), str) and out[name]:
-                with suppress(ValueError):
-                    out[name] = kind(out[name])
-    return out
-
-
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from newsq.api import status
     from newsq.urls import normalize_or_none
 
+    if args.url and not args.dead:
+        out = status(args.url, settings=settings)
+        if out is None:
+            url = normalize_or_none(args.url) or args.url
+            print_json({"url": url, "state": None, "known": False})
+            return 1
+        print_json(out)
+        return 0
     store = Store.from_url(settings.database_url)
     ledger = open_ledger(settings, "status") if settings.broker_url else None
     if args.dead:
         print_json({"dead": ledger.dead() if ledger else []})
-        return 0
-    if args.url:
-        url = normalize_or_none(args.url) or args.url
-        live = ledger.get(url) if ledger else None
-        record = store.url_record(url)
-        if live is None and record is None:
-            print_json({"url": url, "state": None, "known": False})
-            return 1
-        out = {"url": url, "state": None, "reason": None, "story_id": None,
-               "duplicate_of": None, "similarity": None}  # fmt: skip
-        # a URL sent again (retry) is live in the ledger; its stored outcome is stale
-        fresh = live is not None and live.get("state") not in TERMINAL
-        for source in (live or {},) if fresh else (record or {}, live or {}):
-            out.update({k: v for k, v in _typed(source).items() if v not in (None, "")})
-        print_json(out)
         return 0
     counts = ledger.counts() if ledger else {}
     stored = store.state_counts()

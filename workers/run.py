@@ -12,33 +12,21 @@ from collections import deque
 
 from rich.console import Console
 
+from newsq.api import connect_ledger, enqueue, wait_for
 from newsq.config.settings import Settings
-from newsq.feeds.intake import Intake, enqueue, gather
-from newsq.feeds.send import send_fetches
+from newsq.feeds.intake import Intake
 from newsq.ledger import Ledger
-from newsq.records import TERMINAL
 from newsq.store.database import Store
-from newsq.workers.common import open_ledger
 from newsq.workers.embedded import LocalCluster
 
 
-def submit(settings: Settings, args: argparse.Namespace, store: Store) -> tuple[Intake, Ledger]:
-    from newsq.config.celery import make_app
-    from newsq.fetch.client import Fetcher
-
-    ledger = open_ledger(settings, "enqueue")
-    fetcher = Fetcher(settings)
-    try:
-        raw, problems = gather(fetcher, args.feed, args.urls, args.url)
-    finally:
-        fetcher.close()
-    new: list[str] = []
-    intake = enqueue(ledger, store, raw, send=new.append)
-    send_fetches(make_app(settings), new, settings.fetch_batch)
-    intake.feed_errors = problems
-    for feed, error in problems:
+def submit(args: argparse.Namespace, settings: Settings) -> Intake:
+    """Enqueue the command's ``--feed``, ``--urls`` and URLs (:func:`newsq.api.enqueue`);
+    a feed that could not be read is one line on stderr."""
+    intake = enqueue(args.url, feeds=args.feed, url_files=args.urls, settings=settings)
+    for feed, error in intake.feed_errors:
         print(f"newsq: feed {feed}: {error}", file=sys.stderr)
-    return intake, ledger
+    return intake
 
 
 class _Rate:
@@ -67,52 +55,38 @@ class _Rate:
 
 
 def wait_until_done(ledger: Ledger, urls: list[str], cluster: LocalCluster, timeout: float,
-                    console: Console, chunk: int = 2000, every: float = 0.5) -> bool:  # fmt: skip
-    """Poll the ledger every ``every`` seconds until every URL is terminal; True when
-    all are.
+                    console: Console, every: float = 0.5) -> bool:  # fmt: skip
+    """Wait until every URL is terminal (:func:`newsq.api.wait_for`), True when all are,
+    while the local workers live.
 
     On a terminal: a progress bar with the rate (URLs/s over the last minute) and the
-    time left; otherwise one plain line on stderr every 5 s. Each poll reads at most
-    ``chunk`` pending URLs (a rolling window) by keys hashed once, so a run of a
-    million URLs polls cheaply and leaves the CPU to the workers.
+    time left; otherwise one plain line on stderr every 5 s.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    deadline = time.monotonic() + timeout
-    total = len(urls)
     live = console.is_terminal
     progress = Progress("[progress.description]{task.description}", BarColumn(),
                         MofNCompleteColumn(), TextColumn("{task.fields[rate]} URLs/s"),
                         TextColumn("ETA {task.fields[eta]}"), console=console,
                         disable=not live)  # fmt: skip
-    pending = [ledger.key(url) for url in urls]
-    cursor = 0
+    task = progress.add_task("processing", total=len(urls), rate="-", eta="?")
     rate = _Rate()
     last_line = 0.0
-    with progress:
-        task = progress.add_task("processing", total=total, rate="-", eta="?")
-        while pending:
-            cursor = cursor if cursor < len(pending) else 0
-            window = pending[cursor : cursor + chunk]
-            states = ledger.states_at(window)
-            left = [u for u, s in zip(window, states, strict=True) if s not in TERMINAL]
-            pending[cursor : cursor + chunk] = left
-            cursor += len(left)
-            done = total - len(pending)
-            rate.add(done)
-            progress.update(task, completed=done, rate=f"{rate.per_second:.1f}",
-                            eta=rate.eta(len(pending)))  # fmt: skip
-            if not live and time.monotonic() - last_line > 5:
-                print(f"newsq: {done}/{total} URLs done, {rate.per_second:.1f}/s, "
-                      f"ETA {rate.eta(len(pending))}", file=sys.stderr)  # fmt: skip
-                last_line = time.monotonic()
-            if not pending:
-                break
-            if time.monotonic() > deadline:
-                return False
+
+    def show(done: int, total: int) -> None:
+        nonlocal last_line
+        rate.add(done)
+        progress.update(task, completed=done, rate=f"{rate.per_second:.1f}",
+                        eta=rate.eta(total - done))  # fmt: skip
+        if not live and time.monotonic() - last_line > 5:
+            print(f"newsq: {done}/{total} URLs done, {rate.per_second:.1f}/s, "
+                  f"ETA {rate.eta(total - done)}", file=sys.stderr)  # fmt: skip
+            last_line = time.monotonic()
+        if done < total:
             cluster.check_workers()
-            time.sleep(every)
-    return True
+
+    with progress:
+        return wait_for(ledger, urls, timeout, every=every, on_poll=show)
 
 
 def run_pipeline(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -123,13 +97,14 @@ def run_pipeline(args: argparse.Namespace, settings: Settings, console: Console)
     with LocalCluster(settings, workers=args.workers,
                       fetch_threads=getattr(args, "fetch_threads", 32),
                       layout=getattr(args, "layout", "combined")) as cluster:  # fmt: skip
-        intake, ledger = submit(cluster.settings, args, store)
+        intake = submit(args, cluster.settings)
         if intake.new:
             cluster.start_workers()
-        finished = wait_until_done(ledger, intake.new, cluster, args.timeout, console)
-        cluster.stop_workers()
-        data = summary_data(store, intake.new, ledger, time.monotonic() - started,
-                            invalid=len(intake.invalid), known=len(intake.known))  # fmt: skip
+        with connect_ledger(cluster.settings, "newsq run") as ledger:
+            finished = wait_until_done(ledger, intake.new, cluster, args.timeout, console)
+            cluster.stop_workers()
+            data = summary_data(store, intake.new, ledger, time.monotonic() - started,
+                                invalid=len(intake.invalid), known=len(intake.known))  # fmt: skip
         stories = store.stories(limit=50)
     print_summary(data, stories, console)
     if not finished:

@@ -1,0 +1,183 @@
+"""newsq from Python: enqueue URLs and feeds, read a URL's status, wait for URLs, clean a page.
+
+The CLI's ``enqueue``, ``status`` and ``extract`` commands call these same functions:
+URLs are normalised and enqueued through the ledger, so each is fetched once whether
+it came from here, the CLI or a feed poll. ``settings`` default to the ``NEWSQ_*``
+environment. Each call opens its connections and closes them before it returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from typing import TYPE_CHECKING, Any
+
+from newsq.config.settings import Settings
+from newsq.errors import ConfigError
+from newsq.records import TERMINAL
+
+if TYPE_CHECKING:
+    from newsq.feeds.intake import Intake
+    from newsq.ledger import Ledger
+    from newsq.records import Article, Drop
+
+# the ledger keeps every field as text; these are numbers
+_INT_FIELDS = ("attempts", "deliveries")
+_FLOAT_FIELDS = ("similarity", "t_enq", "t_start", "t_upd", "t_done")
+
+
+def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
+            url_files: Iterable[str] = (), settings: Settings | None = None) -> Intake:  # fmt: skip
+    """Enqueue article URLs, the items of RSS/Atom feeds or sitemaps, and URL files
+    (one URL a line), as ``newsq enqueue`` does.
+
+    Returns the :class:`~newsq.feeds.intake.Intake`: ``new`` (normalised, sent to the
+    fetch queue), ``known`` (enqueued before, not sent again), ``invalid`` (recorded as
+    ``failed``/``invalid_url``) and ``feed_errors`` (feeds that could not be read).
+    """
+    from newsq.config.celery import make_app
+    from newsq.feeds.intake import enqueue as enqueue_urls
+    from newsq.feeds.intake import gather
+    from newsq.feeds.send import send_fetches
+    from newsq.fetch.client import Fetcher
+    from newsq.store.database import Store
+
+    settings = settings or Settings.from_env()
+    with connect_ledger(settings, "newsq.enqueue()") as ledger, ExitStack() as stack:
+        store = Store.from_url(settings.database_url)
+        stack.callback(store.close)
+        fetcher = Fetcher(settings)
+        stack.callback(fetcher.close)
+        app = make_app(settings)
+        stack.callback(app.close)
+        raw, problems = gather(fetcher, list(feeds), list(url_files), _listed(urls))
+        new: list[str] = []
+        intake = enqueue_urls(ledger, store, raw, send=new.append)
+        send_fetches(app, new, settings.fetch_batch)
+    intake.feed_errors = problems
+    return intake
+
+
+def status(url: str, *, settings: Settings | None = None) -> dict[str, Any] | None:
+    """What became of ``url`` (normalised first): ``state``, ``reason``, ``story_id``,
+    ``duplicate_of``, ``similarity`` and the ledger's counts and times; None when it
+    was never enqueued. Without a broker the store alone answers (terminal outcomes)."""
+    from newsq.store.database import Store
+    from newsq.urls import normalize_or_none
+
+    settings = settings or Settings.from_env()
+    url = normalize_or_none(url) or url
+    store = Store.from_url(settings.database_url)
+    try:
+        record = store.url_record(url)
+    finally:
+        store.close()
+    live = None
+    if settings.broker_url:
+        with connect_ledger(settings, "newsq.status()") as ledger:
+            live = ledger.get(url)
+    if live is None and record is None:
+        return None
+    out: dict[str, Any] = {"url": url, "state": None, "reason": None, "story_id": None,
+                           "duplicate_of": None, "similarity": None}  # fmt: skip
+    # a URL sent again (retry) is live in the ledger; its stored outcome is stale
+    fresh = live is not None and live.get("state") not in TERMINAL
+    for source in (live or {},) if fresh else (record or {}, live or {}):
+        out.update({k: v for k, v in _typed(source).items() if v not in (None, "")})
+    return out
+
+
+def wait(urls: Iterable[str], *, timeout: float | None = None, settings: Settings | None = None,
+         every: float = 0.5) -> dict[str, str | None]:  # fmt: skip
+    """Wait until each of ``urls`` is in a terminal state (stored, duplicate, skipped,
+    failed), or ``timeout`` seconds passed; returns each URL's state, keyed as given.
+
+    After a timeout the URLs not done show the state they are in (None: not in the
+    ledger, e.g. never enqueued).
+    """
+    from newsq.urls import normalize_or_none
+
+    settings = settings or Settings.from_env()
+    given = _listed(urls)
+    normal = {url: normalize_or_none(url) or url for url in given}
+    keys = list(dict.fromkeys(normal.values()))
+    with connect_ledger(settings, "newsq.wait()") as ledger:
+        wait_for(ledger, keys, timeout, every=every)
+        states = dict(zip(keys, ledger.states(keys), strict=True))
+    return {url: states[normal[url]] for url in given}
+
+
+def extract(html: str | bytes, url: str | None = None) -> Article | Drop:
+    """Clean one page offline, as ``newsq extract`` does: its article (text, title,
+    author, date, language, site), or a :class:`~newsq.records.Drop` saying why there
+    is none. Bytes are read as UTF-8; ``url`` resolves links and names the site."""
+    from newsq.clean.extract import extract as clean
+
+    if isinstance(html, bytes):
+        html = html.decode("utf-8", errors="replace")
+    return clean(html, url)
+
+
+def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
+             every: float = 0.5, chunk: int = 2000,
+             on_poll: Callable[[int, int], None] | None = None) -> bool:  # fmt: skip
+    """Poll the ledger every ``every`` seconds until every one of ``urls`` (normalised)
+    is terminal: True, or False once ``timeout`` passed. ``on_poll(done, total)`` runs
+    after each poll.
+
+    Each poll reads at most ``chunk`` pending URLs (a rolling window) by keys hashed
+    once, so waiting on a million URLs polls cheaply and leaves the CPU to the workers.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    total = len(urls)
+    pending = [ledger.key(url) for url in urls]
+    cursor = 0
+    while pending:
+        cursor = cursor if cursor < len(pending) else 0
+        window = pending[cursor : cursor + chunk]
+        states = ledger.states_at(window)
+        left = [key for key, s in zip(window, states, strict=True) if s not in TERMINAL]
+        pending[cursor : cursor + chunk] = left
+        cursor += len(left)
+        if on_poll is not None:
+            on_poll(total - len(pending), total)
+        if not pending:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+    return True
+
+
+@contextmanager
+def connect_ledger(settings: Settings, caller: str) -> Iterator[Ledger]:
+    """The URL ledger on the broker, connected (a ping) for the block; ``caller`` names
+    what needs it when ``settings`` have no broker."""
+    import redis
+
+    from newsq.ledger import Ledger
+
+    if not settings.broker_url:
+        raise ConfigError(f"{caller} needs NEWSQ_BROKER_URL (a redis:// URL)")
+    client = redis.Redis.from_url(settings.broker_url)
+    try:
+        client.ping()
+        yield Ledger(client, settings.key_prefix)
+    finally:
+        client.close()
+
+
+def _listed(urls: Iterable[str]) -> list[str]:
+    return [urls] if isinstance(urls, str) else list(urls)  # one URL is not its letters
+
+
+def _typed(fields: dict[str, Any]) -> dict[str, Any]:
+    """The ledger's string fields as the numbers they are."""
+    out = dict(fields)
+    for names, kind in ((_INT_FIELDS, int), (_FLOAT_FIELDS, float)):
+        for name in names:
+            if isinstance(out.get(name), str) and out[name]:
+                with suppress(ValueError):
+                    out[name] = kind(out[name])
+    return out
