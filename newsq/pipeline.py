@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from newsq import errors
-from newsq.dedup.sketch import sketch
 from newsq.records import (
     DUPLICATE,
     FAILED,
@@ -289,7 +288,7 @@ def process_step(rt: Runtime, url: str, page: Page | None = None, attempt: int =
 
     # 3. dedup: one atomic decision shared by every worker
     started = time.perf_counter()
-    sk = sketch(article.text)  # its text hash is the stored content hash
+    sk = rt.dedup.sketch(article.text)  # its text hash is the stored content hash
     verdict = rt.dedup.decide(
         url=url,
         final_url=final_url,
