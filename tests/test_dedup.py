@@ -13,7 +13,8 @@ import redis
 
 from newsq.config.settings import Settings
 from newsq.dedup.config import DedupConfig
-from newsq.dedup.index import DedupIndex, content_hash, url_key
+from newsq.dedup.index import DedupIndex, url_key
+from newsq.dedup.sketch import content_hash
 from newsq.demo.dedup_eval import EDITS, edit, gold_texts
 from newsq.records import Verdict
 

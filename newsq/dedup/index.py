@@ -8,7 +8,7 @@ worker through Redis and says what it is (a :class:`~newsq.records.Verdict`):
 2. ``url``: its url, final url or canonical url is an indexed copy's (AMP pages,
    tracking parameters and redirects are folded by :func:`url_key`), and the texts
    agree;
-3. ``exact``: the same normalised text (:func:`content_hash`);
+3. ``exact``: the same normalised text (:func:`newsq.dedup.sketch.content_hash`);
 4. ``near``: a MinHash candidate from the LSH bands whose estimated Jaccard similarity
    is >= ``jaccard`` (+ ``short_jaccard_margin`` for short texts), or whose smaller
    shingle set is >= ``containment`` contained in the larger (a copy trimmed to its
@@ -65,8 +65,8 @@ import redis
 from newsq.config.settings import Settings
 from newsq.dedup.config import DedupConfig
 from newsq.dedup.sketch import Sketch, sketch
-from newsq.dedup.sketch import content_hash as _content_hash
 from newsq.records import Verdict
+from newsq.replies import text as reply_text
 from newsq.urls import normalize_or_none
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,6 @@ _AMP_PARAMS = frozenset({"amp", "outputtype", "amp_js_v", "usqp"})
 _AMP_SUFFIXES = ("/amp", ".amp", "/amp.html", "/amp/")
 
 SCRIPT = resources.files("newsq.dedup").joinpath("dedup.lua").read_text(encoding="utf-8")
-
-
-def content_hash(text: str) -> str:
-    """SHA-256 (hex) of the normalised text; stored as an article's ``content_hash``."""
-    return _content_hash(text)
 
 
 def url_key(url: str | None) -> str | None:
@@ -137,8 +132,6 @@ class DedupIndex:
         self.base = f"{{{settings.key_prefix}:dedup}}"
         self.params = self.config.lua_params()  # the script's ARGV[1]
         self.sha: str = redis_client.script_load(SCRIPT)
-
-    content_hash = staticmethod(content_hash)
 
     def sketch(self, text: str) -> Sketch:
         """The sketch of ``text`` with this index's parameters (for :meth:`decide`)."""
@@ -199,13 +192,9 @@ class DedupIndex:
         ]  # fmt: skip
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def parse_reply(reply: list[bytes | str]) -> Verdict:
     """The :class:`Verdict` of one script reply (from a client decoding replies or not)."""
-    kind, story, duplicate_of, permille = (_text(v) for v in reply)
+    kind, story, duplicate_of, permille = (reply_text(v) for v in reply)
     return Verdict(
         story_id=story,
         kind=kind,
