@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
 
-from newsq.config.celery import make_app
+from newsq.config.celery import FETCH_QUEUE, FETCH_TASK, make_app
 from newsq.config.settings import get_settings
 from newsq.ledger import Ledger
 from newsq.records import TERMINAL
@@ -45,7 +45,7 @@ def main(rate: float, workers: int, fetch_threads: int, urls: list[str]) -> int:
 
             def send(url: str) -> None:
                 ledger.enqueue([url])
-                app.send_task("newsq.fetch", args=(url,), queue="fetch", producer=producer)
+                app.send_task(FETCH_TASK, args=(url,), queue=FETCH_QUEUE, producer=producer)
 
             send(urls[0])
             _wait(ledger, urls[:1], cluster)

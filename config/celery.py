@@ -35,6 +35,15 @@ FETCH_QUEUE = "fetch"
 PROCESS_QUEUE = "process"
 QUEUES = (FETCH_QUEUE, PROCESS_QUEUE)
 
+# Task names, the one place they are written: messages already queued carry them, so
+# they never change with the code's layout.
+FETCH_TASK = "newsq.fetch"
+FETCH_MANY_TASK = "newsq.fetch_many"
+PROCESS_TASK = "newsq.process"
+FEED_TASK = "newsq.feed"
+POLL_FEEDS_TASK = "newsq.poll_feeds"
+REQUEUE_STUCK_TASK = "newsq.requeue_stuck"
+
 
 SOFT_SHUTDOWN_TIMEOUT = 15.0
 
@@ -107,10 +116,10 @@ def task_annotations(settings: Settings, *, inline: bool) -> dict[str, dict[str,
     fetch_soft = fetch_limit + process_limit if inline else fetch_limit
     fetch_grace = 45 if inline else 15
     return {
-        "newsq.fetch": {"soft_time_limit": fetch_soft, "time_limit": fetch_soft + fetch_grace},
+        FETCH_TASK: {"soft_time_limit": fetch_soft, "time_limit": fetch_soft + fetch_grace},
         # a batch runs in newsq's thread pool (no time limits) or only sends its URLs on
-        "newsq.fetch_many": {"soft_time_limit": fetch_soft, "time_limit": fetch_soft + fetch_grace},
-        "newsq.process": {"soft_time_limit": process_limit, "time_limit": process_limit + 30},
+        FETCH_MANY_TASK: {"soft_time_limit": fetch_soft, "time_limit": fetch_soft + fetch_grace},
+        PROCESS_TASK: {"soft_time_limit": process_limit, "time_limit": process_limit + 30},
     }
 
 
@@ -132,12 +141,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_exchange": FETCH_QUEUE,
         "task_default_routing_key": FETCH_QUEUE,
         "task_routes": {
-            "newsq.fetch": {"queue": FETCH_QUEUE},
-            "newsq.fetch_many": {"queue": FETCH_QUEUE},
-            "newsq.feed": {"queue": FETCH_QUEUE},
-            "newsq.poll_feeds": {"queue": FETCH_QUEUE},
-            "newsq.requeue_stuck": {"queue": FETCH_QUEUE},
-            "newsq.process": {"queue": PROCESS_QUEUE},
+            **{
+                name: {"queue": FETCH_QUEUE}
+                for name in (
+                    FETCH_TASK,
+                    FETCH_MANY_TASK,
+                    FEED_TASK,
+                    POLL_FEEDS_TASK,
+                    REQUEUE_STUCK_TASK,
+                )
+            },
+            PROCESS_TASK: {"queue": PROCESS_QUEUE},
         },
         "task_annotations": task_annotations(settings, inline=False),
         "worker_hijack_root_logger": False,
@@ -150,13 +164,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_scheduler": "celery.beat:Scheduler",
         "beat_schedule": {
             "poll-feeds": {
-                "task": "newsq.poll_feeds",
+                "task": POLL_FEEDS_TASK,
                 "schedule": settings.feed_tick,
                 "options": {"expires": max(settings.feed_tick, 1.0)},
             },
             # messages lost outright (see tasks/maintenance.py)
             "requeue-stuck": {
-                "task": "newsq.requeue_stuck",
+                "task": REQUEUE_STUCK_TASK,
                 "schedule": settings.stuck_threshold / 2,
                 "options": {"expires": settings.stuck_threshold / 2},
             },

@@ -12,15 +12,16 @@ import logging
 
 import redis
 
-from newsq.config.celery import app
+from newsq.config.celery import FEED_TASK, POLL_FEEDS_TASK, app
 from newsq.errors import StoreUnavailable
 from newsq.feeds.poll import claim_due, poll_feed
+from newsq.feeds.send import one_by_one
 from newsq.tasks.context import runtime
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name="newsq.poll_feeds")
+@app.task(name=POLL_FEEDS_TASK)
 def poll_feeds() -> int:
     rt = runtime()
     try:
@@ -33,13 +34,11 @@ def poll_feeds() -> int:
     return len(claimed)
 
 
-@app.task(name="newsq.feed")
+@app.task(name=FEED_TASK)
 def poll_feed_task(url: str) -> int:
-    from newsq.tasks.fetch import fetch
-
     rt = runtime()
     try:
-        poll = poll_feed(rt.store, rt.fetcher, rt.ledger, url, send=fetch.delay,
+        poll = poll_feed(rt.store, rt.fetcher, rt.ledger, url, send=one_by_one(app),
                          polite=rt.politeness)  # fmt: skip
     except (StoreUnavailable, redis.RedisError) as exc:
         log.warning("feed %s not polled: %s; due again when its lease ends", url, exc)

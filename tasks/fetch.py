@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from celery import Task
 
-from newsq.config.celery import PROCESS_QUEUE, app
+from newsq.config.celery import FETCH_MANY_TASK, FETCH_TASK, PROCESS_QUEUE, PROCESS_TASK, app
 from newsq.pipeline import fetch_step, process_step
 from newsq.tasks.context import countdown, runtime, transient_errors
 
@@ -32,9 +32,7 @@ def _fetch_one(task: Task, url: str, attempt: int, retries: int,
         if step.page is not None:  # on the pool's CPU lane (newsq.workers.admission)
             step = rt.on_cpu(process_step, rt, url, step.page, attempt)
     if step.action == "next":
-        from newsq.tasks.process import process
-
-        process.delay(url)
+        app.send_task(PROCESS_TASK, args=(url,), queue=PROCESS_QUEUE)
     elif step.action == "retry":
         fetch.apply_async((url, attempt + 1), countdown=countdown(step.countdown))
     elif step.action == "wait":  # throttled: does not spend a retry
@@ -42,7 +40,7 @@ def _fetch_one(task: Task, url: str, attempt: int, retries: int,
     return step.state
 
 
-@app.task(name="newsq.fetch", bind=True, max_retries=None)
+@app.task(name=FETCH_TASK, bind=True, max_retries=None)
 def fetch(self: Task, url: str, attempt: int = 0) -> str | None:
     retry = lambda delay: self.retry(countdown=delay)  # noqa: E731
     return _fetch_one(self, url, attempt, self.request.retries, retry)
@@ -56,7 +54,7 @@ class _Later(Exception):
         self.delay = delay
 
 
-@app.task(name="newsq.fetch_many", bind=True)
+@app.task(name=FETCH_MANY_TASK, bind=True)
 def fetch_many(self: Task, urls: list[str]) -> int:
     """Each URL as ``newsq.fetch`` would; returns how many were handled here (0: sent on
     one by one, outside newsq's thread pool).

@@ -14,7 +14,8 @@ import logging
 
 import redis
 
-from newsq.config.celery import QUEUES, app
+from newsq.config.celery import QUEUES, REQUEUE_STUCK_TASK, app
+from newsq.feeds.send import one_by_one
 from newsq.pipeline import requeue_stuck
 from newsq.tasks.context import runtime
 
@@ -26,13 +27,11 @@ def backlog(client: redis.Redis, prefix: str) -> int:
     return sum(int(client.llen(f"{prefix}:q:{name}")) for name in QUEUES)
 
 
-@app.task(name="newsq.requeue_stuck")
+@app.task(name=REQUEUE_STUCK_TASK)
 def requeue_stuck_task() -> int:
-    from newsq.tasks.fetch import fetch
-
     rt = runtime()
     waiting = backlog(rt.redis, rt.settings.key_prefix)
     if waiting:
         log.info("stuck URLs not checked: %d messages still queued", waiting)
         return 0
-    return len(requeue_stuck(rt.ledger, rt.settings.stuck_threshold, fetch.delay))
+    return len(requeue_stuck(rt.ledger, rt.settings.stuck_threshold, one_by_one(app)))

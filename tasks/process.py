@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from celery import Task
 
-from newsq.config.celery import app
+from newsq.config.celery import PROCESS_TASK, app
+from newsq.feeds.send import send_fetches
 from newsq.pipeline import process_step
 from newsq.tasks.context import runtime, transient_errors
 
 
-@app.task(name="newsq.process", bind=True, max_retries=None)
+@app.task(name=PROCESS_TASK, bind=True, max_retries=None)
 def process(self: Task, url: str) -> str | None:
     retry = lambda delay: self.retry(countdown=delay)  # noqa: E731
     rt = runtime()
     with transient_errors(url, retry, self.request.retries):
         step = rt.on_cpu(process_step, rt, url)  # the CPU lane of a threaded worker
     if step.action == "retry":  # the fetched body was lost: fetch again
-        from newsq.tasks.fetch import fetch
-
-        fetch.delay(url)
+        send_fetches(app, [url])
     return step.state

@@ -7,7 +7,7 @@ producer (the CLI, the Python API) loads no task module and nothing the tasks im
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from newsq.feeds.intake import batches
@@ -15,16 +15,12 @@ from newsq.feeds.intake import batches
 if TYPE_CHECKING:
     from celery import Celery
 
-# the names of the tasks in tasks/fetch.py: messages already queued carry them
-FETCH_TASK = "newsq.fetch"
-FETCH_MANY_TASK = "newsq.fetch_many"
-
 
 def send_fetches(app: Celery, urls: Sequence[str], batch: int = 1) -> int:
     """Send ``urls`` to the fetch queue, up to ``batch`` per message (sized by
     :func:`~newsq.feeds.intake.batches`): ``newsq.fetch`` for one URL,
     ``newsq.fetch_many`` for more. Returns the number of messages sent."""
-    from newsq.config.celery import FETCH_QUEUE
+    from newsq.config.celery import FETCH_MANY_TASK, FETCH_QUEUE, FETCH_TASK
 
     parts = batches(urls, batch)
     if not parts:
@@ -36,3 +32,13 @@ def send_fetches(app: Celery, urls: Sequence[str], batch: int = 1) -> int:
             else:
                 app.send_task(FETCH_MANY_TASK, args=(part,), queue=FETCH_QUEUE, producer=producer)
     return len(parts)
+
+
+def one_by_one(app: Celery) -> Callable[[str], None]:
+    """``send(url)`` for callers that find their URLs one at a time (the feed poller,
+    the sweep for stuck URLs)."""
+
+    def send(url: str) -> None:
+        send_fetches(app, [url])
+
+    return send
