@@ -148,8 +148,8 @@ class Runtime:
         """Make every resource now and run one small page through the clean stage (on
         the CPU lane), so the first task does not pay for it: the database engine and
         schema check, the HTTP client and its TLS context, the Lua scripts, the dedup
-        filter and lxml's per-thread state cost ~0.3 s of CPU per process, which would
-        otherwise fall inside the first busy seconds of a surge.
+        filter and lxml's per-thread state cost CPU that would otherwise fall inside the
+        first busy seconds of a surge.
 
         Raises what a resource raises (Redis or the database unreachable): the caller
         logs it and the tasks build what is missing, and retry, as before.

@@ -3,9 +3,8 @@
 A worker's thread pool needs many threads when sites are slow (at 200 ms a page, a
 process keeps a dozen requests in flight to stay busy) but pays for every thread that
 runs when they are fast: with the GIL, runnable threads take turns on the one core,
-and each hand-over costs a context switch and the caches of the thread it interrupts.
-Measured with ``bench.speed`` at 0 ms latency, 2 pool threads stored ~12 % more pages
-per second than 16 on the same CPU (see ``bench/README.md``).
+and each hand-over costs a context switch and the caches of the thread it interrupts
+(``bench/README.md`` has the measurements).
 
 :meth:`Admission.may_start` lets a queued task start while either holds:
 
@@ -21,15 +20,13 @@ per second than 16 on the same CPU (see ``bench/README.md``).
    the pool as soon as requests are seen to be slow, before any average exists, and
    keeps requests that hang until their timeout from starving the rest. Short waits
    do not count: at 0 ms they would admit a task on every fetch, and the extra
-   threads would take turns again (counting every wait: 104-107 pages/s with 32
-   threads, against 112-113 with 4).
+   threads would take turns again.
 
 The pool caps both at its size. The pool that obeys it is :class:`newsq.workers.pool.TaskPool`,
 which owns its admission and a :class:`CpuLane`: one thread that runs the CPU-heavy
 part of every task (clean, dedup, store), so it runs with warm per-thread state
 (lxml's parser dictionaries, the allocator's caches, one database connection) instead
-of on whichever of many pool threads fetched the page: ~1.4 ms less CPU per page at
-200 ms (``bench/README.md``).
+of on whichever of many pool threads fetched the page.
 """
 
 from __future__ import annotations

@@ -29,11 +29,10 @@ Layout and limits:
 - Every key carries the hash tag ``{<prefix>:dedup}``, so in Redis Cluster the whole
   index lives on one shard. That is deliberate: a new copy must be checked against
   every story in one atomic step, and a copy's story is not known before the check,
-  so there is nothing to shard by. One shard holds ~1.2M articles per GB (measured:
-  821 bytes/article at 200k) and spends ~0.3 ms of CPU on a new article's decide
-  (``bench.dedup_index_bench``: Redis CPU per decide; exact and url copies cost less).
-  Beyond that, run one index per language or region (a key_prefix each): copies
-  rarely cross those lines.
+  so there is nothing to shard by. ``bench.dedup_index_bench`` measures what one
+  shard holds per GB and spends per decide (``bench/README.md``). Beyond that, run
+  one index per language or region (a key_prefix each): copies rarely cross those
+  lines.
 - Time is cut into generations of ``window / generations``; each generation's keys
   expire a full window after it ends, and lookups read the live generations only. So
   an entry is remembered for at least ``dedup_window_days`` and at most

@@ -39,12 +39,12 @@ _FOLD = (
     ("\u00ab", '"'), ("\u00bb", '"'), ("\u2013", "-"), ("\u2014", "-"), ("\u2212", "-"),
     ("\u00a0", " "), ("\u00ad", ""),
 )  # fmt: skip
-"""Typographic variants folded by :func:`words` (a scan and replace per character is
-~50x faster than ``str.translate`` with a dict, which calls back per character)."""
+"""Typographic variants folded by :func:`words` (a scan and replace per fold: ``str.translate``
+with a dict calls back per character, far slower)."""
 # A word is a run of letters or digits; an apostrophe inside a word is dropped ("don't"
 # and "don’t" both become "dont"), every other punctuation mark separates words.
 # (The quote comes first in the pattern so that the engine scans for it: a leading
-# lookbehind is tried at every position, 30x slower.)
+# lookbehind is tried at every position, far slower.)
 _APOSTROPHE = re.compile(r"'(?<=\w')(?=\w)")
 _WORD = re.compile(r"[^\W_]+")
 
