@@ -27,6 +27,7 @@ from newsq.feeds.poll import (
     FeedPoll,
     add_feed,
     claim_due,
+    due_in,
     next_interval,
     parse_duration,
     poll_feed,
@@ -309,6 +310,40 @@ def test_only_one_claimer_takes_a_due_feed(settings: Settings, database_url: str
         store.close()
 
 
+def test_adding_a_feed_again_changes_its_intervals_and_keeps_its_history(
+    site: Site, settings: Settings, database_url: str, redis_client: redis.Redis
+) -> None:
+    settings = replace(settings, database_url=database_url)
+    store = Store.from_url(database_url)
+    fetcher = Fetcher(settings)
+    try:
+        poller = Poller(store, fetcher, Ledger(redis_client, settings.key_prefix), settings)
+        url = add_feed(store, f"{site.base}/feed.xml", settings, every=600, kind="sitemap")["url"]
+        poller.poll(url)
+        polled = store.get_feed(url)
+        assert polled is not None and polled["polls"] == 1 and polled["etag"]
+        assert polled["kind"] == "feed"  # learnt from the body
+
+        again = add_feed(store, url, settings, every=120, min_every=60, max_every=3600)
+        assert (again["every_s"], again["min_every_s"], again["max_every_s"]) == (120, 60, 3600)
+        history = ("added_at", "polls", "etag", "last_modified", "last_polled", "last_status",
+                   "last_new", "kind")  # fmt: skip
+        assert {k: again[k] for k in history} == {k: polled[k] for k in history}
+        assert due_in(again) <= 0
+        # bounds alone: the interval is brought within them, the rest stays
+        narrowed = add_feed(store, url, settings, min_every=300)
+        assert (narrowed["every_s"], narrowed["min_every_s"], narrowed["max_every_s"]) == (
+            300, 300, 3600
+        )  # fmt: skip
+        assert add_feed(store, url, settings)["every_s"] == 300
+        with pytest.raises(ConfigError, match="min <= every <= max"):
+            add_feed(store, url, settings, every=30, min_every=60)
+        assert [r["url"] for r in store.list_feeds()] == [url]
+    finally:
+        fetcher.close()
+        store.close()
+
+
 def test_durations() -> None:
     assert [parse_duration(d) for d in ("30s", "10m", "2h", "1d", "45", "1.5h")] == [
         30, 600, 7200, 86400, 45, 5400
@@ -370,6 +405,20 @@ def test_cli_feeds_add_list_remove(env: dict[str, str]) -> None:
 
     bad = newsq("feeds", "add", "https://news.example/x", "--every", "10 parsecs", env=env)
     assert bad.returncode == 2 and "duration" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_feeds_add_twice_updates_the_feed(
+    redis_url: str, key_prefix: str, database_url: str
+) -> None:
+    env = local_env(redis_url, key_prefix, database_url)
+    first = newsq("feeds", "add", "https://news.example/rss.xml", "--every", "10m", env=env)
+    assert first.returncode == 0, first.stderr
+    again = newsq("feeds", "add", "https://news.example/rss.xml", "--every", "5m",
+                  "--max", "1h", env=env)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("updated https://news.example/rss.xml (feed), every 5m")
+    (row,) = map(json.loads, newsq("feeds", "list", "--json", env=env).stdout.splitlines())
+    assert (row["every_s"], row["max_every_s"], row["polls"]) == (300, 3600, 0)
 
 
 @pytest.mark.slow

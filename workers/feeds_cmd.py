@@ -16,6 +16,7 @@ from newsq.config.settings import Settings
 from newsq.errors import ConfigError
 from newsq.feeds.poll import add_feed, due_in, format_duration, parse_duration, remove_feed
 from newsq.store.database import Store
+from newsq.urls import normalize_or_none
 from newsq.workers.common import need_broker, print_json
 
 
@@ -30,11 +31,12 @@ def add_parsers(sub: Any) -> None:
     """Add ``feeds`` (with add/list/remove) and ``beat`` to the CLI's subparsers."""
     feeds = sub.add_parser("feeds", help="feeds and sitemaps that poll themselves")
     actions = feeds.add_subparsers(dest="feeds_command", required=True, metavar="ACTION")
-    add = actions.add_parser("add", help="register an RSS/Atom feed or a sitemap, due now")
+    add = actions.add_parser("add", help="register an RSS/Atom feed or a sitemap, due now; "
+                             "again: change its intervals, keeping its history")  # fmt: skip
     add.add_argument("url")
     add.add_argument("--every", type=_duration, default=None, metavar="DURATION",
-                     help="first polling interval, e.g. 30s, 10m, 2h, 1d "
-                          "(default NEWSQ_FEED_EVERY)")  # fmt: skip
+                     help="polling interval from now, e.g. 30s, 10m, 2h, 1d (default "
+                          "NEWSQ_FEED_EVERY; for a feed already there, its own)")  # fmt: skip
     add.add_argument("--min", dest="min_every", type=_duration, metavar="DURATION",
                      help="shortest interval the poller may adapt to")  # fmt: skip
     add.add_argument("--max", dest="max_every", type=_duration, metavar="DURATION",
@@ -61,11 +63,13 @@ def cmd_feeds(args: argparse.Namespace, settings: Settings) -> int:
     store = Store.from_url(settings.database_url)
     try:
         if args.feeds_command == "add":
+            known = store.get_feed(normalize_or_none(args.url) or args.url) is not None
             row = add_feed(store, args.url, settings, every=args.every, min_every=args.min_every,
                            max_every=args.max_every, kind=args.kind)  # fmt: skip
             low, high = format_duration(row["min_every_s"]), format_duration(row["max_every_s"])
             every = format_duration(row["every_s"])
-            print(f"added {row['url']} ({row['kind']}), every {every} [{low}..{high}]")
+            verb = "updated" if known else "added"
+            print(f"{verb} {row['url']} ({row['kind']}), every {every} [{low}..{high}]")
             return 0
         if args.feeds_command == "remove":
             if not remove_feed(store, args.url):

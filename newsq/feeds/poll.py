@@ -108,33 +108,46 @@ def add_feed(
     max_every: float | None = None,
     kind: str | None = None,
 ) -> dict[str, Any]:
-    """Register ``url`` (or change its intervals), due at once; returns the stored row.
+    """Register ``url``, due at once; returns the stored row.
 
-    ``kind`` defaults to ``sitemap`` when the path says so, else ``feed``; the first poll
-    corrects it from what the body turns out to be. Raises ConfigError for a bad URL or
-    intervals that do not fit ``min <= every <= max``.
+    A feed already registered keeps its history (added, polls, validators, kind) and
+    takes the intervals given; one not given stays as it was, its adapted interval
+    brought within new bounds. ``kind`` defaults to ``sitemap`` when the path says so,
+    else ``feed``; the first poll corrects it from what the body turns out to be.
+    Raises ConfigError for a bad URL or intervals that do not fit ``min <= every <= max``.
     """
     try:
         url = normalize(url)
     except InvalidURL as exc:
         raise ConfigError(f"not a feed URL: {url}: {exc}") from None
-    every = every or settings.feed_every
-    low = min(every, settings.feed_min_every) if min_every is None else min_every
-    high = max(every, settings.feed_max_every) if max_every is None else max_every
+    known = store.get_feed(url)
+    if known is None:
+        base = (settings.feed_every, settings.feed_min_every, settings.feed_max_every)
+        kind = kind or ("sitemap" if "sitemap" in url.lower() else "feed")
+    else:
+        base = (_within(known["every_s"], min_every, max_every), known["min_every_s"],
+                known["max_every_s"])  # fmt: skip
+        kind = kind or known["kind"]
+    every = every or base[0]
+    low = min(every, base[1]) if min_every is None else min_every
+    high = max(every, base[2]) if max_every is None else max_every
     if not low <= every <= high:
         shown = ", ".join(format_duration(x) for x in (low, every, high))
         raise ConfigError(f"intervals must satisfy min <= every <= max, got {shown}")
-    kind = kind or ("sitemap" if "sitemap" in url.lower() else "feed")
-    now = utcnow()
-    values: dict[str, Any] = {"url": url, "kind": kind, "every_s": every, "min_every_s": low,
-                              "max_every_s": high, "next_due": now}  # fmt: skip
-    if store.get_feed(url) is None:
-        values.update(added_at=now, polls=0, last_new=0)
-    store.upsert_feed(values)
-    log.info("feed %s registered: every %s", url, format_duration(every))
+    store.upsert_feed({"url": url, "kind": kind, "every_s": every, "min_every_s": low,
+                       "max_every_s": high, "next_due": utcnow()})  # fmt: skip
+    log.info("feed %s %s: every %s", url, "registered" if known is None else "updated",
+             format_duration(every))  # fmt: skip
     row = store.get_feed(url)
     assert row is not None
     return row
+
+
+def _within(every: float, low: float | None, high: float | None) -> float:
+    """``every`` moved inside the bounds that are given."""
+    if low is not None:
+        every = max(every, low)
+    return every if high is None else min(every, high)
 
 
 def remove_feed(store: Store, url: str) -> bool:

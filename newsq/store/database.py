@@ -338,8 +338,12 @@ class Store:
     # -- feeds ------------------------------------------------------------------
 
     def upsert_feed(self, values: Mapping[str, Any]) -> None:
-        stmt = _insert(self.engine, feeds).values(**values)
-        update = {k: stmt.excluded[k] for k in values if k != "url"}
+        """Register a feed, or set ``values`` on one already there: its history
+        (``added_at``, polls, validators) stays."""
+        # the inserted row must be whole even when it only updates: NOT NULL is checked
+        # on it before the conflict is seen
+        stmt = _insert(self.engine, feeds).values({"added_at": now(), **values})
+        update = {k: stmt.excluded[k] for k in values if k not in ("url", "added_at")}
         with self.engine.begin() as conn:
             conn.execute(stmt.on_conflict_do_update(index_elements=["url"], set_=update))
 
