@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -143,7 +145,12 @@ def _alembic_config(engine: Engine) -> Any:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create or migrate the schema to the newest revision; raises StoreUnavailable."""
+    """Create or migrate the schema to the newest revision; raises StoreUnavailable.
+
+    Safe when several processes open a new store at once: the migration runs holding
+    the store's one migration lock (:func:`_migrating`), and whoever waited for it
+    finds the schema made.
+    """
     from alembic import command
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
@@ -154,16 +161,52 @@ def ensure_schema(engine: Engine) -> None:
         with engine.connect() as conn:
             if MigrationContext.configure(conn).get_current_revision() == head:
                 return
-        with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(472219)"))
-            elif conn.dialect.name == "sqlite":
-                conn.exec_driver_sql("BEGIN IMMEDIATE") if not conn.in_transaction() else None
+        with _migrating(engine) as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, "head")  # reads the revision again, under the lock
     except sa.exc.OperationalError as exc:
         reason = " ".join(str(exc.orig).split())  # one line: drivers add hints on new lines
         raise StoreUnavailable(f"database {engine.url!r} unavailable: {reason}") from exc
+
+
+MIGRATION_LOCK = 472219
+"""PostgreSQL advisory lock key held while the schema is created or migrated."""
+
+
+@contextmanager
+def _migrating(engine: Engine) -> Iterator[sa.Connection]:
+    """A transaction holding the store's migration lock, committed on leaving.
+
+    PostgreSQL: an advisory lock, released with the transaction. SQLite: ``BEGIN
+    IMMEDIATE`` takes the database's one write lock before the version is read. The
+    pysqlite driver cannot say it (it begins on its own, and only before DML, so each
+    CREATE would commit alone), hence a connection of its own with the driver's
+    transactions off and the BEGIN said by this engine.
+    """
+    if engine.dialect.name != "sqlite" or _sqlite_file(engine.url) is None:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            yield conn
+        return
+    single = sa.create_engine(engine.url, poolclass=sa.pool.NullPool,
+                              connect_args={"timeout": 60, "isolation_level": None})  # fmt: skip
+    sa.event.listen(single, "connect", _sqlite_pragmas)
+    sa.event.listen(single, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    try:
+        with single.begin() as conn:
+            yield conn
+    finally:
+        single.dispose()
+
+
+def _sqlite_file(url: sa.engine.URL) -> Path | None:
+    """The file of a SQLite URL; None for an in-memory database or another dialect."""
+    if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
+        return None
+    if url.database.startswith("file:"):  # a URI filename: its mode decides
+        return None
+    return Path(url.database).absolute()
 
 
 def _insert(engine: Engine, table: sa.Table) -> Any:
