@@ -111,7 +111,7 @@ def _when(value: str | None, flag: str) -> datetime | None:
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from newsq.store.export import export_store
 
-    store = Store.from_url(settings.database_url)
+    store = Store.from_url(settings.database_url, create=False)  # a read makes no store
     rows = store.iter_articles(unique_only=not args.all, since=_when(args.since, "--since"),
                                until=_when(args.until, "--until"), site=args.site)  # fmt: skip
     report = export_store(store, rows, args.format, args.out, warc=args.warc)
@@ -124,7 +124,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from newsq.api import status
     from newsq.urls import normalize_or_none
 
+    store = Store.from_url(settings.database_url, create=False)  # a read makes no store
     if args.url and not args.dead:
+        store.close()
         out = status(args.url, settings=settings)
         if out is None:
             url = normalize_or_none(args.url) or args.url
@@ -132,7 +134,6 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         print_json(out)
         return 0
-    store = Store.from_url(settings.database_url)
     ledger = open_ledger(settings, "status") if settings.broker_url else None
     if args.dead:
         print_json({"dead": ledger.dead() if ledger else []})
@@ -174,7 +175,9 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     from newsq.workers.stats import StatsSource
 
     source = StatsSource(
-        broker(settings, "stats"), settings.key_prefix, Store.from_url(settings.database_url)
+        broker(settings, "stats"),
+        settings.key_prefix,
+        Store.from_url(settings.database_url, create=False),  # a read makes no store
     )
     console = Console()
     if args.once or not console.is_terminal:

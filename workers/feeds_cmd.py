@@ -60,7 +60,8 @@ def _utc(when: datetime) -> datetime:
 
 
 def cmd_feeds(args: argparse.Namespace, settings: Settings) -> int:
-    store = Store.from_url(settings.database_url)
+    # only registering makes a store; listing or removing needs one there
+    store = Store.from_url(settings.database_url, create=args.feeds_command == "add")
     try:
         if args.feeds_command == "add":
             known = store.get_feed(normalize_or_none(args.url) or args.url) is not None

@@ -227,9 +227,18 @@ class Store:
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> Store:
+        """The store at ``url``, its schema created or brought to the newest revision.
+
+        ``create=False`` is for commands that only read: a SQLite file that is not
+        there is a ConfigError naming it, and none is made.
+        """
         engine = make_engine(url)
-        if create:
-            ensure_schema(engine)
+        path = _sqlite_file(engine.url)
+        if not create and path is not None and not path.exists():
+            engine.dispose()
+            raise ConfigError(f"no store at {path} (NEWSQ_DATABASE_URL={url}): "
+                              "nothing has been stored there yet")  # fmt: skip
+        ensure_schema(engine)
         return cls(engine)
 
     def close(self) -> None:
