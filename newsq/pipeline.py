@@ -211,6 +211,8 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
             return Step("retry", countdown=delay, reason=result.reason)
         state = SKIPPED if result.reason in errors.SKIP_REASONS else FAILED
         detail = f"HTTP {result.status}" if result.status else None
+        if result.reason == errors.BAD_CONTENT_TYPE:  # the status was fine; the type was not
+            detail = f"Content-Type {result.content_type or 'missing, body not HTML'}"
         return finish(rt, url, state, result.reason, attempts=attempt + 1, detail=detail)
 
     if not hand_off:

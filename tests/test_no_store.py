@@ -13,6 +13,7 @@ READS = [
     ("export", "--format", "csv", "--all"),
     ("status",),
     ("status", "https://news.example/a"),
+    ("status", "--failed"),
     ("stats", "--once"),
     ("feeds", "list"),
     ("feeds", "remove", "https://news.example/rss.xml"),

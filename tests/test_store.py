@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from newsq.store.database import Store
+from newsq.store.database import OUTCOME_FIELDS, Store
 
 
 def _row(url: str, story: str, text: str | None, dup: str | None = None) -> dict[str, object]:
@@ -34,4 +34,23 @@ def test_writes_are_idempotent(database_url: str) -> None:
     assert store.failure_counts() == {"timeout": 1}
     (story,) = store.stories()
     assert story["copies"] == 2 and story["outlets"] == ["example"]
+    store.close()
+
+
+def test_outcomes_listed_by_state_and_reason_page_by_page(database_url: str) -> None:
+    store = Store.from_url(database_url)
+    ends = [("failed", "timeout"), ("skipped", "no_content"), ("failed", "http_error"),
+            ("failed", "timeout"), ("stored", None), ("failed", "timeout")]  # fmt: skip
+    for n, (state, reason) in enumerate(ends):
+        store.record_outcome({"url": f"http://e.example/{n}", "state": state, "reason": reason,
+                              "detail": f"d{n}", "attempts": n})  # fmt: skip
+    timeouts = list(store.iter_outcomes(["failed"], reason="timeout", batch=2))
+    assert [(r["url"], r["detail"], r["attempts"]) for r in timeouts] == [
+        ("http://e.example/0", "d0", 0), ("http://e.example/3", "d3", 3),
+        ("http://e.example/5", "d5", 5),
+    ]  # fmt: skip
+    assert tuple(timeouts[0]) == OUTCOME_FIELDS
+    both = store.iter_outcomes(["failed", "skipped"], batch=1)
+    assert [r["url"][-1] for r in both] == ["0", "1", "2", "3", "5"]
+    assert list(store.iter_outcomes(["skipped"], reason="timeout")) == []
     store.close()

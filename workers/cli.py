@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--dead", action="store_true", help="list URLs given up as poison")
     status.add_argument("--stuck", type=_seconds, metavar="SECONDS",
                         help="list URLs in a non-terminal state for longer than this")  # fmt: skip
+    status.add_argument("--failed", action="store_true",
+                        help="list failed URLs from the store, JSON Lines")  # fmt: skip
+    status.add_argument("--skipped", action="store_true",
+                        help="list skipped URLs the same way (with --failed: both)")  # fmt: skip
+    status.add_argument("--reason", metavar="CODE",
+                        help="only URLs with this reason (alone: failed and skipped)")  # fmt: skip
 
     retry = sub.add_parser("retry", help="re-enqueue a failed URL, or every dead one")
     retry.add_argument("url", nargs="?")

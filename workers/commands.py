@@ -7,11 +7,12 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
 
+from newsq import errors
 from newsq.config.settings import Settings
 from newsq.errors import ConfigError
 from newsq.feeds.send import send_fetches
@@ -102,8 +103,6 @@ def _when(value: str | None, flag: str) -> datetime | None:
     except ValueError:
         raise ConfigError(f"{flag}: {value!r} is not an ISO 8601 date or time") from None
     if parsed.tzinfo is None:
-        from datetime import UTC
-
         parsed = parsed.replace(tzinfo=UTC)
     return parsed
 
@@ -120,11 +119,46 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+REASONS = frozenset({
+    errors.INVALID_URL, errors.BLOCKED_ADDRESS, errors.ROBOTS_DISALLOWED, "rate_limited",
+    errors.TIMEOUT, errors.CONNECTION_ERROR, errors.TOO_MANY_REDIRECTS, errors.HTTP_ERROR,
+    errors.TOO_LARGE, errors.BAD_CONTENT_TYPE, errors.DECODE_ERROR, errors.NO_CONTENT,
+    errors.POISON,
+})  # fmt: skip
+"""The reason codes a failed or skipped URL can carry (the contract's list)."""
+
+
+def _outcome_states(args: argparse.Namespace) -> tuple[str, ...]:
+    """The states ``status --failed/--skipped/--reason`` lists; () when not asked."""
+    states = tuple(s for s, asked in (("failed", args.failed), ("skipped", args.skipped)) if asked)
+    if not states and args.reason is None:
+        return ()
+    if args.url or args.dead or args.stuck:
+        raise ConfigError("--failed, --skipped and --reason list URLs: give no URL, "
+                          "--dead or --stuck with them")  # fmt: skip
+    if args.reason is not None and args.reason not in REASONS:
+        raise ConfigError(f"--reason: unknown reason code {args.reason!r} "
+                          f"(one of {', '.join(sorted(REASONS))})")  # fmt: skip
+    return states or ("failed", "skipped")
+
+
+def _print_outcomes(store: Store, states: tuple[str, ...], reason: str | None) -> None:
+    """One JSON object per failed or skipped URL, from the store, streamed."""
+    for row in store.iter_outcomes(states, reason=reason):
+        when = row["updated_at"]
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)  # SQLite keeps UTC, naive
+        print_json({**row, "updated_at": when.isoformat()})
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from newsq.api import status
     from newsq.urls import normalize_or_none
 
+    outcomes = _outcome_states(args)
     store = Store.from_url(settings.database_url, create=False)  # a read makes no store
+    if outcomes:
+        _print_outcomes(store, outcomes, args.reason)
+        return 0
     if args.url and not args.dead:
         store.close()
         out = status(args.url, settings=settings)

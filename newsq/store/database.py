@@ -107,6 +107,10 @@ pages = sa.Table(
 )
 
 
+OUTCOME_FIELDS = ("url", "state", "reason", "detail", "story_id", "attempts", "updated_at")
+"""What ``Store.iter_outcomes`` gives of a failed or skipped URL's record."""
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -318,24 +322,41 @@ class Store:
         batch: int = 500,
     ) -> Iterator[dict[str, Any]]:
         """Stored articles in storage order, streamed in batches (constant memory)."""
-        last_id = 0
+        query = sa.select(articles)
+        if unique_only:
+            query = query.where(articles.c.duplicate_of.is_(None))
+        if since is not None:
+            query = query.where(articles.c.fetched_at >= since)
+        if until is not None:
+            query = query.where(articles.c.fetched_at < until)
+        if site is not None:
+            query = query.where(articles.c.site == site)
+        return self._pages(query, articles.c.id, 0, batch)
+
+    def iter_outcomes(
+        self, states: Sequence[str], *, reason: str | None = None, batch: int = 500
+    ) -> Iterator[dict[str, Any]]:
+        """The URL records in ``states`` (with ``reason``, if given), by URL, streamed:
+        url, state, reason, detail, story_id, attempts, updated_at."""
+        query = sa.select(*(urls.c[name] for name in OUTCOME_FIELDS))
+        query = query.where(urls.c.state.in_(states))
+        if reason is not None:
+            query = query.where(urls.c.reason == reason)
+        return self._pages(query, urls.c.url, "", batch)
+
+    def _pages(self, query: Any, key: sa.Column[Any], first: Any,
+               batch: int) -> Iterator[dict[str, Any]]:  # fmt: skip
+        """The rows of ``query`` in ``key`` order, ``batch`` at a time, each batch read
+        after the last key of the one before (keyset paging: constant memory)."""
+        last = first
         while True:
-            query = sa.select(articles).where(articles.c.id > last_id)
-            if unique_only:
-                query = query.where(articles.c.duplicate_of.is_(None))
-            if since is not None:
-                query = query.where(articles.c.fetched_at >= since)
-            if until is not None:
-                query = query.where(articles.c.fetched_at < until)
-            if site is not None:
-                query = query.where(articles.c.site == site)
-            query = query.order_by(articles.c.id).limit(batch)
             with self.engine.connect() as conn:
-                rows = [dict(r._mapping) for r in conn.execute(query)]
+                page = query.where(key > last).order_by(key).limit(batch)
+                rows = [dict(r._mapping) for r in conn.execute(page)]
             if not rows:
                 return
             yield from rows
-            last_id = rows[-1]["id"]
+            last = rows[-1][key.name]
 
     def url_record(self, url: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
