@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache, partial
@@ -36,12 +37,14 @@ class AllowPrivate:
     """Which private/loopback destinations the fetcher may reach.
 
     ``all`` opens every private address (``NEWSQ_ALLOW_PRIVATE=1``); otherwise only the
-    listed ``host:port`` pairs and networks are reachable.
+    listed hosts and addresses (any port), ``host:port`` pairs and networks are reachable.
     """
 
     all: bool = False
     host_ports: frozenset[tuple[str, int]] = frozenset()
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    hosts: frozenset[str] = frozenset()
+    """Host names and addresses allowed on any port (addresses in ``ip_address`` form)."""
 
     @classmethod
     def parse(cls, raw: str | None) -> AllowPrivate:
@@ -51,6 +54,7 @@ class AllowPrivate:
         if raw in ("1", "true", "yes", "on", "*"):
             return cls(all=True)
         host_ports: set[tuple[str, int]] = set()
+        hosts: set[str] = set()
         networks = []
         for entry in (e.strip() for e in raw.split(",")):
             if not entry:
@@ -58,17 +62,20 @@ class AllowPrivate:
             try:
                 if "/" in entry:
                     networks.append(ipaddress.ip_network(entry, strict=False))
-                    continue
-                host, _, port = entry.rpartition(":")
-                host = host.strip("[]").lower()
-                if not host or not port.isdigit():
-                    raise ValueError(entry)
-                host_ports.add((host, int(port)))
+                elif bare := _bare_host(entry):
+                    hosts.add(bare)
+                else:
+                    host, _, port = entry.rpartition(":")
+                    host = host.strip("[]").lower()
+                    if not host or not port.isdigit():
+                        raise ValueError(entry)
+                    host_ports.add((host, int(port)))
             except ValueError:
                 raise ConfigError(
-                    f"NEWSQ_ALLOW_PRIVATE: {entry!r} is neither host:port nor a CIDR network"
+                    f"NEWSQ_ALLOW_PRIVATE: {entry!r} is not a host, host:port or CIDR network"
                 ) from None
-        return cls(host_ports=frozenset(host_ports), networks=tuple(networks))
+        return cls(host_ports=frozenset(host_ports), networks=tuple(networks),
+                   hosts=frozenset(hosts))  # fmt: skip
 
     def allows(self, address: str, port: int, host: str | None = None) -> bool:
         """True when a connection to ``address:port`` (named ``host``) is allowed."""
@@ -77,7 +84,22 @@ class AllowPrivate:
         if (address, port) in self.host_ports or (host or "", port) in self.host_ports:
             return True
         ip = ipaddress.ip_address(address)
+        if str(ip) in self.hosts or (host or "").lower() in self.hosts:
+            return True
         return any(ip in net for net in self.networks)
+
+
+_HOST = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
+
+
+def _bare_host(entry: str) -> str | None:
+    """``entry`` as an address (``[::1]`` too) or a host name without a port, else None."""
+    try:
+        return str(ipaddress.ip_address(entry.strip("[]")))
+    except ValueError:
+        pass
+    name = entry.lower().rstrip(".")
+    return name if _HOST.fullmatch(name) else None
 
 
 @dataclass(frozen=True)
@@ -151,12 +173,14 @@ def text(default: _Str, *, help: str) -> _Str:
 
 
 def choice(default: str, choices: tuple[str, ...], *, help: str) -> str:
-    """One of ``choices``, in any case."""
+    """One of ``choices``, given in any case, spelled as declared."""
+    by_key = {c.lower(): c for c in choices}
+    shown = ", ".join(map(repr, choices[:-1])) + f" or {choices[-1]!r}"
 
     def parse(env: str, raw: str) -> str:
-        value = raw.lower()
-        if value not in choices:
-            raise ConfigError(f"{env}: {value!r} is not {' or '.join(map(repr, choices))}")
+        value = by_key.get(raw.lower())
+        if value is None:
+            raise ConfigError(f"{env}: {raw.lower()!r} is not {shown}")
         return value
 
     return setting(default, help=help, kind="choice", parse=parse)
@@ -207,8 +231,8 @@ class Settings:
         AllowPrivate(),
         kind="allow-list",
         parse=lambda e, r: AllowPrivate.parse(r),
-        help="`1` lets the fetcher reach loopback/private addresses; "
-        "or a comma list of `host:port` and CIDR entries",
+        help="`1` lets the fetcher reach loopback/private addresses; or a comma list of "
+        "hosts and addresses (any port), `host:port` and CIDR entries",
     )
     fetch_timeout: float = number(
         30.0, minimum=0.001, help="total seconds per request, headers to last byte"
@@ -317,8 +341,10 @@ class Settings:
     log_format: str = choice(
         "text", ("text", "json"), help="`text` or `json` (one object per line)"
     )
-    log_level: str = setting(
-        "INFO", kind="text", parse=lambda e, r: r.upper(), help="log level of workers"
+    log_level: str = choice(
+        "INFO",
+        ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        help="log level of workers: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`",
     )
     key_prefix: str = text(
         "newsq",

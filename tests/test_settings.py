@@ -100,12 +100,28 @@ def test_an_integer_must_be_whole(spec: SettingSpec) -> None:
         ("NEWSQ_LOG_FORMAT", "XML", "'xml' is not 'text' or 'json'"),
         ("NEWSQ_HOST_RATES", "a=1,b", "'b' is not host=rate"),
         ("NEWSQ_HOST_RATES", "a=-1", "'-1' must be a number >= 0"),
-        ("NEWSQ_ALLOW_PRIVATE", "nowhere", "'nowhere' is neither host:port nor a CIDR"),
+        ("NEWSQ_ALLOW_PRIVATE", "no where", "'no where' is not a host, host:port or CIDR"),
+        ("NEWSQ_ALLOW_PRIVATE", "db:http", "'db:http' is not a host, host:port or CIDR"),
+        ("NEWSQ_ALLOW_PRIVATE", "10.0.0.0/33", "'10.0.0.0/33' is not a host, host:port or CIDR"),
+        ("NEWSQ_LOG_LEVEL", "verbose",
+         "'verbose' is not 'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'"),
     ],
-)
+)  # fmt: skip
 def test_a_bad_value_is_refused_naming_its_variable(env: str, raw: str, message: str) -> None:
     with pytest.raises(ConfigError, match=f"^{env}: .*{re.escape(message)}"):
         Settings.from_env({env: raw})
+
+
+def test_allow_private_takes_hosts_and_addresses_on_any_port() -> None:
+    allow = Settings.from_env({"NEWSQ_ALLOW_PRIVATE": "Localhost, 10.0.0.5, [::1], "
+                               "db.internal:8080, 192.168.0.0/16"}).allow_private  # fmt: skip
+    assert allow.allows("127.0.0.1", 1234, "localhost")
+    assert allow.allows("10.0.0.5", 1) and allow.allows("10.0.0.5", 65535, "cache.internal")
+    assert allow.allows("::1", 80) and allow.allows("0:0::1", 443)
+    assert allow.allows("10.1.1.1", 8080, "db.internal")
+    assert not allow.allows("10.1.1.1", 80, "db.internal")  # a port given is the only one
+    assert allow.allows("192.168.3.4", 1)
+    assert not allow.allows("10.0.0.6", 80) and not allow.allows("127.0.0.1", 80, "other")
 
 
 def test_values_are_parsed_by_their_kind() -> None:
