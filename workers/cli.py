@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--pool", choices=("prefork", "threads", "solo"), default=None)
     worker.add_argument("--beat", action="store_true",
                         help="also run Celery beat here (feed polls; one per cluster)")  # fmt: skip
+    worker.add_argument("--broker-wait", type=_seconds, metavar="SECONDS",
+                        help="give up (exit 2) when the broker is not reachable within this "
+                        "many seconds of start (default: wait for ever)")  # fmt: skip
 
     fetch = sub.add_parser("fetch", help="fetch one URL; print the result as JSON")
     fetch.add_argument("url")
@@ -140,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the command's handler (``commands.COMMANDS``): the exit code."""
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     try:
         settings = Settings.from_env()
         from newsq.workers.logs import setup_logging
@@ -163,6 +166,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted")
     except BrokenPipeError:
         return 0
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, but an unknown flag is reported by the subcommand that
+    was given it, with that subcommand's usage (argparse reports it at the top)."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _chosen(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost subcommand's parser that ``args`` went through (``feeds add``, ...)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            name = getattr(args, action.dest, None)
+            if name in action.choices:
+                return _chosen(action.choices[name], args)
+    return parser
 
 
 def _fail(message: str) -> int:

@@ -19,7 +19,7 @@ from newsq.feeds.send import send_fetches
 from newsq.store.database import Store
 from newsq.workers.common import broker, need_broker, open_ledger, print_json
 from newsq.workers.feeds_cmd import cmd_beat, cmd_feeds
-from newsq.workers.run import run_pipeline, submit
+from newsq.workers.run import rejected, run_pipeline, submit
 
 # -- run / enqueue / worker ----------------------------------------------------------
 
@@ -29,7 +29,7 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     intake = submit(args, settings)
     print(f"enqueued {len(intake.new)}, already known {len(intake.known)}"
           + (f", invalid {len(intake.invalid)}" if intake.invalid else ""))  # fmt: skip
-    return 0
+    return 1 if rejected(intake) else 0
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -48,7 +48,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from newsq.workers.worker import run_worker
 
     need_broker(settings, "worker")
-    return run_worker(settings, args.queues, args.concurrency, args.pool, beat=args.beat)
+    return run_worker(settings, args.queues, args.concurrency, args.pool, beat=args.beat,
+                      broker_wait=args.broker_wait)  # fmt: skip
 
 
 # -- single stages ---------------------------------------------------------------------
@@ -63,7 +64,7 @@ def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         fetcher.close()
     print_json(result.to_json())
-    return 0
+    return 0 if result.ok else 1
 
 
 def cmd_extract(args: argparse.Namespace, settings: Settings) -> int:

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from newsq.api import connect_ledger, enqueue, wait_for
 from newsq.config.settings import Settings
+from newsq.errors import INVALID_URL
 from newsq.feeds.intake import Intake
 from newsq.ledger import Ledger
 from newsq.store.database import Store
@@ -22,11 +23,18 @@ from newsq.workers.embedded import LocalCluster
 
 def submit(args: argparse.Namespace, settings: Settings) -> Intake:
     """Enqueue the command's ``--feed``, ``--urls`` and URLs (:func:`newsq.api.enqueue`);
-    a feed that could not be read is one line on stderr."""
+    a feed that could not be read and an invalid URL are one line each on stderr."""
     intake = enqueue(args.url, feeds=args.feed, url_files=args.urls, settings=settings)
     for feed, error in intake.feed_errors:
         print(f"newsq: feed {feed}: {error}", file=sys.stderr)
+    for raw in intake.invalid:
+        print(f"newsq: {raw[:200]}: {INVALID_URL}", file=sys.stderr)
     return intake
+
+
+def rejected(intake: Intake) -> bool:
+    """True when some input was refused (an invalid URL, a feed not read): exit 1."""
+    return bool(intake.invalid or intake.feed_errors)
 
 
 class _Rate:
@@ -105,9 +113,12 @@ def run_pipeline(args: argparse.Namespace, settings: Settings, console: Console)
             cluster.stop_workers()
             data = summary_data(store, intake.new, ledger, time.monotonic() - started,
                                 invalid=len(intake.invalid), known=len(intake.known))  # fmt: skip
+            if intake.invalid:  # recorded failed/invalid_url, never fetched: not in the ledger scan
+                key = f"failed:{INVALID_URL}"
+                data["reasons"][key] = data["reasons"].get(key, 0) + len(intake.invalid)
         stories = store.stories(limit=50)
     print_summary(data, stories, console)
     if not finished:
         print(f"newsq: timed out after {args.timeout:g}s with URLs unfinished", file=sys.stderr)
         return 1
-    return 0
+    return 1 if rejected(intake) else 0

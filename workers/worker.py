@@ -2,7 +2,8 @@
 
 ``celery -A newsq worker`` and ``newsq worker`` run the same code: importing
 :mod:`newsq.celery` connects the handlers below, and ``newsq worker`` only picks
-defaults (pool, concurrency, hostname) and hands Celery its command line.
+defaults (pool, concurrency, hostname), checks the broker once (``--broker-wait``) and
+hands Celery its command line.
 
     import_modules       before the tasks load: the metrics' multiprocess folder
     celeryd_init,        newsq's one-line (or JSON) logging instead of Celery's
@@ -23,7 +24,7 @@ import sys
 import tempfile
 from typing import Any
 
-from celery import signals
+from celery import Celery, signals
 
 from newsq.config.celery import FETCH_QUEUE, PROCESS_QUEUE, QUEUES, task_annotations
 from newsq.config.settings import Settings, get_settings
@@ -121,9 +122,38 @@ def _freeze_gc(**_: Any) -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
+def wait_for_broker(app: Celery, wait: float | None) -> None:
+    """Return once ``app``'s broker answers, or at once when ``wait`` is None (Celery then
+    retries forever: say so, once); raise ``redis.ConnectionError`` after ``wait`` s.
+
+    Through Celery's own connection, so TLS and transport options are the worker's."""
+    import redis
+    from kombu.exceptions import OperationalError
+    from kombu.utils.url import maybe_sanitize_url
+
+    shown = maybe_sanitize_url(app.conf.broker_url)
+    with app.connection_for_write() as conn:
+        try:
+            conn.ensure_connection(max_retries=0)  # one attempt
+            return
+        except OperationalError as exc:
+            if wait is None:
+                print(f"newsq: broker {shown} not reachable ({exc}); waiting for it forever "
+                      "(--broker-wait SECONDS gives up)", file=sys.stderr)  # fmt: skip
+                return
+        try:
+            conn.ensure_connection(interval_start=0.5, interval_step=0.5, interval_max=2,
+                                   timeout=wait)  # fmt: skip
+        except OperationalError as exc:
+            gave_up = f"gave up after --broker-wait {wait:g} s"
+            raise redis.ConnectionError(f"{shown}: {exc} ({gave_up})") from None
+
+
 def run_worker(settings: Settings, queues: str, concurrency: int | None,
-               pool: str | None, *, beat: bool = False) -> int:  # fmt: skip
-    """Run a Celery worker until stopped; ``beat`` embeds Celery beat (feed polling ticks)."""
+               pool: str | None, *, beat: bool = False,
+               broker_wait: float | None = None) -> int:  # fmt: skip
+    """Run a Celery worker until stopped; ``beat`` embeds Celery beat (feed polling ticks);
+    ``broker_wait``: seconds to wait for an unreachable broker at start, None for ever."""
     names = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(names) - set(QUEUES))
     if not names or unknown:
@@ -131,6 +161,8 @@ def run_worker(settings: Settings, queues: str, concurrency: int | None,
     pool = pool or ("threads" if names == ["fetch"] else "prefork")
     concurrency = concurrency or (THREADS_DEFAULT if pool == "threads" else os.cpu_count() or 2)
     from newsq.config.celery import app  # this module connected the start-up signals
+
+    wait_for_broker(app, broker_wait)
 
     argv = [
         "worker",

@@ -52,6 +52,8 @@ def read_url_file(path: str) -> list[str]:
 def expand_feed(fetcher: Fetcher, url: str, depth: int = 0) -> tuple[list[str], str | None]:
     """The article URLs a feed or sitemap lists (following sitemap indexes), or an error."""
     result = fetcher.fetch(url, kind="feed")
+    if result.reason == errors.BLOCKED_ADDRESS:  # often a local feed: say what opens it
+        return [], f"{result.reason} (NEWSQ_ALLOW_PRIVATE allows it)"
     if not result.ok or result.body is None:
         return [], f"{result.reason} (HTTP {result.status})" if result.status else result.reason
     items = feeds.parse(result.body, result.final_url)
@@ -79,8 +81,8 @@ def enqueue(
         try:
             normal.append(normalize(raw))
         except InvalidURL as exc:
-            intake.invalid.append(raw)
-            log.warning("%s: invalid URL: %s", raw[:200], exc)
+            intake.invalid.append(raw)  # the caller reports it (the CLI: one line)
+            log.info("%s: invalid URL: %s", raw[:200], exc)
     normal = list(dict.fromkeys(normal))
     for url, new in zip(normal, ledger.enqueue(normal), strict=True):
         (intake.new if new else intake.known).append(url)
@@ -111,7 +113,7 @@ def gather(fetcher: Fetcher, feed_urls: Sequence[str], files: Sequence[str],
     for feed in feed_urls:
         found, error = expand_feed(fetcher, feed)
         if error:
-            problems.append((feed, error))
-            log.warning("%s: feed not read: %s", feed, error)
+            problems.append((feed, error))  # returned: the caller reports it
+            log.info("%s: feed not read: %s", feed, error)
         out.extend(found)
     return out, problems

@@ -1,0 +1,205 @@
+"""The README's error promises, through the real ``python -m newsq``: a bad input, an
+unreachable broker or a mistyped flag is one line on stderr (never a traceback) and the
+exit code the README's "Commands" section gives (0 done, 1 some input refused, 2 none)."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from newsq.workers.redis_server import RedisServer, free_port
+from tests.cli import local_env, newsq_env, run_newsq
+from tests.corpus_server import serve_pages
+
+RSS = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>
+<item><title>a</title><link>{base}/a</link></item></channel></rss>"""
+
+
+def one_line(stderr: str) -> str:
+    """The only line of ``stderr``; fails on a traceback or on more lines."""
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.fixture
+def env(redis_url: str, key_prefix: str, sqlite_url: str) -> dict[str, str]:
+    """A real broker and store; private addresses blocked, as a user's default is."""
+    out = local_env(redis_url, key_prefix, sqlite_url)
+    del out["NEWSQ_ALLOW_PRIVATE"]
+    return out
+
+
+@pytest.fixture
+def feed() -> Iterator[str]:
+    """An RSS feed of one item, served on loopback."""
+    pages: dict[str, bytes] = {"/a": b"<html><body><p>a page</p></body></html>"}
+    with serve_pages(pages) as base:
+        pages["/feed.xml"] = RSS.replace(b"{base}", base.encode())
+        yield f"{base}/feed.xml"
+
+
+# -- settings -----------------------------------------------------------------------
+
+
+def test_a_log_level_that_is_no_level_name_is_one_line(tmp_path: Path) -> None:
+    done = run_newsq("status", env=newsq_env(NEWSQ_LOG_LEVEL="verbose"), cwd=str(tmp_path),
+                     timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert one_line(done.stderr).startswith("newsq: NEWSQ_LOG_LEVEL: 'verbose' is not 'DEBUG'")
+    assert not (tmp_path / "newsq.db").exists()  # refused before anything was opened
+
+
+def test_allow_private_takes_a_bare_host_or_address(env: dict[str, str]) -> None:
+    with serve_pages({"/a": b"<html><body><p>a page</p></body></html>"}) as base:
+        blocked = run_newsq("fetch", f"{base}/a", env=env, timeout=60)
+        allowed = {
+            host: run_newsq("fetch", f"{base.replace('127.0.0.1', host)}/a",
+                            env={**env, "NEWSQ_ALLOW_PRIVATE": host}, timeout=60)
+            for host in ("127.0.0.1", "localhost")
+        }  # fmt: skip
+    assert json.loads(blocked.stdout)["reason"] == "blocked_address"
+    for host, done in allowed.items():
+        assert done.stderr == "", (host, done.stderr)
+        assert json.loads(done.stdout)["ok"] is True, host
+
+
+# -- exit codes of run / enqueue / fetch ---------------------------------------------
+
+
+def test_run_of_an_invalid_url_says_so_counts_it_and_exits_1(env: dict[str, str]) -> None:
+    done = run_newsq("run", "example.com/a", "--workers", "1", env=env, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert one_line(done.stderr) == "newsq: example.com/a: invalid_url"
+    assert "failed:invalid_url 1" in done.stdout
+
+
+def test_enqueue_exits_1_when_an_input_is_refused_else_0(env: dict[str, str]) -> None:
+    refused = run_newsq("enqueue", "example.com/a", "https://news.example/b", env=env)
+    assert refused.returncode == 1
+    assert one_line(refused.stderr) == "newsq: example.com/a: invalid_url"
+    assert refused.stdout == "enqueued 1, already known 0, invalid 1\n"
+    fine = run_newsq("enqueue", "https://news.example/c", env=env)
+    assert (fine.returncode, fine.stderr) == (0, "")
+
+
+def test_fetch_exits_1_when_not_ok(env: dict[str, str]) -> None:
+    done = run_newsq("fetch", "ftp://news.example/a", env=env, timeout=60)
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["reason"] == "invalid_url"
+    assert done.stderr == ""
+
+
+def test_a_feed_on_a_blocked_address_names_the_setting_and_exits_1(
+    env: dict[str, str], feed: str
+) -> None:
+    blocked = run_newsq("enqueue", "--feed", feed, env=env)
+    assert blocked.returncode == 1
+    assert one_line(blocked.stderr) == (
+        f"newsq: feed {feed}: blocked_address (NEWSQ_ALLOW_PRIVATE allows it)"
+    )
+    assert blocked.stdout.startswith("enqueued 0,")
+    opened = run_newsq("enqueue", "--feed", feed, env={**env, "NEWSQ_ALLOW_PRIVATE": "127.0.0.1"})
+    assert (opened.returncode, opened.stderr) == (0, "")
+    assert opened.stdout.startswith("enqueued 1,")
+
+
+# -- the worker and an unreachable broker ----------------------------------------------
+
+
+def _worker(broker_url: str, *flags: str, level: str = "WARNING") -> subprocess.Popen[str]:
+    env = newsq_env(NEWSQ_BROKER_URL=broker_url, NEWSQ_LOG_LEVEL=level)
+    return subprocess.Popen([sys.executable, "-m", "newsq", "worker", "--queues", "fetch",
+                             "--pool", "solo", *flags], env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)  # fmt: skip
+
+
+def _stderr_until(proc: subprocess.Popen[str], seconds: float, done: str = "") -> list[str]:
+    """Lines of ``proc``'s stderr for ``seconds`` (or until one contains ``done``)."""
+    assert proc.stderr is not None
+    lines: list[str] = []
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if sel.select(left) and not (line := proc.stderr.readline()):
+                break
+            if lines.append(line) or (done and done in line):
+                break
+    return lines
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+def test_a_worker_says_once_that_it_waits_for_an_unreachable_broker() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    proc = _worker(url)
+    try:  # newsq's line first, then Celery's own retries (a supervisor sees them go on)
+        lines = _stderr_until(proc, 60, done="Trying again")
+    finally:
+        _stop(proc)
+    assert lines[0].startswith(f"newsq: broker {url} not reachable ("), lines
+    assert lines[0].endswith("waiting for it forever (--broker-wait SECONDS gives up)\n")
+    assert [ln for ln in lines if "forever" in ln] == lines[:1]
+    assert "Trying again" in lines[-1] and not any("Traceback" in ln for ln in lines), lines
+
+
+def test_broker_wait_gives_up_in_one_line_with_exit_2() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    started = time.monotonic()
+    done = run_newsq("worker", "--broker-wait", "1.5", env=newsq_env(NEWSQ_BROKER_URL=url),
+                     timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    line = one_line(done.stderr)
+    assert line.startswith(f"newsq: cannot reach Redis: {url}: ") and line.endswith(
+        "(gave up after --broker-wait 1.5 s)"
+    ), line
+    assert time.monotonic() - started >= 1.5
+
+
+def test_broker_wait_starts_the_worker_once_the_broker_answers() -> None:
+    port = free_port()
+    proc = _worker(f"redis://127.0.0.1:{port}/0", "--broker-wait", "60", level="INFO")
+    try:
+        time.sleep(2)
+        assert proc.poll() is None  # still waiting
+        with RedisServer(port=port):
+            lines = _stderr_until(proc, 60, done="ready")
+    finally:
+        _stop(proc)
+    assert any("ready" in ln for ln in lines), lines
+    assert not any("not reachable" in ln or "Traceback" in ln for ln in lines), lines
+
+
+# -- argument errors -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "command", "unknown"),
+    [
+        (["run", "--feeds", "x"], "newsq run", "--feeds"),
+        (["feeds", "add", "--bogus", "https://news.example/rss"], "newsq feeds add", "--bogus"),
+    ],
+)
+def test_a_mistyped_flag_shows_the_subcommands_usage(
+    argv: list[str], command: str, unknown: str
+) -> None:
+    done = run_newsq(*argv, env=newsq_env(), timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"usage: {command} [-h]"), done.stderr
+    assert done.stderr.splitlines()[-1] == f"{command}: error: unrecognized arguments: {unknown}"
