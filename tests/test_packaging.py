@@ -121,3 +121,17 @@ def test_readme_layout_table_is_the_tree() -> None:
     for line in rows:
         first = line.split("|")[1].strip().split(",")[0].strip("` ")
         assert (ROOT / first).exists(), first
+
+
+@pytest.mark.slow
+def test_dependencies_resolve_with_the_pip_of_a_fresh_venv(wheel: Path, tmp_path: Path) -> None:
+    """A fresh ``python -m venv`` has the pip its Python bundles (23.2 with 3.11), and
+    ``pip install .`` must resolve with it, not only with an upgraded pip (pip 23.2
+    crashed on readability-lxml's ``lxml[html-clean]`` beside justext's
+    ``lxml[html_clean]``)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--dry-run",
+                           "--quiet", str(wheel)], capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -7,7 +7,7 @@
 3. post-cleaning: general rules drop headline repeats, promotions, link blocks,
    menus and duplicate paragraphs that trafilatura lets through (``newsq.clean.rules``)
 4. a second opinion, only when lists or tables hold 15 % or more of the body's text:
-   readability-lxml's text replaces ours when it is ours minus furniture
+   readability's text (trafilatura's fork) replaces ours when it is ours minus furniture
    (``newsq.clean.second_opinion``)
 5. continuation chunks: when the body is cut into sibling containers and trafilatura
    kept one, the long paragraphs of the others are added (``newsq.clean.chunks``)
@@ -133,7 +133,7 @@ def parse(html: str) -> HtmlElement | None:
 def main_text(tree: HtmlElement, url: str | None, title: str | None) -> str:
     """The cleaned main text of ``tree`` (neither extractor changes it), ``""`` if none.
 
-    When lists or tables still hold a good share of the cleaned body, readability-lxml's
+    When lists or tables still hold a good share of the cleaned body, readability's
     text of the same tree is asked for and taken if it is ours minus furniture (``second_opinion``).
     Paragraphs of the article's continuation chunks are then added (``clean_chunks``).
     """

@@ -1,10 +1,11 @@
-"""A second opinion on suspicious pages: readability-lxml as a tighter candidate.
+"""A second opinion on suspicious pages: readability as a tighter candidate.
 
 trafilatura sometimes keeps, inside the container it chose, blocks that are not the
 article: a run of teaser items, or the whole page laid out in one table. When such
 blocks (``list``, ``table``) hold enough of its body's text that trimming them could
 shorten it to ``MAX_LENGTH_RATIO``, the page is *suspicious*, and we ask
-readability-lxml for its candidate on a copy of the same tree. readability scores
+readability (trafilatura's fork of readability-lxml) for its candidate on a copy of
+the same tree. readability scores
 containers by paragraph text and drops link-heavy ones, so when it returns a text that
 is all inside ours but clearly shorter, the difference is furniture and its text wins.
 
@@ -21,9 +22,8 @@ from collections import Counter
 
 from lxml.etree import ParserError, _Element
 from lxml.html import HtmlElement, fragment_fromstring
-from readability import Document
-from readability.cleaners import html_cleaner
-from readability.readability import REGEXES, Unparseable
+from lxml_html_clean import Cleaner
+from trafilatura.readability_lxml import Document
 
 LOGGER = logging.getLogger(__name__)
 
@@ -72,39 +72,31 @@ def containment(part: str, whole: str) -> float:
     return sum((ours & shingles(whole)).values()) / total if total else 0.0
 
 
-_CLEANER = copy.copy(html_cleaner)
-# readability's cleaner also rewrites every link to blank ``javascript:`` ones and strips
-# ``on*`` attributes: work its scoring and our text never see (a fifth of its time)
-_CLEANER.javascript = False
-
-
-class _TreeDocument(Document):
-    """readability's ``Document`` on a parsed tree: each pass cleans its own copy in place.
-
-    readability's ``_parse`` drops hidden elements from the tree it is given, then
-    deep-copies it inside ``Cleaner.clean_html``; here one copy per pass does for both.
-    """
-
-    def _parse(self, input: HtmlElement) -> HtmlElement:
-        doc = copy.deepcopy(input)
-        self.encoding = "utf-8"
-        for elem in doc.xpath("//*[@hidden]"):
-            elem.drop_tree()
-        for elem in doc.xpath("//*[@style]"):
-            if REGEXES["displayNoneRe"].search(elem.get("style")):
-                elem.drop_tree()
-        _CLEANER(doc)
-        # no url: readability would make every link absolute, work the text never uses
-        doc.resolve_base_href(handle_failures=self.handle_failures)
-        return doc
+# readability-lxml's own cleaner settings, without its rewriting of every link to a
+# blank ``javascript:`` one: work its scoring and our text never see
+_CLEANER = Cleaner(
+    scripts=True, javascript=False, comments=True, style=True, links=True, meta=False,
+    add_nofollow=False, page_structure=False, processing_instructions=True,
+    embedded=False, frames=False, forms=False, annoying_tags=False, remove_tags=None,
+    remove_unknown_tags=False, safe_attrs_only=False,
+)  # fmt: skip
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 
 
 def readability_text(tree: HtmlElement, url: str | None) -> str:
-    """readability-lxml's main text of a copy of ``tree``, one block a line; ``""`` on failure."""
+    """readability's main text of a copy of ``tree`` (trafilatura's fork of
+    readability-lxml), one block a line; ``""`` on failure."""
+    doc = copy.deepcopy(tree)
+    for elem in doc.xpath("//*[@hidden]"):
+        elem.drop_tree()
+    for elem in doc.xpath("//*[@style]"):
+        if _HIDDEN_STYLE.search(elem.get("style") or ""):
+            elem.drop_tree()
+    _CLEANER(doc)
     try:
-        summary = _TreeDocument(tree).summary(html_partial=True)
+        summary = Document(doc).summary()
         root = fragment_fromstring(summary) if summary.strip() else None
-    except (Unparseable, ParserError, ValueError, TypeError) as exc:
+    except (ParserError, ValueError, TypeError) as exc:
         LOGGER.debug("url=%s readability failed: %s", url, exc)
         return ""
     if root is None:
