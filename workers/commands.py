@@ -7,6 +7,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from newsq import errors
 from newsq.config.settings import Settings
 from newsq.errors import ConfigError
 from newsq.feeds.send import send_fetches
-from newsq.store.database import Store
+from newsq.store.database import Store, missing_store
 from newsq.workers.common import broker, need_broker, open_ledger, print_json
 from newsq.workers.feeds_cmd import cmd_beat, cmd_feeds
 from newsq.workers.run import rejected, run_pipeline, submit
@@ -151,11 +152,21 @@ def _print_outcomes(store: Store, states: tuple[str, ...], reason: str | None) -
         print_json({**row, "updated_at": when.isoformat()})
 
 
+def _reading(settings: Settings) -> Settings:
+    """``settings`` for status and stats, which read the store and the ledger. With a
+    broker, a SQLite store not made yet (nothing stored so far) is an empty one in
+    memory: the ledger answers, no file is made. Without, a missing store is an error."""
+    if settings.broker_url and missing_store(settings.database_url) is not None:
+        return replace(settings, database_url="sqlite://")
+    return settings
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from newsq.api import status
     from newsq.urls import normalize_or_none
 
     outcomes = _outcome_states(args)
+    settings = _reading(settings)
     store = Store.from_url(settings.database_url, create=False)  # a read makes no store
     if outcomes:
         _print_outcomes(store, outcomes, args.reason)
@@ -212,7 +223,7 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     source = StatsSource(
         broker(settings, "stats"),
         settings.key_prefix,
-        Store.from_url(settings.database_url, create=False),  # a read makes no store
+        Store.from_url(_reading(settings).database_url, create=False),  # makes no store
     )
     console = Console()
     if args.once or not console.is_terminal:

@@ -213,6 +213,16 @@ def _sqlite_file(url: sa.engine.URL) -> Path | None:
     return Path(url.database).absolute()
 
 
+def missing_store(url: str) -> Path | None:
+    """The SQLite file of ``url`` when it is not there. None when it is, for in-memory
+    and PostgreSQL stores, and for a URL that does not parse (opening it says why)."""
+    try:
+        path = _sqlite_file(sa.engine.make_url(url))
+    except sa.exc.ArgumentError:
+        return None
+    return path if path is not None and not path.exists() else None
+
+
 def _insert(engine: Engine, table: sa.Table) -> Any:
     """An INSERT that the dialect can turn into an upsert."""
     if engine.dialect.name == "postgresql":
@@ -236,12 +246,10 @@ class Store:
         ``create=False`` is for commands that only read: a SQLite file that is not
         there is a ConfigError naming it, and none is made.
         """
-        engine = make_engine(url)
-        path = _sqlite_file(engine.url)
-        if not create and path is not None and not path.exists():
-            engine.dispose()
+        if not create and (path := missing_store(url)) is not None:
             raise ConfigError(f"no store at {path} (NEWSQ_DATABASE_URL={url}): "
                               "nothing has been stored there yet")  # fmt: skip
+        engine = make_engine(url)
         ensure_schema(engine)
         return cls(engine)
 
