@@ -18,7 +18,7 @@ from newsq.config.settings import Settings
 from newsq.errors import ConfigError
 from newsq.feeds.send import send_fetches
 from newsq.store.database import Store, missing_store
-from newsq.workers.common import broker, need_broker, open_ledger, print_json
+from newsq.workers.common import broker, embedded_state, need_broker, open_ledger, print_json
 from newsq.workers.feeds_cmd import cmd_beat, cmd_feeds
 from newsq.workers.run import rejected, run_pipeline, submit
 
@@ -161,6 +161,7 @@ def _reading(settings: Settings) -> Settings:
     return settings
 
 
+@embedded_state("status", required=False)
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from newsq.api import status
     from newsq.urls import normalize_or_none
@@ -195,6 +196,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@embedded_state("retry")
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     from newsq.config.celery import make_app
     from newsq.pipeline import requeue, requeue_stuck
@@ -216,6 +218,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@embedded_state("stats")
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     from newsq.workers.report import stats_view
     from newsq.workers.stats import StatsSource

@@ -1,4 +1,5 @@
-"""What the command modules share: the broker they need, and JSON on stdout.
+"""What the command modules share: the broker they need (or the embedded state's), and
+JSON on stdout.
 
 It imports none of them: ``cli`` imports ``commands``, which imports ``feeds_cmd``, and
 every one of them imports this module, never one another backwards.
@@ -6,7 +7,11 @@ every one of them imports this module, never one another backwards.
 
 from __future__ import annotations
 
+import argparse
+import functools
 import json
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -14,6 +19,7 @@ import redis
 from newsq.config.settings import Settings
 from newsq.errors import ConfigError
 from newsq.ledger import Ledger
+from newsq.workers.embedded import attach, state_folder
 
 
 def need_broker(settings: Settings, command: str) -> str:
@@ -33,6 +39,46 @@ def broker(settings: Settings, command: str) -> redis.Redis:
 def open_ledger(settings: Settings, command: str) -> Ledger:
     """The URL ledger on the broker ``newsq COMMAND`` needs."""
     return Ledger(broker(settings, command), settings.key_prefix)
+
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def embedded_state(command: str, *, required: bool = True) -> Callable[[Handler], Handler]:
+    """Run ``newsq COMMAND`` on the store's embedded state when ``NEWSQ_BROKER_URL`` is
+    unset (:func:`newsq.workers.embedded.attach`); with ``required``, none there is a
+    one-line error, else the handler runs without a broker (the store answers)."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def run(args: argparse.Namespace, settings: Settings) -> int:
+            if settings.broker_url:
+                return handler(args, settings)
+            with attach(settings, command) as found:
+                if found is None:
+                    if not required:
+                        return handler(args, settings)
+                    folder = state_folder(settings.database_url)
+                    raise ConfigError(f"'newsq {command}': no embedded state here yet "
+                                      f"({folder} is made by 'newsq run') and no "
+                                      "NEWSQ_BROKER_URL")  # fmt: skip
+                if found.owned and getattr(args, "once", True) is False:
+                    # a live view holding the state would keep the next `newsq run` waiting
+                    if sys.stdout.isatty():
+                        print("newsq: no 'newsq run' is using the embedded state: one table",
+                              file=sys.stderr)  # fmt: skip
+                    args = argparse.Namespace(**{**vars(args), "once": True})
+                try:
+                    return handler(args, found.settings)
+                except redis.ConnectionError:
+                    if found.owned or found.kept.running_url():
+                        raise
+                    raise ConfigError("the embedded Redis stopped while in use (the 'newsq "
+                                      "run' it served ended): try again") from None  # fmt: skip
+
+        return run
+
+    return wrap
 
 
 def print_json(obj: Any) -> None:

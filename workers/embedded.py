@@ -2,7 +2,11 @@
 
 ``newsq run`` and ``newsq demo`` use the same code path as production: real Celery
 workers in their own processes, consuming from Redis. Only the Redis server may be a
-private one (started here, stopped at the end) when ``NEWSQ_BROKER_URL`` is unset.
+private one (started here, stopped at the end) when ``NEWSQ_BROKER_URL`` is unset:
+``newsq run``'s keeps the ledger and the dedup index in a folder beside the store
+(:func:`state_folder`, :class:`~newsq.workers.redis_server.KeptRedis`), so the next run
+fetches nothing the store has and a later copy joins its story; ``newsq demo``'s is
+thrown away. The read commands use the same folder (:func:`attach`).
 
 Worker layout for ``--workers N`` (``layout``):
 
@@ -28,11 +32,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import redis
+import sqlalchemy as sa
 
 from newsq.config.settings import Settings
-from newsq.errors import NewsqError
-from newsq.workers.redis_server import RedisServer, die_with_parent
+from newsq.errors import ConfigError, NewsqError
+from newsq.ledger import Ledger
+from newsq.workers.redis_server import KeptRedis, RedisServer, die_with_parent
+
+if TYPE_CHECKING:
+    from newsq.feeds.intake import Intake
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +71,53 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def state_folder(database_url: str) -> Path | None:
+    """Where the embedded mode keeps the Redis data of the store at ``database_url``:
+    ``FILE.redis`` beside a SQLite file, ``NAME.redis`` in the working folder for
+    another database NAME; None for an in-memory SQLite store (nothing outlives it)."""
+    try:
+        url = sa.engine.make_url(database_url)
+    except sa.exc.ArgumentError:
+        return None
+    name = url.database or ""
+    if url.get_backend_name() == "sqlite":
+        if name in ("", ":memory:") or url.query.get("mode") == "memory":
+            return None
+        return Path(f"{name}.redis")  # relative names are the working folder's, as SQLite's
+    return Path(f"{name or 'newsq'}.redis")
+
+
+def _who(owner: dict[str, Any]) -> str:
+    if not owner:
+        return "another newsq process"
+    return f"'{owner.get('command', 'newsq')}' (pid {owner.get('pid', '?')})"
+
+
+def _store_has_urls(database_url: str) -> bool:
+    from newsq.store.database import Store, urls
+
+    store = Store.from_url(database_url, create=False)
+    try:
+        with store.engine.connect() as conn:
+            return conn.execute(sa.select(urls.c.url).limit(1)).first() is not None
+    finally:
+        store.close()
+
+
 class LocalCluster:
-    """A private Redis (if needed) and local worker processes."""
+    """A private Redis (if needed) and local worker processes.
+
+    ``keep_state``: the private Redis keeps its data beside the store (``newsq run``),
+    one run at a time (a second one waits), rather than in a throwaway folder.
+    """
 
     def __init__(self, settings: Settings, *, workers: int = 2, fetch_threads: int = 32,
-                 log_level: str = "WARNING", layout: str = "combined") -> None:  # fmt: skip
+                 log_level: str = "WARNING", layout: str = "combined",
+                 keep_state: bool = False) -> None:  # fmt: skip
         self.settings = settings
+        self.keep_state = keep_state
+        self.kept: KeptRedis | None = None
+        self.unfinished: list[str] = []
         self.workers = workers
         self.layout = layout
         self.fetch_threads = fetch_threads
@@ -76,9 +132,66 @@ class LocalCluster:
 
     def __enter__(self) -> LocalCluster:
         if not self.settings.broker_url:
-            self.redis_server = RedisServer().start()
-            self.settings = dataclasses.replace(self.settings, broker_url=self.redis_server.url)
+            folder = state_folder(self.settings.database_url) if self.keep_state else None
+            if folder is None:
+                self.redis_server = RedisServer().start()
+                url = self.redis_server.url
+            else:
+                url = self._open_state(folder)
+            self.settings = dataclasses.replace(self.settings, broker_url=url)
         return self
+
+    def _open_state(self, folder: Path) -> str:
+        """Start the Redis kept in ``folder`` (waiting for the process using it, if
+        any) and note the URLs an earlier run left unfinished."""
+        kept = self.kept = KeptRedis(folder, "newsq run")
+        kept.lock(on_wait=lambda owner: print(
+            f"newsq: waiting for {_who(owner)} to finish with the embedded state in {folder}",
+            file=sys.stderr))  # fmt: skip
+        try:
+            url = kept.start()
+            client = redis.Redis.from_url(url)
+            try:
+                if client.dbsize() and not _store_has_urls(self.settings.database_url):
+                    # its store was removed: the ledger would call every URL known
+                    print(f"newsq: the store has no URLs; starting its embedded state in "
+                          f"{folder} afresh", file=sys.stderr)  # fmt: skip
+                    client.flushdb()
+                ledger = Ledger(client, self.settings.key_prefix)
+                self.unfinished = [left for left, _, _ in ledger.stuck(0.0, limit=10**9)]
+            finally:
+                client.close()
+        except BaseException:
+            kept.stop()
+            raise
+        return url
+
+    def resume(self, intake: Intake) -> None:
+        """Send again the URLs an earlier run on the kept state left unfinished (it was
+        interrupted, or ``newsq retry`` queued them): new URLs of this run, no longer
+        ``known``. No worker runs on that state now, so none of them is in progress."""
+        if not self.unfinished:
+            return
+        from newsq.config.celery import make_app
+        from newsq.feeds.send import send_fetches
+        from newsq.pipeline import requeue
+
+        urls, self.unfinished = self.unfinished, []
+        print(f"newsq: resuming {len(urls)} URLs an earlier run left unfinished", file=sys.stderr)
+        client = redis.Redis.from_url(self.settings.broker_url or "")
+        app = make_app(self.settings)
+        try:
+            # messages of theirs still queued would be a second delivery, fetched twice
+            # when two threads take both: each goes out once, below
+            app.control.purge()
+            requeue(Ledger(client, self.settings.key_prefix), urls, lambda _url: None)
+            send_fetches(app, urls, self.settings.fetch_batch)
+        finally:
+            app.close()
+            client.close()
+        again = set(urls)
+        intake.known[:] = [url for url in intake.known if url not in again]
+        intake.new[:0] = urls
 
     def start_workers(self) -> None:
         env = settings_env(self.settings)
@@ -142,6 +255,45 @@ class LocalCluster:
         self.stop_workers()
         if self.redis_server is not None:
             self.redis_server.stop()
+        if self.kept is not None:
+            self.kept.stop()
         self.log_file.close()
         if exc is None:
             os.unlink(self.log_file.name)
+
+
+@dataclasses.dataclass
+class Attached:
+    """A read command's view of the kept state: ``settings`` on its Redis, and whether
+    this process started that server (``owned``) or uses the one a run started."""
+
+    settings: Settings
+    owned: bool
+    kept: KeptRedis
+
+
+@contextmanager
+def attach(settings: Settings, command: str, wait: float = 30.0) -> Iterator[Attached | None]:
+    """The kept state of the store, for ``newsq COMMAND`` with no ``NEWSQ_BROKER_URL``:
+    the Redis a running ``newsq run`` uses, else one started on the folder for the
+    block; None when there is no folder (no run made one), which is not created."""
+    folder = state_folder(settings.database_url)
+    if folder is None or not folder.is_dir():
+        yield None
+        return
+    kept = KeptRedis(folder, f"newsq {command}")
+    deadline = time.monotonic() + wait
+    while not kept.try_lock():
+        url = kept.running_url()
+        if url is not None:
+            yield Attached(dataclasses.replace(settings, broker_url=url), False, kept)
+            return
+        if time.monotonic() > deadline:
+            raise ConfigError(f"the embedded state in {folder} is held by "
+                              f"{_who(kept.owner())}, whose Redis does not answer")  # fmt: skip
+        time.sleep(0.1)  # its owner is starting or stopping its server
+    try:
+        url = kept.start()
+        yield Attached(dataclasses.replace(settings, broker_url=url), True, kept)
+    finally:
+        kept.stop()

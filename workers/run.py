@@ -104,8 +104,10 @@ def run_pipeline(args: argparse.Namespace, settings: Settings, console: Console)
     started = time.monotonic()
     with LocalCluster(settings, workers=args.workers,
                       fetch_threads=getattr(args, "fetch_threads", 32),
-                      layout=getattr(args, "layout", "combined")) as cluster:  # fmt: skip
+                      layout=getattr(args, "layout", "combined"),
+                      keep_state=getattr(args, "keep_state", True)) as cluster:  # fmt: skip
         intake = submit(args, cluster.settings)
+        cluster.resume(intake)  # what an interrupted run on the kept state left
         if intake.new:
             cluster.start_workers()
         with connect_ledger(cluster.settings, "newsq run") as ledger:

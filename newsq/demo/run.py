@@ -51,7 +51,7 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         )
         run_args = argparse.Namespace(feed=site.feed_urls, urls=[str(urls_file)], url=[],
                                       workers=args.workers, timeout=args.timeout,
-                                      fetch_threads=32)  # fmt: skip
+                                      fetch_threads=32, keep_state=False)  # fmt: skip
         status = run_pipeline(run_args, demo_settings, console)
     if status == 0:
         console.print(
