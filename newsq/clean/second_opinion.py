@@ -77,7 +77,7 @@ def containment(part: str, whole: str) -> float:
 _CLEANER = Cleaner(
     scripts=True, javascript=False, comments=True, style=True, links=True, meta=False,
     add_nofollow=False, page_structure=False, processing_instructions=True,
-    embedded=False, frames=False, forms=False, annoying_tags=False, remove_tags=None,
+    embedded=False, frames=False, forms=False, annoying_tags=False,
     remove_unknown_tags=False, safe_attrs_only=False,
 )  # fmt: skip
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
