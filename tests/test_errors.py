@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,17 +127,30 @@ def _worker(broker_url: str, *flags: str, level: str = "WARNING") -> subprocess.
 
 
 def _stderr_until(proc: subprocess.Popen[str], seconds: float, done: str = "") -> list[str]:
-    """Lines of ``proc``'s stderr for ``seconds`` (or until one contains ``done``)."""
+    """Lines of ``proc``'s stderr for ``seconds`` (or until one contains ``done``). A
+    thread reads them: a select() on the pipe misses lines already in Python's buffer."""
     assert proc.stderr is not None
+    stream = proc.stderr
+    got: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            got.put(line)
+        got.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
     lines: list[str] = []
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stderr, selectors.EVENT_READ)
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            if sel.select(left) and not (line := proc.stderr.readline()):
-                break
-            if lines.append(line) or (done and done in line):
-                break
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = got.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        lines.append(line)
+        if done and done in line:
+            break
     return lines
 
 

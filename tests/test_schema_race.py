@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from newsq.store.database import Store
 
-ROUNDS = 6
+ROUNDS = 4  # the old code failed 6 rounds in 8: 4 all passing by chance is <1 %
 RACERS = 4
 
 RACER = """
