@@ -47,6 +47,14 @@ BAD_CONTENT_TYPE: Final = "bad_content_type"
 DECODE_ERROR: Final = "decode_error"
 NO_CONTENT: Final = "no_content"
 POISON: Final = "poison"
+RATE_LIMITED: Final = "rate_limited"  # in the contract's list; no fetch outcome gives it now
+
+REASONS: Final = frozenset({
+    INVALID_URL, BLOCKED_ADDRESS, ROBOTS_DISALLOWED, RATE_LIMITED, TIMEOUT, CONNECTION_ERROR,
+    TOO_MANY_REDIRECTS, HTTP_ERROR, TOO_LARGE, BAD_CONTENT_TYPE, DECODE_ERROR, NO_CONTENT,
+    POISON,
+})  # fmt: skip
+"""The reason codes a failed or skipped URL can carry (the contract's list)."""
 
 # Outcomes worth another attempt. An http_error is retryable only for 429 and 5xx,
 # which the fetch result tells by its status.

@@ -121,15 +121,6 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-REASONS = frozenset({
-    errors.INVALID_URL, errors.BLOCKED_ADDRESS, errors.ROBOTS_DISALLOWED, "rate_limited",
-    errors.TIMEOUT, errors.CONNECTION_ERROR, errors.TOO_MANY_REDIRECTS, errors.HTTP_ERROR,
-    errors.TOO_LARGE, errors.BAD_CONTENT_TYPE, errors.DECODE_ERROR, errors.NO_CONTENT,
-    errors.POISON,
-})  # fmt: skip
-"""The reason codes a failed or skipped URL can carry (the contract's list)."""
-
-
 def _outcome_states(args: argparse.Namespace) -> tuple[str, ...]:
     """The states ``status --failed/--skipped/--reason`` lists; () when not asked."""
     states = tuple(s for s, asked in (("failed", args.failed), ("skipped", args.skipped)) if asked)
@@ -138,9 +129,9 @@ def _outcome_states(args: argparse.Namespace) -> tuple[str, ...]:
     if args.url or args.dead or args.stuck:
         raise ConfigError("--failed, --skipped and --reason list URLs: give no URL, "
                           "--dead or --stuck with them")  # fmt: skip
-    if args.reason is not None and args.reason not in REASONS:
+    if args.reason is not None and args.reason not in errors.REASONS:
         raise ConfigError(f"--reason: unknown reason code {args.reason!r} "
-                          f"(one of {', '.join(sorted(REASONS))})")  # fmt: skip
+                          f"(one of {', '.join(sorted(errors.REASONS))})")  # fmt: skip
     return states or ("failed", "skipped")
 
 
