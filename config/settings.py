@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from functools import cache, partial
 from typing import Any, TypeVar
 
+from newsq import __version__
 from newsq.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///newsq.db"
@@ -335,7 +336,7 @@ class Settings:
         help="articles expected per window; sizes the index's compact hash buckets",
     )
     user_agent: str = text(
-        "newsq/0.1 (+https://github.com/newsq/newsq)",
+        f"newsq/{__version__}",
         help="the User-Agent sent (robots.txt is matched on `newsq`)",
     )
     log_format: str = choice(

@@ -1,4 +1,4 @@
-"""The ``newsq`` command line (see the README and CONTRACT.md for every command).
+"""The ``newsq`` command line (the README's "Commands" section has every command).
 
 Every expected failure (bad argument, unreachable broker or database, unreadable
 file) ends with one line on stderr and a non-zero exit, never a traceback.
@@ -64,12 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run the whole pipeline on a bundled sample site")
-    demo.add_argument("--workers", type=_positive, default=2)
-    demo.add_argument("--timeout", type=_seconds, default=300)
+    demo.add_argument("--workers", type=_positive, default=2,
+                      help="local worker processes (default 2)")  # fmt: skip
+    demo.add_argument("--timeout", type=_seconds, default=300, metavar="SECONDS",
+                      help="give up after this many seconds (default 300; exit 1)")  # fmt: skip
 
     run = sub.add_parser("run", help="enqueue, run local workers until done, summarise")
     _inputs(run)
-    run.add_argument("--workers", type=_positive, default=os.cpu_count() or 2)
+    run.add_argument("--workers", type=_positive, default=os.cpu_count() or 2,
+                     help="local worker processes (default: one per core)")  # fmt: skip
     run.add_argument("--timeout", type=_seconds, default=3600,
                      help="give up waiting after this many seconds (exit 1)")  # fmt: skip
     run.add_argument(
@@ -87,9 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     _inputs(enqueue)
 
     worker = sub.add_parser("worker", help="a Celery worker for the given queues")
-    worker.add_argument("--queues", default="fetch,process")
-    worker.add_argument("--concurrency", type=_positive, default=None)
-    worker.add_argument("--pool", choices=("prefork", "threads", "solo"), default=None)
+    worker.add_argument("--queues", default="fetch,process",
+                        help="queues to consume, comma-separated (default both)")  # fmt: skip
+    worker.add_argument("--concurrency", type=_positive, default=None,
+                        help="pool size (default: cores for prefork, 32 threads)")  # fmt: skip
+    worker.add_argument("--pool", choices=("prefork", "threads", "solo"), default=None,
+                        help="default: threads for fetch alone, else prefork")  # fmt: skip
     worker.add_argument("--beat", action="store_true",
                         help="also run Celery beat here (feed polls; one per cluster)")  # fmt: skip
     worker.add_argument("--broker-wait", type=_seconds, metavar="SECONDS",
@@ -97,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "many seconds of start (default: wait for ever)")  # fmt: skip
 
     fetch = sub.add_parser("fetch", help="fetch one URL; print the result as JSON")
-    fetch.add_argument("url")
+    fetch.add_argument("url", help="the URL to fetch")
 
     extract = sub.add_parser("extract", help="clean saved pages offline; JSON lines")
     extract.add_argument("files", nargs="+", metavar="FILE", help="HTML files ('-' for stdin)")
@@ -106,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write stored articles (JSON Lines by default)")
     export.add_argument("--out", metavar="FILE", help="output file (default stdout)")
     export.add_argument("--all", action="store_true", help="include duplicate copies")
-    export.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl")
+    export.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl",
+                        help="default jsonl; parquet needs the `parquet` extra")  # fmt: skip
     export.add_argument("--since", help="fetched at or after this ISO date/time")
     export.add_argument("--until", help="fetched before this ISO date/time")
     export.add_argument("--site", help="only this site")
@@ -114,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write kept raw pages (NEWSQ_KEEP_RAW=1) as WARC")  # fmt: skip
 
     status = sub.add_parser("status", help="URL counts by state, or one URL's state")
-    status.add_argument("url", nargs="?")
+    status.add_argument("url", nargs="?", help="one URL: its state, reason and story")
     status.add_argument("--dead", action="store_true", help="list URLs given up as poison")
     status.add_argument("--stuck", type=_seconds, metavar="SECONDS",
                         help="list URLs in a non-terminal state for longer than this")  # fmt: skip
@@ -126,14 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only URLs with this reason (alone: failed and skipped)")  # fmt: skip
 
     retry = sub.add_parser("retry", help="re-enqueue a failed URL, or every dead one")
-    retry.add_argument("url", nargs="?")
+    retry.add_argument("url", nargs="?", help="a failed URL to enqueue again")
     retry.add_argument("--dead", action="store_true", help="every URL given up as poison")
     retry.add_argument("--stuck", type=_seconds, metavar="SECONDS",
                        help="every URL in a non-terminal state for longer than this")  # fmt: skip
 
     stats = sub.add_parser("stats", help="queues, states, dedup ratio, failures")
     stats.add_argument("--once", action="store_true", help="print one table and exit")
-    stats.add_argument("--interval", type=_seconds, default=2.0)
+    stats.add_argument("--interval", type=_seconds, default=2.0, metavar="SECONDS",
+                       help="seconds between refreshes of the live view (default 2)")  # fmt: skip
 
     from newsq.workers.feeds_cmd import add_parsers as add_feeds_parsers
 

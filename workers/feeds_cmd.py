@@ -33,7 +33,7 @@ def add_parsers(sub: Any) -> None:
     actions = feeds.add_subparsers(dest="feeds_command", required=True, metavar="ACTION")
     add = actions.add_parser("add", help="register an RSS/Atom feed or a sitemap, due now; "
                              "again: change its intervals, keeping its history")  # fmt: skip
-    add.add_argument("url")
+    add.add_argument("url", help="the feed's or sitemap's URL")
     add.add_argument("--every", type=_duration, default=None, metavar="DURATION",
                      help="polling interval from now, e.g. 30s, 10m, 2h, 1d (default "
                           "NEWSQ_FEED_EVERY; for a feed already there, its own)")  # fmt: skip
@@ -46,7 +46,7 @@ def add_parsers(sub: Any) -> None:
     listing = actions.add_parser("list", help="the registered feeds, soonest due first")
     listing.add_argument("--json", action="store_true", help="one JSON object per feed")
     remove = actions.add_parser("remove", help="stop polling a feed")
-    remove.add_argument("url")
+    remove.add_argument("url", help="the feed's URL, as added")
     sub.add_parser("beat", help="the Celery beat that ticks feed polling (one per cluster)")
 
 
