@@ -224,6 +224,19 @@ def _redirect_to(h: _Handler) -> None:
     _redirect(h, parse_qs(urlsplit(h.path).query)["url"][0])
 
 
+def _raw(h: _Handler) -> None:
+    """``/raw/<status>/<hex>``: that status and, unchecked, the header bytes ``hex``
+    spells (the standard library's send_header would refuse most of them)."""
+    _, _, status, hexed = urlsplit(h.path).path.split("/", 3)
+    head = b"HTTP/1.1 %s Hostile\r\n%s" % (status.encode(), bytes.fromhex(hexed))
+    h.wfile.write(head + b"Content-Length: %d\r\n\r\n%s" % (len(PAGE), PAGE))
+
+
+def raw_path(status: int, *headers: bytes) -> str:
+    """The ``/raw/`` path answering ``status`` with ``headers`` (one line each, no CRLF)."""
+    return f"/raw/{status}/" + b"".join(line + b"\r\n" for line in headers).hex()
+
+
 ROUTES: dict[str, Callable[[_Handler], None]] = {
     "/ok": _ok,
     "/conditional": _conditional,
@@ -250,7 +263,11 @@ ROUTES: dict[str, Callable[[_Handler], None]] = {
     "/redirect-to": _redirect_to,
     "/robots.txt": _robots,
 }
-PREFIX_ROUTES: dict[str, Callable[[_Handler], None]] = {"/chain/": _chain, "/page/": _ok}
+PREFIX_ROUTES: dict[str, Callable[[_Handler], None]] = {
+    "/chain/": _chain,
+    "/page/": _ok,
+    "/raw/": _raw,
+}
 
 
 class HostileServer(ThreadingHTTPServer):

@@ -1,19 +1,29 @@
-"""The fetch stage against a real, hostile HTTP server on 127.0.0.1."""
+"""The fetch stage against a real, hostile HTTP server on 127.0.0.1.
+
+Hostile header values go through the server's ``/raw/`` route (header bytes sent as
+given), then a seeded fuzz feeds each parser a server's header reaches.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
-from hostile_server import HostileServer
+from hostile_server import HostileServer, raw_path
 
 from newsq import errors
 from newsq.config.settings import AllowPrivate, Settings
-from newsq.fetch.client import Fetcher, retry_after
+from newsq.fetch import client
+from newsq.fetch.client import Fetcher, ascii_int, retry_after
+from newsq.fetch.decoding import BodyError, BoundedDecoder, charset_codec, decode_html, media_type
+from newsq.fetch.netguard import Refused, prepare
 
 TIMEOUT = 2.0
+FUZZ_CASES = 3000
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +183,127 @@ def test_small_cap_counts_decompressed_bytes(server: HostileServer) -> None:
         bigger = dataclasses.replace(settings, max_bytes=10_000)
     with Fetcher(bigger) as ok:
         assert ok.fetch(server.url("/gzip-page")).ok
+
+
+# The header lines each case sends, and the outcome expected: (ok, reason, status).
+RAW_CASES = [
+    # Arabic-Indic and fullwidth digits: int() reads them, a server must not get that far
+    (503, ["Retry-After: ٣٠".encode(), b"Content-Type: text/html"], (False, "http_error", 503)),
+    (429, ["Retry-After: １２".encode(), b"Content-Type: text/html"], (False, "http_error", 429)),
+    (503, ["Retry-After: ²".encode(), b"Content-Type: text/html"], (False, "http_error", 503)),
+    (503, [b"Retry-After: Wed, 21 Oct 99999 07:28:00 GMT"], (False, "http_error", 503)),
+    # bytes-to-bytes codecs and IDNA as a charset: the page is decoded by detection
+    (200, [b"Content-Type: text/html; charset=zlib"], (True, None, 200)),
+    (200, [b"Content-Type: text/html; charset=base64"], (True, None, 200)),
+    (200, [b"Content-Type: text/html; charset=rot13"], (True, None, 200)),
+    (200, [b"Content-Type: text/html; charset=hex"], (True, None, 200)),
+    (200, [b"Content-Type: text/html; charset=punycode"], (True, None, 200)),
+    (200, [b"Content-Type: text/html; charset=idna"], (True, None, 200)),
+    # Location that is no URL
+    (302, [b"Location: http://[::1"], (False, "invalid_url", 302)),
+    (302, [b"Location: http://a:99999/"], (False, "invalid_url", 302)),
+    (302, [b"Location: http://a\x01b/"], (False, "invalid_url", 302)),
+    (302, ["Location: http://exa\u200bmple\u0301.com/".encode()], (False, "invalid_url", 302)),
+    (200, [b"Content-Type: text/html", "Content-Length: ٣".encode()], (False, None, None)),
+]
+
+
+@pytest.mark.parametrize(("status", "lines", "expected"), RAW_CASES)
+def test_hostile_header_ends_with_a_reason(
+    fetcher: Fetcher,
+    server: HostileServer,
+    status: int,
+    lines: list[bytes],
+    expected: tuple[bool, str | None, int | None],
+) -> None:
+    result = fetcher.fetch(server.url(raw_path(status, *lines)))
+    ok, reason, _ = expected
+    if reason is None and not ok:  # h11 refuses the framing: a lost connection, not a crash
+        assert (result.ok, result.reason) == (False, errors.CONNECTION_ERROR)
+    else:
+        assert (result.ok, result.reason, result.status) == expected
+    if ok:
+        assert result.text and "Hello." in result.text
+
+
+def test_strict_ascii_numbers() -> None:
+    assert retry_after("٣٠") is None and retry_after("１２") is None and retry_after("²") is None
+    assert retry_after(" 120 ") == 120.0
+    assert retry_after("9" * 25) == 1e25 and retry_after("9" * 31) is None
+    assert ascii_int("42") == 42 and ascii_int("٤٢") is None and ascii_int("-1") is None
+
+
+def test_charset_names_go_through_the_whatwg_list() -> None:
+    for name in ("zlib", "base64", "rot13", "hex", "punycode", "idna", "utf_8", "uu", "bz2"):
+        assert charset_codec(name) is None, name
+    assert charset_codec("iso-2022-kr") is None  # WHATWG's "replacement": never decoded
+    assert charset_codec(" LATIN1 ").name == "windows-1252"  # type: ignore[union-attr]
+    text, used = decode_html("café".encode("cp1252"), "zlib")
+    assert (text, used) == ("café", "cp1252")
+
+
+# -- fuzz ------------------------------------------------------------------------------
+
+_PIECES = [
+    "0", "9", "٣", "１", "²", " ", "\t", ";", ",", "=", '"', "'", "[", "]", ":", "/", "//",
+    "?", "#", "%", "@", "\\", "\x00", "\x7f", "\r", "é", "\u200b", "\ud800", "charset=",
+    "zlib", "base64", "utf-8", "punycode", "text/html", "gzip", "deflate", "http://",
+    "https://", "::1", "GMT", "Wed, 21 Oct 2015", "07:28:00", "-9999", "+2400", "W/",
+]  # fmt: skip
+
+
+def _header(rng: random.Random) -> str:
+    """A header value as httpx hands it over: bytes decoded as UTF-8, else Latin-1."""
+    if rng.random() < 0.5:
+        raw = bytes(rng.randrange(256) for _ in range(rng.randrange(40)))
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.decode("latin-1")
+    return "".join(rng.choice(_PIECES) for _ in range(rng.randrange(12)))
+
+
+def _fuzz(check: Callable[[str], object], seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(FUZZ_CASES):
+        value = _header(rng)
+        try:
+            check(value)
+        except Exception as exc:  # the assertion names the input
+            raise AssertionError(f"{check.__name__}({value!r}) raised {exc!r}") from exc
+
+
+def _content_type(value: str) -> None:
+    mtype, charset = media_type(value)
+    charset_codec(charset)
+    decode_html(b"<html><p>caf\xe9</p></html>", charset)
+    client.accepts("page", mtype)
+
+
+def _location(value: str) -> None:
+    with contextlib.suppress(client._Failed, Refused):
+        prepare(client._redirect_target("http://example.com/a/", value), AllowPrivate())
+
+
+def _content_encoding(value: str) -> None:
+    try:
+        decoder = BoundedDecoder(value, 1000)
+        decoder.feed(b"\x1f\x8b\x08\x00garbage")
+        decoder.flush()
+    except BodyError:
+        pass
+
+
+def _conditional(value: str) -> None:
+    sent = client._sendable({"If-None-Match": value, "If-Modified-Since": value})
+    for sent_value in sent.values():
+        sent_value.encode("ascii")
+
+
+@pytest.mark.parametrize(
+    "check",
+    [retry_after, ascii_int, _content_type, _location, _content_encoding, _conditional],
+    ids=lambda f: f.__name__.strip("_"),
+)
+def test_fuzzed_header_never_raises(check: Callable[[str], object]) -> None:
+    _fuzz(check, seed=15)

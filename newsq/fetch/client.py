@@ -91,6 +91,41 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme.lower(), parts.netloc.lower()
 
 
+def _redirect_target(current: str, location: str) -> str:
+    """The absolute URL a Location header points to; :class:`_Failed` when it is none."""
+    try:
+        return urljoin(current, location.strip())
+    except ValueError as exc:  # "http://[::1": urlsplit refuses it
+        raise _Failed(errors.INVALID_URL, f"bad Location {location[:200]!r}: {exc}") from None
+
+
+def _check_location(response: httpx.Response) -> None:
+    """Refuse a redirect whose Location httpx cannot read, before httpx itself raises a
+    protocol error for it (it builds the next request even when not following)."""
+    location = response.headers.get("location")
+    if response.status_code not in REDIRECT_STATUSES or location is None:
+        return
+    try:
+        url = httpx.URL(location)
+        if url.scheme and not url.host:
+            url = url.copy_with(host=response.request.url.host)
+        if url.is_relative_url:
+            response.request.url.join(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        detail = f"bad Location {location[:200]!r}: {exc}"
+        raise _Failed(errors.INVALID_URL, detail, response.status_code) from None
+
+
+def _sendable(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The caller's headers that can go on the wire as they are: an ETag a server sent
+    may hold bytes httpx cannot encode (it raises) or h11 refuses; those are dropped."""
+    return {
+        name: value
+        for name, value in (headers or {}).items()
+        if value.isascii() and value.isprintable() and name.isascii() and name.isprintable()
+    }
+
+
 def _elapsed_ms(start: float) -> int:
     return int((time.monotonic() - start) * 1000)
 
@@ -106,21 +141,34 @@ def accepts(kind: Kind, mtype: str | None) -> bool:
     return mtype.startswith("text/")
 
 
+def ascii_int(value: str | None) -> int | None:
+    """The number a header value of ASCII digits spells; None for anything else.
+
+    ``str.isdigit`` and ``int`` accept Arabic-Indic, fullwidth and superscript digits
+    (and ``int("²")`` raises), so neither is used on what a server sent.
+    """
+    value = (value or "").strip(" \t")
+    if not value or len(value) > 30 or not value.isascii() or not value.isdigit():
+        return None
+    return int(value)
+
+
 def retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds a Retry-After value (delta seconds or HTTP date) asks for; None if unreadable."""
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+    seconds = ascii_int(value)
+    if seconds is not None:
+        return float(seconds)
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value.strip())
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        at = when.timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):  # what a bad date raises
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
     now = time.time() if now is None else now
-    return max(0.0, when.timestamp() - now)
+    return max(0.0, at - now)
 
 
 class _PinnedTransport(httpx.HTTPTransport):
@@ -150,6 +198,7 @@ class Fetcher:
             transport=_PinnedTransport(self._backend, POOL_LIMITS),
             follow_redirects=False,
             trust_env=False,
+            event_hooks={"response": [_check_location]},
             headers={"User-Agent": settings.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
         )
 
@@ -181,7 +230,7 @@ class Fetcher:
         state = _Hop(url=url)
         try:
             with self._backend.deadline(start + self.settings.fetch_timeout):
-                result = self._follow(state, kind, dict(headers or {}), start)
+                result = self._follow(state, kind, _sendable(headers), start)
         except _Failed as exc:
             result = self._failure(state, start, exc.reason, str(exc), exc.status, exc.retry_after)
         except Refused as exc:
@@ -228,7 +277,7 @@ class Fetcher:
                 state.status = response.status_code
                 location = response.headers.get("location")
                 if response.status_code in REDIRECT_STATUSES and location:
-                    target = urljoin(state.current, location.strip())
+                    target = _redirect_target(state.current, location)
                     state.redirects += 1
                     if state.redirects > self.settings.max_redirects:
                         raise _Failed(errors.TOO_MANY_REDIRECTS, "redirect limit", state.status)
@@ -255,8 +304,8 @@ class Fetcher:
         mtype, charset = media_type(state.content_type)
         if not accepts(kind, mtype):
             raise _Failed(errors.BAD_CONTENT_TYPE, f"{mtype} is not a {kind} type", status)
-        declared = response.headers.get("content-length", "").strip()
-        if declared.isdigit() and int(declared) > self.settings.max_bytes:
+        declared = ascii_int(response.headers.get("content-length"))
+        if declared is not None and declared > self.settings.max_bytes:
             raise _Failed(errors.TOO_LARGE, f"Content-Length {declared} over the cap", status)
         # 3. stream the body, decompressing under the cap, until the deadline
         body = self._stream_body(response, start)

@@ -4,7 +4,8 @@ Decompression never produces more than the byte cap plus one chunk, whatever the
 ratio (a gzip bomb stops at the cap). Charset decoding tries, in order: the
 Content-Type charset, a ``<meta charset>`` / ``http-equiv`` declaration, a detected
 charset, then UTF-8 with replacement characters. A page whose declared charset is wrong
-or unknown keeps its text.
+or unknown keeps its text. A declared name is looked up in the WHATWG encoding label list
+only (:func:`charset_codec`), so a server cannot name ``zlib``, ``base64`` or ``idna``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import codecs
 import re
 import zlib
 from email.message import Message
+
+import webencodings
 
 from newsq import errors
 
@@ -93,6 +96,9 @@ def media_type(content_type: str | None) -> tuple[str | None, str | None]:
     """(media type, charset) of a Content-Type header value; (None, None) when absent."""
     if not content_type:
         return None, None
+    # A media type is ASCII; the email parser raises on a lone surrogate, so no
+    # other character reaches it.
+    content_type = content_type.encode("ascii", "replace").decode("ascii")
     msg = Message()
     msg["content-type"] = content_type
     mtype = msg.get_content_type().lower() if "/" in content_type.split(";")[0] else None
@@ -118,13 +124,15 @@ def meta_charset(body: bytes) -> str | None:
     return match.group(1).decode("ascii", "replace") if match else None
 
 
-def _codec(name: str | None) -> str | None:
-    if not name:
+def charset_codec(label: str | None) -> webencodings.Encoding | None:
+    """The WHATWG encoding a charset label names; None for unknown labels and for the
+    "replacement" encoding (labels of charsets browsers refuse to decode)."""
+    if not label or not label.isascii():  # every label is ASCII; this spares webencodings
+        return None  # a lone surrogate, which it cannot lower-case
+    encoding = webencodings.lookup(label)
+    if encoding is None or encoding.name == "replacement":
         return None
-    try:
-        return codecs.lookup(name).name
-    except LookupError:
-        return None
+    return encoding
 
 
 def _mostly_text(text: str) -> bool:
@@ -142,11 +150,11 @@ def decode_html(body: bytes, header_charset: str | None) -> tuple[str, str]:
     """
     if body.startswith(codecs.BOM_UTF8):
         return body[3:].decode("utf-8", "replace"), "utf-8"
-    for candidate in (_codec(header_charset), _codec(meta_charset(body))):
+    for candidate in (charset_codec(header_charset), charset_codec(meta_charset(body))):
         if candidate is None:
             continue
         try:
-            return body.decode(candidate), candidate
+            return candidate.codec_info.decode(body)[0], candidate.name
         except UnicodeDecodeError:
             continue  # declared charset is wrong: fall through to detection
     guess = _detect(body)
@@ -169,7 +177,8 @@ def _detect(body: bytes) -> str:
             from charset_normalizer import from_bytes
 
             best = from_bytes(body[:200_000]).best()
-            if best is not None and _codec(best.encoding):
+            # charset_normalizer names only text codecs of Python's own
+            if best is not None and _try(body[:0], best.encoding):
                 return best.encoding
         except ImportError:  # pragma: no cover - httpx normally brings it
             pass
@@ -180,5 +189,5 @@ def _try(body: bytes, charset: str) -> bool:
     try:
         body.decode(charset)
         return True
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, LookupError):
         return False
