@@ -186,6 +186,16 @@ def _feed(h: _Handler) -> None:
     h.send(200, b"<?xml version='1.0'?><rss><channel></channel></rss>", "application/rss+xml")
 
 
+def _body_naming(body: bytes, ctype: str) -> Callable[[_Handler], None]:
+    """A feed whose whole body names a local resource (a path, a file: URL)."""
+    return lambda h: h.send(200, body, ctype)
+
+
+def _body_is(h: _Handler) -> None:
+    """A feed whose body is the query's ``text``, as given: a path, a file: URL..."""
+    h.send(200, parse_qs(urlsplit(h.path).query)["text"][0].encode(), "application/rss+xml")
+
+
 def _status(code: int, **headers: str) -> Callable[[_Handler], None]:
     def handler(h: _Handler) -> None:
         h.send(code, b"<html>status</html>", "text/html", **headers)
@@ -255,6 +265,8 @@ ROUTES: dict[str, Callable[[_Handler], None]] = {
     "/no-type": _no_type,
     "/pdf": _pdf,
     "/feed": _feed,
+    "/feed-names-zero": _body_naming(b"/dev/zero", "application/xml"),
+    "/body-is": _body_is,
     "/404": _not_found,
     "/503": _status(503, Retry_After="7"),
     "/429": _status(429, Retry_After="Wed, 21 Oct 2099 07:28:00 GMT"),

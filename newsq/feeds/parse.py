@@ -5,10 +5,13 @@ Google News sitemaps, whose ``<url>`` entries carry a ``news:news`` block next t
 their ``<loc>``) are read with lxml, gzipped ones (``sitemap.xml.gz``) too. Only each
 entry's own ``<loc>`` counts, never ``image:loc`` or ``video:loc``. Parsing never
 raises: a body that is neither gives an empty :class:`FeedItems` with ``error`` set.
+Bodies are remote: every parser is handed their bytes (lxml) or a stream of them
+(feedparser), never a name it could open, and lxml never loads entities or DTDs.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import zlib
 from dataclasses import dataclass, field
@@ -87,7 +90,8 @@ def parse(body: bytes, base_url: str) -> FeedItems:
         sitemap = _parse_sitemap(body, base_url)
         if sitemap is not None:
             return sitemap
-    parsed = feedparser.parse(body)
+    # a stream, never bytes or str: feedparser opens a body that looks like a path or URL
+    parsed = feedparser.parse(io.BytesIO(body))
     links: list[str] = []
     for entry in parsed.entries:
         link = entry.get("link") or next(
