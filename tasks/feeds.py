@@ -9,6 +9,7 @@ is a lease, and the feed is due again when it runs out.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 import redis
 
@@ -29,17 +30,18 @@ def poll_feeds() -> int:
     except StoreUnavailable as exc:
         log.warning("due feeds not read: %s", exc)
         return 0
-    for url in claimed:
-        poll_feed_task.delay(url)
+    for url, due in claimed.items():
+        poll_feed_task.delay(url, due.isoformat())
     return len(claimed)
 
 
 @app.task(name=FEED_TASK)
-def poll_feed_task(url: str) -> int:
+def poll_feed_task(url: str, due: str | None = None) -> int:
     rt = runtime()
     try:
         poll = poll_feed(rt.store, rt.fetcher, rt.ledger, url, send=one_by_one(app),
-                         polite=rt.politeness)  # fmt: skip
+                         polite=rt.politeness,
+                         due=datetime.fromisoformat(due) if due else None)  # fmt: skip
     except (StoreUnavailable, redis.RedisError) as exc:
         log.warning("feed %s not polled: %s; due again when its lease ends", url, exc)
         return 0

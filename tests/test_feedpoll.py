@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -156,9 +156,10 @@ class Poller:
 
     def poll(self, url: str, polite: Politeness | None = None, wait: float = 10.0) -> FeedPoll:
         self.store.update_feed(url, {"next_due": utcnow() - timedelta(seconds=1)})
-        assert claim_due(self.store, self.settings) == [url]
+        claimed = claim_due(self.store, self.settings)
+        assert list(claimed) == [url]
         poll = poll_feed(self.store, self.fetcher, self.ledger, url, self.sent.append,
-                         polite, wait)  # fmt: skip
+                         polite, wait, due=claimed[url])  # fmt: skip
         assert poll is not None
         return poll
 
@@ -260,6 +261,34 @@ def test_interval_adapts_within_bounds(site: Site, poller: Poller) -> None:
     assert 60 < due <= 67.5
 
 
+def test_a_feed_is_polled_every_interval_not_every_interval_plus_a_tick(
+    site: Site, poller: Poller
+) -> None:
+    """Beat ticks every 30 s, a poll takes 2 s: a feed due every 60 s is polled at 0, 60,
+    120 s (scheduling from the poll's end gave 0, 90, 180 s)."""
+    feed = add_feed(poller.store, f"{site.base}/feed.xml", poller.settings, every=60,
+                    min_every=60, max_every=60)["url"]  # fmt: skip
+    t0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    poller.store.update_feed(feed, {"next_due": t0})
+    polled = []
+    for tick in range(0, 181, 30):
+        now = t0 + timedelta(seconds=tick)
+        for url, due in claim_due(poller.store, poller.settings, now=now).items():
+            poll_feed(poller.store, poller.fetcher, poller.ledger, url, poller.sent.append,
+                      due=due, now=now + timedelta(seconds=2))  # fmt: skip
+            polled.append(tick)
+    assert polled == [0, 60, 120, 180]
+
+    # over an interval late (the worker was down): the next poll is an interval from now
+    late = t0 + timedelta(seconds=600)
+    (due,) = claim_due(poller.store, poller.settings, now=late).values()
+    assert due == t0 + timedelta(seconds=240)
+    poll_feed(poller.store, poller.fetcher, poller.ledger, feed, poller.sent.append,
+              due=due, now=late + timedelta(seconds=2))  # fmt: skip
+    row = poller.store.get_feed(feed)
+    assert row is not None and due_in(row, now=late) == 62
+
+
 def test_a_feed_that_cannot_be_read_backs_off(site: Site, poller: Poller) -> None:
     feed = add_feed(poller.store, f"{site.base}/gone.xml", poller.settings, every=60)["url"]
     poll = poller.poll(feed)
@@ -294,7 +323,7 @@ def test_only_one_claimer_takes_a_due_feed(settings: Settings, database_url: str
 
         def claim() -> None:
             barrier.wait()
-            won.append(claim_due(store, settings))
+            won.append(list(claim_due(store, settings)))
 
         threads = [threading.Thread(target=claim) for _ in range(8)]
         for t in threads:
@@ -302,10 +331,10 @@ def test_only_one_claimer_takes_a_due_feed(settings: Settings, database_url: str
         for t in threads:
             t.join()
         assert sorted(won) == [[]] * 7 + [[url]]
-        assert claim_due(store, settings) == []
+        assert claim_due(store, settings) == {}
         # a claimer that died: the lease runs out and the feed is due again
         later = utcnow() + timedelta(seconds=settings.fetch_timeout * 5 + 61)
-        assert claim_due(store, settings, now=later) == [url]
+        assert list(claim_due(store, settings, now=later)) == [url]
     finally:
         store.close()
 
@@ -426,7 +455,8 @@ def test_worker_with_embedded_beat_polls_a_due_feed(site: Site, env: dict[str, s
                                                     settings: Settings, tmp_path: Path,
                                                     redis_client: redis.Redis) -> None:  # fmt: skip
     store = Store.from_url(settings.database_url)
-    feed = add_feed(store, f"{site.base}/feed.xml", settings, every=3600)["url"]
+    added = add_feed(store, f"{site.base}/feed.xml", settings, every=3600)
+    feed = added["url"]
     store.close()
     ledger = Ledger(redis_client, settings.key_prefix)
     expected = [f"{site.base}/news/{s}" for s in ("a", "b", "c")]
@@ -456,3 +486,6 @@ def test_worker_with_embedded_beat_polls_a_due_feed(site: Site, env: dict[str, s
     row = store.get_feed(feed)
     store.close()
     assert row is not None and row["polls"] == 1 and row["last_new"] == 3
+    # the tick handed the due time to the poll: the next is an interval after it
+    now = utcnow()
+    assert due_in(row, now=now) - due_in(added, now=now) == row["every_s"]

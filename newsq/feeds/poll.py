@@ -11,7 +11,9 @@ when its ``next_due`` has passed. One poll:
   3. parses the body (following a sitemap index's children) and enqueues only the URLs
      the ledger has not seen before;
   4. adapts the interval: halved when new items appeared, ×1.5 when none did (or the
-     poll failed), kept within the feed's ``[min_every_s, max_every_s]``.
+     poll failed), kept within the feed's ``[min_every_s, max_every_s]``; the next poll
+     is due that long after this one was due (not after it ran: a tick's lateness
+     does not add up), or after now when this poll was over an interval late.
 
 Nothing here knows Celery: ``send(url)`` hands one new URL to the fetch stage. Failures
 (unreachable feed, not a feed) are results with ``error`` set, never exceptions.
@@ -158,15 +160,26 @@ def remove_feed(store: Store, url: str) -> bool:
 # -- polling -------------------------------------------------------------------------
 
 
-def claim_due(store: Store, settings: Settings, now: datetime | None = None) -> list[str]:
-    """The due feeds this caller has claimed (others' claims are skipped), oldest due first."""
+def claim_due(store: Store, settings: Settings,
+              now: datetime | None = None) -> dict[str, datetime]:  # fmt: skip
+    """The due feeds this caller has claimed (others' claims are skipped), oldest due
+    first, each with the time it was due (the claim's lease replaces it in the store)."""
     now = now or utcnow()
     lease = now + timedelta(seconds=lease_seconds(settings))
-    return [
-        row["url"]
+    return {
+        row["url"]: _aware(row["next_due"])
         for row in store.list_feeds(due_before=now)
         if store.claim_feed(row["url"], now, lease)
-    ]
+    }
+
+
+def next_due(due: datetime | None, every: float, now: datetime) -> datetime:
+    """One interval after the time the feed was due, so a late tick does not stretch the
+    interval; one interval from ``now`` when the poll came over an interval late."""
+    step = timedelta(seconds=every)
+    if due is None or _aware(due) + step < now:
+        return now + step
+    return _aware(due) + step
 
 
 def conditional_headers(feed: Mapping[str, Any]) -> dict[str, str]:
@@ -181,8 +194,10 @@ def conditional_headers(feed: Mapping[str, Any]) -> dict[str, str]:
 
 def poll_feed(store: Store, fetcher: Fetcher, ledger: Ledger, url: str, send: Send,
               polite: Politeness | None = None, polite_wait: float = POLITE_WAIT_S,
+              *, due: datetime | None = None, now: datetime | None = None,
               ) -> FeedPoll | None:  # fmt: skip
-    """Poll one (claimed) feed and schedule its next poll.
+    """Poll one (claimed) feed and schedule its next poll, an interval after ``due`` (the
+    time :func:`claim_due` gave; without it, after ``now``, the current time by default).
 
     With ``polite``, the poll takes its host's politeness slot like any fetch (shared
     with the article fetches of that host, across workers), waiting up to
@@ -230,11 +245,11 @@ def poll_feed(store: Store, fetcher: Fetcher, ledger: Ledger, url: str, send: Se
         new, known = len(intake.new), len(intake.known)
     # 4. adapt the interval; keep the old validators unless the answer brought new ones
     every = next_interval(feed["every_s"], new, feed["min_every_s"], feed["max_every_s"])
-    now = utcnow()
+    now = now or utcnow()
     store.update_feed(url, {
         "kind": kind,
         "every_s": every,
-        "next_due": now + timedelta(seconds=every),
+        "next_due": next_due(due, every, now),
         "last_polled": now,
         "last_status": result.status,
         "last_new": new,
