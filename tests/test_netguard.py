@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -68,15 +71,84 @@ def test_names_are_not_numeric() -> None:
         "64:ff9b::7f00:1",
         "64:ff9b::a9fe:a9fe",
         "2002:7f00:1::",
+        # what is_global lets through
+        "fec0::1",  # site-local
+        "feff:ffff::1",
+        "ff0e::1",  # global-scope multicast
+        "239.255.255.250",
+        "3fff::1",  # documentation
+        # IPv4 inside IPv6, each form
+        "::ffff:169.254.169.254",  # mapped
+        "::10.0.0.1",  # compatible (deprecated)
+        "::8.8.8.8",
+        "2002:a00:1::1",  # 6to4 of 10.0.0.1
+        "2002:a9fe:a9fe::1",
+        "64:ff9b::10.0.0.1",  # NAT64 of 10.0.0.1
+        "64:ff9b::192.168.1.1",
+        "64:ff9b:1::808:808",  # local-use NAT64
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo
+        "2001:0:a00:1::1",
     ],
 )
 def test_non_public_addresses(address: str) -> None:
     assert not is_public(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["93.184.215.14", "8.8.8.8", "2606:4700::1111", "1.1.1.1"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "93.184.215.14",
+        "8.8.8.8",
+        "2606:4700::1111",
+        "1.1.1.1",
+        "::ffff:8.8.8.8",  # a public IPv4 address, however spelt
+        "64:ff9b::8.8.8.8",
+        "2002:808:808::1",
+    ],
+)
 def test_public_addresses(address: str) -> None:
     assert is_public(ipaddress.ip_address(address))
+
+
+_SITE_LOCAL_SERVER = """
+import socket, subprocess, sys
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+subprocess.run(["ip", "addr", "add", "fec0::1/128", "dev", "lo"], check=True)
+server = socket.create_server(("fec0::1", 8080), family=socket.AF_INET6)
+socket.create_connection(("fec0::1", 8080), timeout=1).close()  # it is reachable
+server.accept()[0].close()
+server.settimeout(0.2)
+from newsq.config.settings import Settings
+from newsq.fetch.client import Fetcher
+with Fetcher(Settings(fetch_timeout=2.0)) as fetcher:
+    print(fetcher.fetch("http://[fec0::1]:8080/").reason)
+    backend = fetcher._backend
+    try:
+        backend.connect_tcp("fec0::1", 8080, timeout=1)
+        print("connected")
+    except Exception as exc:
+        print(type(exc).__name__)
+try:
+    server.accept()
+    print("accepted a connection")
+except TimeoutError:
+    print("no connection")
+"""
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")
+def test_site_local_server_is_never_connected_to() -> None:
+    # fec0::1 on the loopback of a network namespace of its own: a real, reachable
+    # server at a site-local address, which the guard must refuse before connecting
+    run = subprocess.run(
+        ["unshare", "-rn", sys.executable, "-c", _SITE_LOCAL_SERVER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if run.returncode and "unshare" in run.stderr:
+        pytest.skip(f"no network namespace here: {run.stderr.strip()}")
+    assert run.stdout.split() == [errors.BLOCKED_ADDRESS, "BlockedAddress", "no", "connection"]
 
 
 def test_localhost_name_resolves_to_blocked_addresses() -> None:

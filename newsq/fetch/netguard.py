@@ -41,9 +41,18 @@ log = logging.getLogger(__name__)
 MAX_URL_LENGTH = 2048
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: an IPv4 address inside
+# What ``is_global`` (Python 3.11) calls global, or may, that no public server has.
+_NEVER_PUBLIC = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        "100.64.0.0/10",  # carrier-grade NAT (RFC 6598)
+        "::/96",  # IPv4-compatible, deprecated (RFC 4291): ::a.b.c.d
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): the embedding is the site's own
+        "fec0::/10",  # site-local, deprecated (RFC 3879) but routed on some networks
+        "3fff::/20",  # documentation (RFC 9637)
+    )
+)
 _NUMERIC_PART = re.compile(r"^(0[xX][0-9a-fA-F]*|[0-9]+)$")
 
 
@@ -89,37 +98,27 @@ def numeric_ipv4(host: str) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address(number)
 
 
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip.teredo is not None:
-        return ip.teredo[1]
-    return None
-
-
 def is_public(ip: IPAddress) -> bool:
-    """True when ``ip`` is a globally routable unicast address (and so is any IPv4 inside it)."""
+    """True when ``ip`` is globally routable unicast; the one test of every address.
+
+    An IPv6 address that carries an IPv4 one is judged by it too: IPv4-mapped and
+    NAT64 (64:ff9b::/96) by the IPv4 address alone, 6to4 (2002::/16) by both; Teredo
+    (2001::/32) is a tunnel to a client we cannot check and never public.
+    """
     if isinstance(ip, ipaddress.IPv6Address):
-        inner = _embedded_ipv4(ip)
-        if inner is not None and not is_public(inner):
+        if ip.ipv4_mapped is not None:
+            return is_public(ip.ipv4_mapped)
+        if ip in _NAT64:
+            return is_public(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if ip.sixtofour is not None and not is_public(ip.sixtofour):
             return False
-        if ip in _NAT64_LOCAL:
+        if ip.teredo is not None:
             return False
-    if ip in _CGNAT:
+    if any(ip in net for net in _NEVER_PUBLIC):
         return False
-    flags = (
-        ip.is_loopback,
-        ip.is_private,
-        ip.is_link_local,
-        ip.is_multicast,
-        ip.is_reserved,
-        ip.is_unspecified,
-    )
-    return ip.is_global and not any(flags)
+    # is_global holds for multicast and some reserved ranges, so those are asked too
+    unusable = ip.is_multicast or ip.is_reserved or ip.is_unspecified or ip.is_loopback
+    return ip.is_global and not (unusable or ip.is_private or ip.is_link_local)
 
 
 def check_address(ip: IPAddress, port: int, host: str, allow: AllowPrivate) -> None:
