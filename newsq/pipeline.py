@@ -194,7 +194,7 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
     if wait > 0:
         rt.ledger.move(url, QUEUED)
         rt.metrics.throttled(host)
-        return Step("wait", countdown=wait)
+        return Step("wait", countdown=wait, state=QUEUED)
     try:
         started = time.perf_counter()
         with rt.pool.network_wait():  # another task may start meanwhile

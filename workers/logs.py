@@ -14,7 +14,8 @@ import logging
 import sys
 import time
 
-NOISY = ("httpx", "httpcore", "trafilatura", "htmldate", "courlan", "charset_normalizer")
+NOISY = ("httpx", "httpcore", "trafilatura", "htmldate", "courlan", "charset_normalizer",
+         "alembic")  # fmt: skip
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(task_tag)s: %(message)s"
 
 

@@ -26,9 +26,10 @@ from typing import Any
 
 from celery import Celery, signals
 
-from newsq.config.celery import FETCH_QUEUE, PROCESS_QUEUE, QUEUES, task_annotations
+from newsq.config.celery import FETCH_QUEUE, FETCH_TASK, PROCESS_QUEUE, QUEUES, task_annotations
 from newsq.config.settings import Settings, get_settings
 from newsq.errors import ConfigError
+from newsq.records import QUEUED
 from newsq.workers.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,33 @@ THREADS_DEFAULT = 32
 GC_THRESHOLD = (50_000, 50, 100)
 
 
+class _PutOffAtDebug(logging.Filter):
+    """Celery's "Task newsq.fetch[...] succeeded in 0.005s" for a fetch put off until its
+    host's turn (it only sent itself again, and the URL is ``queued``) is noise at INFO:
+    the line goes out at DEBUG. Every other success, and every failure, is left as is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        data = getattr(record, "data", None)  # celery.app.trace's context of the line
+        if (
+            record.levelno != logging.INFO
+            or not isinstance(data, dict)
+            or data.get("name") != FETCH_TASK
+            or data.get("return_value") != repr(QUEUED)
+        ):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+_PUT_OFF_AT_DEBUG = _PutOffAtDebug()  # one instance: addFilter adds it once, however often
+
+
 @signals.setup_logging.connect
 @signals.celeryd_init.connect  # earlier: Celery warns (running as root, ...) before set-up
 def _logging(**_: Any) -> None:
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_format)
+    logging.getLogger("celery.app.trace").addFilter(_PUT_OFF_AT_DEBUG)
 
 
 @signals.import_modules.connect
