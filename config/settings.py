@@ -173,6 +173,19 @@ def text(default: _Str, *, help: str) -> _Str:
     return setting(default, help=help, kind="text", parse=lambda e, r: r)
 
 
+def _header_value(env: str, raw: str) -> str:
+    # httpx sends header values as ASCII (it raises on any other) and h11 refuses
+    # control characters: every fetch would fail
+    if not raw.isascii() or not raw.isprintable():
+        raise ConfigError(f"{env}: {raw!r} must be printable ASCII (it is an HTTP header)")
+    return raw
+
+
+def header_text(default: _Str, *, help: str) -> _Str:
+    """Text sent as an HTTP header value."""
+    return setting(default, help=help, kind="text", parse=_header_value)
+
+
 def choice(default: str, choices: tuple[str, ...], *, help: str) -> str:
     """One of ``choices``, given in any case, spelled as declared."""
     by_key = {c.lower(): c for c in choices}
@@ -335,7 +348,7 @@ class Settings:
         minimum=1,
         help="articles expected per window; sizes the index's compact hash buckets",
     )
-    user_agent: str = text(
+    user_agent: str = header_text(
         f"newsq/{__version__}",
         help="the User-Agent sent (robots.txt is matched on `newsq`)",
     )

@@ -247,6 +247,15 @@ def raw_path(status: int, *headers: bytes) -> str:
     return f"/raw/{status}/" + b"".join(line + b"\r\n" for line in headers).hex()
 
 
+def _cookie(h: _Handler) -> None:
+    """A page that sets a new 1 kB cookie each time and shows the Cookie header it got."""
+    sent = h.headers.get("Cookie") or ""
+    h.server.cookie_headers.append(sent)
+    body = b"<html><body><p>Hello.</p><p>cookies: %d</p></body></html>" % len(sent)
+    name = f"c{len(h.server.cookie_headers)}"
+    h.send(200, body, "text/html", Set_Cookie=f"{name}={'v' * 1000}; Path=/")
+
+
 ROUTES: dict[str, Callable[[_Handler], None]] = {
     "/ok": _ok,
     "/conditional": _conditional,
@@ -274,6 +283,7 @@ ROUTES: dict[str, Callable[[_Handler], None]] = {
     "/loop-b": lambda h: _redirect(h, "/loop-a"),
     "/redirect-to": _redirect_to,
     "/robots.txt": _robots,
+    "/cookie": _cookie,
 }
 PREFIX_ROUTES: dict[str, Callable[[_Handler], None]] = {
     "/chain/": _chain,
@@ -295,6 +305,7 @@ class HostileServer(ThreadingHTTPServer):
         self.robots = robots
         self.connections = 0
         self.requests: list[tuple[float, str]] = []
+        self.cookie_headers: list[str] = []  # the Cookie header of each /cookie request
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 

@@ -17,6 +17,7 @@ from hostile_server import HostileServer, raw_path
 
 from newsq import errors
 from newsq.config.settings import AllowPrivate, Settings
+from newsq.errors import ConfigError
 from newsq.fetch import client
 from newsq.fetch.client import Fetcher, ascii_int, retry_after
 from newsq.fetch.decoding import BodyError, BoundedDecoder, charset_codec, decode_html, media_type
@@ -307,3 +308,19 @@ def _conditional(value: str) -> None:
 )
 def test_fuzzed_header_never_raises(check: Callable[[str], object]) -> None:
     _fuzz(check, seed=15)
+
+
+def test_no_cookie_is_kept_or_sent(fetcher: Fetcher, server: HostileServer) -> None:
+    # a site setting a cookie on every page grew the Cookie header of every later
+    # request, to any site, for the worker's life
+    for _ in range(3):
+        assert fetcher.fetch(server.url("/cookie")).ok
+    assert server.cookie_headers[-3:] == ["", "", ""]
+
+
+@pytest.mark.parametrize(
+    "agent", ["newsq/1\nX-Injected: 1", "newsq/1\rX: 1", "newsq\x00", "newsq é"]
+)
+def test_a_user_agent_that_cannot_be_a_header_is_refused(agent: str) -> None:
+    with pytest.raises(ConfigError, match=r"^NEWSQ_USER_AGENT: .* must be printable ASCII"):
+        Settings.from_env({"NEWSQ_USER_AGENT": agent})

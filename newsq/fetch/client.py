@@ -18,9 +18,10 @@ from __future__ import annotations
 import email.utils
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
+from http.cookiejar import Cookie, CookieJar, CookiePolicy
 from typing import Literal
 from urllib.parse import urljoin, urlsplit
 
@@ -46,6 +47,9 @@ Kind = Literal["page", "feed", "robots"]
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+GZIP_TYPES = frozenset({"application/gzip", "application/x-gzip", "application/octet-stream"})
+"""Types a gzipped sitemap (``sitemap.xml.gz``) is served as; its body must be gzip."""
+GZIP_MAGIC = b"\x1f\x8b"
 KEPT_HEADERS = ("etag", "last-modified", "cache-control", "expires", "content-language")
 POOL_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=30)
 _ACCEPT = {
@@ -81,6 +85,8 @@ class _Hop:
     status: int | None = None
     content_type: str | None = None
     redirects: int = 0
+    deadline: float = 0.0
+    """When the whole fetch ends (``time.monotonic()``)."""
 
     def __post_init__(self) -> None:
         self.current = self.current or self.url
@@ -137,7 +143,7 @@ def accepts(kind: Kind, mtype: str | None) -> bool:
     if kind == "page":
         return mtype in PAGE_TYPES
     if kind == "feed":
-        return mtype.startswith("text/") or "xml" in mtype or "json" in mtype
+        return mtype.startswith("text/") or "xml" in mtype or "json" in mtype or mtype in GZIP_TYPES
     return mtype.startswith("text/")
 
 
@@ -171,6 +177,27 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     return max(0.0, at - now)
 
 
+class _NoCookies(CookiePolicy):
+    """Keep no cookie and send none: one client serves every site for the worker's life,
+    and a site setting cookies on each page would grow every later request's header."""
+
+    netscape = True
+    rfc2965 = False
+    hide_cookie2 = True
+
+    def set_ok(self, cookie: Cookie, request: object) -> bool:
+        return False
+
+    def return_ok(self, cookie: Cookie, request: object) -> bool:
+        return False
+
+    def domain_return_ok(self, domain: str, request: object) -> bool:
+        return False
+
+    def path_return_ok(self, path: str, request: object) -> bool:
+        return False
+
+
 class _PinnedTransport(httpx.HTTPTransport):
     """httpx's transport over a connection pool that connects through ``backend``."""
 
@@ -199,6 +226,7 @@ class Fetcher:
             follow_redirects=False,
             trust_env=False,
             event_hooks={"response": [_check_location]},
+            cookies=CookieJar(_NoCookies()),
             headers={"User-Agent": settings.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
         )
 
@@ -218,8 +246,15 @@ class Fetcher:
         *,
         kind: Kind = "page",
         headers: Mapping[str, str] | None = None,
+        deadline: float | None = None,
+        before_hop: Callable[[str], None] | None = None,
     ) -> FetchResult:
         """Fetch ``url``; never raises for network or HTTP outcomes.
+
+        ``deadline`` (a ``time.monotonic()`` time) ends the fetch before
+        ``fetch_timeout`` would; ``before_hop(url)`` runs before each redirect hop is
+        requested (feed discovery takes the hop's politeness slot there) and may raise
+        :class:`~newsq.fetch.netguard.Refused` to end the fetch with its reason.
 
         On failure returns a result with ``ok=False`` and a contract reason code
         (``invalid_url``, ``blocked_address``, ``timeout``, ``connection_error``,
@@ -227,10 +262,11 @@ class Fetcher:
         ``decode_error``).
         """
         start = time.monotonic()
-        state = _Hop(url=url)
+        end = start + self.settings.fetch_timeout
+        state = _Hop(url=url, deadline=end if deadline is None else min(end, deadline))
         try:
-            with self._backend.deadline(start + self.settings.fetch_timeout):
-                result = self._follow(state, kind, _sendable(headers), start)
+            with self._backend.deadline(state.deadline):
+                result = self._follow(state, kind, _sendable(headers), start, before_hop)
         except _Failed as exc:
             result = self._failure(state, start, exc.reason, str(exc), exc.status, exc.retry_after)
         except Refused as exc:
@@ -258,14 +294,21 @@ class Fetcher:
     # -- internals -------------------------------------------------------------------
 
     def _follow(
-        self, state: _Hop, kind: Kind, headers: dict[str, str], start: float
+        self,
+        state: _Hop,
+        kind: Kind,
+        headers: dict[str, str],
+        start: float,
+        before_hop: Callable[[str], None] | None,
     ) -> FetchResult:
         # 1. validate and follow redirects by hand, checking every hop
         seen = {state.url}
         first_origin = _origin(state.url)
-        deadline = start + self.settings.fetch_timeout
+        deadline = state.deadline
         while True:
             state.current = prepare(state.current, self.settings.allow_private)
+            if state.redirects and before_hop is not None:
+                before_hop(state.current)
             # the caller's headers (conditional GET) only go to the site they were meant for
             hop_headers = {"Accept": _ACCEPT[kind]}
             if _origin(state.current) == first_origin:
@@ -308,7 +351,9 @@ class Fetcher:
         if declared is not None and declared > self.settings.max_bytes:
             raise _Failed(errors.TOO_LARGE, f"Content-Length {declared} over the cap", status)
         # 3. stream the body, decompressing under the cap, until the deadline
-        body = self._stream_body(response, start)
+        body = self._stream_body(response, state.deadline)
+        if kind == "feed" and mtype in GZIP_TYPES and not body.startswith(GZIP_MAGIC):
+            raise _Failed(errors.BAD_CONTENT_TYPE, f"{mtype} body is not gzip", status)
         # 4. decode
         text = None
         if kind == "page":
@@ -321,8 +366,7 @@ class Fetcher:
             return self._success(state, start, b"", text, kept, size=len(body))
         return self._success(state, start, body, None, kept)
 
-    def _stream_body(self, response: httpx.Response, start: float) -> bytes:
-        deadline = start + self.settings.fetch_timeout
+    def _stream_body(self, response: httpx.Response, deadline: float) -> bytes:
         decoder = BoundedDecoder(response.headers.get("content-encoding"), self.settings.max_bytes)
         pieces: list[bytes] = []
         try:
