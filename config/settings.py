@@ -18,9 +18,12 @@ from functools import cache, partial
 from typing import Any, TypeVar
 
 from newsq import __version__
+from newsq.clean.limits import MAX_ELEMENTS, TIME_BUDGET
 from newsq.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///newsq.db"
+DAYS_MINIMUM = 0.00001
+"""The shortest time window in days (under a second): tests compress months into minutes."""
 
 _T = TypeVar("_T")
 _Int = TypeVar("_Int", bound=int | None)
@@ -316,8 +319,20 @@ class Settings:
     process_time_limit: float = number(
         120.0, minimum=1, help="soft time limit of one clean/dedup/store task in seconds"
     )  # the hard limit is 30 s more
+    clean_max_elements: int = integer(
+        MAX_ELEMENTS,
+        minimum=1,
+        help="most HTML elements in a page the clean stage works on (and 4 `<` per element "
+        "in its markup, counted before parsing); a page over it ends `skipped`/`too_complex`",
+    )
+    clean_time_budget: float = number(
+        TIME_BUDGET,
+        minimum=0.001,
+        help="seconds the clean stage may spend on one page, checked between its passes; "
+        "a page over it ends `skipped`/`too_complex`",
+    )
     dedup_window_days: float = number(
-        30.0, minimum=0.001, help="how long the dedup index remembers a story"
+        30.0, minimum=DAYS_MINIMUM, help="how long the dedup index remembers a story"
     )
     boilerplate_min_pages: int = integer(
         5,
@@ -330,7 +345,13 @@ class Settings:
         help="distinct pages a site must have before template paragraphs are dropped",
     )
     boilerplate_ttl_days: float = number(
-        14.0, minimum=0.001, help="how long per-site paragraph fingerprints are kept"
+        14.0, minimum=DAYS_MINIMUM, help="how long per-site paragraph fingerprints are kept"
+    )
+    ledger_retention_days: float = number(
+        7.0,
+        minimum=DAYS_MINIMUM,
+        help="how long a URL's ledger entry stays in Redis after it reached a terminal "
+        "state (the store keeps the outcome for good)",
     )
     dedup_jaccard: float = number(
         0.5,
@@ -379,6 +400,25 @@ class Settings:
         86400.0,
         minimum=1,
         help="longest adaptive interval of a feed added without `--max` (seconds)",
+    )
+    discovery_max_urls: int = integer(
+        100_000,
+        minimum=1,
+        help="most article URLs one feed or sitemap (with its child sitemaps) gives",
+    )
+    discovery_max_depth: int = integer(
+        3, help="levels of sitemap indexes followed below a sitemap given or polled"
+    )
+    discovery_max_requests: int = integer(
+        200,
+        minimum=1,
+        help="most requests (child sitemaps and redirect hops included) the discovery "
+        "of one feed or sitemap makes",
+    )
+    discovery_timeout: float = number(
+        120.0,
+        minimum=0.001,
+        help="seconds the discovery of one feed or sitemap may take, politeness waits included",
     )
     celery_config: str | None = text(
         None,

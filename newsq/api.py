@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from newsq.config.settings import Settings
@@ -22,15 +23,18 @@ if TYPE_CHECKING:
     from newsq.ledger import Ledger
     from newsq.records import Article, Drop
 
-# the ledger keeps every field as text; these are numbers
+# the ledger keeps every field as text; these are numbers, and these times (epoch s)
 _INT_FIELDS = ("attempts", "deliveries")
-_FLOAT_FIELDS = ("similarity", "t_enq", "t_start", "t_upd", "t_done")
+_FLOAT_FIELDS = ("similarity",)
+_TIME_FIELDS = ("t_enq", "t_start", "t_upd", "t_done")
 
 
 def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
-            url_files: Iterable[str] = (), settings: Settings | None = None) -> Intake:  # fmt: skip
+            url_files: Iterable[str] = (), settings: Settings | None = None,
+            timeout: float | None = None) -> Intake:  # fmt: skip
     """Enqueue article URLs, the items of RSS/Atom feeds or sitemaps, and URL files
-    (one URL a line), as ``newsq enqueue`` does.
+    (one URL a line), as ``newsq enqueue`` does; reading the feeds stops after
+    ``timeout`` seconds (each feed has its ``NEWSQ_DISCOVERY_*`` bounds too).
 
     Returns the :class:`~newsq.feeds.intake.Intake`: ``new`` (normalised, sent to the
     fetch queue), ``known`` (enqueued before, not sent again), ``invalid`` (recorded as
@@ -41,6 +45,7 @@ def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
     from newsq.feeds.intake import gather
     from newsq.feeds.send import send_fetches
     from newsq.fetch.client import Fetcher
+    from newsq.fetch.politeness import Politeness
     from newsq.store.database import Store
 
     settings = settings or Settings.from_env()
@@ -51,7 +56,10 @@ def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
         stack.callback(fetcher.close)
         app = make_app(settings)
         stack.callback(app.close)
-        raw, problems = gather(fetcher, list(feeds), list(url_files), _listed(urls))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        polite = Politeness(ledger.redis, settings)
+        raw, problems = gather(fetcher, list(feeds), list(url_files), _listed(urls),
+                               polite=polite, deadline=deadline)  # fmt: skip
         new: list[str] = []
         intake = enqueue_urls(ledger, store, raw, send=new.append)
         send_fetches(app, new, settings.fetch_batch)
@@ -61,18 +69,24 @@ def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
 
 def status(url: str, *, settings: Settings | None = None) -> dict[str, Any] | None:
     """What became of ``url`` (normalised first): ``state``, ``reason``, ``story_id``,
-    ``duplicate_of``, ``similarity`` and the ledger's counts and times; None when it
-    was never enqueued. Without a broker the store alone answers (terminal outcomes)."""
-    from newsq.store.database import Store
+    ``duplicate_of``, ``similarity``, the ledger's counts and times (ISO 8601, UTC) and
+    ``live`` (whether the ledger still holds it); None when it was never enqueued.
+
+    The store answers for a URL whose ledger entry expired, and, without a broker, for
+    every terminal outcome. A store that is not there is not made.
+    """
+    from newsq.store.database import Store, missing_store
     from newsq.urls import normalize_or_none
 
     settings = settings or Settings.from_env()
     url = normalize_or_none(url) or url
-    store = Store.from_url(settings.database_url)
-    try:
-        record = store.url_record(url)
-    finally:
-        store.close()
+    record = None
+    if missing_store(settings.database_url) is None:
+        store = Store.from_url(settings.database_url, create=False)
+        try:
+            record = store.url_record(url)
+        finally:
+            store.close()
     live = None
     if settings.broker_url:
         with connect_ledger(settings, "newsq.status()") as ledger:
@@ -85,6 +99,7 @@ def status(url: str, *, settings: Settings | None = None) -> dict[str, Any] | No
     fresh = live is not None and live.get("state") not in TERMINAL
     for source in (live or {},) if fresh else (record or {}, live or {}):
         out.update({k: v for k, v in _typed(source).items() if v not in (None, "")})
+    out["live"] = live is not None
     return out
 
 
@@ -108,15 +123,18 @@ def wait(urls: Iterable[str], *, timeout: float | None = None, settings: Setting
     return {url: states[normal[url]] for url in given}
 
 
-def extract(html: str | bytes, url: str | None = None) -> Article | Drop:
+def extract(html: str | bytes, url: str | None = None, *,
+            settings: Settings | None = None) -> Article | Drop:  # fmt: skip
     """Clean one page offline, as ``newsq extract`` does: its article (text, title,
     author, date, language, site), or a :class:`~newsq.records.Drop` saying why there
-    is none. Bytes are read as UTF-8; ``url`` resolves links and names the site."""
+    is none. Bytes are read as UTF-8; ``url`` resolves links and names the site; the
+    page's bounds are ``settings``' ``NEWSQ_CLEAN_*``."""
     from newsq.clean.extract import extract as clean
+    from newsq.clean.limits import CleanLimits
 
     if isinstance(html, bytes):
         html = html.decode("utf-8", errors="replace")
-    return clean(html, url)
+    return clean(html, url, CleanLimits.from_settings(settings or Settings.from_env()))
 
 
 def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
@@ -163,7 +181,7 @@ def connect_ledger(settings: Settings, caller: str) -> Iterator[Ledger]:
     client = redis.Redis.from_url(settings.broker_url)
     try:
         client.ping()
-        yield Ledger(client, settings.key_prefix)
+        yield Ledger(client, settings.key_prefix, retention_days=settings.ledger_retention_days)
     finally:
         client.close()
 
@@ -173,11 +191,24 @@ def _listed(urls: Iterable[str]) -> list[str]:
 
 
 def _typed(fields: dict[str, Any]) -> dict[str, Any]:
-    """The ledger's string fields as the numbers they are."""
+    """The ledger's string fields as the numbers they are; every time (the ledger's
+    epoch seconds, the store's datetimes) in ISO 8601, UTC."""
     out = dict(fields)
     for names, kind in ((_INT_FIELDS, int), (_FLOAT_FIELDS, float)):
         for name in names:
             if isinstance(out.get(name), str) and out[name]:
                 with suppress(ValueError):
                     out[name] = kind(out[name])
+    for name in _TIME_FIELDS:
+        if isinstance(out.get(name), str) and out[name]:
+            with suppress(ValueError, OverflowError):
+                out[name] = iso_time(datetime.fromtimestamp(float(out[name]), UTC))
+    for name, value in out.items():
+        if isinstance(value, datetime):
+            out[name] = iso_time(value)
     return out
+
+
+def iso_time(when: datetime) -> str:
+    """``when`` in ISO 8601, UTC (``...+00:00``); a naive one is UTC (SQLite keeps those)."""
+    return (when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)).isoformat()

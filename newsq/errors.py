@@ -48,16 +48,21 @@ DECODE_ERROR: Final = "decode_error"
 NO_CONTENT: Final = "no_content"
 POISON: Final = "poison"
 RATE_LIMITED: Final = "rate_limited"  # in the contract's list; no fetch outcome gives it now
+TOO_COMPLEX: Final = "too_complex"  # a page over the clean stage's bounds (newsq.clean.limits)
 
 REASONS: Final = frozenset({
     INVALID_URL, BLOCKED_ADDRESS, ROBOTS_DISALLOWED, RATE_LIMITED, TIMEOUT, CONNECTION_ERROR,
     TOO_MANY_REDIRECTS, HTTP_ERROR, TOO_LARGE, BAD_CONTENT_TYPE, DECODE_ERROR, NO_CONTENT,
-    POISON,
+    POISON, TOO_COMPLEX,
 })  # fmt: skip
 """The reason codes a failed or skipped URL can carry (the contract's list)."""
+
+DISCOVERY_LIMIT: Final = "discovery_limit"
+"""Not a URL's reason: a feed or sitemap whose discovery stopped at one of its bounds
+(``NEWSQ_DISCOVERY_*``, or ``newsq run --timeout``); the URLs found until then go on."""
 
 # Outcomes worth another attempt. An http_error is retryable only for 429 and 5xx,
 # which the fetch result tells by its status.
 RETRYABLE_REASONS: Final = frozenset({TIMEOUT, CONNECTION_ERROR})
-SKIP_REASONS: Final = frozenset({ROBOTS_DISALLOWED, BAD_CONTENT_TYPE, NO_CONTENT})
+SKIP_REASONS: Final = frozenset({ROBOTS_DISALLOWED, BAD_CONTENT_TYPE, NO_CONTENT, TOO_COMPLEX})
 """Reasons that end a URL as ``skipped`` (a policy or content outcome, not a failure)."""

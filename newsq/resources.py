@@ -92,7 +92,9 @@ class Runtime:
 
     @property
     def ledger(self) -> Ledger:
-        return self._get("ledger", lambda: Ledger(self.redis, self.settings.key_prefix))
+        retention = self.settings.ledger_retention_days
+        return self._get("ledger", lambda: Ledger(self.redis, self.settings.key_prefix,
+                                                  retention_days=retention))  # fmt: skip
 
     @property
     def store(self) -> Store:
@@ -134,9 +136,10 @@ class Runtime:
     def extract(self, html: str, url: str) -> Article | Drop:
         """The clean stage on ``html``; threads of one process take turns."""
         from newsq.clean.extract import extract
+        from newsq.clean.limits import CleanLimits
 
         with self._extracting:
-            return extract(html, url)
+            return extract(html, url, CleanLimits.from_settings(self.settings))
 
     def on_cpu(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` on the CPU lane of the process's pool when it has one (newsq's

@@ -12,6 +12,9 @@
 5. continuation chunks: when the body is cut into sibling containers and trafilatura
    kept one, the long paragraphs of the others are added (``newsq.clean.chunks``)
 6. a length check: too little text left means the page has no article
+
+Before 1 and between the passes, the page's bounds (``newsq.clean.limits``) are
+checked: a page over one ends as ``Drop(too_complex)``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from trafilatura.xml import xmltotxt
 from newsq import errors
 from newsq.clean import second_opinion
 from newsq.clean.chunks import add_continuations
+from newsq.clean.limits import Budget, CleanLimits, TooComplex
 from newsq.clean.metadata import extract_metadata
 from newsq.clean.rules import Norms, clean_body, link_texts
 from newsq.records import Article, Drop
@@ -130,15 +134,17 @@ def parse(html: str) -> HtmlElement | None:
     return tree if isinstance(tree, HtmlElement) else None
 
 
-def main_text(tree: HtmlElement, url: str | None, title: str | None) -> str:
+def main_text(tree: HtmlElement, url: str | None, title: str | None, budget: Budget) -> str:
     """The cleaned main text of ``tree`` (neither extractor changes it), ``""`` if none.
 
     When lists or tables still hold a good share of the cleaned body, readability's
     text of the same tree is asked for and taken if it is ours minus furniture (``second_opinion``).
     Paragraphs of the article's continuation chunks are then added (``clean_chunks``).
+    Raises :class:`TooComplex` when ``budget`` is spent before a pass.
     """
     norms = Norms()  # strings of this page normalised once, shared by the rules below
     links = link_texts(tree)  # from the whole page, before trafilatura strips the links
+    budget.check("trafilatura")
     document = trafilatura.bare_extraction(
         tree,
         url=url,
@@ -154,28 +160,43 @@ def main_text(tree: HtmlElement, url: str | None, title: str | None) -> str:
     if removed:
         LOGGER.debug("url=%s post-clean removed %s", url, dict(removed))
     text = xmltotxt(body, include_formatting=False).strip()
+    budget.check("the second opinion")
     if text and second_opinion.is_suspicious(body):
         chosen = second_opinion.choose(text, second_opinion.readability_text(tree, url))
         if chosen is not text:
             LOGGER.debug("url=%s readability's tighter text taken", url)
         text = chosen
+    budget.check("continuations")
     return add_continuations(tree, text, norms) if text else text
 
 
-def extract(html: str, url: str | None = None) -> Article | Drop:
+def extract(html: str, url: str | None = None, limits: CleanLimits | None = None) -> Article | Drop:
     """The article of one page, or ``Drop(no_content)`` when it has none.
 
     Pure and offline: no network, no Redis. Never raises on bad markup; an empty,
-    non-HTML or article-less page gives a ``Drop`` with a detail saying which.
+    non-HTML or article-less page gives a ``Drop`` with a detail saying which, a page
+    over ``limits`` (the defaults when None) ``Drop(too_complex)``.
     """
-    # 1. one parse
+    limits = limits or CleanLimits()
+    try:
+        return _extract(html, url, limits)
+    except TooComplex as exc:
+        LOGGER.info("url=%s too complex: %s", url, exc)
+        return Drop(errors.TOO_COMPLEX, str(exc))
+
+
+def _extract(html: str, url: str | None, limits: CleanLimits) -> Article | Drop:
+    budget = limits.budget()
+    # 1. one parse, of markup and a tree within the bounds
+    limits.check_markup(html)
     tree = parse(html)
     if tree is None:
         return Drop(errors.NO_CONTENT, "empty or not HTML")
+    limits.check_tree(tree)
     # 2. metadata, read before trafilatura prunes its copy of the tree
     meta = extract_metadata(tree, url)
     # 3. main text, post-cleaned, with a second opinion on suspicious pages
-    text = main_text(tree, url, meta.title)
+    text = main_text(tree, url, meta.title, budget)
     # 4. length check
     if len(text) < MIN_TEXT_CHARS:
         LOGGER.info("url=%s no article: %d characters of main text", url, len(text))

@@ -7,7 +7,9 @@ Sources are tried from the most to the least explicit:
 3. markup heuristics (``<time datetime>``, ``itemprop``, ``<h1>``, ``<title>``, ``<html lang>``)
 
 Every function here reads the tree without changing it and returns ``None`` for what
-it cannot find; nothing raises on malformed markup or JSON.
+it cannot find; nothing raises on malformed markup or JSON (deeply nested JSON-LD is
+skipped). Each field is capped at a sane length (``TITLE_MAX`` ...): a longer value is
+cut at a word and ends in "…"; a longer canonical URL is not taken.
 """
 
 from __future__ import annotations
@@ -63,6 +65,15 @@ _DATE_META = (
 _SITE_META = ("og:site_name", "application-name", "twitter:site")
 _SPACES = re.compile(r"\s+")
 _TITLE_SEPARATORS = re.compile(r"\s+[|–—:·•»-]\s+")
+TITLE_MAX = 500
+AUTHOR_MAX = 300
+SITE_MAX = 200
+URL_MAX = 2048
+"""Longest canonical URL taken, as the longest URL enqueued."""
+_RAW_MAX = 4 * TITLE_MAX  # characters of a raw value read at all: the rest cannot be kept
+_DATE_RAW_MAX = 100  # a date comes first in its value
+_AUTHORS_MAX = 20
+_LD_DEPTH = 32  # JSON-LD nesting followed (@graph, mainEntity, lists of them)
 _DATE_IN_TEXT = re.compile(
     r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?"
     r"(Z|[+-]\d{2}:?\d{2})?)?"
@@ -86,13 +97,25 @@ def extract_metadata(tree: HtmlElement, url: str | None = None) -> Metadata:
     ld = _json_ld_article(tree)
     meta = _meta_tags(tree)
     return Metadata(
-        title=_title(tree, ld, meta),
-        author=_author(ld, meta),
+        title=capped(_title(tree, ld, meta), TITLE_MAX),
+        author=capped(_author(ld, meta), AUTHOR_MAX),
         published=_published(tree, ld, meta),
         language=_language(tree, ld, meta),
-        site=_site(ld, meta, url),
+        site=capped(_site(ld, meta, url), SITE_MAX),
         canonical_url=_canonical(tree, meta, url),
     )
+
+
+def capped(text: str | None, limit: int) -> str | None:
+    """``text`` cut to at most ``limit`` characters, at a word when one ends near the
+    cut, with "…" where it was cut."""
+    if text is None or len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit * 0.8:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
 
 
 # --- sources -----------------------------------------------------------------------
@@ -105,24 +128,31 @@ def _json_ld_objects(tree: HtmlElement) -> Iterator[dict[str, Any]]:
             continue
         try:
             data = json.loads(raw)
+        except RecursionError:  # nested deeper than the interpreter's stack: not metadata
+            continue
         except ValueError:
             # some sites put several objects or trailing commas in one script
             try:
                 data = json.loads(re.sub(r",\s*([}\]])", r"\1", raw), strict=False)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
         yield from _walk(data)
 
 
 def _walk(data: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(data, list):
-        for item in data:
-            yield from _walk(item)
-    elif isinstance(data, dict):
-        yield data
-        for key in ("@graph", "mainEntity", "itemListElement"):
-            if key in data:
-                yield from _walk(data[key])
+    """Every object of ``data`` and of its ``@graph``, ``mainEntity`` and
+    ``itemListElement``, depth first, down to ``_LD_DEPTH`` levels (no recursion)."""
+    stack = [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > _LD_DEPTH:
+            continue
+        if isinstance(item, list):
+            stack.extend((child, depth + 1) for child in reversed(item))
+        elif isinstance(item, dict):
+            yield item
+            keys = ("itemListElement", "mainEntity", "@graph")  # reversed: @graph first
+            stack.extend((item[key], depth + 1) for key in keys if key in item)
 
 
 def _types(obj: dict[str, Any]) -> set[str]:
@@ -166,7 +196,7 @@ def _clean(text: Any) -> str | None:
     """
     if not isinstance(text, str):
         return None
-    text = _SPACES.sub(" ", html.unescape(text)).strip()
+    text = _SPACES.sub(" ", html.unescape(text[:_RAW_MAX])).strip()
     return text or None
 
 
@@ -193,13 +223,15 @@ def _title(tree: HtmlElement, ld: dict[str, Any], meta: dict[str, str]) -> str |
     return None
 
 
-def _names(value: Any) -> list[str]:
+def _names(value: Any, depth: int = 0) -> list[str]:
     if isinstance(value, str):
         return [value]
+    if depth > _LD_DEPTH:
+        return []
     if isinstance(value, dict):
-        return _names(value.get("name"))
+        return _names(value.get("name"), depth + 1)
     if isinstance(value, list):
-        return [name for item in value for name in _names(item)]
+        return [name for item in value[:_AUTHORS_MAX] for name in _names(item, depth + 1)]
     return []
 
 
@@ -218,7 +250,7 @@ def normalise_date(raw: Any) -> str | None:
     """``raw`` as ISO 8601 (date, or datetime when it has a time), or ``None``."""
     if not isinstance(raw, str):
         return None
-    match = _DATE_IN_TEXT.search(raw)
+    match = _DATE_IN_TEXT.search(raw[:_DATE_RAW_MAX])
     if not match:
         return None
     year, month, day, hour, minute, second, zone = match.groups()
@@ -292,9 +324,9 @@ def _canonical(tree: HtmlElement, meta: dict[str, str], url: str | None) -> str 
     for link in tree.iterfind(".//link[@rel]"):
         if "canonical" in (link.get("rel") or "").lower().split():
             href = (link.get("href") or "").strip()
-            if href:
+            if 0 < len(href) <= URL_MAX:
                 return urljoin(url or "", href)
     og_url = (meta.get("og:url") or "").strip()
-    if og_url:
+    if 0 < len(og_url) <= URL_MAX:
         return urljoin(url or "", og_url)
     return url
