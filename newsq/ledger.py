@@ -7,13 +7,18 @@ call, so the counters never drift from the hashes and concurrent enqueuers agree
 which URLs are new. All keys carry one hash tag (``{prefix}``): on Redis Cluster the
 ledger lives on one shard.
 
-The ledger is the live view; the store's ``urls`` table keeps each terminal outcome.
+The ledger is the live view: a URL's hash lives while the URL is in flight and for the
+retention (``NEWSQ_LEDGER_RETENTION_DAYS``) after it reached a terminal state, then
+expires. The store's ``urls`` table keeps each terminal outcome for good, so
+:meth:`Ledger.enqueue` asks it (``recorded``) about the URLs it found no entry for:
+a URL known to the store is not sent again after its entry expired.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -25,13 +30,25 @@ from newsq.throughput import KEEP_SECONDS, minute_key
 from newsq.urls import url_id
 
 _SCRIPT = (resources.files("newsq") / "ledger.lua").read_text()
+RETENTION_DAYS = 7.0
+"""How long a terminal URL's entry is kept by default (``NEWSQ_LEDGER_RETENTION_DAYS``)."""
+
+Recorded = Callable[[Sequence[str]], set[str]]
+"""``recorded(urls)``: those of ``urls`` the store holds a terminal record of."""
+
+
+def expiry_seconds(days: float) -> int:
+    """``days`` as the whole seconds an EXPIRE takes: rounded up, at least 1."""
+    return max(1, math.ceil(days * 86400))
 
 
 class Ledger:
     """Atomic URL state transitions in Redis."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, *,
+                 retention_days: float = RETENTION_DAYS) -> None:  # fmt: skip
         self.redis = client
+        self.retention = expiry_seconds(retention_days)
         self.tag = f"{{{prefix}}}"
         self.counts_key = f"{self.tag}:counts"
         self.active_key = f"{self.tag}:active"
@@ -42,14 +59,28 @@ class Ledger:
     def key(self, url: str) -> str:
         return f"{self.tag}:url:{url_id(url)}"
 
-    def enqueue(self, urls: Sequence[str], *, batch: int = 500) -> list[bool]:
-        """Create each unknown URL as ``queued``; True for the new ones, in order."""
+    def enqueue(self, urls: Sequence[str], *, recorded: Recorded | None = None,
+                batch: int = 500) -> list[bool]:  # fmt: skip
+        """Create each unknown URL as ``queued``; True for the new ones, in order.
+
+        A URL with a live entry is known. The others are claimed (one Lua call, so of
+        concurrent enqueuers exactly one claims a URL); of those, the ones ``recorded``
+        finds in the store (their entry expired) are known too, and their claims are
+        dropped. Without ``recorded`` only the live entries count.
+        """
         out: list[bool] = []
         for i in range(0, len(urls), batch):
             chunk = urls[i : i + batch]
+            stamp = repr(time.time())  # the claim's mark: unclaim drops only its own claims
             keys = [self.counts_key, self.active_key, *(self.key(u) for u in chunk)]
-            flags = self.script(keys=keys, args=["enqueue", time.time(), *chunk])
-            out.extend(bool(f) for f in flags)
+            flags = [bool(f) for f in self.script(keys=keys, args=["enqueue", stamp, *chunk])]
+            claimed = [u for u, new in zip(chunk, flags, strict=True) if new]
+            known = recorded(claimed) if recorded is not None and claimed else set()
+            if known:
+                keys = [self.counts_key, self.active_key, *(self.key(u) for u in known)]
+                self.script(keys=keys, args=["unclaim", stamp])
+                flags = [new and u not in known for u, new in zip(chunk, flags, strict=True)]
+            out.extend(flags)
         return out
 
     def begin(self, url: str, state: str) -> tuple[str | None, int]:
@@ -60,7 +91,7 @@ class Ledger:
         """
         old, deliveries = self.script(
             keys=[self.key(url), self.counts_key, self.active_key],
-            args=["begin", state, time.time()],
+            args=["begin", state, time.time(), url],
         )
         return (text(old) if old else None), int(deliveries)
 
@@ -69,12 +100,14 @@ class Ledger:
 
         A URL in a terminal state keeps it unless ``force`` (a user's retry). A field
         given as None is removed. Reaching a terminal state is also counted in the
-        throughput series (:mod:`newsq.throughput`), in the same call.
+        throughput series (:mod:`newsq.throughput`), and starts the entry's retention,
+        in the same call; leaving one (a retry) keeps the entry until it ends again.
         """
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}")
         now = time.time()
-        args: list[Any] = ["move", state, now, "1" if force else "0", KEEP_SECONDS]
+        args: list[Any] = ["move", state, now, "1" if force else "0", KEEP_SECONDS,
+                           self.retention, url]  # fmt: skip
         for name, value in fields.items():
             args += [name, "" if value is None else value]
         keys = [self.key(url), self.counts_key, self.active_key, self.reasons_key,
@@ -84,12 +117,13 @@ class Ledger:
 
     def note(self, url: str, **fields: str) -> None:
         """Record fields (e.g. ``last_error``) of a known URL without changing its state."""
-        if fields and self.redis.exists(self.key(url)):
-            self.redis.hset(self.key(url), mapping=dict(fields))  # type: ignore[arg-type]
+        if fields:  # in Lua: an entry that expired meanwhile is not made again, forever
+            pairs = [item for pair in fields.items() for item in pair]
+            self.script(keys=[self.key(url)], args=["note", *pairs])
 
     def release(self, url: str) -> None:
         """Hand back a delivery that ended in a handled error (not a crash)."""
-        self.redis.hincrby(self.key(url), "deliveries", -1)
+        self.script(keys=[self.key(url)], args=["release"])
 
     def get(self, url: str) -> dict[str, str] | None:
         raw = self.redis.hgetall(self.key(url))

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,7 @@ def test_enqueue_normalises_and_enqueues_each_url_once(
     queued = newsq.status("https://news.example/a?b=2&a=1&utm_medium=x", settings=settings)
     assert queued is not None
     assert (queued["url"], queued["state"], queued["attempts"]) == (url, "queued", 0)
-    assert isinstance(queued["t_enq"], float)
+    assert datetime.fromisoformat(queued["t_enq"]).utcoffset() == timedelta(0)
     invalid = newsq.status("ftp://x/y", settings=settings)
     assert invalid is not None
     assert (invalid["state"], invalid["reason"]) == ("failed", "invalid_url")

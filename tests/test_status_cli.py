@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,9 @@ def test_status_of_stored_duplicate_failed_and_unknown_urls(
     stored = status(env, first)
     assert stored["state"] == "stored" and stored["reason"] is None
     assert stored["duplicate_of"] is None and stored["attempts"] == 1
-    assert before <= stored["t_enq"] <= stored["t_done"] <= time.time()
+    times = [datetime.fromisoformat(stored[t]) for t in ("t_enq", "t_done", "updated_at")]
+    assert all(t.utcoffset() == timedelta(0) for t in times)  # one format, UTC, every time
+    assert before <= times[0].timestamp() <= times[1].timestamp() <= time.time()
     assert stored["story_id"]
 
     duplicate = status(env, copy)

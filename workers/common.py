@@ -38,7 +38,8 @@ def broker(settings: Settings, command: str) -> redis.Redis:
 
 def open_ledger(settings: Settings, command: str) -> Ledger:
     """The URL ledger on the broker ``newsq COMMAND`` needs."""
-    return Ledger(broker(settings, command), settings.key_prefix)
+    client = broker(settings, command)
+    return Ledger(client, settings.key_prefix, retention_days=settings.ledger_retention_days)
 
 
 Handler = Callable[[argparse.Namespace, Settings], int]

@@ -366,6 +366,19 @@ class Store:
             yield from rows
             last = rows[-1][key.name]
 
+    def recorded(self, candidates: Sequence[str], *, batch: int = 500) -> set[str]:
+        """Those of ``candidates`` with a terminal record (one indexed IN per ``batch``);
+        raises StoreUnavailable."""
+        found: set[str] = set()
+        try:
+            with self.engine.connect() as conn:
+                for i in range(0, len(candidates), batch):
+                    part = list(candidates[i : i + batch])
+                    found.update(conn.scalars(sa.select(urls.c.url).where(urls.c.url.in_(part))))
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise StoreUnavailable(f"store read failed: {exc}") from exc
+        return found
+
     def url_record(self, url: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(urls).where(urls.c.url == url)).first()
