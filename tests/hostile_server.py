@@ -196,6 +196,38 @@ def _body_is(h: _Handler) -> None:
     h.send(200, parse_qs(urlsplit(h.path).query)["text"][0].encode(), "application/rss+xml")
 
 
+_SITEMAP_NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
+
+
+def _sitemap_tree(h: _Handler) -> None:
+    """``/sitemap-tree/<fan>/<levels>/<id>.xml``: an index of ``fan`` children, ``levels``
+    deep, whose leaves each list ``fan`` pages: a fan-out that never repeats a URL."""
+    _, _, fan, levels, name = urlsplit(h.path).path.split("/", 4)
+    node = name.removesuffix(".xml")
+    ids = [f"{node}-{i}" for i in range(int(fan))]
+    if int(levels) > 0:
+        locs = [f"/sitemap-tree/{fan}/{int(levels) - 1}/{i}.xml" for i in ids]
+        entry, root = "sitemap", "sitemapindex"
+    else:
+        locs, entry, root = [f"/page/{i}" for i in ids], "url", "urlset"
+    items = "".join(f"<{entry}><loc>{h.server.url(loc)}</loc></{entry}>" for loc in locs)
+    h.send(200, f"<{root} {_SITEMAP_NS}>{items}</{root}>".encode(), "application/xml")
+
+
+def _gzip_sitemap(ctype: str, gzipped: bool = True) -> Callable[[_Handler], None]:
+    """A ``sitemap.xml.gz`` served as ``ctype`` (not as a Content-Encoding)."""
+
+    def handler(h: _Handler) -> None:
+        xml = f"<urlset {_SITEMAP_NS}><url><loc>{h.server.url('/page/gz')}</loc></url></urlset>"
+        body = xml.encode()
+        if gzipped:
+            compressor = zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+            body = compressor.compress(body) + compressor.flush()
+        h.send(200, body, ctype)
+
+    return handler
+
+
 def _status(code: int, **headers: str) -> Callable[[_Handler], None]:
     def handler(h: _Handler) -> None:
         h.send(code, b"<html>status</html>", "text/html", **headers)
@@ -276,6 +308,10 @@ ROUTES: dict[str, Callable[[_Handler], None]] = {
     "/feed": _feed,
     "/feed-names-zero": _body_naming(b"/dev/zero", "application/xml"),
     "/body-is": _body_is,
+    "/sitemap.xml.gz": _gzip_sitemap("application/x-gzip"),
+    "/sitemap-gzip.xml.gz": _gzip_sitemap("application/gzip"),
+    "/sitemap-octets.xml.gz": _gzip_sitemap("application/octet-stream"),
+    "/sitemap-not-gzip.xml.gz": _gzip_sitemap("application/x-gzip", gzipped=False),
     "/404": _not_found,
     "/503": _status(503, Retry_After="7"),
     "/429": _status(429, Retry_After="Wed, 21 Oct 2099 07:28:00 GMT"),
@@ -288,6 +324,7 @@ ROUTES: dict[str, Callable[[_Handler], None]] = {
 PREFIX_ROUTES: dict[str, Callable[[_Handler], None]] = {
     "/chain/": _chain,
     "/page/": _ok,
+    "/sitemap-tree/": _sitemap_tree,
     "/raw/": _raw,
 }
 

@@ -24,7 +24,9 @@ from newsq.workers.embedded import LocalCluster
 def submit(args: argparse.Namespace, settings: Settings) -> Intake:
     """Enqueue the command's ``--feed``, ``--urls`` and URLs (:func:`newsq.api.enqueue`);
     a feed that could not be read and an invalid URL are one line each on stderr."""
-    intake = enqueue(args.url, feeds=args.feed, url_files=args.urls, settings=settings)
+    timeout = getattr(args, "timeout", None)  # newsq run's bounds the feeds' discovery too
+    intake = enqueue(args.url, feeds=args.feed, url_files=args.urls, settings=settings,
+                     timeout=timeout)  # fmt: skip
     for feed, error in intake.feed_errors:
         print(f"newsq: feed {feed}: {error}", file=sys.stderr)
     for raw in intake.invalid:
@@ -98,7 +100,8 @@ def wait_until_done(ledger: Ledger, urls: list[str], cluster: LocalCluster, time
 
 
 def run_pipeline(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    from newsq.workers.report import print_summary, summary_data
+    from newsq.workers.report import STORY_ROWS, print_summary, summary_data
+    from newsq.workers.stats import shared_stories
 
     store = Store.from_url(settings.database_url)
     started = time.monotonic()
@@ -106,19 +109,22 @@ def run_pipeline(args: argparse.Namespace, settings: Settings, console: Console)
                       fetch_threads=getattr(args, "fetch_threads", 32),
                       layout=getattr(args, "layout", "combined"),
                       keep_state=getattr(args, "keep_state", True)) as cluster:  # fmt: skip
+        submitted = time.monotonic()
         intake = submit(args, cluster.settings)
+        # reading the feeds took part of --timeout; the workers have the rest
+        left = max(args.timeout - (time.monotonic() - submitted), 0.0)
         cluster.resume(intake)  # what an interrupted run on the kept state left
         if intake.new:
             cluster.start_workers()
         with connect_ledger(cluster.settings, "newsq run") as ledger:
-            finished = wait_until_done(ledger, intake.new, cluster, args.timeout, console)
+            finished = wait_until_done(ledger, intake.new, cluster, left, console)
             cluster.stop_workers()
             data = summary_data(store, intake.new, ledger, time.monotonic() - started,
                                 invalid=len(intake.invalid), known=len(intake.known))  # fmt: skip
             if intake.invalid:  # recorded failed/invalid_url, never fetched: not in the ledger scan
                 key = f"failed:{INVALID_URL}"
                 data["reasons"][key] = data["reasons"].get(key, 0) + len(intake.invalid)
-        stories = store.stories(limit=50)
+        stories = shared_stories(store, STORY_ROWS)
     print_summary(data, stories, console)
     if not finished:
         print(f"newsq: timed out after {args.timeout:g}s with URLs unfinished", file=sys.stderr)

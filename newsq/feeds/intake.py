@@ -8,20 +8,27 @@ is not dropped: it is recorded as ``failed`` / ``invalid_url``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from newsq import errors
+from newsq.config.settings import Settings
 from newsq.feeds import parse as feeds
 from newsq.fetch.client import Fetcher
+from newsq.fetch.netguard import Refused
 from newsq.ledger import Ledger
-from newsq.records import FAILED
+from newsq.records import FAILED, FetchResult
 from newsq.store.database import Store
-from newsq.urls import InvalidURL, normalize
+from newsq.urls import InvalidURL, host_of, normalize
+
+if TYPE_CHECKING:
+    from newsq.fetch.politeness import Politeness
 
 log = logging.getLogger(__name__)
-MAX_SITEMAP_DEPTH = 3
 BATCH_SPREAD = 64
 """URLs per message slot before URLs share messages: a small input stays one URL per
 message, so every worker thread can take one (at 200 ms a page, parallel fetches are
@@ -49,22 +56,142 @@ def read_url_file(path: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
 
 
-def expand_feed(fetcher: Fetcher, url: str, depth: int = 0) -> tuple[list[str], str | None]:
-    """The article URLs a feed or sitemap lists (following sitemap indexes), or an error."""
-    result = fetcher.fetch(url, kind="feed")
+@dataclass(frozen=True)
+class Bounds:
+    """What the discovery of one feed or sitemap may cost (``NEWSQ_DISCOVERY_*``)."""
+
+    urls: int
+    depth: int
+    requests: int
+    seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Bounds:
+        return cls(settings.discovery_max_urls, settings.discovery_max_depth,
+                   settings.discovery_max_requests, settings.discovery_timeout)  # fmt: skip
+
+
+def fetch_error(result: FetchResult) -> str:
+    """What a failed fetch of a feed says: its reason, and the status or the way out."""
     if result.reason == errors.BLOCKED_ADDRESS:  # often a local feed: say what opens it
-        return [], f"{result.reason} (NEWSQ_ALLOW_PRIVATE allows it)"
-    if not result.ok or result.body is None:
-        return [], f"{result.reason} (HTTP {result.status})" if result.status else result.reason
-    items = feeds.parse(result.body, result.final_url)
-    if items.error:
-        return [], items.error
-    urls = list(items.urls)
-    if depth < MAX_SITEMAP_DEPTH:
-        for child in items.sitemaps:
-            more, _ = expand_feed(fetcher, child, depth + 1)
-            urls.extend(more)
-    return urls, None
+        return f"{result.reason} (NEWSQ_ALLOW_PRIVATE allows it)"
+    return f"{result.reason} (HTTP {result.status})" if result.status else str(result.reason)
+
+
+class Discovery:
+    """The discovery of one input: a feed or sitemap, and a sitemap index's children.
+
+    Every request, each redirect hop included, takes its host's politeness slot (shared
+    with the article fetches, across workers) when ``polite`` is given. The whole of it
+    stops at its :class:`Bounds` (URLs, index depth, requests, time; ``deadline``, a
+    ``time.monotonic()`` time, can end it sooner): ``stopped`` then says which, and
+    what was found until then is kept.
+    """
+
+    def __init__(self, fetcher: Fetcher, *, polite: Politeness | None = None,
+                 deadline: float | None = None, bounds: Bounds | None = None) -> None:  # fmt: skip
+        self.fetcher = fetcher
+        self.polite = polite
+        self.bounds = bounds or Bounds.from_settings(fetcher.settings)
+        self.deadline = time.monotonic() + self.bounds.seconds
+        self._time_bound = f"{self.bounds.seconds:g}s (NEWSQ_DISCOVERY_TIMEOUT)"
+        if deadline is not None and deadline < self.deadline:
+            self.deadline, self._time_bound = deadline, "the run's --timeout"
+        self.requests = 0
+        self.stopped: str | None = None
+        self._held: list[str] = []
+
+    def expand(self, url: str) -> tuple[list[str], str | None]:
+        """The article URLs ``url`` lists, its child sitemaps' included, or an error."""
+        items, error = self.read(url)
+        if items is None:
+            return [], error
+        return self.collect(items, seen={url}), None
+
+    def read(self, url: str, headers: Mapping[str, str] | None = None,
+             ) -> tuple[feeds.FeedItems | None, str | None]:  # fmt: skip
+        """One feed or sitemap parsed, or None and why it could not be read."""
+        result = self.fetch(url, headers)
+        if result.reason == errors.DISCOVERY_LIMIT:
+            return None, f"{result.reason}: stopped at {self.stopped}"
+        if not result.ok or result.body is None:
+            return None, fetch_error(result)
+        items = feeds.parse(result.body, result.final_url or url)
+        return (None, items.error) if items.error else (items, None)
+
+    def collect(self, items: feeds.FeedItems, seen: set[str] | None = None) -> list[str]:
+        """``items``' URLs and their child sitemaps', breadth first, within the bounds."""
+        urls: dict[str, None] = {}
+        self._add(urls, items.urls)
+        seen = set(seen or ()) | set(items.sitemaps)
+        queue = deque((child, 1) for child in items.sitemaps)
+        while queue and self.stopped is None:
+            child, depth = queue.popleft()
+            if depth > self.bounds.depth:
+                self._stop(f"sitemap indexes nested over {self.bounds.depth} levels "
+                           "(NEWSQ_DISCOVERY_MAX_DEPTH)")  # fmt: skip
+                break
+            found, error = self.read(child)
+            if found is None:
+                log.info("child sitemap %s not read: %s", child, error)
+                continue
+            self._add(urls, found.urls)
+            for grandchild in found.sitemaps:
+                if grandchild not in seen:  # an index listing itself or its parent
+                    seen.add(grandchild)
+                    queue.append((grandchild, depth + 1))
+        return list(urls)
+
+    def fetch(self, url: str, headers: Mapping[str, str] | None = None) -> FetchResult:
+        """``url`` fetched as a feed in its hosts' politeness slots, or a result whose
+        reason is ``discovery_limit`` when a bound stops it first."""
+        try:
+            self.take_slot(url)
+            return self.fetcher.fetch(
+                url, kind="feed", headers=headers, deadline=self.deadline, before_hop=self.take_slot
+            )
+        except Refused as exc:
+            return FetchResult(url=url, final_url=url, ok=False, status=None, reason=exc.reason,
+                               content_type=None, bytes=0, elapsed_ms=0, redirects=0)  # fmt: skip
+        finally:
+            while self._held:
+                assert self.polite is not None
+                self.polite.release(self._held.pop())
+
+    def take_slot(self, url: str) -> None:
+        """Count one request and wait for its host's slot; raises Refused past a bound."""
+        if self.requests >= self.bounds.requests:
+            self._refuse(f"{self.requests} requests (NEWSQ_DISCOVERY_MAX_REQUESTS)")
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self._refuse(self._time_bound)
+        self.requests += 1
+        if self.polite is not None:
+            host = host_of(url)
+            if not self.polite.wait(host, left):
+                self._refuse(f"{self._time_bound}, waiting for host {host} (politeness)")
+            self._held.append(host)
+
+    def _add(self, urls: dict[str, None], more: Iterable[str]) -> None:
+        for url in more:
+            if len(urls) >= self.bounds.urls:
+                self._stop(f"{self.bounds.urls} URLs (NEWSQ_DISCOVERY_MAX_URLS)")
+                return
+            urls[url] = None
+
+    def _stop(self, bound: str) -> None:
+        if self.stopped is None:
+            self.stopped = bound
+
+    def _refuse(self, bound: str) -> None:
+        self._stop(bound)
+        raise Refused(errors.DISCOVERY_LIMIT, f"stopped at {bound}")
+
+
+def expand_feed(fetcher: Fetcher, url: str, polite: Politeness | None = None,
+                ) -> tuple[list[str], str | None]:  # fmt: skip
+    """The article URLs a feed or sitemap lists (following sitemap indexes), or an error."""
+    return Discovery(fetcher, polite=polite).expand(url)
 
 
 def enqueue(
@@ -84,11 +211,11 @@ def enqueue(
             intake.invalid.append(raw)  # the caller reports it (the CLI: one line)
             log.info("%s: invalid URL: %s", raw[:200], exc)
     normal = list(dict.fromkeys(normal))
-    for url, new in zip(normal, ledger.enqueue(normal), strict=True):
+    for url, new in zip(normal, ledger.enqueue(normal, recorded=store.recorded), strict=True):
         (intake.new if new else intake.known).append(url)
     for raw in intake.invalid:
         key = raw[:2048]
-        if ledger.enqueue([key])[0]:
+        if ledger.enqueue([key], recorded=store.recorded)[0]:
             store.record_outcome({"url": key, "state": FAILED, "reason": errors.INVALID_URL})
             ledger.move(key, FAILED, reason=errors.INVALID_URL)
     for url in intake.new:
@@ -104,16 +231,22 @@ def batches(urls: Sequence[str], most: int) -> list[list[str]]:
 
 
 def gather(fetcher: Fetcher, feed_urls: Sequence[str], files: Sequence[str],
-           urls: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:  # fmt: skip
-    """All input URLs in order, and the feeds that could not be read."""
+           urls: Sequence[str], *, polite: Politeness | None = None,
+           deadline: float | None = None) -> tuple[list[str], list[tuple[str, str]]]:  # fmt: skip
+    """All input URLs in order, and the feeds that could not be read or were cut short
+    (each feed's :class:`Discovery` in ``polite``'s slots, all of them by ``deadline``)."""
     out: list[str] = list(urls)
     for path in files:
         out.extend(read_url_file(path))
     problems = []
     for feed in feed_urls:
-        found, error = expand_feed(fetcher, feed)
+        discovery = Discovery(fetcher, polite=polite, deadline=deadline)
+        found, error = discovery.expand(feed)
+        if error is None and discovery.stopped is not None:
+            error = (f"{errors.DISCOVERY_LIMIT}: stopped at {discovery.stopped}; "
+                     f"{len(found)} URLs kept")  # fmt: skip
         if error:
             problems.append((feed, error))  # returned: the caller reports it
-            log.info("%s: feed not read: %s", feed, error)
+            log.info("%s: feed not read in full: %s", feed, error)
         out.extend(found)
     return out, problems

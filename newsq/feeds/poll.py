@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from newsq import errors
 from newsq.config.settings import Settings
 from newsq.errors import ConfigError
 from newsq.feeds import parse as feeds
-from newsq.feeds.intake import enqueue, expand_feed
+from newsq.feeds.intake import Discovery, enqueue
 from newsq.fetch.client import Fetcher
 from newsq.fetch.politeness import Politeness
 from newsq.ledger import Ledger
@@ -233,12 +234,12 @@ def poll_feed(store: Store, fetcher: Fetcher, ledger: Ledger, url: str, send: Se
         # 2. parse, following a sitemap index's children
         items = feeds.parse(result.body, result.final_url)
         error = items.error
-        urls = list(items.urls)
-        for child in items.sitemaps:
-            more, child_error = expand_feed(fetcher, child, depth=1)
-            urls.extend(more)
-            if child_error:
-                log.warning("feed %s: child sitemap %s not read: %s", url, child, child_error)
+        # child sitemaps in their hosts' politeness slots, within the discovery bounds
+        discovery = Discovery(fetcher, polite=polite)
+        urls = discovery.collect(items, seen={url})
+        if discovery.stopped:
+            log.warning("feed %s: %s: stopped at %s; %d URLs kept", url,
+                        errors.DISCOVERY_LIMIT, discovery.stopped, len(urls))  # fmt: skip
         kind = items.kind if not error else kind
         # 3. only URLs the ledger has not seen are sent on
         intake = enqueue(ledger, store, urls, send=send)
