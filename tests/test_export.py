@@ -23,7 +23,7 @@ from newsq.config.settings import Settings
 from newsq.pipeline import fetch_step, process_step
 from newsq.resources import Runtime
 from newsq.store.database import Store, articles, pages
-from newsq.store.export import FIELDS, export_store
+from newsq.store.export import FIELDS, export_store, iso_published
 from tests.cli import newsq_env, run_newsq
 from tests.corpus_server import corpus, serve_pages
 
@@ -84,10 +84,13 @@ def test_each_format_round_trips(fmt: str, sqlite_url: str, tmp_path: Path) -> N
     assert report == f"exported {len(rows)} articles to {out}"
     back = _read(out, fmt)
     assert [r["url"] for r in back] == [r["url"] for r in rows]
-    assert list(back[0]) == FIELDS
+    assert [name for name in back[0] if name != "published_at"] == FIELDS
     first, dup = back[0], back[1]  # story 1 and the duplicate copy of story 2
     assert first["text"] == rows[0]["text"] and first["title"] == rows[0]["title"]
-    assert datetime.fromisoformat(first["fetched_at"]) == T0 + timedelta(hours=1)
+    fetched = first["fetched_at"]  # parquet: a timestamp, else ISO text
+    assert (fetched if fmt == "parquet" else datetime.fromisoformat(fetched)) == rows[0][
+        "fetched_at"
+    ]
     assert dup["text"] is None and dup["duplicate_of"] == "https://a.example/story/1"
     assert float(dup["similarity"]) == pytest.approx(0.93)
     store.close()
@@ -112,6 +115,102 @@ def test_filters_since_until_site_and_all(sqlite_url: str, tmp_path: Path) -> No
         "2", "4", "6"]  # fmt: skip
     bad = run_newsq("export", "--since", "yesterday", env=env, timeout=60)
     assert bad.returncode != 0 and "--since" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _story(store: Store) -> None:
+    """Story s1 first stored by a.example, copied by b and c, revised at a; story s2 alone."""
+    first = _row(1)
+    copies = [
+        {**_row(i, site=site, dup=True), "story_id": "s1", "duplicate_of": first["url"]}
+        for i, site in ((2, "b.example"), (3, "c.example"))
+    ]
+    revision = {
+        **_row(4),
+        "url": first["url"],
+        "story_id": "s1",
+        "match": "revision",
+        "duplicate_of": first["url"],
+    }
+    _bulk(store, [first, copies[0], {**_row(5), "story_id": "s2"}, copies[1], revision])
+
+
+def test_unique_articles_list_every_outlet_that_ran_them(database_url: str,
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    store = Store.from_url(database_url)
+    _story(store)
+    stamp = lambda h: (T0 + timedelta(hours=h)).isoformat()  # noqa: E731
+    for fmt in ("jsonl", "csv", "parquet"):
+        out = tmp_path / f"o.{fmt}"
+        # --since on fetch time leaves the copies out of the rows, not out of the outlets
+        rows = store.iter_articles(since=T0 + timedelta(hours=1))
+        export_store(store, rows, fmt, str(out))
+        back = {r["url"]: r for r in _read(out, fmt)}
+        outlets = back["https://a.example/story/1"]["outlets"]
+        if fmt == "csv":
+            outlets = json.loads(outlets)
+        if fmt == "parquet":
+            outlets = [{**o, "fetched_at": o["fetched_at"].isoformat()} for o in outlets]
+        assert outlets == [
+            {"site": "a.example", "url": "https://a.example/story/1", "fetched_at": stamp(1)},
+            {"site": "b.example", "url": "https://b.example/story/2", "fetched_at": stamp(2)},
+            {"site": "c.example", "url": "https://c.example/story/3", "fetched_at": stamp(3)},
+        ], fmt
+        assert len(_read(out, fmt)) == 2
+    export_store(store, store.iter_articles(unique_only=False), "jsonl", str(out := tmp_path / "a"))
+    every = _read(out, "jsonl")
+    assert [len(r["outlets"]) if r["outlets"] else None for r in every] == [3, None, 1, None, None]
+    store.close()
+
+
+def test_parquet_keeps_times_as_timestamps(sqlite_url: str, tmp_path: Path) -> None:
+    store = Store.from_url(sqlite_url)
+    _bulk(store, [{**_row(1), "published": "2026-10-31T23:30:00-02:00"}, _row(2)])
+    export_store(store, store.iter_articles(), "parquet", str(out := tmp_path / "o.parquet"))
+    schema = pq.read_schema(out)
+    for name in ("fetched_at", "published_at"):
+        assert str(schema.field(name).type) == "timestamp[us, tz=UTC]", name
+    assert str(schema.field("outlets").type.value_type.field("fetched_at").type) == (
+        "timestamp[us, tz=UTC]")  # fmt: skip
+    first, second = pq.read_table(out).to_pylist()
+    assert first["published"] == "2026-10-31T23:30:00-02:00"
+    assert first["published_at"] == datetime(2026, 11, 1, 1, 30, tzinfo=UTC)
+    assert (second["published"], second["published_at"]) == ("2026-11-01", T0)
+    assert first["fetched_at"] == T0 + timedelta(hours=1)
+    store.close()
+
+
+@pytest.mark.parametrize(("stored", "exported"), [
+    ("2026-11-01", "2026-11-01"),
+    ("2026-11-01T10:00:00+02:00", "2026-11-01T10:00:00+02:00"),
+    ("2026-11-01T10:00:00+0200", "2026-11-01T10:00:00+02:00"),
+    ("2026-11-01T10:00:00Z", "2026-11-01T10:00:00+00:00"),
+    ("2026-11-01T10:00:00", "2026-11-01T10:00:00+00:00"),  # no zone: taken as UTC
+    ("2026-11-01 10:00", "2026-11-01T10:00:00+00:00"),
+    ("Posted 2026-11-01T10:00+0100", "2026-11-01T10:00:00+01:00"),
+    ("yesterday", None),
+    (None, None),
+])  # fmt: skip
+def test_published_is_iso_with_an_offset_or_a_date(stored: str | None,
+                                                   exported: str | None) -> None:  # fmt: skip
+    assert iso_published(stored) == exported
+
+
+def test_export_filters_on_publication_time(sqlite_url: str) -> None:
+    store = Store.from_url(sqlite_url)
+    published = ["2026-10-30", "2026-11-01T09:00:00", "2026-11-01", "2026-11-02T01:00:00+03:00",
+                 None, "2026-11-03T00:00:00Z"]  # fmt: skip
+    _bulk(store, [{**_row(i), "published": p} for i, p in enumerate(published)])
+    store.close()
+    env = _env(sqlite_url)
+    done = _newsq("export", "--published-since", "2026-11-01", "--published-until",
+                  "2026-11-02T01:00:00+02:00", env=env)  # fmt: skip
+    got = [json.loads(x) for x in done.stdout.splitlines()]
+    # 2026-11-02T01:00+03:00 is 22:00 UTC on the 1st: in; the plain date 2026-11-01: in
+    assert [r["published"] for r in got] == ["2026-11-01T09:00:00+00:00", "2026-11-01",
+                                             "2026-11-02T01:00:00+03:00"]  # fmt: skip
+    bad = run_newsq("export", "--published-since", "last week", env=env, timeout=60)
+    assert bad.returncode != 0 and "--published-since" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_pipeline_keeps_raw_pages_and_warc_reads_back(settings: Settings, tmp_path: Path) -> None:

@@ -86,10 +86,12 @@ def test_stats_once_prints_a_known_state(redis_url: str, redis_client: redis.Red
         assert match, f"{label!r} not in:\n{out}"
         return match.group(1)
 
-    assert value("queue fetch") == "3" and value("queue process") == "0"
-    assert value("articles/s (last min)") == "0.1"  # 6 stored or duplicate in 60 s
+    assert re.search(r"queue fetch \(waiting / taken\)\s+3 / 0\s", out), out
+    assert re.search(r"queue process \(waiting / taken\)\s+0 / 0\s", out), out
+    # 6 stored or duplicate, all within the last seconds: over the shortest span, 5 s
+    assert value("articles/s (last min)") == "1.2"
     assert value("dedup ratio") == "33.3%"
     assert value("stored") == "4" and value("duplicate") == "2" and value("queued") == "1"
-    assert value("failed:http_error") == "3" and value("skipped:no_content") == "1"
+    assert value("failed, http error") == "3" and value("skipped, no content") == "1"
     assert value("bad.example") == "2" and value("ok.example") == "1"
-    assert re.search(r"3\s+Title of s0\s+a\.example, b\.example, c\.example", out), out
+    assert re.search(r"3 │ Title of s0 │ a\.example, b\.example, c\.example", out), out

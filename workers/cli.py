@@ -114,8 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--all", action="store_true", help="include duplicate copies")
     export.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl",
                         help="default jsonl; parquet needs the `parquet` extra")  # fmt: skip
-    export.add_argument("--since", help="fetched at or after this ISO date/time")
-    export.add_argument("--until", help="fetched before this ISO date/time")
+    export.add_argument("--since", metavar="ISO",
+                        help="fetched (not published) at or after this ISO 8601 time")  # fmt: skip
+    export.add_argument("--until", metavar="ISO", help="fetched before this time")
+    export.add_argument("--published-since", metavar="ISO",
+                        help="published at or after this time; a plain date is 00:00 UTC, "
+                             "an article without a date is left out")  # fmt: skip
+    export.add_argument("--published-until", metavar="ISO", help="published before this time")
     export.add_argument("--site", help="only this site")
     export.add_argument("--warc", metavar="FILE",
                         help="also write kept raw pages (NEWSQ_KEEP_RAW=1) as WARC")  # fmt: skip

@@ -110,11 +110,15 @@ def _when(value: str | None, flag: str) -> datetime | None:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from newsq.store.export import export_store
+    from newsq.store.export import export_store, published_between
 
     store = Store.from_url(settings.database_url, create=False)  # a read makes no store
     rows = store.iter_articles(unique_only=not args.all, since=_when(args.since, "--since"),
                                until=_when(args.until, "--until"), site=args.site)  # fmt: skip
+    published = (_when(args.published_since, "--published-since"),
+                 _when(args.published_until, "--published-until"))  # fmt: skip
+    if published != (None, None):
+        rows = published_between(rows, *published)
     report = export_store(store, rows, args.format, args.out, warc=args.warc)
     if args.out or args.warc:
         print(report, file=sys.stderr)
@@ -137,10 +141,10 @@ def _outcome_states(args: argparse.Namespace) -> tuple[str, ...]:
 
 def _print_outcomes(store: Store, states: tuple[str, ...], reason: str | None) -> None:
     """One JSON object per failed or skipped URL, from the store, streamed."""
+    from newsq.api import iso_time
+
     for row in store.iter_outcomes(states, reason=reason):
-        when = row["updated_at"]
-        when = when if when.tzinfo else when.replace(tzinfo=UTC)  # SQLite keeps UTC, naive
-        print_json({**row, "updated_at": when.isoformat()})
+        print_json({**row, "updated_at": iso_time(row["updated_at"])})
 
 
 def _reading(settings: Settings) -> Settings:

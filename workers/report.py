@@ -15,7 +15,10 @@ from newsq.records import STATES
 from newsq.store.database import Store
 
 if TYPE_CHECKING:
-    from newsq.workers.stats import Snapshot
+    from newsq.workers.stats import SharedStory, Snapshot
+
+STORY_ROWS = 20
+"""Rows of the run summary's table of stories; the rest are counted below it."""
 
 
 def summary_data(store: Store, urls: list[str], ledger: Ledger, seconds: float,
@@ -42,8 +45,23 @@ def summary_data(store: Store, urls: list[str], ledger: Ledger, seconds: float,
     }
 
 
-def print_summary(data: Mapping[str, Any], stories: list[dict[str, Any]],
+def reason_label(key: str) -> str:
+    """``skipped:no_content`` → ``skipped, no content``: a ledger reason key, readable."""
+    state, _, code = key.partition(":")
+    return f"{state}, {code.replace('_', ' ')}" if code else state
+
+
+def clock(seconds: float) -> str:
+    """``H:MM:SS``, however long (``27:46:40``): the one way a time left is written."""
+    minutes, secs = divmod(max(0, round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def print_summary(data: Mapping[str, Any], stories: tuple[list[SharedStory], int],
                   console: Console) -> None:  # fmt: skip
+    """The run summary: counts, reasons, and the stories more than one URL carried
+    (``stories``: the rows to show and how many such stories there are in all)."""
     states = data["states"]
     table = Table(title="newsq run", show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -62,24 +80,39 @@ def print_summary(data: Mapping[str, Any], stories: list[dict[str, Any]],
     table.add_row("articles/s", f"{data['articles_per_s']:.1f}")
     console.print(table)
     if data["reasons"]:
-        console.print("skipped and failed by reason: " + ", ".join(
-            f"{k} {v}" for k, v in sorted(data["reasons"].items())))  # fmt: skip
-    multi = [s for s in stories if s["copies"] > 1]
-    if multi:
-        grouped = Table(title="stories carried by more than one URL")
-        grouped.add_column("copies", justify="right")
-        grouped.add_column("title", overflow="ellipsis", max_width=60)
-        grouped.add_column("outlets", overflow="fold")
-        for story in multi:
-            grouped.add_row(
-                str(story["copies"]), story["title"] or "?", ", ".join(story["outlets"])
-            )
-        console.print(grouped)
+        console.print(reasons_table(data["reasons"]))
+    rows, total = stories
+    if rows:
+        console.print(stories_table(rows, "stories carried by more than one URL"))
+        if total > len(rows):
+            console.print(f"... and {total - len(rows)} more stories carried by more than one "
+                          "URL (newsq export --all)")  # fmt: skip
 
 
-def _pairs(title: str, rows: Iterable[tuple[str, str]]) -> Table:
+def reasons_table(reasons: Mapping[str, int]) -> Table:
+    """Skipped and failed URLs by reason, most first."""
+    by_count = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+    return _pairs("skipped and failed, by reason", [(reason_label(k), str(v)) for k, v in by_count])
+
+
+def stories_table(stories: list[SharedStory], title: str) -> Table:
+    """One row per story: its copies (one per URL), and the outlets they came from
+    (``×2``: two copies from that outlet), so that the outlets add up to the copies."""
+    caption = "copies: URLs that carried the story (×N: N from that outlet)"
+    table = Table(title=title, title_justify="left", caption_justify="left",
+                  caption=caption)  # fmt: skip
+    table.add_column("copies", justify="right", no_wrap=True, min_width=6)
+    table.add_column("title", overflow="fold", ratio=3)
+    table.add_column("outlets", overflow="fold", ratio=2)
+    for story in stories:
+        outlets = ", ".join(name if n == 1 else f"{name} ×{n}" for name, n in story.outlets)
+        table.add_row(str(story.copies), story.title or "?", outlets)
+    return table
+
+
+def _pairs(title: str, rows: Iterable[tuple[str, str]], caption: str | None = None) -> Table:
     table = Table(title=title, title_justify="left", show_header=False, box=None,
-                  pad_edge=False)  # fmt: skip
+                  pad_edge=False, caption=caption, caption_justify="left")  # fmt: skip
     table.add_column(style="bold")
     table.add_column(justify="right")
     for name, value in rows:
@@ -91,29 +124,40 @@ def stats_view(snap: Snapshot) -> Group:
     """The ``newsq stats`` screen: queues and rates, states, failures, stories."""
     rates = snap.rates
     flow = _pairs("pipeline", [
-        *((f"queue {name}", str(depth)) for name, depth in snap.queues.items()),
-        ("articles/s (last min)", f"{rates['articles']:.1f}"),
+        *((f"queue {name} (waiting / taken)",
+           f"{depth} / {snap.reserved.get(name, 0)}") for name, depth in snap.queues.items()),
         ("URLs done/s (last min)", f"{rates['urls']:.1f}"),
+        ("articles/s (last min)", f"{rates['articles']:.1f}"),
         ("failed/s (last min)", f"{rates['failed']:.1f}"),
         ("dedup ratio", f"{snap.dedup_ratio:.1%}"),
     ])  # fmt: skip
-    states = _pairs("URLs by state", [(state, str(snap.states[state])) for state in STATES])
+    states = _pairs("URLs by state (now)", [(state, str(snap.states[state])) for state in STATES])
     parts: list[Any] = [Columns([flow, states], padding=(0, 4))]
+    if snap.throttle is not None:
+        parts.append(throttle_line(snap))
     if snap.reasons:
         by_reason = sorted(snap.reasons.items(), key=lambda kv: (-kv[1], kv[0]))
         hosts = [(host, str(n)) for host, n in snap.failing_hosts]
-        parts.append(Columns([_pairs("skipped and failed by reason",
-                                     [(k, str(v)) for k, v in by_reason]),
-                              _pairs("top failing hosts (recent)", hosts)],
+        reasons = _pairs("URLs that ended skipped or failed, by reason",
+                         [(reason_label(k), str(v)) for k, v in by_reason],
+                         caption="every time one did: a URL retried counts again")  # fmt: skip
+        parts.append(Columns([reasons, _pairs("top failing hosts (recent)", hosts)],
                              padding=(0, 4)))  # fmt: skip
     if snap.stories:
-        stories = Table(title="biggest stories", title_justify="left", box=None)
-        stories.add_column("copies", justify="right")
-        stories.add_column("title", overflow="ellipsis", max_width=60, no_wrap=True)
-        stories.add_column("outlets", overflow="ellipsis", max_width=40, no_wrap=True)
-        for story in snap.stories:
-            stories.add_row(str(story["copies"]), story["title"] or "?",
-                            ", ".join(story["outlets"]))  # fmt: skip
-        parts.append(stories)
+        parts.append(stories_table(snap.stories, "biggest stories"))
     stamp = time.strftime("%H:%M:%S", time.localtime(snap.taken_at))
     return Group(f"[bold]newsq stats[/bold]  {stamp}", *parts)
+
+
+def throttle_line(snap: Snapshot) -> str:
+    """What caps the speed when workers hold URLs until their host's turn."""
+    t = snap.throttle
+    assert t is not None
+    hosts = f"{t.hosts} host{'s' if t.hosts != 1 else ''}"
+    if t.host_rate > 0:
+        cap = f" (at most {t.hosts * t.host_rate:.1f} URLs/s)"
+        by = f"NEWSQ_HOST_RATE={t.host_rate:g} per host{cap}"
+    else:  # a per-host override or a robots.txt Crawl-delay
+        by = "per-host rates (NEWSQ_HOST_RATES, robots.txt Crawl-delay)"
+    return (f"[yellow]throttled by {by}[/yellow]: {t.waiting} URLs of {hosts} "
+            "waiting for their host's turn")  # fmt: skip

@@ -2,8 +2,10 @@
 
 Rows come from :meth:`newsq.store.database.Store.iter_articles` in batches and are written as
 they arrive (Parquet: one row group per 1000 rows), so a store of any size exports in
-constant memory. ``--warc FILE`` writes the kept raw pages in the same pass
-(:mod:`newsq.store.warc`).
+constant memory. The first copy of each story carries ``outlets``: every stored copy of
+it (its own first, then the duplicates, in storage order), read a batch of stories at a
+time. ``published`` is given as ISO 8601 with an offset, or a plain date.
+``--warc FILE`` writes the kept raw pages in the same pass (:mod:`newsq.store.warc`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from itertools import islice
 from typing import IO, TYPE_CHECKING, Any
 
+import sqlalchemy as sa
+
 from newsq.errors import ConfigError
+from newsq.store.database import articles
 
 if TYPE_CHECKING:
     from newsq.store.database import Store
@@ -24,17 +30,112 @@ if TYPE_CHECKING:
 FIELDS = [
     "url", "final_url", "canonical_url", "title", "author", "published", "language", "site",
     "text", "content_hash", "story_id", "duplicate_of", "similarity", "match", "fetched_at",
+    "outlets",
 ]  # fmt: skip
+OUTLET_FIELDS = ("site", "url", "fetched_at")
+
+
+def _utc(when: datetime) -> datetime:
+    # SQLite hands back naive times; the store writes UTC
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def iso_published(raw: str | None) -> str | None:
+    """A stored ``published`` as ISO 8601 with an offset (a time without one is taken as
+    UTC), or a plain ``YYYY-MM-DD`` when only the date is known; None when unreadable."""
+    if not raw:
+        return None
+    text = raw.strip()
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        pass
+    try:
+        return _utc(datetime.fromisoformat(text)).isoformat()
+    except ValueError:
+        from newsq.clean.metadata import normalise_date  # older stores: whatever pages said
+
+        again = normalise_date(text)
+        return iso_published(again) if again and again != text else None
+
+
+def published_instant(iso: str | None) -> datetime | None:
+    """The instant of an :func:`iso_published` value; a plain date is 00:00 UTC that day."""
+    if iso is None:
+        return None
+    return _utc(datetime.fromisoformat(iso))
+
+
+def published_between(rows: Iterable[dict[str, Any]], since: datetime | None,
+                      until: datetime | None) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """The rows published at or after ``since`` and before ``until`` (None: no bound);
+    with a bound, a row without a readable ``published`` is left out."""
+    for row in rows:
+        when = published_instant(iso_published(row.get("published")))
+        if since is not None and (when is None or when < since):
+            continue
+        if until is not None and (when is None or when >= until):
+            continue
+        yield row
+
+
+def with_outlets(store: Store, rows: Iterable[dict[str, Any]],
+                 batch: int = 500) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """``rows``, the first copy of each story given ``outlets``: its own copy, then each
+    stored duplicate of the story by storage order, one per URL (later copies: None)."""
+    it = iter(rows)
+    while chunk := list(islice(it, batch)):
+        firsts = {r["story_id"] for r in chunk if r.get("duplicate_of") is None}
+        copies = _copies(store, sorted(firsts)) if firsts else {}
+        for row in chunk:
+            outlets = None
+            if row.get("duplicate_of") is None:
+                outlets = [_outlet(row)]
+                seen = {row["url"]}
+                for copy in copies.get(row["story_id"], ()):
+                    if copy["url"] not in seen:
+                        seen.add(copy["url"])
+                        outlets.append(copy)
+            yield {**row, "outlets": outlets}
+
+
+def _outlet(row: dict[str, Any]) -> dict[str, Any]:
+    return {"site": row.get("site"), "url": row["url"], "fetched_at": _utc(row["fetched_at"])}
+
+
+def _copies(store: Store, story_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The duplicate copies of these stories (``duplicate_of`` set), by story, in storage order."""
+    query = (
+        sa.select(articles.c.story_id, *(articles.c[name] for name in OUTLET_FIELDS))
+        .where(articles.c.story_id.in_(story_ids), articles.c.duplicate_of.is_not(None))
+        .order_by(articles.c.id)
+    )
+    out: dict[str, list[dict[str, Any]]] = {}
+    with store.engine.connect() as conn:
+        for r in conn.execute(query):
+            out.setdefault(r.story_id, []).append(_outlet(dict(r._mapping)))
+    return out
+
+
+def _typed(row: dict[str, Any]) -> dict[str, Any]:
+    """The contract's fields of one row: aware UTC times, ``published`` normalised."""
+    out = {name: row.get(name) for name in FIELDS}
+    out["published"] = iso_published(out["published"])
+    if isinstance(out["fetched_at"], datetime):
+        out["fetched_at"] = _utc(out["fetched_at"])
+    return out
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def record(row: dict[str, Any]) -> dict[str, Any]:
     """The exported form of one stored row (contract's fields, ISO times)."""
-    out = {name: row.get(name) for name in FIELDS}
-    fetched = out["fetched_at"]
-    if isinstance(fetched, datetime):
-        if fetched.tzinfo is None:  # SQLite hands back naive times; the store writes UTC
-            fetched = fetched.replace(tzinfo=UTC)
-        out["fetched_at"] = fetched.isoformat()
+    out = _typed(row)
+    out["fetched_at"] = _iso(out["fetched_at"])
+    if out["outlets"] is not None:
+        out["outlets"] = [{k: _iso(v) for k, v in o.items()} for o in out["outlets"]]
     return out
 
 
@@ -56,6 +157,7 @@ def _open(path: str | None, mode: str) -> Iterator[IO[Any]]:
 def export_store(store: Store, rows: Iterable[dict[str, Any]], fmt: str, path: str | None,
                  warc: str | None = None) -> str:  # fmt: skip
     """Export ``rows`` (and their raw pages to ``warc``); returns a one-line report."""
+    rows = with_outlets(store, rows)
     if warc is None:
         count = export(rows, fmt, path)
         return f"exported {count} articles" + (f" to {path}" if path else "")
@@ -90,7 +192,10 @@ def export(rows: Iterable[dict[str, Any]], fmt: str, path: str | None) -> int:
             writer = csv.DictWriter(out, fieldnames=FIELDS)
             writer.writeheader()
             for row in rows:
-                writer.writerow(record(row))
+                line = record(row)
+                if line["outlets"] is not None:  # a cell holds a string: the list as JSON
+                    line["outlets"] = json.dumps(line["outlets"], ensure_ascii=False)
+                writer.writerow(line)
                 count += 1
     elif fmt == "parquet":
         count = _parquet(rows, path)
@@ -107,13 +212,19 @@ def _parquet(rows: Iterable[dict[str, Any]], path: str | None, batch: int = 1000
         raise ConfigError("parquet export needs pyarrow: pip install 'newsq[parquet]'") from None
     if path is None or path == "-":
         raise ConfigError("parquet export needs --out FILE")
-    schema = pa.schema([(name, pa.float64() if name == "similarity" else pa.string())
-                        for name in FIELDS])  # fmt: skip
+    stamp = pa.timestamp("us", tz="UTC")
+    outlet = pa.struct([("site", pa.string()), ("url", pa.string()), ("fetched_at", stamp)])
+    types = {"similarity": pa.float64(), "fetched_at": stamp, "outlets": pa.list_(outlet)}
+    columns = [(name, types.get(name, pa.string())) for name in FIELDS]
+    # ``published`` stays text (it may be a plain date); ``published_at`` is its instant
+    columns.insert(FIELDS.index("published") + 1, ("published_at", stamp))
+    schema = pa.schema(columns)
     count = 0
     with pq.ParquetWriter(path, schema) as writer:
         chunk: list[dict[str, Any]] = []
         for row in rows:
-            chunk.append(record(row))
+            typed = _typed(row)
+            chunk.append({**typed, "published_at": published_instant(typed["published"])})
             if len(chunk) >= batch:
                 writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
                 count += len(chunk)
