@@ -2,9 +2,10 @@
 
 One hash per URL (state, reason, attempts, deliveries, story, timings) plus a counter
 per state and a sorted set of URLs not yet in a terminal state (by last update), so
-``newsq status`` answers at once and stuck URLs can be found. Every change is one Lua
-call, so the counters never drift from the hashes and concurrent enqueuers agree on
-which URLs are new. All keys carry one hash tag (``{prefix}``): on Redis Cluster the
+``newsq status`` answers at once and stuck URLs can be found; and the dead list, the
+URLs given up as poison within the retention. Every state change is one Lua call, so
+the counters never drift from the hashes and concurrent enqueuers agree on which URLs
+are new. All keys carry one hash tag (``{prefix}``): on Redis Cluster the
 ledger lives on one shard.
 
 The ledger is the live view: a URL's hash lives while the URL is in flight and for the
@@ -53,7 +54,8 @@ class Ledger:
         self.counts_key = f"{self.tag}:counts"
         self.active_key = f"{self.tag}:active"
         self.reasons_key = f"{self.tag}:reasons"
-        self.dead_key = f"{self.tag}:dead"
+        self.dead_key = f"{self.tag}:dead:since"
+        self.old_dead_key = f"{self.tag}:dead"  # a set, before the dead list was bounded
         self.script = client.register_script(_SCRIPT)
 
     def key(self, url: str) -> str:
@@ -162,10 +164,26 @@ class Ledger:
         return out
 
     def add_dead(self, url: str) -> None:
-        self.redis.sadd(self.dead_key, url)
+        """Put ``url`` on the dead list, which keeps the URLs given up in the retention."""
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(self.dead_key, {url: now})
+        pipe.zremrangebyscore(self.dead_key, "-inf", now - self.retention)
+        pipe.expire(self.dead_key, self.retention)
+        pipe.execute()
 
     def dead(self) -> list[str]:
-        return sorted(text(u) for u in self.redis.smembers(self.dead_key))
+        """The URLs given up as poison in the retention (the store keeps all of them)."""
+        now = time.time()
+        older: set[bytes] = self.redis.smembers(self.old_dead_key)  # type: ignore[assignment]
+        if older:  # one move from the unbounded set of before: their time is unknown
+            self.redis.zadd(self.dead_key, dict.fromkeys(older, now), nx=True)
+            self.redis.expire(self.dead_key, self.retention)
+            self.redis.delete(self.old_dead_key)
+        self.redis.zremrangebyscore(self.dead_key, "-inf", now - self.retention)
+        urls: list[bytes] = self.redis.zrange(self.dead_key, 0, -1)  # type: ignore[assignment]
+        return sorted(text(u) for u in urls)
 
     def remove_dead(self, url: str) -> None:
-        self.redis.srem(self.dead_key, url)
+        self.redis.zrem(self.dead_key, url)
+        self.redis.srem(self.old_dead_key, url)
