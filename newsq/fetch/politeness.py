@@ -6,7 +6,8 @@ does not matter. Per host:
 
 - a token bucket of burst 1 at ``settings.host_rate`` requests/s (0 = no limit),
   overridden by ``settings.host_rates`` or at run time by :meth:`Politeness.set_rate`,
-  and slowed further by a robots.txt Crawl-delay (:func:`record_crawl_delay`);
+  and slowed further by a robots.txt Crawl-delay (:func:`record_crawl_delay`), of at
+  most ``MAX_CRAWL_DELAY`` seconds;
 - at most ``settings.host_concurrency`` fetches at once, held as leases that expire,
   so a worker that dies mid-fetch frees its slot after ``lease_ttl`` seconds.
 
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 
 _SCRIPT = (resources.files("newsq.fetch") / "politeness.lua").read_text()
 
+MAX_CRAWL_DELAY = 60.0
+"""The longest Crawl-delay honoured: a site asking for more gets one request a minute,
+so a delay of years cannot hold its URLs back for ever."""
+
 
 def _keys(prefix: str, host: str) -> list[str]:
     return [
@@ -50,12 +55,13 @@ def crawl_delay_key(prefix: str, host: str) -> str:
 def record_crawl_delay(
     client: redis.Redis, prefix: str, host: str, seconds: float | None, ttl: int
 ) -> None:
-    """Make ``host``'s interval at least ``seconds`` for ``ttl`` seconds (None clears it)."""
+    """Make ``host``'s interval at least ``seconds``, at most ``MAX_CRAWL_DELAY``, for
+    ``ttl`` seconds (None clears it)."""
     key = crawl_delay_key(prefix, host)
-    if seconds is None or seconds <= 0:
+    if seconds is None or not seconds > 0:  # NaN too
         client.delete(key)
     else:
-        client.set(key, f"{seconds:.6f}", ex=max(1, ttl))
+        client.set(key, f"{min(seconds, MAX_CRAWL_DELAY):.6f}", ex=max(1, ttl))
 
 
 class Politeness:
