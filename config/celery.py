@@ -187,6 +187,9 @@ def user_config(module_name: str, ours: dict[str, Any]) -> dict[str, Any]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"NEWSQ_CELERY_CONFIG: cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # the module's own code failed: a SyntaxError, a NameError
+        raise ConfigError(f"NEWSQ_CELERY_CONFIG: {module_name!r} failed on import: "
+                          f"{type(exc).__name__}: {exc}") from None  # fmt: skip
     extra = {k: v for k, v in vars(module).items() if k.islower() and not k.startswith("_")}
     extra = {
         k: v for k, v in extra.items() if not isinstance(v, ModuleType | type) and not callable(v)

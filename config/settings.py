@@ -24,6 +24,15 @@ from newsq.errors import ConfigError
 DEFAULT_DATABASE_URL = "sqlite:///newsq.db"
 DAYS_MINIMUM = 0.00001
 """The shortest time window in days (under a second): tests compress months into minutes."""
+DAYS_MAXIMUM = 3650.0
+SECONDS_MAXIMUM = 365 * 86400.0
+"""The longest time in seconds, a year: a longer one is a typo (or ``inf``), and timers
+and socket timeouts overflow not far above it (``threading.TIMEOUT_MAX``, ``time_t``)."""
+COUNT_MAXIMUM = 1_000_000_000
+"""The largest value a number or integer setting takes unless it says otherwise."""
+PORT_MAXIMUM = 65535
+RATE_MAXIMUM = 1_000_000.0
+"""Requests per second per host; `0` is the way to say "no limit"."""
 
 _T = TypeVar("_T")
 _Int = TypeVar("_Int", bound=int | None)
@@ -118,6 +127,7 @@ class SettingSpec:
     """``number``, ``integer``, ``flag``, ``text``, ``choice``, ``url``, or a special one."""
     parse: Parser
     minimum: float | None = None
+    maximum: float | None = None
 
     @property
     def env(self) -> str:
@@ -125,38 +135,50 @@ class SettingSpec:
 
 
 def setting(
-    default: _T, *, help: str, kind: str, parse: Parser, minimum: float | None = None
+    default: _T,
+    *,
+    help: str,
+    kind: str,
+    parse: Parser,
+    minimum: float | None = None,
+    maximum: float | None = None,
 ) -> _T:
     """A :class:`Settings` field: ``default`` while its variable is unset or blank."""
-    meta = {"help": help, "kind": kind, "parse": parse, "minimum": minimum}
+    meta = {"help": help, "kind": kind, "parse": parse, "minimum": minimum, "maximum": maximum}
     return field(default=default, metadata=meta)
 
 
-def _number(env: str, raw: str, minimum: float) -> float:
+def _number(env: str, raw: str, minimum: float, maximum: float) -> float:
     try:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{env}: {raw!r} is not a number") from None
     if value != value or value < minimum:
         raise ConfigError(f"{env}: {raw!r} must be a number >= {minimum:g}")
+    if value > maximum:  # inf too
+        raise ConfigError(f"{env}: {raw!r} must be a number <= {maximum:.15g}")
     return value
 
 
-def _integer(env: str, raw: str, minimum: int) -> int:
-    value = _number(env, raw, minimum)
+def _integer(env: str, raw: str, minimum: int, maximum: int) -> int:
+    value = _number(env, raw, minimum, maximum)
     if not value.is_integer():
         raise ConfigError(f"{env}: {raw!r} must be a whole number")
     return int(value)
 
 
-def number(default: float, *, help: str, minimum: float = 0) -> float:
-    parse = partial(_number, minimum=minimum)
-    return setting(default, help=help, kind="number", parse=parse, minimum=minimum)
+def number(
+    default: float, *, help: str, minimum: float = 0, maximum: float = COUNT_MAXIMUM
+) -> float:
+    parse = partial(_number, minimum=minimum, maximum=maximum)
+    return setting(default, help=help, kind="number", parse=parse, minimum=minimum,
+                   maximum=maximum)  # fmt: skip
 
 
-def integer(default: _Int, *, help: str, minimum: int = 0) -> _Int:
-    parse = partial(_integer, minimum=minimum)
-    return setting(default, help=help, kind="integer", parse=parse, minimum=minimum)
+def integer(default: _Int, *, help: str, minimum: int = 0, maximum: int = COUNT_MAXIMUM) -> _Int:
+    parse = partial(_integer, minimum=minimum, maximum=maximum)
+    return setting(default, help=help, kind="integer", parse=parse, minimum=minimum,
+                   maximum=maximum)  # fmt: skip
 
 
 def flag(default: bool, *, help: str) -> bool:
@@ -203,15 +225,85 @@ def choice(default: str, choices: tuple[str, ...], *, help: str) -> str:
     return setting(default, help=help, kind="choice", parse=parse)
 
 
-def url(default: _Str, schemes: tuple[str, ...], *, shown: str, help: str) -> _Str:
-    """A URL starting with one of ``schemes``; ``shown`` names them in the error."""
+def url(default: _Str, schemes: tuple[str, ...], *, shown: str, help: str,
+        check: Parser) -> _Str:  # fmt: skip
+    """A URL starting with one of ``schemes`` (``shown`` names them in the error) that
+    ``check`` (its port, its options) accepts."""
 
     def parse(env: str, raw: str) -> str:
         if not raw.startswith(schemes):
-            raise ConfigError(f"{env}: {raw!r} is not {shown}")
-        return raw
+            raise ConfigError(f"{env}: {_masked(raw)!r} is not {shown}")
+        return check(env, raw)
 
     return setting(default, help=help, kind="url", parse=parse)
+
+
+def _masked(raw: str) -> str:
+    """A URL as an error may show it: without its password."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", raw)
+
+
+def _check_port(env: str, raw: str) -> None:
+    """The port of URL ``raw``, when it has one, is a whole number from 1 to 65535."""
+    host = raw.partition("//")[2].partition("/")[0].partition("?")[0].rpartition("@")[2]
+    if host.startswith("[") and "]" not in host:
+        raise ConfigError(f"{env}: {_masked(raw)!r}: the IPv6 address has no closing ]")
+    port = host.rpartition("]")[2].partition(":")[2] if ":" in host else None
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= PORT_MAXIMUM):
+        raise ConfigError(f"{env}: {_masked(raw)!r}: the port must be 1 to {PORT_MAXIMUM}")
+
+
+def _redis_url(env: str, raw: str) -> str:
+    # redis-py would raise on these only when connecting, or not at all (it reads the
+    # port 0 as 6379, and a database that is not a number as none)
+    from redis.connection import ConnectionPool
+
+    _check_port(env, raw)
+    try:
+        db = raw.partition("//")[2].partition("?")[0].partition("/")[2].strip("/")
+        if not raw.startswith("unix:") and db and not db.isdigit():
+            raise ValueError(f"the database {db!r} is not a number")
+        pool = ConnectionPool.from_url(raw)
+        # an unknown option in the query raises when a connection is made (not opened)
+        pool.connection_class(**pool.connection_kwargs)
+        for key, value in pool.connection_kwargs.items():
+            if isinstance(value, float) and not 0 <= value <= SECONDS_MAXIMUM:
+                raise ValueError(f"{key}={value:g} is out of range")
+    except (ValueError, TypeError) as exc:
+        why = re.sub(r".*unexpected keyword argument", "unknown option", str(exc))
+        raise ConfigError(f"{env}: {_masked(raw)!r} is not a usable Redis URL: {why}") from None
+    return raw
+
+
+def _database_url(env: str, raw: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    _check_port(env, raw)
+    try:
+        make_url(raw)
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"{env}: {_masked(raw)!r} is not a database URL") from None
+    return raw
+
+
+def _printable(env: str, raw: str) -> None:
+    """``raw`` is printable: no setting takes a control character, and bytes that
+    are not UTF-8 (lone surrogates in ``os.environ``) cannot be sent to Redis or a log."""
+    if not raw.isprintable():
+        raise ConfigError(f"{env}: {raw!r} holds a control character or bytes that are not UTF-8")
+
+
+def _module_name(env: str, raw: str) -> str:
+    if not all(part.isidentifier() for part in raw.split(".")):
+        raise ConfigError(f"{env}: {raw!r} is not a Python module name (a.b.c)")
+    return raw
+
+
+def _bind_address(env: str, raw: str) -> str:
+    if _bare_host(raw) is None:
+        raise ConfigError(f"{env}: {raw!r} is not an address or host name")
+    return raw
 
 
 def _host_rates(env: str, raw: str) -> tuple[tuple[str, float], ...]:
@@ -220,7 +312,7 @@ def _host_rates(env: str, raw: str) -> tuple[tuple[str, float], ...]:
         if not entry:
             continue
         host, _, value = entry.partition("=")
-        rate = _number(env, value.strip(), 0) if value.strip() else -1.0
+        rate = _number(env, value.strip(), 0, RATE_MAXIMUM) if value.strip() else -1.0
         if not host.strip() or rate < 0:
             raise ConfigError(f"{env}: {entry!r} is not host=rate")
         rates.append((host.strip().lower(), rate))
@@ -235,12 +327,14 @@ class Settings:
         None,
         ("redis://", "rediss://", "unix://"),
         shown="a redis:// URL",
+        check=_redis_url,
         help="Redis URL of the broker and the shared state",
     )
     database_url: str = url(
         DEFAULT_DATABASE_URL,
         ("sqlite:", "postgresql:", "postgresql+psycopg:"),
         shown="a sqlite:/// or postgresql:// URL",
+        check=_database_url,
         help="`sqlite:///PATH` or `postgresql://...` (psycopg 3)",
     )
     # AllowPrivate is frozen: one instance can be every Settings' default
@@ -252,7 +346,10 @@ class Settings:
         "hosts and addresses (any port), `host:port` and CIDR entries",
     )
     fetch_timeout: float = number(
-        30.0, minimum=0.001, help="total seconds per request, headers to last byte"
+        30.0,
+        minimum=0.001,
+        maximum=SECONDS_MAXIMUM,
+        help="total seconds per request, headers to last byte",
     )
     max_bytes: int = integer(
         10_000_000, minimum=1, help="largest body accepted, after decompression"
@@ -261,23 +358,30 @@ class Settings:
     visibility_timeout: int = integer(
         3600,
         minimum=10,
+        maximum=int(SECONDS_MAXIMUM),
         help="seconds before a task taken by a dead worker is delivered again",
     )
     metrics_port: int | None = integer(
         None,
         minimum=1,
+        maximum=PORT_MAXIMUM,
         help="serve Prometheus metrics of a worker (all its processes) at "
         "`http://127.0.0.1:PORT/metrics`; `newsq run` gives its local workers PORT, PORT+1, ...",
     )
-    metrics_addr: str = text(
-        "127.0.0.1", help="address the metrics server binds (`0.0.0.0` in a container)"
+    metrics_addr: str = setting(
+        "127.0.0.1",
+        kind="address",
+        parse=_bind_address,
+        help="address the metrics server binds (`0.0.0.0` in a container)",
     )
     keep_raw: bool = flag(
         False,
         help="`1` keeps each stored page's HTML, compressed, for `newsq export --warc`",
     )
     host_rate: float = number(
-        1.0, help="requests per second per host, shared by all workers; `0` = no limit"
+        1.0,
+        maximum=RATE_MAXIMUM,
+        help="requests per second per host, shared by all workers; `0` = no limit",
     )
     host_concurrency: int = integer(
         4, minimum=1, help="requests in flight per host, shared by all workers"
@@ -290,6 +394,7 @@ class Settings:
     )
     fetch_retries: int = integer(
         4,
+        maximum=100,  # the backoff's 2**attempt overflows a float past 1023
         help="retries of a retryable fetch failure (timeout, 429, 5xx, reset), "
         "with exponential backoff and jitter",
     )
@@ -308,16 +413,21 @@ class Settings:
     )
     stuck_after: float = number(
         0.0,
+        maximum=SECONDS_MAXIMUM,
         help="seconds without progress after which beat's `newsq.requeue_stuck` re-enqueues "
         "a non-terminal URL (only while the queues are empty)",
     )  # 0: see stuck_threshold
     fetch_time_limit: float = number(
         0.0,
+        maximum=SECONDS_MAXIMUM,
         help="soft time limit of one fetch task in seconds "
         "(`0`: derived from `NEWSQ_FETCH_TIMEOUT`)",
     )  # 0: 3 * fetch_timeout + 30, in newsq.config.celery
     process_time_limit: float = number(
-        120.0, minimum=1, help="soft time limit of one clean/dedup/store task in seconds"
+        120.0,
+        minimum=1,
+        maximum=SECONDS_MAXIMUM,
+        help="soft time limit of one clean/dedup/store task in seconds",
     )  # the hard limit is 30 s more
     clean_max_elements: int = integer(
         MAX_ELEMENTS,
@@ -328,11 +438,15 @@ class Settings:
     clean_time_budget: float = number(
         TIME_BUDGET,
         minimum=0.001,
+        maximum=SECONDS_MAXIMUM,
         help="seconds the clean stage may spend on one page, checked between its passes; "
         "a page over it ends `skipped`/`too_complex`",
     )
     dedup_window_days: float = number(
-        30.0, minimum=DAYS_MINIMUM, help="how long the dedup index remembers a story"
+        30.0,
+        minimum=DAYS_MINIMUM,
+        maximum=DAYS_MAXIMUM,
+        help="how long the dedup index remembers a story",
     )
     boilerplate_min_pages: int = integer(
         5,
@@ -345,28 +459,35 @@ class Settings:
         help="distinct pages a site must have before template paragraphs are dropped",
     )
     boilerplate_ttl_days: float = number(
-        14.0, minimum=DAYS_MINIMUM, help="how long per-site paragraph fingerprints are kept"
+        14.0,
+        minimum=DAYS_MINIMUM,
+        maximum=DAYS_MAXIMUM,
+        help="how long per-site paragraph fingerprints are kept",
     )
     ledger_retention_days: float = number(
         7.0,
         minimum=DAYS_MINIMUM,
+        maximum=DAYS_MAXIMUM,
         help="how long a URL's ledger entry stays in Redis after it reached a terminal "
         "state (the store keeps the outcome for good)",
     )
     dedup_jaccard: float = number(
         0.5,
         minimum=0.05,
+        maximum=1.0,
         help="estimated Jaccard similarity above which two texts are one story",
     )
     dedup_containment: float = number(
         0.8,
         minimum=0.05,
+        maximum=1.0,
         help="share of the shorter text contained in the longer above which they are "
         "one story (trimmed copies)",
     )
     dedup_capacity: int = integer(
         1_000_000,
         minimum=1,
+        maximum=2**26,  # its filter of 64 bits an article must fit a Redis string's 2**32
         help="articles expected per window; sizes the index's compact hash buckets",
     )
     user_agent: str = header_text(
@@ -385,20 +506,28 @@ class Settings:
         "newsq",
         help="prefix of every Redis key (queues included), to share one Redis between deployments",
     )
-    feed_tick: float = number(30.0, minimum=0.1, help="seconds between beat's checks for due feeds")
+    feed_tick: float = number(
+        30.0,
+        minimum=0.1,
+        maximum=SECONDS_MAXIMUM,
+        help="seconds between beat's checks for due feeds",
+    )
     feed_every: float = number(
         600.0,
         minimum=1,
+        maximum=SECONDS_MAXIMUM,
         help="starting interval of a feed added without `--every` (seconds)",
     )
     feed_min_every: float = number(
         60.0,
         minimum=1,
+        maximum=SECONDS_MAXIMUM,
         help="shortest adaptive interval of a feed added without `--min` (seconds)",
     )
     feed_max_every: float = number(
         86400.0,
         minimum=1,
+        maximum=SECONDS_MAXIMUM,
         help="longest adaptive interval of a feed added without `--max` (seconds)",
     )
     discovery_max_urls: int = integer(
@@ -418,10 +547,13 @@ class Settings:
     discovery_timeout: float = number(
         120.0,
         minimum=0.001,
+        maximum=SECONDS_MAXIMUM,
         help="seconds the discovery of one feed or sitemap may take, politeness waits included",
     )
-    celery_config: str | None = text(
+    celery_config: str | None = setting(
         None,
+        kind="module",
+        parse=_module_name,
         help="a Python module of extra Celery settings (`broker_use_ssl`, "
         "`broker_transport_options`, `worker_max_tasks_per_child`, ...) loaded over "
         "newsq's own; a setting newsq itself sets is an error",
@@ -434,7 +566,8 @@ class Settings:
         for spec in SETTINGS:
             raw = env.get(spec.env, "").strip()
             if raw:
-                values[spec.name] = spec.parse(spec.env, raw)
+                values[spec.name] = spec.parse(spec.env, raw)  # its kind's message first
+                _printable(spec.env, raw)
         return cls(**values)
 
     @property

@@ -62,6 +62,49 @@ def test_a_log_level_that_is_no_level_name_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "newsq.db").exists()  # refused before anything was opened
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "args"),
+    [
+        ("NEWSQ_BROKER_URL", "redis://127.0.0.1:6x79/0", ["status"]),
+        ("NEWSQ_BROKER_URL", "redis://127.0.0.1:70000/0", ["enqueue", "http://example.org/"]),
+        ("NEWSQ_DATABASE_URL", "postgresql://newsq@127.0.0.1:pg/newsq", ["export"]),
+        ("NEWSQ_FETCH_TIMEOUT", "1e300", ["fetch", "http://127.0.0.1:9/"]),  # was OverflowError
+        ("NEWSQ_METRICS_PORT", "99999", ["status"]),
+    ],
+)  # fmt: skip
+def test_a_bad_url_or_number_setting_is_one_line_naming_it(
+    tmp_path: Path, variable: str, value: str, args: list[str]
+) -> None:
+    done = run_newsq(*args, env=newsq_env(**{variable: value}, NEWSQ_ALLOW_PRIVATE="1"),
+                     cwd=str(tmp_path), timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert one_line(done.stderr).startswith(f"newsq: {variable}: {value!r}")
+    assert not (tmp_path / "newsq.db").exists()
+
+
+def test_run_refuses_a_metrics_port_that_leaves_its_last_worker_none(tmp_path: Path) -> None:
+    env = newsq_env(NEWSQ_METRICS_PORT="65535")
+    done = run_newsq("run", "--workers", "2", "http://127.0.0.1:9/", env=env,
+                     cwd=str(tmp_path), timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert one_line(done.stderr) == ("newsq: NEWSQ_METRICS_PORT=65535: 2 local workers need "
+                                     "ports up to 65536, over 65535")  # fmt: skip
+
+
+def test_a_celery_config_module_that_fails_is_one_line(
+    tmp_path: Path, redis_url: str, key_prefix: str
+) -> None:
+    (tmp_path / "broken_celery_settings.py").write_text("worker_prefetch_multiplier = (\n")
+    env = newsq_env(NEWSQ_BROKER_URL=redis_url, NEWSQ_KEY_PREFIX=key_prefix,
+                    NEWSQ_CELERY_CONFIG="broken_celery_settings",
+                    PYTHONPATH=str(tmp_path))  # fmt: skip
+    done = run_newsq("retry", "--dead", env=env, cwd=str(tmp_path), timeout=60)
+    assert done.returncode == 2
+    assert one_line(done.stderr).startswith(
+        "newsq: NEWSQ_CELERY_CONFIG: 'broken_celery_settings' failed on import: SyntaxError"
+    )
+
+
 def test_allow_private_takes_a_bare_host_or_address(env: dict[str, str]) -> None:
     with serve_pages({"/a": b"<html><body><p>a page</p></body></html>"}) as base:
         blocked = run_newsq("fetch", f"{base}/a", env=env, timeout=60)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 import re
 from dataclasses import fields
 from pathlib import Path
@@ -80,10 +82,21 @@ def test_a_number_that_is_not_one_or_is_too_small_is_refused(spec: SettingSpec) 
             Settings.from_env({spec.env: raw})
 
 
+@pytest.mark.parametrize("spec", NUMBERS, ids=lambda s: s.env)
+def test_a_number_too_large_or_infinite_is_refused(spec: SettingSpec) -> None:
+    # past its bound a value overflows a timer, a socket timeout or a Redis bitmap
+    assert spec.maximum is not None and spec.maximum < math.inf
+    at_most = f"must be a number <= {spec.maximum:.15g}$"
+    for raw in (f"{spec.maximum * 1.5 + 1:.17g}", "inf", "1e400", "1e300"):
+        with pytest.raises(ConfigError, match=f"^{spec.env}: {re.escape(repr(raw))} {at_most}"):
+            Settings.from_env({spec.env: raw})
+    assert getattr(Settings.from_env({spec.env: f"{spec.maximum:.17g}"}), spec.name) == spec.maximum
+
+
 @pytest.mark.parametrize("spec", INTEGERS, ids=lambda s: s.env)
 def test_an_integer_must_be_whole(spec: SettingSpec) -> None:
     assert spec.minimum is not None
-    for raw in (f"{spec.minimum + 0.5:g}", "inf", "1e400"):
+    for raw in (f"{spec.minimum + 0.5:g}",):
         with pytest.raises(
             ConfigError, match=f"^{spec.env}: {re.escape(repr(raw))} must be a whole number$"
         ):
@@ -110,6 +123,61 @@ def test_an_integer_must_be_whole(spec: SettingSpec) -> None:
 def test_a_bad_value_is_refused_naming_its_variable(env: str, raw: str, message: str) -> None:
     with pytest.raises(ConfigError, match=f"^{env}: .*{re.escape(message)}"):
         Settings.from_env({env: raw})
+
+
+@pytest.mark.parametrize(
+    ("env", "raw", "message"),
+    [
+        ("NEWSQ_BROKER_URL", "redis://cache:63x9/0", "'redis://cache:63x9/0': the port must"),
+        ("NEWSQ_BROKER_URL", "redis://cache:65536", "the port must be 1 to 65535"),
+        ("NEWSQ_BROKER_URL", "redis://cache:0", "the port must be 1 to 65535"),  # redis-py: 6379
+        ("NEWSQ_BROKER_URL", "redis://u:secret@cache:-1", "'redis://u:***@cache:-1': the port"),
+        ("NEWSQ_BROKER_URL", "redis://[::1/0", "the IPv6 address has no closing ]"),
+        ("NEWSQ_BROKER_URL", "redis://cache/db1", "the database 'db1' is not a number"),
+        ("NEWSQ_BROKER_URL", "redis://cache?socket_timeout=soon", "Invalid value for"),
+        ("NEWSQ_BROKER_URL", "redis://cache?socket_timeout=inf", "=inf is out of range"),
+        ("NEWSQ_BROKER_URL", "redis://cache/0?colour=red", "unknown option 'colour'"),
+        ("NEWSQ_DATABASE_URL", "postgresql://u@db:pg/news", "the port must be 1 to 65535"),
+        ("NEWSQ_DATABASE_URL", "postgresql://u:pw@db:99999/news", "'postgresql://u:***@db:99999/news'"),
+        ("NEWSQ_DATABASE_URL", "postgresql://u@[::1/news", "the IPv6 address has no closing ]"),
+        ("NEWSQ_DATABASE_URL", "sqlite:", "'sqlite:' is not a database URL"),
+        ("NEWSQ_METRICS_PORT", "65536", "'65536' must be a number <= 65535"),
+        ("NEWSQ_METRICS_ADDR", "local host", "'local host' is not an address or host name"),
+        ("NEWSQ_CELERY_CONFIG", ".settings", "'.settings' is not a Python module name"),
+        ("NEWSQ_KEY_PREFIX", "news\nq", "holds a control character"),
+        ("NEWSQ_KEY_PREFIX", "news\udcffq", "bytes that are not UTF-8"),
+    ],
+)  # fmt: skip
+def test_a_url_or_address_that_cannot_be_used_is_refused(env: str, raw: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{env}: .*{re.escape(message)}"):
+        Settings.from_env({env: raw})
+
+
+def test_urls_that_can_be_used_are_kept() -> None:
+    for broker in ("redis://", "redis://[::1]:6379/2", "rediss://u:p@cache:6380/1?ssl_cert_reqs=none",
+                   "unix:///run/redis.sock?db=1", "redis://cache:6379/"):  # fmt: skip
+        assert Settings.from_env({"NEWSQ_BROKER_URL": broker}).broker_url == broker
+    for database in ("sqlite://", "sqlite:///news.db", "postgresql://u:p@[::1]:5432/news",
+                     "postgresql+psycopg://u@db/news?connect_timeout=5"):  # fmt: skip
+        assert Settings.from_env({"NEWSQ_DATABASE_URL": database}).database_url == database
+
+
+GARBAGE = ["garbage", "inf", "-inf", "nan", "-1", "0", "1e400", "9" * 30, "a\nb", "\x00",
+           "\udcff", "%", "[", "::", "\u202e", "é", "redis://h:abc", "redis://[::1",
+           "postgresql://u@h:99999/d", "sqlite:", "unix://"]  # fmt: skip
+
+
+@pytest.mark.parametrize("spec", SETTINGS, ids=lambda s: s.env)
+def test_no_value_of_any_setting_raises_but_config_error(spec: SettingSpec) -> None:
+    rng = random.Random(spec.env)
+    letters = "abc:/@[]%?=&.,*-+0123456789 \t\né\udcff"
+    values = GARBAGE + ["".join(rng.choices(letters, k=rng.randint(1, 16))) for _ in range(200)]
+    values += [pre + v for pre in ("redis://", "sqlite:", "postgresql://") for v in values[:40]]
+    for raw in values:
+        try:
+            Settings.from_env({spec.env: raw})
+        except ConfigError as exc:
+            assert str(exc).startswith(f"{spec.env}: ") and "\n" not in str(exc)
 
 
 def test_allow_private_takes_hosts_and_addresses_on_any_port() -> None:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 import sqlalchemy as sa
 
-from newsq.config.settings import Settings
+from newsq.config.settings import PORT_MAXIMUM, Settings
 from newsq.errors import ConfigError, NewsqError
 from newsq.ledger import Ledger
 from newsq.workers.redis_server import KeptRedis, RedisServer, die_with_parent
@@ -114,6 +114,13 @@ class LocalCluster:
     def __init__(self, settings: Settings, *, workers: int = 2, fetch_threads: int = 32,
                  log_level: str = "WARNING", layout: str = "combined",
                  keep_state: bool = False) -> None:  # fmt: skip
+        processes = {"combined": workers, "prefork": 1}.get(layout, 2)
+        last_port = (settings.metrics_port or 0) + processes - 1
+        if settings.metrics_port and last_port > PORT_MAXIMUM:  # worker i serves on PORT+i
+            raise ConfigError(
+                f"NEWSQ_METRICS_PORT={settings.metrics_port}: {processes} local workers "
+                f"need ports up to {last_port}, over {PORT_MAXIMUM}"
+            )
         self.settings = settings
         self.keep_state = keep_state
         self.kept: KeptRedis | None = None
