@@ -1,6 +1,7 @@
 """The pipeline's steps, free of Celery: what one task does with one URL.
 
-  1. fetch step   (I/O-bound, ``fetch`` queue): politeness, robots, the fetch itself;
+  1. fetch step   (I/O-bound, ``fetch`` queue): robots, politeness, the fetch itself
+                  (an unreachable robots.txt is retried as a failed fetch would be);
                   the page body is handed to the next step through Redis (compressed,
                   with an expiry) so only the URL travels on the broker.
   2. process step (CPU-bound, ``process`` queue): clean → site boilerplate → dedup →
@@ -34,6 +35,7 @@ from newsq.records import (
     STORED,
     Article,
     Drop,
+    FetchResult,
 )
 from newsq.urls import host_of, url_id
 
@@ -188,7 +190,10 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
         return step
 
     host = host_of(url)
-    if not rt.robots_allowed(url):
+    robots = rt.robots_verdict(url)
+    if robots.failure is not None:  # robots.txt unreachable: disallowed for now, retried
+        return _not_fetched(rt, url, robots.failure, attempt, of="robots.txt ")
+    if not robots.allowed:
         return finish(rt, url, SKIPPED, errors.ROBOTS_DISALLOWED, attempts=attempt)
     wait = rt.politeness.acquire(host)
     if wait > 0:
@@ -204,16 +209,7 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
         rt.politeness.release(host)
 
     if not result.ok:
-        if result.retryable and attempt < rt.settings.fetch_retries:
-            delay = backoff(attempt, result.retry_after)
-            rt.ledger.move(url, QUEUED, reason=result.reason, attempts=attempt + 1)
-            log.info("%s: %s (status %s), retry in %.1fs", url, result.reason, result.status, delay)
-            return Step("retry", countdown=delay, reason=result.reason)
-        state = SKIPPED if result.reason in errors.SKIP_REASONS else FAILED
-        detail = f"HTTP {result.status}" if result.status else None
-        if result.reason == errors.BAD_CONTENT_TYPE:  # the status was fine; the type was not
-            detail = f"Content-Type {result.content_type or 'missing, body not HTML'}"
-        return finish(rt, url, state, result.reason, attempts=attempt + 1, detail=detail)
+        return _not_fetched(rt, url, result, attempt)
 
     if not hand_off:
         page = Page(result.final_url or url, datetime.now(UTC), result.text or "")
@@ -223,6 +219,24 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
     rt.redis.set(body_key(rt, url), meta + payload, ex=rt.settings.visibility_timeout * 2)
     rt.ledger.move(url, FETCHED, final_url=result.final_url, attempts=attempt + 1)
     return Step("next")
+
+
+def _not_fetched(rt: Runtime, url: str, result: FetchResult, attempt: int, of: str = "") -> Step:
+    """A failed fetch of the page (or, ``of``, of its robots.txt): retried while it may
+    succeed later and retries are left; else the URL ends with the fetch's reason."""
+    if result.retryable and attempt < rt.settings.fetch_retries:
+        delay = backoff(attempt, result.retry_after)
+        rt.ledger.move(url, QUEUED, reason=result.reason, attempts=attempt + 1)
+        log.info("%s: %s%s (status %s), retry in %.1fs", url, of, result.reason, result.status,
+                 delay)  # fmt: skip
+        return Step("retry", countdown=delay, reason=result.reason)
+    state = SKIPPED if result.reason in errors.SKIP_REASONS else FAILED
+    detail = f"HTTP {result.status}" if result.status else None
+    if result.reason == errors.BAD_CONTENT_TYPE:  # the status was fine; the type was not
+        detail = f"Content-Type {result.content_type or 'missing, body not HTML'}"
+    if of:
+        detail = of + (detail or result.reason or "")
+    return finish(rt, url, state, result.reason, attempts=attempt + 1, detail=detail)
 
 
 # -- 2. clean, dedup, store -----------------------------------------------------------

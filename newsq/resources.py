@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from newsq.dedup.index import DedupIndex
     from newsq.fetch.client import Fetcher
     from newsq.fetch.politeness import Politeness
-    from newsq.fetch.robots import RobotsCache
+    from newsq.fetch.robots import RobotsCache, Verdict
     from newsq.workers.admission import CpuLane
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,11 @@ class Runtime:
 
         return self._get("robots", lambda: RobotsCache(self.redis, self.settings, self.fetcher))
 
-    def robots_allowed(self, url: str) -> bool:
-        return not self.settings.robots or self.robots.allowed(url)
+    def robots_verdict(self, url: str) -> Verdict:
+        """robots.txt's answer for ``url`` (allowed when ``NEWSQ_ROBOTS=0``)."""
+        from newsq.fetch.robots import ALLOWED
+
+        return self.robots.check(url) if self.settings.robots else ALLOWED
 
     @property
     def dedup(self) -> DedupIndex:

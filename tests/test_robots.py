@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -10,9 +13,16 @@ import redis
 from hostile_server import HostileServer
 
 from newsq.config.settings import Settings
+from newsq.fetch import politeness, robots
 from newsq.fetch.client import Fetcher
 from newsq.fetch.politeness import MAX_CRAWL_DELAY, Politeness
 from newsq.fetch.robots import ALLOWED, FAILURE_TTL, RobotsCache, agent_token
+from newsq.pipeline import fetch_step, process_step
+from newsq.records import TERMINAL
+from newsq.resources import Runtime
+
+# loaded at collection: trafilatura's import warns, which would be an error in a test
+importlib.import_module("newsq.clean.extract")
 
 ROBOTS = """
 User-agent: otherbot
@@ -156,3 +166,77 @@ def test_crawl_delay_is_capped(
 def test_agent_token() -> None:
     assert agent_token("newsq/0.1 (+https://example.com)") == "newsq"
     assert agent_token("") == "*"
+
+
+# -- in the pipeline: its fetch step, in process -------------------------------------
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    rt = Runtime(dataclasses.replace(settings, fetch_retries=1, fetch_timeout=1.0))
+    yield rt
+    rt.close()
+
+
+def _state(rt: Runtime, url: str) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in rt.redis.hgetall(rt.ledger.key(url)).items()}
+
+
+def test_an_unreachable_robots_txt_is_retried_then_fails(runtime: Runtime) -> None:
+    with HostileServer(robots=503) as server:
+        url = server.url("/ok")
+        runtime.ledger.enqueue([url])
+        first = fetch_step(runtime, url, 0, hand_off=False)
+        assert (first.action, first.reason) == ("retry", "http_error")
+        assert first.countdown >= FAILURE_TTL  # so the retry finds the failure expired
+        assert _state(runtime, url)["state"] == "queued"
+        last = fetch_step(runtime, url, 1, hand_off=False)
+        assert not any(path == "/ok" for _, path in server.requests)
+    assert (last.action, last.state, last.reason) == ("done", "failed", "http_error")
+    (row,) = runtime.store.iter_outcomes(states=("failed",))
+    assert (row["reason"], row["detail"]) == ("http_error", "robots.txt HTTP 503")
+    assert row["attempts"] == 2
+
+
+def test_a_robots_txt_back_after_an_outage_lets_the_retry_fetch(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(robots, "FAILURE_TTL", 0.2)
+    with HostileServer(robots=500) as server:
+        url = server.url("/ok")
+        runtime.ledger.enqueue([url])
+        assert fetch_step(runtime, url, 0, hand_off=False).action == "retry"
+        server.robots = "User-agent: *\nDisallow: /private\n"
+        time.sleep(0.3)
+        again = fetch_step(runtime, url, 1, hand_off=False)
+        assert again.action == "next" and again.page is not None
+        assert _robots_requests(server) == 2
+
+
+def test_a_robots_txt_that_times_out_is_retried_with_its_reason(runtime: Runtime) -> None:
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/a"
+        runtime.ledger.enqueue([url])
+        first = fetch_step(runtime, url, 0, hand_off=False)
+        last = fetch_step(runtime, url, 1, hand_off=False)
+    assert (first.action, first.reason) == ("retry", "timeout")
+    assert (last.state, last.reason) == ("failed", "timeout")
+
+
+def test_a_huge_crawl_delay_keeps_every_url_of_the_host_finite(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(politeness, "MAX_CRAWL_DELAY", 0.5)  # 60 s, compressed
+    with HostileServer(robots="User-agent: *\nCrawl-delay: 99999999\n") as server:
+        urls = [server.url("/ok"), server.url("/conditional")]
+        runtime.ledger.enqueue(urls)
+        for url in urls:
+            deadline = time.monotonic() + 5
+            while (step := fetch_step(runtime, url, hand_off=False)).action == "wait":
+                assert step.countdown <= 0.5 and time.monotonic() < deadline
+                time.sleep(step.countdown)
+            assert step.action == "next" and step.page is not None
+            step = process_step(runtime, url, step.page)
+            assert step.state in TERMINAL, (url, step)
