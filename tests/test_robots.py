@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -20,6 +22,8 @@ from newsq.fetch.robots import ALLOWED, FAILURE_TTL, RobotsCache, agent_token
 from newsq.pipeline import fetch_step, process_step
 from newsq.records import TERMINAL
 from newsq.resources import Runtime
+from newsq.workers.commands import cmd_fetch
+from tests.cli import newsq_env, run_newsq
 
 # loaded at collection: trafilatura's import warns, which would be an error in a test
 importlib.import_module("newsq.clean.extract")
@@ -240,3 +244,32 @@ def test_a_huge_crawl_delay_keeps_every_url_of_the_host_finite(
             assert step.action == "next" and step.page is not None
             step = process_step(runtime, url, step.page)
             assert step.state in TERMINAL, (url, step)
+
+
+# -- newsq fetch: the pipeline's verdict ---------------------------------------------
+
+
+def test_newsq_fetch_of_a_disallowed_url_says_so_and_exits_1() -> None:
+    with HostileServer(robots="User-agent: *\nDisallow: /private\n") as server:
+        done = run_newsq("fetch", server.url("/private/a"),
+                         env=newsq_env(NEWSQ_ALLOW_PRIVATE="1"), timeout=60)  # fmt: skip
+        asked = [path for _, path in server.requests]
+    assert (done.returncode, done.stderr) == (1, "")
+    shown = json.loads(done.stdout)
+    assert (shown["ok"], shown["reason"], shown["status"]) == (False, "robots_disallowed", None)
+    assert shown["detail"] == "robots.txt disallows it"
+    assert asked == ["/robots.txt"]  # the page itself never requested
+
+
+def test_newsq_fetch_of_a_site_whose_robots_txt_fails_or_allows(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with HostileServer(robots=503) as server:
+        refused = cmd_fetch(argparse.Namespace(url=server.url("/ok")), settings)
+        down = json.loads(capsys.readouterr().out)
+        server.robots = "User-agent: *\nDisallow: /private\n"
+        fine = cmd_fetch(argparse.Namespace(url=server.url("/ok")), settings)
+        up = json.loads(capsys.readouterr().out)
+    assert refused == 1 and (down["ok"], down["reason"]) == (False, "http_error")
+    assert down["detail"] == "robots.txt HTTP 503"  # the pipeline retries it, then fails
+    assert fine == 0 and (up["ok"], up["status"]) == (True, 200) and "detail" not in up

@@ -57,14 +57,22 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
+    """The fetch stage on one URL, robots.txt asked first as in the pipeline: a URL it
+    does not allow now is never requested."""
     from newsq.fetch.client import Fetcher
+    from newsq.fetch.robots import ALLOWED, check_once, refusal
 
     fetcher = Fetcher(settings)
     try:
-        result = fetcher.fetch(args.url)
+        robots = check_once(fetcher, settings, args.url) if settings.robots else ALLOWED
+        refused = refusal(args.url, robots)
+        result = refused or fetcher.fetch(args.url)
     finally:
         fetcher.close()
-    print_json(result.to_json())
+    shown = result.to_json()
+    if refused is not None:
+        shown["detail"] = robots.detail  # which robots.txt answer it was
+    print_json(shown)
     return 0 if result.ok else 1
 
 
