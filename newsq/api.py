@@ -127,13 +127,20 @@ def extract(html: str | bytes, url: str | None = None, *,
             settings: Settings | None = None) -> Article | Drop:  # fmt: skip
     """Clean one page offline, as ``newsq extract`` does: its article (text, title,
     author, date, language, site), or a :class:`~newsq.records.Drop` saying why there
-    is none. Bytes are read as UTF-8; ``url`` resolves links and names the site; the
-    page's bounds are ``settings``' ``NEWSQ_CLEAN_*``."""
+    is none. Bytes are decoded as the fetch stage decodes a page served without a
+    charset (``<meta charset>`` by its WHATWG label, else detected; ``decode_error``
+    when they are no text); ``url`` resolves links and names the site; the page's
+    bounds are ``settings``' ``NEWSQ_CLEAN_*``."""
     from newsq.clean.extract import extract as clean
     from newsq.clean.limits import CleanLimits
+    from newsq.fetch.decoding import BodyError, decode_html
+    from newsq.records import Drop
 
     if isinstance(html, bytes):
-        html = html.decode("utf-8", errors="replace")
+        try:
+            html, _ = decode_html(html, None)
+        except BodyError as exc:
+            return Drop(exc.reason, str(exc))
     return clean(html, url, CleanLimits.from_settings(settings or Settings.from_env()))
 
 

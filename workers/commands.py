@@ -7,9 +7,9 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 from rich.console import Console
 
@@ -77,29 +77,57 @@ def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_extract(args: argparse.Namespace, settings: Settings) -> int:
+    """One JSON line per page; a file that cannot be read, unpacked or decoded is one
+    line on stderr and the others go on (exit 1 when some failed, 2 when all did)."""
     from newsq.api import extract
     from newsq.records import Article
 
-    status = 0
+    failed = 0
     for path in args.files:
         try:
-            raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-        except OSError as exc:
-            print(f"newsq: cannot read {path}: {exc.strerror}", file=sys.stderr)
-            status = 2
+            raw = _read_page(path, settings.max_bytes)
+        except ConfigError as exc:
+            print(f"newsq: {exc}", file=sys.stderr)
+            failed += 1
             continue
-        if path.endswith(".gz"):
-            import gzip
-
-            raw = gzip.decompress(raw)
-        result = extract(raw, args.url)
+        result = extract(raw, args.url, settings=settings)
         if isinstance(result, Article):
             print_json({"path": path, **result.to_json()})
+        elif result.reason == errors.DECODE_ERROR:  # binary junk: no page at all
+            print(f"newsq: {path}: {errors.DECODE_ERROR}: {result.detail}", file=sys.stderr)
+            failed += 1
         else:
             print_json({"path": path, "title": None, "author": None, "published": None,
                         "language": None, "site": None, "canonical_url": None, "text": "",
                         "reason": result.reason})  # fmt: skip
-    return status
+    return 0 if not failed else 2 if failed == len(args.files) else 1
+
+
+def _read_page(path: str, limit: int) -> bytes:
+    """The bytes of a saved page (``-``: stdin), a ``.gz`` unpacked, at most ``limit``
+    of them; ConfigError saying what is wrong with the file."""
+    import gzip
+    import io
+    import zlib
+
+    try:
+        with nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb") as file:
+            raw = file.read(limit + 1)  # /dev/zero ends here too
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if path.endswith(".gz"):
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as unpacked:
+                raw = unpacked.read(limit + 1)
+        except gzip.BadGzipFile:
+            raise ConfigError(f"{path}: not a gzip file") from None
+        except EOFError:
+            raise ConfigError(f"{path}: a truncated gzip file") from None
+        except (OSError, zlib.error) as exc:
+            raise ConfigError(f"{path}: a corrupt gzip file ({exc})") from None
+    if len(raw) > limit:
+        raise ConfigError(f"{path}: over NEWSQ_MAX_BYTES ({limit} bytes)")
+    return raw
 
 
 # -- reading the results ---------------------------------------------------------------
