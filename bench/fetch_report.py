@@ -1,4 +1,5 @@
-"""Fetch-stage report: hostile cases (reason, seconds, peak RSS) and client reuse.
+"""Fetch-stage report: hostile cases (reason, seconds, peak RSS), hostile or missing
+robots.txt files (the verdict ``newsq fetch`` and the pipeline act on) and client reuse.
 
 Each hostile case runs in a fresh subprocess so its peak RSS (``ru_maxrss`` of that one
 child, from ``os.wait4``) is its own. Targets: every case ends within timeout + 1 s;
@@ -41,6 +42,23 @@ CASES = [
     ("503 + Retry-After", "/503"),
     ("429 + Retry-After date", "/429"),
 ]
+
+ROBOTS_CASES: list[tuple[str, str | int | None, str]] = [
+    ("robots.txt 503", 503, "/a"),
+    ("robots.txt 429", 429, "/a"),
+    ("robots.txt never answers", None, "/a"),
+    ("robots.txt 404 (no file)", 404, "/a"),
+    (
+        "Disallow: /news + Allow: /news/public",
+        "User-agent: *\nDisallow: /news\nAllow: /news/public\n",
+        "/news/public/a",
+    ),
+    ("Disallow: /*.pdf$", "User-agent: *\nDisallow: /*.pdf$\n", "/a/b.pdf"),
+    ("Disallow: /*.pdf$, a query after it", "User-agent: *\nDisallow: /*.pdf$\n", "/b.pdf?x=1"),
+    ("User-agent: news + Disallow: /", "User-agent: news\nDisallow: /\n", "/a"),
+    ("User-agent: NEWSQ + Disallow: /", "User-agent: NEWSQ\nDisallow: /\n", "/a"),
+]
+"""(case, robots.txt text or the status it is answered with or None: never answers, path)."""
 
 CHILD = """
 import json, sys, time
@@ -85,6 +103,43 @@ def hostile_table(server: HostileServer, timeout: float) -> bool:
             f"| {name} | {result['reason'] or 'ok'} | {result['status']} | {seconds:.2f} "
             f"| {rss:.0f} | {'yes' if within else 'NO'} |"
         )
+    return good
+
+
+def robots_table(timeout: float) -> bool:
+    """Each case's verdict; an unreachable robots.txt must be "retry", never a verdict."""
+    import socket
+
+    from newsq.config.settings import AllowPrivate, Settings
+    from newsq.fetch.client import Fetcher
+    from newsq.fetch.robots import Verdict, check_once
+
+    print(f"\n## robots.txt (fetch_timeout={timeout:g} s; the pipeline retries an unreachable"
+          " one like a failed fetch)\n")  # fmt: skip
+    print("| case | path | verdict | detail | seconds |")
+    print("|---|---|---|---|---|")
+    settings = Settings(allow_private=AllowPrivate(all=True), fetch_timeout=timeout)
+
+    def timed_check(url: str) -> tuple[Verdict, float]:
+        with Fetcher(settings) as fetcher:  # closed before its server is
+            started = time.monotonic()
+            return check_once(fetcher, settings, url), time.monotonic() - started
+
+    good = True
+    for name, robots, path in ROBOTS_CASES:
+        if robots is None:  # a listening socket that never answers
+            with socket.socket() as silent:
+                silent.bind(("127.0.0.1", 0))
+                silent.listen(1)
+                verdict, took = timed_check(f"http://127.0.0.1:{silent.getsockname()[1]}{path}")
+        else:
+            with HostileServer(robots=robots) as server:
+                verdict, took = timed_check(server.url(path))
+        shown = "allowed" if verdict.allowed else verdict.reason
+        if verdict.failure is not None:
+            shown = f"{verdict.reason}: retry"
+            good = good and verdict.failure.retryable
+        print(f"| {name} | `{path}` | {shown} | {verdict.detail or ''} | {took:.3f} |")
     return good
 
 
@@ -144,6 +199,7 @@ def main() -> int:
     args = parser.parse_args()
     with HostileServer() as server:
         good = hostile_table(server, args.timeout)
+        good = robots_table(args.timeout) and good
         reuse_table(server, args.requests)
     print("\nall targets met" if good else "\nSOME TARGETS MISSED")
     return 0 if good else 1
