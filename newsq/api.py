@@ -76,10 +76,10 @@ def status(url: str, *, settings: Settings | None = None) -> dict[str, Any] | No
     every terminal outcome. A store that is not there is not made.
     """
     from newsq.store.database import Store, missing_store
-    from newsq.urls import normalize_or_none
+    from newsq.urls import invalid_key, normalize_or_none
 
     settings = settings or Settings.from_env()
-    url = normalize_or_none(url) or url
+    url = normalize_or_none(url) or invalid_key(url)
     record = None
     if missing_store(settings.database_url) is None:
         store = Store.from_url(settings.database_url, create=False)
@@ -111,11 +111,11 @@ def wait(urls: Iterable[str], *, timeout: float | None = None, settings: Setting
     After a timeout the URLs not done show the state they are in (None: not in the
     ledger, e.g. never enqueued).
     """
-    from newsq.urls import normalize_or_none
+    from newsq.urls import invalid_key, normalize_or_none
 
     settings = settings or Settings.from_env()
     given = _listed(urls)
-    normal = {url: normalize_or_none(url) or url for url in given}
+    normal = {url: normalize_or_none(url) or invalid_key(url) for url in given}
     keys = list(dict.fromkeys(normal.values()))
     with connect_ledger(settings, "newsq.wait()") as ledger:
         wait_for(ledger, keys, timeout, every=every)

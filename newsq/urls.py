@@ -56,6 +56,12 @@ def normalize_or_none(url: str | None) -> str | None:
         return None
 
 
+def invalid_key(raw: str) -> str:
+    """The key an invalid URL's ``failed``/``invalid_url`` outcome is kept under: the URL
+    as given, cut to ``MAX_URL_LENGTH`` (a store's key cannot be a megabyte long)."""
+    return raw[:MAX_URL_LENGTH]
+
+
 def host_of(url: str) -> str:
     """``host[:port]`` of a URL, lower-cased: the unit of politeness."""
     return urlsplit(url).netloc.lower()

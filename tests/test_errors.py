@@ -138,6 +138,21 @@ def test_enqueue_exits_1_when_an_input_is_refused_else_0(env: dict[str, str]) ->
     assert (fine.returncode, fine.stderr) == (0, "")
 
 
+def test_a_url_over_2048_characters_is_invalid_and_status_finds_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    long = "https://news.example/" + "a" * 2100
+    for command in (["enqueue", long], ["run", "--workers", "1", long + "b"]):
+        done = run_newsq(*command, env=env, cwd=str(tmp_path), timeout=120)
+        assert one_line(done.stderr) == f"newsq: {long[:200]}: invalid_url"
+    for url in (long, long + "b"):  # stored under its first 2048 characters: found whole
+        status = run_newsq("status", url, env=env, cwd=str(tmp_path), timeout=60)
+        assert status.returncode == 0, status.stdout
+        answer = json.loads(status.stdout)
+        assert (answer["state"], answer["reason"]) == ("failed", "invalid_url")
+        assert answer["url"] == url[:2048]
+
+
 def test_fetch_exits_1_when_not_ok(env: dict[str, str]) -> None:
     done = run_newsq("fetch", "ftp://news.example/a", env=env, timeout=60)
     assert done.returncode == 1

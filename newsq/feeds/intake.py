@@ -23,7 +23,7 @@ from newsq.fetch.netguard import Refused
 from newsq.ledger import Ledger
 from newsq.records import FAILED, FetchResult
 from newsq.store.database import Store
-from newsq.urls import InvalidURL, host_of, normalize
+from newsq.urls import InvalidURL, host_of, invalid_key, normalize
 
 if TYPE_CHECKING:
     from newsq.fetch.politeness import Politeness
@@ -214,7 +214,7 @@ def enqueue(
     for url, new in zip(normal, ledger.enqueue(normal, recorded=store.recorded), strict=True):
         (intake.new if new else intake.known).append(url)
     for raw in intake.invalid:
-        key = raw[:2048]
+        key = invalid_key(raw)  # what newsq status of it looks up
         if ledger.enqueue([key], recorded=store.recorded)[0]:
             store.record_outcome({"url": key, "state": FAILED, "reason": errors.INVALID_URL})
             ledger.move(key, FAILED, reason=errors.INVALID_URL)
