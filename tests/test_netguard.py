@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hostile_server import HostileServer
@@ -15,7 +16,14 @@ from hostile_server import HostileServer
 from newsq import errors
 from newsq.config.settings import AllowPrivate, Settings
 from newsq.fetch.client import Fetcher
-from newsq.fetch.netguard import GuardedBackend, Refused, is_public, numeric_ipv4, prepare
+from newsq.fetch.netguard import (
+    GuardedBackend,
+    Refused,
+    check_address,
+    is_public,
+    numeric_ipv4,
+    prepare,
+)
 
 
 @pytest.mark.parametrize(
@@ -225,6 +233,23 @@ def test_cidr_allow_list_opens_the_network(
     with _fetcher(allow) as f:
         assert f.fetch(allowed.url("/ok")).ok
         assert f.fetch("http://10.0.0.1/").reason == errors.BLOCKED_ADDRESS
+
+
+OPENED_BY_ONE = ["169.254.169.254", "224.0.0.1", "0.0.0.0", "240.0.0.1", "fe80::1", "ff02::1"]
+
+
+def test_allow_private_1_opens_every_address_and_the_readme_says_so() -> None:
+    opened, listed = AllowPrivate.parse("1"), AllowPrivate.parse("127.0.0.0/8")
+    for address in OPENED_BY_ONE:
+        ip = ipaddress.ip_address(address)
+        assert not is_public(ip)
+        check_address(ip, 80, address, opened)  # no BlockedAddress: 1 means all of them
+        with pytest.raises(Refused):
+            check_address(ip, 80, address, listed)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [row] = [line for line in readme.splitlines() if line.startswith("| `NEWSQ_ALLOW_PRIVATE`")]
+    for said in ("`1` opens everything", "169.254.169.254", "multicast", "0.0.0.0"):
+        assert said in row
 
 
 class _RebindingDns:
