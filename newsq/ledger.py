@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -122,6 +122,15 @@ class Ledger:
         if fields:  # in Lua: an entry that expired meanwhile is not made again, forever
             pairs = [item for pair in fields.items() for item in pair]
             self.script(keys=[self.key(url)], args=["note", *pairs])
+
+    def note_many(self, fields: Mapping[str, Mapping[str, str]]) -> None:
+        """:meth:`note` for many URLs at once: one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for url, values in fields.items():
+            if values:
+                pairs = [item for pair in values.items() for item in pair]
+                self.script(keys=[self.key(url)], args=["note", *pairs], client=pipe)
+        pipe.execute()
 
     def release(self, url: str) -> None:
         """Hand back a delivery that ended in a handled error (not a crash)."""

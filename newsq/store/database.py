@@ -5,7 +5,9 @@ Tables:
                 later copies (``duplicate_of`` set) are provenance rows without text;
                 a changed text at a known URL is a new revision row of the same story.
   ``urls``      the terminal record of every URL (state, reason, story), so nothing
-                that was enqueued is lost even when Redis is gone.
+                that was enqueued is lost even when Redis is gone; a URL found in a
+                feed has its row from its enqueueing on (``queued``), for its origin
+                (``feed``, ``feed_title``, ``feed_published``).
   ``feeds``     feeds that poll themselves, with their conditional-GET state.
   ``pages``     with ``NEWSQ_KEEP_RAW=1``: each stored copy's HTML, zlib-compressed,
                 keyed like its article row (url, content_hash), for WARC export.
@@ -30,6 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from newsq.errors import ConfigError, StoreUnavailable
+from newsq.records import QUEUED, TERMINAL
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,9 @@ urls = sa.Table(
     sa.Column("match", sa.String(16)),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("feed", sa.Text),
+    sa.Column("feed_title", sa.Text),
+    sa.Column("feed_published", sa.DateTime(timezone=True)),
     sa.Index("ix_urls_state", "state"),
 )
 
@@ -92,6 +98,7 @@ feeds = sa.Table(
     sa.Column("last_new", sa.Integer, nullable=False, default=0),
     sa.Column("polls", sa.Integer, nullable=False, default=0),
     sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_feeds_next_due", "next_due"),
 )
 
 pages = sa.Table(
@@ -301,6 +308,24 @@ class Store:
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise StoreUnavailable(f"store write failed for {outcome.get('url')}: {exc}") from exc
 
+    def record_origins(self, found: Mapping[str, Mapping[str, Any]], *, batch: int = 500) -> None:
+        """Give each URL (just enqueued) its origin, ``{url: {feed, feed_title,
+        feed_published}}``: a ``queued`` row, which its terminal outcome later fills in.
+        A URL that has a row keeps it as it is (its first origin). Raises StoreUnavailable."""
+        stamp = now()
+        rows = [{"feed": None, "feed_title": None, "feed_published": None, **origin,
+                 "url": url, "state": QUEUED, "attempts": 0, "updated_at": stamp}
+                for url, origin in found.items()]  # fmt: skip
+        stmt = self._statement("origins", lambda: (
+            _insert(self.engine, urls).on_conflict_do_nothing(index_elements=["url"])
+        ))  # fmt: skip
+        try:
+            with self.engine.begin() as conn:
+                for i in range(0, len(rows), batch):
+                    conn.execute(stmt, rows[i : i + batch])
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise StoreUnavailable(f"store write failed for origins: {exc}") from exc
+
     def _statement(self, key: Any, build: Callable[[], Any]) -> Any:
         stmt = self._statements.get(key)
         if stmt is None:
@@ -368,13 +393,16 @@ class Store:
 
     def recorded(self, candidates: Sequence[str], *, batch: int = 500) -> set[str]:
         """Those of ``candidates`` with a terminal record (one indexed IN per ``batch``);
-        raises StoreUnavailable."""
+        raises StoreUnavailable. A ``queued`` row (an origin) is not one: the ledger
+        answers for a URL in flight."""
         found: set[str] = set()
+        terminal = urls.c.state.in_(sorted(TERMINAL))
         try:
             with self.engine.connect() as conn:
                 for i in range(0, len(candidates), batch):
                     part = list(candidates[i : i + batch])
-                    found.update(conn.scalars(sa.select(urls.c.url).where(urls.c.url.in_(part))))
+                    query = sa.select(urls.c.url).where(urls.c.url.in_(part), terminal)
+                    found.update(conn.scalars(query))
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise StoreUnavailable(f"store read failed: {exc}") from exc
         return found
@@ -385,8 +413,14 @@ class Store:
         return dict(row._mapping) if row else None
 
     def state_counts(self) -> dict[str, int]:
+        """Terminal outcomes by state (an origin's ``queued`` row is not counted)."""
+        query = (
+            sa.select(urls.c.state, sa.func.count())
+            .where(urls.c.state.in_(sorted(TERMINAL)))
+            .group_by(urls.c.state)
+        )
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(urls.c.state, sa.func.count()).group_by(urls.c.state))
+            rows = conn.execute(query)
             return {state: n for state, n in rows}
 
     def failure_counts(self) -> dict[str, int]:
@@ -440,6 +474,28 @@ class Store:
         update = {k: stmt.excluded[k] for k in values if k not in ("url", "added_at")}
         with self.engine.begin() as conn:
             conn.execute(stmt.on_conflict_do_update(index_elements=["url"], set_=update))
+
+    def upsert_feeds(self, rows: Sequence[Mapping[str, Any]], *, batch: int = 500) -> None:
+        """:meth:`upsert_feed` for many feeds (rows of the same keys), in one transaction."""
+        if not rows:
+            return
+        stamp = now()
+        values = [{"added_at": stamp, **row} for row in rows]
+        stmt = _insert(self.engine, feeds)
+        update = {k: stmt.excluded[k] for k in rows[0] if k not in ("url", "added_at")}
+        stmt = stmt.on_conflict_do_update(index_elements=["url"], set_=update)
+        with self.engine.begin() as conn:
+            for i in range(0, len(values), batch):
+                conn.execute(stmt, values[i : i + batch])
+
+    def feeds_at(self, wanted: Sequence[str], *, batch: int = 500) -> dict[str, dict[str, Any]]:
+        """The rows of those of ``wanted`` that are registered, by URL."""
+        out: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), batch):
+                query = sa.select(feeds).where(feeds.c.url.in_(list(wanted[i : i + batch])))
+                out.update((r.url, dict(r._mapping)) for r in conn.execute(query))
+        return out
 
     def remove_feed(self, url: str) -> bool:
         with self.engine.begin() as conn:
