@@ -507,7 +507,7 @@ class Settings:
         help="prefix of every Redis key (queues included), to share one Redis between deployments",
     )
     feed_tick: float = number(
-        30.0,
+        10.0,
         minimum=0.1,
         maximum=SECONDS_MAXIMUM,
         help="seconds between beat's checks for due feeds",
@@ -549,6 +549,12 @@ class Settings:
         minimum=0.001,
         maximum=SECONDS_MAXIMUM,
         help="seconds the discovery of one feed or sitemap may take, politeness waits included",
+    )
+    max_age_days: float = number(
+        30.0,
+        maximum=DAYS_MAXIMUM,
+        help="a feed entry or sitemap URL dated longer ago than this (days) is not enqueued; "
+        "`0`: no limit",
     )
     celery_config: str | None = setting(
         None,

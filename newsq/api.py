@@ -38,7 +38,8 @@ def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
 
     Returns the :class:`~newsq.feeds.intake.Intake`: ``new`` (normalised, sent to the
     fetch queue), ``known`` (enqueued before, not sent again), ``invalid`` (recorded as
-    ``failed``/``invalid_url``) and ``feed_errors`` (feeds that could not be read).
+    ``failed``/``invalid_url``), ``feed_errors`` (feeds that could not be read) and
+    ``too_old`` (feed entries dated over ``NEWSQ_MAX_AGE_DAYS`` ago, not enqueued).
     """
     from newsq.config.celery import make_app
     from newsq.feeds.intake import enqueue as enqueue_urls
@@ -58,12 +59,13 @@ def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
         stack.callback(app.close)
         deadline = None if timeout is None else time.monotonic() + timeout
         polite = Politeness(ledger.redis, settings)
-        raw, problems = gather(fetcher, list(feeds), list(url_files), _listed(urls),
-                               polite=polite, deadline=deadline)  # fmt: skip
+        found = gather(fetcher, list(feeds), list(url_files), _listed(urls),
+                       polite=polite, deadline=deadline)  # fmt: skip
         new: list[str] = []
-        intake = enqueue_urls(ledger, store, raw, send=new.append)
+        intake = enqueue_urls(ledger, store, found.urls, send=new.append, origins=found.origins)
         send_fetches(app, new, settings.fetch_batch)
-    intake.feed_errors = problems
+    intake.feed_errors = found.problems
+    intake.too_old = found.too_old
     return intake
 
 

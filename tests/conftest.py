@@ -117,4 +117,5 @@ def settings(redis_url: str, key_prefix: str, sqlite_url: str) -> Settings:
         fetch_timeout=5.0,
         host_rate=0.0,
         key_prefix=key_prefix,
+        max_age_days=0.0,  # the saved pages and feeds are dated years back
     )

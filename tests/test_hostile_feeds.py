@@ -76,8 +76,8 @@ def _asked(server: HostileServer, since: float, prefix: str = "/sitemap-tree/") 
 
 def _gather(settings: Settings, feed: str, **options: Any) -> tuple[list[str], list[str]]:
     with Fetcher(settings) as fetcher:
-        urls, problems = gather(fetcher, [feed], [], [], **options)
-    return urls, [error for _, error in problems]
+        found = gather(fetcher, [feed], [], [], **options)
+    return found.urls, [error for _, error in found.problems]
 
 
 def test_a_sitemap_fan_out_stops_at_the_request_bound(

@@ -10,11 +10,19 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from newsq.config.settings import Settings
 from newsq.errors import ConfigError
-from newsq.feeds.poll import add_feed, due_in, format_duration, parse_duration, remove_feed
+from newsq.feeds.poll import (
+    add_feed,
+    add_feeds,
+    due_in,
+    format_duration,
+    parse_duration,
+    remove_feed,
+)
 from newsq.store.database import Store
 from newsq.urls import normalize_or_none
 from newsq.workers.common import need_broker, print_json
@@ -33,7 +41,11 @@ def add_parsers(sub: Any) -> None:
     actions = feeds.add_subparsers(dest="feeds_command", required=True, metavar="ACTION")
     add = actions.add_parser("add", help="register an RSS/Atom feed or a sitemap, due now; "
                              "again: change its intervals, keeping its history")  # fmt: skip
-    add.add_argument("url", help="the feed's or sitemap's URL")
+    add.add_argument("url", nargs="?", help="the feed's or sitemap's URL")
+    add.add_argument("--file", metavar="FILE",
+                     help="register the feeds of FILE, one URL a line (`#` comments; `-` is "
+                          "stdin) in one go, each first due at a random time within its "
+                          "interval; a bad line is an error and the others are added")  # fmt: skip
     add.add_argument("--every", type=_duration, default=None, metavar="DURATION",
                      help="polling interval from now, e.g. 30s, 10m, 2h, 1d (default "
                           "NEWSQ_FEED_EVERY; for a feed already there, its own)")  # fmt: skip
@@ -60,9 +72,14 @@ def _utc(when: datetime) -> datetime:
 
 
 def cmd_feeds(args: argparse.Namespace, settings: Settings) -> int:
+    if args.feeds_command == "add" and bool(args.url) == bool(args.file):
+        raise ConfigError("feeds add: give a feed URL or --file FILE, one of the two")
+    lines = _read_lines(args.file) if args.feeds_command == "add" and args.file else None
     # only registering makes a store; listing or removing needs one there
     store = Store.from_url(settings.database_url, create=args.feeds_command == "add")
     try:
+        if lines is not None:
+            return _add_many(store, lines, args, settings)
         if args.feeds_command == "add":
             known = store.get_feed(normalize_or_none(args.url) or args.url) is not None
             row = add_feed(store, args.url, settings, every=args.every, min_every=args.min_every,
@@ -87,6 +104,27 @@ def cmd_feeds(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     finally:
         store.close()
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read feed file {path}: {exc}") from None
+    return text.splitlines()
+
+
+def _add_many(store: Store, lines: list[str], args: argparse.Namespace,
+              settings: Settings) -> int:  # fmt: skip
+    """``feeds add --file``: one line per bad input line on stderr, one summary line."""
+    done = add_feeds(store, lines, settings, every=args.every, min_every=args.min_every,
+                     max_every=args.max_every, kind=args.kind)  # fmt: skip
+    for number, error in done.errors:
+        print(f"newsq: {args.file}:{number}: {error}", file=sys.stderr)
+    spread = f"; first polls within {format_duration(done.spread_s)}" if done.spread_s else ""
+    bad = f", {len(done.errors)} lines refused" if done.errors else ""
+    print(f"added {done.added}, updated {done.updated} feeds{bad}{spread}")
+    return 1 if done.errors else 0
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:

@@ -15,7 +15,7 @@ from rich.console import Console
 from newsq.api import connect_ledger, enqueue, wait_for
 from newsq.config.settings import Settings
 from newsq.errors import INVALID_URL
-from newsq.feeds.intake import Intake
+from newsq.feeds.intake import Intake, too_old_note
 from newsq.ledger import Ledger
 from newsq.store.database import Store
 from newsq.workers.embedded import LocalCluster
@@ -23,7 +23,8 @@ from newsq.workers.embedded import LocalCluster
 
 def submit(args: argparse.Namespace, settings: Settings) -> Intake:
     """Enqueue the command's ``--feed``, ``--urls`` and URLs (:func:`newsq.api.enqueue`);
-    a feed that could not be read and an invalid URL are one line each on stderr."""
+    a feed that could not be read and an invalid URL are one line each on stderr, and so
+    is the count of feed entries left out for their age."""
     timeout = getattr(args, "timeout", None)  # newsq run's bounds the feeds' discovery too
     intake = enqueue(args.url, feeds=args.feed, url_files=args.urls, settings=settings,
                      timeout=timeout)  # fmt: skip
@@ -31,6 +32,8 @@ def submit(args: argparse.Namespace, settings: Settings) -> Intake:
         print(f"newsq: feed {feed}: {error}", file=sys.stderr)
     for raw in intake.invalid:
         print(f"newsq: {raw[:200]}: {INVALID_URL}", file=sys.stderr)
+    if intake.too_old:  # an archive's worth not enqueued: say so, it is no error
+        print(f"newsq: feeds: {too_old_note(intake.too_old, settings)}", file=sys.stderr)
     return intake
 
 

@@ -3,6 +3,10 @@
 Every URL is normalised; the ledger's enqueue script decides atomically which are new,
 so concurrent enqueuers never enqueue one URL twice. A URL that cannot be normalised
 is not dropped: it is recorded as ``failed`` / ``invalid_url``.
+
+A feed entry or sitemap URL dated over ``NEWSQ_MAX_AGE_DAYS`` ago is not enqueued, only
+counted (an archive sitemap would flood the queue). A URL first found in a feed keeps
+its :class:`Origin` (the feed, the entry's title and date) in the ledger and the store.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +48,52 @@ class Intake:
     known: list[str] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
     feed_errors: list[tuple[str, str]] = field(default_factory=list)
+    too_old: int = 0
+    """Feed entries and sitemap URLs left out for their age (``NEWSQ_MAX_AGE_DAYS``)."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a URL was first found: the feed or sitemap (as given or registered), and
+    what its entry said."""
+
+    feed: str
+    title: str | None = None
+    published: datetime | None = None
+
+    def fields(self) -> dict[str, str]:
+        """The ledger's fields of it (``feed``, ``feed_title``, ``feed_published``)."""
+        out = {"feed": self.feed, "feed_title": self.title or ""}
+        if self.published is not None:
+            out["feed_published"] = self.published.astimezone(UTC).isoformat()
+        return {k: v for k, v in out.items() if v}
+
+    def row(self) -> dict[str, object]:
+        """The store's columns of it."""
+        return {"feed": self.feed, "feed_title": self.title, "feed_published": self.published}
+
+
+@dataclass
+class Gathered:
+    """All the URLs of one input, in order, and what the feeds said of them."""
+
+    urls: list[str] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    """Feeds that could not be read or were cut short, and why."""
+    origins: dict[str, Origin] = field(default_factory=dict)
+    too_old: int = 0
+
+
+def too_old_note(count: int, settings: Settings) -> str:
+    """What a count of entries left out for their age says: ``skipped 3 older than 30 days``."""
+    return f"skipped {count} older than {settings.max_age_days:g} days (NEWSQ_MAX_AGE_DAYS)"
+
+
+def max_age_cutoff(settings: Settings, now: datetime | None = None) -> datetime | None:
+    """The oldest date a feed entry may carry to be enqueued; None without a limit."""
+    if not settings.max_age_days:
+        return None
+    return (now or datetime.now(UTC)) - timedelta(days=settings.max_age_days)
 
 
 def read_url_file(path: str) -> list[str]:
@@ -85,11 +136,14 @@ class Discovery:
     with the article fetches, across workers) when ``polite`` is given. The whole of it
     stops at its :class:`Bounds` (URLs, index depth, requests, time; ``deadline``, a
     ``time.monotonic()`` time, can end it sooner): ``stopped`` then says which, and
-    what was found until then is kept.
+    what was found until then is kept. URLs, and child sitemaps, dated before ``cutoff``
+    (default: ``NEWSQ_MAX_AGE_DAYS`` ago) are left out and counted in ``too_old``;
+    ``entries`` keeps what the bodies said of the URLs kept.
     """
 
     def __init__(self, fetcher: Fetcher, *, polite: Politeness | None = None,
-                 deadline: float | None = None, bounds: Bounds | None = None) -> None:  # fmt: skip
+                 deadline: float | None = None, bounds: Bounds | None = None,
+                 cutoff: datetime | None = None) -> None:  # fmt: skip
         self.fetcher = fetcher
         self.polite = polite
         self.bounds = bounds or Bounds.from_settings(fetcher.settings)
@@ -100,6 +154,10 @@ class Discovery:
         self.requests = 0
         self.stopped: str | None = None
         self._held: list[str] = []
+        self.cutoff = cutoff or max_age_cutoff(fetcher.settings)
+        self.too_old = 0
+        self.old_sitemaps = 0
+        self.entries: dict[str, feeds.Entry] = {}
 
     def expand(self, url: str) -> tuple[list[str], str | None]:
         """The article URLs ``url`` lists, its child sitemaps' included, or an error."""
@@ -122,9 +180,9 @@ class Discovery:
     def collect(self, items: feeds.FeedItems, seen: set[str] | None = None) -> list[str]:
         """``items``' URLs and their child sitemaps', breadth first, within the bounds."""
         urls: dict[str, None] = {}
-        self._add(urls, items.urls)
+        self._add(urls, items)
         seen = set(seen or ()) | set(items.sitemaps)
-        queue = deque((child, 1) for child in items.sitemaps)
+        queue = deque((child, 1) for child in self._fresh(items))
         while queue and self.stopped is None:
             child, depth = queue.popleft()
             if depth > self.bounds.depth:
@@ -135,8 +193,8 @@ class Discovery:
             if found is None:
                 log.info("child sitemap %s not read: %s", child, error)
                 continue
-            self._add(urls, found.urls)
-            for grandchild in found.sitemaps:
+            self._add(urls, found)
+            for grandchild in self._fresh(found):
                 if grandchild not in seen:  # an index listing itself or its parent
                     seen.add(grandchild)
                     queue.append((grandchild, depth + 1))
@@ -172,12 +230,43 @@ class Discovery:
                 self._refuse(f"{self._time_bound}, waiting for host {host} (politeness)")
             self._held.append(host)
 
-    def _add(self, urls: dict[str, None], more: Iterable[str]) -> None:
-        for url in more:
+    def _add(self, urls: dict[str, None], items: feeds.FeedItems) -> None:
+        for url in items.urls:
+            entry = items.entries.get(url)
+            if self._old(entry):
+                self.too_old += 1
+                continue
             if len(urls) >= self.bounds.urls:
                 self._stop(f"{self.bounds.urls} URLs (NEWSQ_DISCOVERY_MAX_URLS)")
                 return
             urls[url] = None
+            if entry is not None:
+                self.entries.setdefault(url, entry)
+
+    def _fresh(self, items: feeds.FeedItems) -> Iterable[str]:
+        """The child sitemaps worth reading: a ``lastmod`` before the cutoff says that
+        nothing in it changed since, so nothing in it is new enough."""
+        for child in items.sitemaps:
+            if self._old(items.entries.get(child)):
+                self.old_sitemaps += 1
+                log.info("child sitemap %s not read: last modified %s, before %s "
+                         "(NEWSQ_MAX_AGE_DAYS)", child, items.entries[child].dated,
+                         self.cutoff)  # fmt: skip
+            else:
+                yield child
+
+    def _old(self, entry: feeds.Entry | None) -> bool:
+        dated = entry.dated if entry is not None else None
+        return self.cutoff is not None and dated is not None and dated < self.cutoff
+
+    def origins(self, feed: str, urls: Iterable[str]) -> dict[str, Origin]:
+        """Each of ``urls`` (found by this discovery) with ``feed`` as its origin."""
+        out = {}
+        for url in urls:
+            entry = self.entries.get(url)
+            title, published = (entry.title, entry.dated) if entry else (None, None)
+            out[url] = Origin(feed, title, published)
+        return out
 
     def _stop(self, bound: str) -> None:
         if self.stopped is None:
@@ -200,19 +289,33 @@ def enqueue(
     raw_urls: Iterable[str],
     *,
     send: Callable[[str], object],
+    origins: Mapping[str, Origin] | None = None,
 ) -> Intake:
-    """Normalise, deduplicate and enqueue; ``send(url)`` queues one fetch task."""
+    """Normalise, deduplicate and enqueue; ``send(url)`` queues one fetch task.
+
+    A new URL found in a feed (``origins``, keyed by the URL as found) gets its origin
+    in the ledger and in the store's ``urls`` table before it is sent.
+    """
     intake = Intake()
     normal: list[str] = []
+    came_from: dict[str, Origin] = {}
     for raw in raw_urls:
         try:
-            normal.append(normalize(raw))
+            url = normalize(raw)
         except InvalidURL as exc:
             intake.invalid.append(raw)  # the caller reports it (the CLI: one line)
             log.info("%s: invalid URL: %s", raw[:200], exc)
+            continue
+        normal.append(url)
+        if origins and raw in origins:
+            came_from.setdefault(url, origins[raw])
     normal = list(dict.fromkeys(normal))
     for url, new in zip(normal, ledger.enqueue(normal, recorded=store.recorded), strict=True):
         (intake.new if new else intake.known).append(url)
+    found = {url: came_from[url] for url in intake.new if url in came_from}
+    if found:
+        store.record_origins({url: origin.row() for url, origin in found.items()})
+        ledger.note_many({url: origin.fields() for url, origin in found.items()})
     for raw in intake.invalid:
         key = invalid_key(raw)  # what newsq status of it looks up
         if ledger.enqueue([key], recorded=store.recorded)[0]:
@@ -232,13 +335,13 @@ def batches(urls: Sequence[str], most: int) -> list[list[str]]:
 
 def gather(fetcher: Fetcher, feed_urls: Sequence[str], files: Sequence[str],
            urls: Sequence[str], *, polite: Politeness | None = None,
-           deadline: float | None = None) -> tuple[list[str], list[tuple[str, str]]]:  # fmt: skip
-    """All input URLs in order, and the feeds that could not be read or were cut short
-    (each feed's :class:`Discovery` in ``polite``'s slots, all of them by ``deadline``)."""
-    out: list[str] = list(urls)
+           deadline: float | None = None) -> Gathered:  # fmt: skip
+    """All input URLs in order, the feeds that could not be read or were cut short (each
+    feed's :class:`Discovery` in ``polite``'s slots, all of them by ``deadline``), the
+    origins of the feeds' URLs and how many were left out for their age."""
+    out = Gathered(urls=list(urls))
     for path in files:
-        out.extend(read_url_file(path))
-    problems = []
+        out.urls.extend(read_url_file(path))
     for feed in feed_urls:
         discovery = Discovery(fetcher, polite=polite, deadline=deadline)
         found, error = discovery.expand(feed)
@@ -246,7 +349,10 @@ def gather(fetcher: Fetcher, feed_urls: Sequence[str], files: Sequence[str],
             error = (f"{errors.DISCOVERY_LIMIT}: stopped at {discovery.stopped}; "
                      f"{len(found)} URLs kept")  # fmt: skip
         if error:
-            problems.append((feed, error))  # returned: the caller reports it
+            out.problems.append((feed, error))  # returned: the caller reports it
             log.info("%s: feed not read in full: %s", feed, error)
-        out.extend(found)
-    return out, problems
+        out.urls.extend(found)
+        out.too_old += discovery.too_old
+        for url, origin in discovery.origins(feed, found).items():
+            out.origins.setdefault(url, origin)
+    return out

@@ -13,7 +13,13 @@ when its ``next_due`` has passed. One poll:
   4. adapts the interval: halved when new items appeared, ×1.5 when none did (or the
      poll failed), kept within the feed's ``[min_every_s, max_every_s]``; the next poll
      is due that long after this one was due (not after it ran: a tick's lateness
-     does not add up), or after now when this poll was over an interval late.
+     does not add up), or, when this poll was over an interval late, between half an
+     interval and one and a half from now (feeds that all came late, after an outage,
+     do not stay due together).
+
+Feeds added in bulk (:func:`add_feeds`) are first due at random times within their
+interval, so that thousands of them do not all come due in one tick; each keeps that
+phase from then on.
 
 Nothing here knows Celery: ``send(url)`` hands one new URL to the fetch stage. Failures
 (unreachable feed, not a feed) are results with ``error`` set, never exceptions.
@@ -22,9 +28,10 @@ Nothing here knows Celery: ``send(url)`` hands one new URL to the fetch stage. F
 from __future__ import annotations
 
 import logging
+import random
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,7 +39,7 @@ from newsq import errors
 from newsq.config.settings import Settings
 from newsq.errors import ConfigError
 from newsq.feeds import parse as feeds
-from newsq.feeds.intake import Discovery, enqueue
+from newsq.feeds.intake import Discovery, enqueue, too_old_note
 from newsq.fetch.client import Fetcher
 from newsq.fetch.politeness import Politeness
 from newsq.ledger import Ledger
@@ -65,6 +72,8 @@ class FeedPoll:
     error: str | None = None
     every_s: float = 0.0
     """The interval until the next poll."""
+    too_old: int = 0
+    """Entries left out for their age (``NEWSQ_MAX_AGE_DAYS``)."""
 
 
 def parse_duration(text: str) -> float:
@@ -119,11 +128,85 @@ def add_feed(
     else ``feed``; the first poll corrects it from what the body turns out to be.
     Raises ConfigError for a bad URL or intervals that do not fit ``min <= every <= max``.
     """
-    try:
-        url = normalize(url)
-    except InvalidURL as exc:
-        raise ConfigError(f"not a feed URL: {url}: {exc}") from None
+    url = _feed_url(url)
     known = store.get_feed(url)
+    values = feed_values(url, known, settings, every=every, min_every=min_every,
+                         max_every=max_every, kind=kind)  # fmt: skip
+    store.upsert_feed({**values, "next_due": utcnow()})
+    log.info("feed %s %s: every %s", url, "registered" if known is None else "updated",
+             format_duration(values["every_s"]))  # fmt: skip
+    row = store.get_feed(url)
+    assert row is not None
+    return row
+
+
+@dataclass
+class BulkAdd:
+    """What :func:`add_feeds` did."""
+
+    added: int = 0
+    updated: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    """(line number, what is wrong with it) of each line not added."""
+    spread_s: float = 0.0
+    """The longest interval of those added: their first polls fall within it."""
+
+
+def add_feeds(store: Store, lines: Iterable[str], settings: Settings, *,
+              every: float | None = None, min_every: float | None = None,
+              max_every: float | None = None, kind: str | None = None,
+              rng: random.Random | None = None) -> BulkAdd:  # fmt: skip
+    """Register the feed URL of each line (blank lines and ``#`` comments skipped), as
+    :func:`add_feed` does, in one transaction; a bad line is an error of its own and the
+    others are added. Each feed is first due at a random time within its interval."""
+    rng = rng or random.Random()
+    out = BulkAdd()
+    wanted: dict[str, int] = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            wanted.setdefault(_feed_url(line), number)
+        except ConfigError as exc:
+            out.errors.append((number, str(exc)))
+    known = store.feeds_at(list(wanted))
+    rows = []
+    start = utcnow()
+    for url, number in wanted.items():
+        try:
+            values = feed_values(url, known.get(url), settings, every=every,
+                                 min_every=min_every, max_every=max_every, kind=kind)  # fmt: skip
+        except ConfigError as exc:
+            out.errors.append((number, f"{url}: {exc}"))
+            continue
+        phase = timedelta(seconds=rng.uniform(0, values["every_s"]))
+        rows.append({**values, "next_due": start + phase})
+        out.spread_s = max(out.spread_s, values["every_s"])
+        if url in known:
+            out.updated += 1
+        else:
+            out.added += 1
+    store.upsert_feeds(rows)
+    out.errors.sort()
+    log.info("%d feeds registered, %d updated; first polls within %s", out.added,
+             out.updated, format_duration(out.spread_s))  # fmt: skip
+    return out
+
+
+def _feed_url(url: str) -> str:
+    try:
+        return normalize(url)
+    except InvalidURL as exc:
+        raise ConfigError(f"not a feed URL: {url[:200]}: {exc}") from None
+
+
+def feed_values(url: str, known: Mapping[str, Any] | None, settings: Settings, *,
+                every: float | None = None, min_every: float | None = None,
+                max_every: float | None = None,
+                kind: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """The row values (kind, intervals) of feed ``url`` registered with these options,
+    ``known`` being its row when it is there already; raises ConfigError."""
     if known is None:
         base = (settings.feed_every, settings.feed_min_every, settings.feed_max_every)
         kind = kind or ("sitemap" if "sitemap" in url.lower() else "feed")
@@ -137,13 +220,7 @@ def add_feed(
     if not low <= every <= high:
         shown = ", ".join(format_duration(x) for x in (low, every, high))
         raise ConfigError(f"intervals must satisfy min <= every <= max, got {shown}")
-    store.upsert_feed({"url": url, "kind": kind, "every_s": every, "min_every_s": low,
-                       "max_every_s": high, "next_due": utcnow()})  # fmt: skip
-    log.info("feed %s %s: every %s", url, "registered" if known is None else "updated",
-             format_duration(every))  # fmt: skip
-    row = store.get_feed(url)
-    assert row is not None
-    return row
+    return {"url": url, "kind": kind, "every_s": every, "min_every_s": low, "max_every_s": high}
 
 
 def _within(every: float, low: float | None, high: float | None) -> float:
@@ -174,12 +251,17 @@ def claim_due(store: Store, settings: Settings,
     }
 
 
-def next_due(due: datetime | None, every: float, now: datetime) -> datetime:
+def next_due(due: datetime | None, every: float, now: datetime,
+             jitter: float | None = None) -> datetime:  # fmt: skip
     """One interval after the time the feed was due, so a late tick does not stretch the
-    interval; one interval from ``now`` when the poll came over an interval late."""
+    interval; one interval from ``now`` without ``due``. When the poll came over an
+    interval late: from ``now``, half an interval plus ``jitter`` (in [0, 1), random by
+    default) of one, so feeds late together (an outage) are due apart again."""
     step = timedelta(seconds=every)
-    if due is None or _aware(due) + step < now:
+    if due is None:
         return now + step
+    if _aware(due) + step < now:
+        return now + step * (0.5 + (random.random() if jitter is None else jitter))
     return _aware(due) + step
 
 
@@ -225,7 +307,7 @@ def poll_feed(store: Store, fetcher: Fetcher, ledger: Ledger, url: str, send: Se
     finally:
         if polite is not None:
             polite.release(host)
-    new = known = 0
+    new = known = too_old = 0
     error = None
     kind = feed["kind"]
     if not result.ok or result.body is None:
@@ -241,9 +323,9 @@ def poll_feed(store: Store, fetcher: Fetcher, ledger: Ledger, url: str, send: Se
             log.warning("feed %s: %s: stopped at %s; %d URLs kept", url,
                         errors.DISCOVERY_LIMIT, discovery.stopped, len(urls))  # fmt: skip
         kind = items.kind if not error else kind
-        # 3. only URLs the ledger has not seen are sent on
-        intake = enqueue(ledger, store, urls, send=send)
-        new, known = len(intake.new), len(intake.known)
+        # 3. only URLs the ledger has not seen are sent on, each with this feed as origin
+        intake = enqueue(ledger, store, urls, send=send, origins=discovery.origins(url, urls))
+        new, known, too_old = len(intake.new), len(intake.known), discovery.too_old
     # 4. adapt the interval; keep the old validators unless the answer brought new ones
     every = next_interval(feed["every_s"], new, feed["min_every_s"], feed["max_every_s"])
     now = now or utcnow()
@@ -260,12 +342,14 @@ def poll_feed(store: Store, fetcher: Fetcher, ledger: Ledger, url: str, send: Se
                           if result.ok else feed["last_modified"]),
     })  # fmt: skip
     poll = FeedPoll(url=url, status=result.status, new=new, known=known,
-                    not_modified=result.status == 304, error=error, every_s=every)  # fmt: skip
+                    not_modified=result.status == 304, error=error, every_s=every,
+                    too_old=too_old)  # fmt: skip
     if error:
         log.warning("feed %s not read: %s; next poll in %s", url, error, format_duration(every))
     else:
-        log.info("feed %s polled: HTTP %s, %d new, %d known; next poll in %s",
-                 url, result.status, new, known, format_duration(every))  # fmt: skip
+        old = f", {too_old_note(too_old, fetcher.settings)}" if too_old else ""
+        log.info("feed %s polled: HTTP %s, %d new, %d known%s; next poll in %s",
+                 url, result.status, new, known, old, format_duration(every))  # fmt: skip
     return poll
 
 
