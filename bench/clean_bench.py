@@ -1,9 +1,13 @@
-"""Score newsq's clean stage against trafilatura's defaults on the bundled dev corpus.
+"""Score newsq's clean stage against trafilatura on both dev corpora.
 
 Run from the repository root::
 
-    python -m bench.clean_bench            # print the table
+    python -m bench.clean_bench            # print both tables
     python -m bench.clean_bench --check    # also exit 1 if newsq falls below the floor
+
+The article benchmark's dev half is bundled (``newsq/demo/data/aeb-dev``); the wide
+corpus (trafilatura's evaluation pages) is read from ``shared/corpus`` beside the
+repository and scored its own way (:mod:`bench.clean_wide`).
 
 Scoring follows the article-extraction-benchmark (see ``newsq/demo/data/aeb-dev``): tokens are
 ``\\w+`` runs, each text becomes a multiset of 4-token shingles, precision and recall are
@@ -28,6 +32,7 @@ from pathlib import Path
 
 import trafilatura
 
+from bench import clean_wide
 from newsq.clean import extract as clean
 from newsq.demo.clean_eval import f1, page_scores
 from newsq.records import Article
@@ -146,6 +151,23 @@ def table(scores: Iterable[Score]) -> str:
     return "\n".join(lines)
 
 
+def _wide(*, required: bool) -> clean_wide.Report | None:
+    """The wide corpus's table, or None when the corpus is not there (an error when
+    ``required``: the floor check needs it)."""
+    try:
+        pages = clean_wide.load_pages()
+    except FileNotFoundError as exc:
+        if required:
+            raise SystemExit(f"bench.clean_bench --check: {exc}") from None
+        print(f"\nwide corpus not scored: {exc}")
+        return None
+    report = clean_wide.measure(pages)
+    print("\nwide corpus, dev half (trafilatura's evaluation pages, snippet scores)\n")
+    print(clean_wide.table([report.anchor, report.ours]))
+    print("\n" + report.summary())
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the table; with ``--check``, return 1 when newsq is below the stored floor."""
     parser = argparse.ArgumentParser(prog="python -m bench.clean_bench", description=__doc__)
@@ -168,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         for half, subset in (("even", pages[::2]), ("odd", pages[1::2])):
             scores.append(run(f"trafilatura, {half} half", subset, trafilatura_extractor))
             scores.append(run(f"newsq, {half} half", subset, newsq_extractor))
+    print("article benchmark, dev half (gold text, shingle scores)\n")
     print(table(scores))
+    wide = _wide(required=args.check)
     if not args.check:
         return 0
     floor = json.loads(FLOOR_FILE.read_text(encoding="utf-8"))
@@ -178,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("f1", "precision", "recall", "title_cover", "date_cover")
         if key in floor and (getattr(ours, key) or 0.0) < floor[key]
     ]
+    if wide is not None:
+        if wide.ours.f1 < floor["wide_f1"]:
+            failures.append(f"wide corpus F1 {wide.ours.f1:.3f} < floor {floor['wide_f1']:.3f}")
+        if len(wide.lost) > floor["wide_lost"]:
+            failures.append(f"wide corpus: {len(wide.lost)} pages lost ({', '.join(wide.lost)})")
     for failure in failures:
         print(f"below floor: {failure}", file=sys.stderr)
     return 1 if failures else 0

@@ -8,9 +8,12 @@
    menus and duplicate paragraphs that trafilatura lets through (``newsq.clean.rules``)
 4. a second opinion, only when lists or tables hold 15 % or more of the body's text:
    readability's text (trafilatura's fork) replaces ours when it is ours minus furniture
-   (``newsq.clean.second_opinion``)
+   (``newsq.clean.second_opinion``); and when the result is doubtful (a few hundred
+   characters of a long page, or lines like a menu's), trafilatura's full extraction
+   (its comparison with readability and jusText) is run and taken when it does better
 5. continuation chunks: when the body is cut into sibling containers and trafilatura
-   kept one, the long paragraphs of the others are added (``newsq.clean.chunks``)
+   kept one, the long paragraphs of the others are added (``newsq.clean.chunks``), and
+   a lead paragraph set apart above the body is put back (``newsq.clean.lead``)
 6. a length check: too little text left means the page has no article
 
 Before 1 and between the passes, the page's bounds (``newsq.clean.limits``) are
@@ -20,6 +23,7 @@ checked: a page over one ends as ``Drop(too_complex)``.
 from __future__ import annotations
 
 import logging
+import unicodedata
 
 import trafilatura
 from lxml import etree
@@ -42,6 +46,7 @@ from trafilatura.xml import xmltotxt
 from newsq import errors
 from newsq.clean import second_opinion
 from newsq.clean.chunks import add_continuations
+from newsq.clean.lead import find_lead
 from newsq.clean.limits import Budget, CleanLimits, TooComplex
 from newsq.clean.metadata import extract_metadata
 from newsq.clean.rules import Norms, clean_body, link_texts
@@ -145,21 +150,10 @@ def main_text(tree: HtmlElement, url: str | None, title: str | None, budget: Bud
     norms = Norms()  # strings of this page normalised once, shared by the rules below
     links = link_texts(tree)  # from the whole page, before trafilatura strips the links
     budget.check("trafilatura")
-    document = trafilatura.bare_extraction(
-        tree,
-        url=url,
-        fast=True,
-        favor_recall=True,
-        include_comments=False,
-        with_metadata=False,
-    )
-    body = getattr(document, "body", None)
+    body = _trafilatura_body(tree, url, fast=True)
     if body is None:
         return ""
-    removed = clean_body(body, title, links, norms)
-    if removed:
-        LOGGER.debug("url=%s post-clean removed %s", url, dict(removed))
-    text = xmltotxt(body, include_formatting=False).strip()
+    text = _cleaned_text(body, url, title, links, norms)
     budget.check("the second opinion")
     if text and second_opinion.is_suspicious(body):
         chosen = second_opinion.choose(text, second_opinion.readability_text(tree, url))
@@ -167,7 +161,45 @@ def main_text(tree: HtmlElement, url: str | None, title: str | None, budget: Bud
             LOGGER.debug("url=%s readability's tighter text taken", url)
         text = chosen
     budget.check("continuations")
-    return add_continuations(tree, text, norms) if text else text
+    text = add_continuations(tree, text, norms) if text else text
+    why = second_opinion.doubt(text, tree)
+    if why is not None:
+        budget.check("the full extraction")
+        full = _trafilatura_body(tree, url, fast=False)
+        alternative = "" if full is None else _cleaned_text(full, url, title, links, norms)
+        alternative = add_continuations(tree, alternative, norms) if alternative else ""
+        if second_opinion.better(text, alternative, why):
+            LOGGER.debug("url=%s fast result doubtful (%s): full extraction taken", url, why)
+            text = alternative
+    lead = find_lead(tree, text) if text else None
+    if lead is not None:
+        text = f"{lead}\n{text}"
+    # one normal form, as trafilatura gives: the same text hashes the same for dedup
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
+def _trafilatura_body(tree: HtmlElement, url: str | None, *, fast: bool) -> etree._Element | None:
+    """trafilatura's body of ``tree`` (which it leaves as it is): fast, favouring recall,
+    or its full extraction with its own defaults (readability and jusText compared)."""
+    document = trafilatura.bare_extraction(
+        tree,
+        url=url,
+        fast=fast,
+        favor_recall=fast,
+        include_comments=False,
+        include_tables=True,
+        with_metadata=False,
+    )
+    return getattr(document, "body", None)
+
+
+def _cleaned_text(body: etree._Element, url: str | None, title: str | None,
+                  links: frozenset[str], norms: Norms) -> str:  # fmt: skip
+    """``body`` after the post-cleaning rules, as text."""
+    removed = clean_body(body, title, links, norms)
+    if removed:
+        LOGGER.debug("url=%s post-clean removed %s", url, dict(removed))
+    return xmltotxt(body, include_formatting=False).strip()
 
 
 def extract(html: str, url: str | None = None, limits: CleanLimits | None = None) -> Article | Drop:

@@ -3,7 +3,8 @@
 trafilatura keeps some page furniture that sits inside the article container: the
 headline and standfirst above the body, newsletter and donation boxes, "Read more:"
 and "Don't miss" link blocks, share/print/copyright lines (a news agency's credit is
-kept: it belongs to the wire story), navigation lists and repeated captions. Each rule
+kept: it belongs to the wire story), navigation lists, repeated captions, and the
+heading of a related-links box left at the end of the text. Each rule
 here looks at one top-level block of the extracted tree (``p``, ``head``, ``list``,
 ``quote``, ``table``...) and says whether it is such furniture. Rules are language-light
 and keyed to no site.
@@ -186,6 +187,23 @@ def _same_title(key: str, title_key: str) -> bool:
 
 
 Rule = Callable[[_Element, str], bool]
+TRAILER_WORDS = 6
+"""A heading of at most this many words that closes the text heads something cut away."""
+_TRAILER_RULE = re.compile(r"^.{0,80}?\s*[-–—_=*]{5,}$")  # "Related Topics -----", "_____"
+_SENTENCE_END = re.compile(r"[.!?…:;\"“”»)\]]$")
+
+
+def is_trailer(el: _Element, text: str) -> bool:
+    """True for the last block of a text when it is a rule of dashes (with a few words
+    before it) or a short heading with nothing after it: the title of a related-links or
+    offers box whose items were dropped, not a part of the article."""
+    if _TRAILER_RULE.match(text):
+        return True
+    return (
+        el.tag == "head" and len(text.split()) <= TRAILER_WORDS and not _SENTENCE_END.search(text)
+    )
+
+
 RULES: dict[str, Rule] = {
     "promo": is_promo,
     "nav_list": is_nav_list,
@@ -270,4 +288,8 @@ def clean_body(
             _remove(el)
         elif el.tag != "head":
             body_started = True
+    kept = [(el, text) for el, text in blocks if el.getparent() is not None]
+    if len(kept) >= 3 and is_trailer(*kept[-1]):
+        removed["trailer"] += 1
+        _remove(kept[-1][0])
     return removed

@@ -30,9 +30,26 @@ LOGGER = logging.getLogger(__name__)
 SUSPICIOUS_TAGS = frozenset({"list", "table"})
 """Blocks of trafilatura's body that make a page worth a second opinion."""
 MAX_LENGTH_RATIO = 0.85
-"""The alternative must be at most this share of our text's length to be taken ..."""
+"""The alternative must be at most this share of our text's length to be taken ...,"""
+MIN_LENGTH_RATIO = 0.5
+"""... at least this share (a fragment much shorter is another block, a caption or a
+teaser inside ours, not ours trimmed) ..."""
 MIN_CONTAINMENT = 0.98
 """... and at least this share of its shingles must be in our text (it only trims)."""
+SHORT_TEXT = 500
+"""Characters: a fast result this short ..."""
+LONG_PAGE = 3000
+"""... on a page with this many characters of text is doubtful."""
+MAX_PAGE_CHARS = 500_000
+"""Characters of text above which a page gets no second full pass (jusText's work grows
+with it; real articles' pages hold far less)."""
+MENU_LINES = 0.6
+"""A fast result whose lines are this share or more short ones (under ``MENU_WORDS``
+words), holding ``MENU_CHARS`` of its text or more, reads like a menu or a calendar ..."""
+MENU_CHARS = 0.4
+MENU_WORDS = 4
+MENU_MIN_LINES = 8
+"""... when it has at least this many lines."""
 SHINGLE = 4
 
 _TOKEN = re.compile(r"\w+")
@@ -108,9 +125,49 @@ def readability_text(tree: HtmlElement, url: str | None) -> str:
 
 
 def choose(text: str, alternative: str) -> str:
-    """``alternative`` when it is our text minus furniture (inside it and much shorter),
-    else ``text``. Never lengthens the text: readability is a trimmer here, not a finder.
+    """``alternative`` when it is our text minus furniture (inside it, much shorter, but
+    not a small part of it), else ``text``. Never lengthens the text: readability is a
+    trimmer here, not a finder.
     """
     if not alternative or len(alternative) > MAX_LENGTH_RATIO * len(text):
         return text
+    if len(alternative) < MIN_LENGTH_RATIO * len(text):
+        return text
     return alternative if containment(alternative, text) >= MIN_CONTAINMENT else text
+
+
+# --- doubt: when the fast result is likely the wrong block --------------------------
+
+_WORD = re.compile(r"[^\W\d_]{2,}")  # a word of letters: not a number, not a bar of a table
+
+
+def menu_like(text: str) -> bool:
+    """True when most of ``text``'s lines are a few words or none (a navigation menu, a
+    calendar, a list of links) and they hold a good share of it: not an article."""
+    lines = [line for line in text.split("\n") if line.strip()]
+    if len(lines) < MENU_MIN_LINES:
+        return False
+    short = [line for line in lines if len(_WORD.findall(line)) < MENU_WORDS]
+    return len(short) >= MENU_LINES * len(lines) and sum(map(len, short)) >= MENU_CHARS * len(text)
+
+
+def doubt(text: str, tree: _Element) -> str | None:
+    """Why the fast result ``text`` of ``tree`` looks like the wrong block or too little
+    of the page ("short", "menu"), or None when it looks like an article, or when the
+    page is too big for a second full pass to be worth its time. Cheap: one pass over
+    the text, and over the page's text only when the text is in doubt."""
+    why = "menu" if menu_like(text) else "short" if len(text) < SHORT_TEXT else None
+    if why is None:
+        return None
+    page = _text_chars(tree)
+    if page > MAX_PAGE_CHARS or (why == "short" and page < LONG_PAGE):
+        return None
+    return why
+
+
+def better(text: str, alternative: str, why: str) -> bool:
+    """Whether the full extraction's ``alternative`` replaces the doubted ``text``: a
+    short one only by more text, a menu by text that is not a menu itself."""
+    if why == "short":
+        return len(alternative) > len(text)
+    return bool(alternative) and not menu_like(alternative)
