@@ -28,7 +28,7 @@ from newsq.feeds.poll import add_feeds, claim_due, next_due, poll_feed
 from newsq.fetch.client import Fetcher
 from newsq.fetch.politeness import Politeness
 from newsq.ledger import Ledger
-from newsq.store.database import Store
+from newsq.store.database import Store, feeds
 from newsq.store.database import now as utcnow
 from tests.cli import local_env, run_newsq
 
@@ -199,6 +199,33 @@ def test_feeds_added_at_once_come_due_spread_over_their_interval(
         # the first tick claims only its share
         claimed = claim_due(store, settings, now=start + timedelta(seconds=30))
         assert 350 < len(claimed) < 650
+    finally:
+        store.close()
+
+
+def test_concurrent_ticks_claim_each_due_feed_once(settings: Settings, database_url: str) -> None:
+    """Beat's tick claims its due feeds in batches; ticks racing (two beats) split them,
+    each feed taken exactly once."""
+    store = Store.from_url(database_url)
+    try:
+        add_feeds(store, [f"https://site{i}.example/rss" for i in range(1200)], settings)
+        with store.engine.begin() as conn:  # all due at once: the worst case
+            conn.execute(feeds.update().values(next_due=utcnow() - timedelta(seconds=1)))
+        barrier = threading.Barrier(4)
+        won: list[list[str]] = []
+
+        def tick() -> None:
+            barrier.wait()
+            won.append(list(claim_due(store, settings)))
+
+        threads = [threading.Thread(target=tick) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        taken = [url for claimed in won for url in claimed]
+        assert len(taken) == len(set(taken)) == 1200
+        assert claim_due(store, settings) == {}
     finally:
         store.close()
 

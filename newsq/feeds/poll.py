@@ -3,7 +3,7 @@
 A registered feed (RSS/Atom or sitemap, a row of the store's ``feeds`` table) is polled
 when its ``next_due`` has passed. One poll:
 
-  1. claims the feed (:meth:`Store.claim_feed`), so two ticks or two workers never
+  1. claims the feed (:meth:`Store.claim_feeds`), so two ticks or two workers never
      poll it at once; a poller that dies leaves the feed due again after a lease;
   2. asks with a conditional GET (``If-None-Match`` / ``If-Modified-Since`` from the
      stored ``etag`` / ``last_modified``); a 304 costs nothing more: no parsing, no
@@ -244,11 +244,7 @@ def claim_due(store: Store, settings: Settings,
     first, each with the time it was due (the claim's lease replaces it in the store)."""
     now = now or utcnow()
     lease = now + timedelta(seconds=lease_seconds(settings))
-    return {
-        row["url"]: _aware(row["next_due"])
-        for row in store.list_feeds(due_before=now)
-        if store.claim_feed(row["url"], now, lease)
-    }
+    return {url: _aware(due) for url, due in store.claim_feeds(now, lease).items()}
 
 
 def next_due(due: datetime | None, every: float, now: datetime,

@@ -533,3 +533,28 @@ class Store:
         )
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
+
+    def claim_feeds(self, due_before: datetime, lease_until: datetime, *,
+                    batch: int = 500) -> dict[str, datetime]:  # fmt: skip
+        """Take every feed due by ``due_before``, as :meth:`claim_feed` takes one, with a
+        conditional UPDATE per ``batch`` of them: {url: the time it was due}, oldest due
+        first, of the feeds this caller won (a concurrent claimer wins the others)."""
+        query = (
+            sa.select(feeds.c.url, feeds.c.next_due)
+            .where(feeds.c.next_due <= due_before)
+            .order_by(feeds.c.next_due)
+        )
+        with self.engine.connect() as conn:
+            due: dict[str, datetime] = dict(conn.execute(query).tuples().all())
+        urls = list(due)
+        won: set[str] = set()
+        for i in range(0, len(urls), batch):
+            stmt = (
+                sa.update(feeds)
+                .where(feeds.c.url.in_(urls[i : i + batch]), feeds.c.next_due <= due_before)
+                .values(next_due=lease_until)
+                .returning(feeds.c.url)
+            )
+            with self.engine.begin() as conn:
+                won.update(conn.scalars(stmt))
+        return {url: due[url] for url in urls if url in won}
