@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
             env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSQ_")}
             env.update(NEWSQ_BROKER_URL=server.url, NEWSQ_DATABASE_URL=f"sqlite:///{work}/b.db",
                        NEWSQ_ALLOW_PRIVATE="1", NEWSQ_HOST_RATE="0", NEWSQ_ROBOTS="0",
-                       NEWSQ_KEY_PREFIX=PREFIX)  # fmt: skip
+                       # the sample site's stories are from 2019: no age limit
+                       NEWSQ_KEY_PREFIX=PREFIX, NEWSQ_MAX_AGE_DAYS="0")  # fmt: skip
             feeds = [arg for url in site.feed_urls for arg in ("--feed", url)]
             cli = [str(Path(sys.executable).with_name("newsq")), "run", *feeds,
                    "--urls", str(work / "extra.txt"), "--workers", str(args.workers),
