@@ -240,28 +240,41 @@ def url(default: _Str, schemes: tuple[str, ...], *, shown: str, help: str,
 
 def _masked(raw: str) -> str:
     """A URL as an error may show it: without its password."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", raw)
+    return re.sub(r"(//[^/@:]*:)[^@]*@", r"\1***@", raw)
 
 
-def _check_port(env: str, raw: str) -> None:
-    """The port of URL ``raw``, when it has one, is a whole number from 1 to 65535."""
-    host = raw.partition("//")[2].partition("/")[0].partition("?")[0].rpartition("@")[2]
-    if host.startswith("[") and "]" not in host:
-        raise ConfigError(f"{env}: {_masked(raw)!r}: the IPv6 address has no closing ]")
-    port = host.rpartition("]")[2].partition(":")[2] if ":" in host else None
-    if port is not None and not (port.isdigit() and 1 <= int(port) <= PORT_MAXIMUM):
-        raise ConfigError(f"{env}: {_masked(raw)!r}: the port must be 1 to {PORT_MAXIMUM}")
+def _bad_port(env: str, raw: str, port: int | None = None) -> ConfigError:
+    """The error of a URL whose port is not a whole number from 1 to 65535 (or whose
+    IPv6 host has no closing bracket, which makes its port unreadable too)."""
+    host = raw.partition("//")[2].rpartition("@")[2]
+    if port is None and "[" in host and "]" not in host:
+        return ConfigError(f"{env}: {_masked(raw)!r}: the IPv6 address has no closing ]")
+    return ConfigError(f"{env}: {_masked(raw)!r}: the port must be 1 to {PORT_MAXIMUM}")
 
 
 def _redis_url(env: str, raw: str) -> str:
     # redis-py would raise on these only when connecting, or not at all (it reads the
-    # port 0 as 6379, and a database that is not a number as none)
+    # port 0 as 6379, and a database that is not a number as none); it reads the URL
+    # with urlsplit, as here
+    from urllib.parse import urlsplit
+
     from redis.connection import ConnectionPool
 
-    _check_port(env, raw)
     try:
-        db = raw.partition("//")[2].partition("?")[0].partition("/")[2].strip("/")
-        if not raw.startswith("unix:") and db and not db.isdigit():
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        rest = raw.partition("//")[2]
+        cut = re.search(r"[/?#]", rest)
+        if cut and "@" in rest[cut.start() :]:  # urlsplit's host ended inside the password
+            raise ConfigError(f"{env}: {_masked(raw)!r}: a '/', '?' or '#' in its password "
+                              "must be %-encoded") from None  # fmt: skip
+        raise _bad_port(env, raw) from None
+    if port == 0:
+        raise _bad_port(env, raw, port)
+    try:
+        db = parts.path.strip("/")
+        if parts.scheme != "unix" and db and not db.isdigit():
             raise ValueError(f"the database {db!r} is not a number")
         pool = ConnectionPool.from_url(raw)
         # an unknown option in the query raises when a connection is made (not opened)
@@ -279,11 +292,14 @@ def _database_url(env: str, raw: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    _check_port(env, raw)
     try:
-        make_url(raw)
-    except (ArgumentError, ValueError):
+        port = make_url(raw).port  # a password may hold "/" and "?" here: its own parse
+    except ArgumentError:
         raise ConfigError(f"{env}: {_masked(raw)!r} is not a database URL") from None
+    except ValueError:  # int() of the port
+        raise _bad_port(env, raw) from None
+    if port is not None and not 1 <= port <= PORT_MAXIMUM:
+        raise _bad_port(env, raw, port)
     return raw
 
 

@@ -133,6 +133,8 @@ def test_a_bad_value_is_refused_naming_its_variable(env: str, raw: str, message:
         ("NEWSQ_BROKER_URL", "redis://cache:0", "the port must be 1 to 65535"),  # redis-py: 6379
         ("NEWSQ_BROKER_URL", "redis://u:secret@cache:-1", "'redis://u:***@cache:-1': the port"),
         ("NEWSQ_BROKER_URL", "redis://[::1/0", "the IPv6 address has no closing ]"),
+        ("NEWSQ_BROKER_URL", "redis://u:pa/ss@cache:6379", "'redis://u:***@cache:6379': a '/'"),
+        ("NEWSQ_BROKER_URL", "redis://u:p@cache:6x", "'redis://u:***@cache:6x': the port"),
         ("NEWSQ_BROKER_URL", "redis://cache/db1", "the database 'db1' is not a number"),
         ("NEWSQ_BROKER_URL", "redis://cache?socket_timeout=soon", "Invalid value for"),
         ("NEWSQ_BROKER_URL", "redis://cache?socket_timeout=inf", "=inf is out of range"),
@@ -158,6 +160,7 @@ def test_urls_that_can_be_used_are_kept() -> None:
                    "unix:///run/redis.sock?db=1", "redis://cache:6379/"):  # fmt: skip
         assert Settings.from_env({"NEWSQ_BROKER_URL": broker}).broker_url == broker
     for database in ("sqlite://", "sqlite:///news.db", "postgresql://u:p@[::1]:5432/news",
+                     "postgresql://u:pa/s?s@db:5432/news",  # SQLAlchemy reads such a password
                      "postgresql+psycopg://u@db/news?connect_timeout=5"):  # fmt: skip
         assert Settings.from_env({"NEWSQ_DATABASE_URL": database}).database_url == database
 
