@@ -303,6 +303,16 @@ def _database_url(env: str, raw: str) -> str:
     return raw
 
 
+def _parsed(spec: SettingSpec, raw: str) -> Any:
+    """``spec``'s parse of ``raw``: what a library it calls refuses is a bad value too."""
+    try:
+        return spec.parse(spec.env, raw)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a path holding a NUL, ...: one line, never a traceback
+        raise ConfigError(f"{spec.env}: {raw!r}: {exc}") from None
+
+
 def _printable(env: str, raw: str) -> None:
     """``raw`` is printable: no setting takes a control character, and bytes that
     are not UTF-8 (lone surrogates in ``os.environ``) cannot be sent to Redis or a log."""
@@ -588,8 +598,8 @@ class Settings:
         for spec in SETTINGS:
             raw = env.get(spec.env, "").strip()
             if raw:
-                values[spec.name] = spec.parse(spec.env, raw)  # its kind's message first
-                _printable(spec.env, raw)
+                _printable(spec.env, raw)  # so no parser sees a control character
+                values[spec.name] = _parsed(spec, raw)
         return cls(**values)
 
     @property

@@ -183,6 +183,18 @@ def test_no_value_of_any_setting_raises_but_config_error(spec: SettingSpec) -> N
             assert str(exc).startswith(f"{spec.env}: ") and "\n" not in str(exc)
 
 
+def test_a_parser_whose_library_raises_gives_a_config_error() -> None:
+    from newsq.config.settings import _parsed
+
+    def parse(env: str, raw: str) -> str:
+        with open(raw) as file:  # what a file setting's parser may do
+            return file.read()
+
+    spec = SettingSpec("rules", None, "a file", "file", parse)
+    with pytest.raises(ConfigError, match=r"^NEWSQ_RULES: '/no/such/file': .*No such file"):
+        _parsed(spec, "/no/such/file")
+
+
 def test_allow_private_takes_hosts_and_addresses_on_any_port() -> None:
     allow = Settings.from_env({"NEWSQ_ALLOW_PRIVATE": "Localhost, 10.0.0.5, [::1], "
                                "db.internal:8080, 192.168.0.0/16"}).allow_private  # fmt: skip
