@@ -326,6 +326,13 @@ def _module_name(env: str, raw: str) -> str:
     return raw
 
 
+def _site_rules(env: str, raw: str) -> str:
+    from newsq.clean.sites import load  # read and checked now: a typo is a line at start-up
+
+    load(raw)
+    return raw
+
+
 def _bind_address(env: str, raw: str) -> str:
     if _bare_host(raw) is None:
         raise ConfigError(f"{env}: {raw!r} is not an address or host name")
@@ -467,6 +474,13 @@ class Settings:
         maximum=SECONDS_MAXIMUM,
         help="seconds the clean stage may spend on one page, checked between its passes; "
         "a page over it ends `skipped`/`too_complex`",
+    )
+    site_rules: str | None = setting(
+        None,
+        kind="file",
+        parse=_site_rules,
+        help="a TOML file of per-site XPath rules for the clean stage: blocks to remove "
+        "(`prune`) and the block to take the article from (`body`), per host",
     )
     dedup_window_days: float = number(
         30.0,

@@ -131,10 +131,11 @@ def extract(html: str | bytes, url: str | None = None, *,
     author, date, language, site), or a :class:`~newsq.records.Drop` saying why there
     is none. Bytes are decoded as the fetch stage decodes a page served without a
     charset (``<meta charset>`` by its WHATWG label, else detected; ``decode_error``
-    when they are no text); ``url`` resolves links and names the site; the page's
-    bounds are ``settings``' ``NEWSQ_CLEAN_*``."""
+    when they are no text); ``url`` resolves links, names the site and picks its rule
+    of ``NEWSQ_SITE_RULES``; the page's bounds are ``settings``' ``NEWSQ_CLEAN_*``."""
     from newsq.clean.extract import extract as clean
     from newsq.clean.limits import CleanLimits
+    from newsq.clean.sites import rule_for
     from newsq.fetch.decoding import BodyError, decode_html
     from newsq.records import Drop
 
@@ -143,7 +144,9 @@ def extract(html: str | bytes, url: str | None = None, *,
             html, _ = decode_html(html, None)
         except BodyError as exc:
             return Drop(exc.reason, str(exc))
-    return clean(html, url, CleanLimits.from_settings(settings or Settings.from_env()))
+    settings = settings or Settings.from_env()
+    site = rule_for(settings.site_rules, url)
+    return clean(html, url, CleanLimits.from_settings(settings), site)
 
 
 def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,

@@ -140,9 +140,11 @@ class Runtime:
         """The clean stage on ``html``; threads of one process take turns."""
         from newsq.clean.extract import extract
         from newsq.clean.limits import CleanLimits
+        from newsq.clean.sites import rule_for
 
+        site = rule_for(self.settings.site_rules, url)
         with self._extracting:
-            return extract(html, url, CleanLimits.from_settings(self.settings))
+            return extract(html, url, CleanLimits.from_settings(self.settings), site)
 
     def on_cpu(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` on the CPU lane of the process's pool when it has one (newsq's

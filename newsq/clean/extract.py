@@ -50,6 +50,8 @@ from newsq.clean.lead import find_lead
 from newsq.clean.limits import Budget, CleanLimits, TooComplex
 from newsq.clean.metadata import extract_metadata
 from newsq.clean.rules import Norms, clean_body, link_texts
+from newsq.clean.sites import SiteRule
+from newsq.clean.sites import apply as apply_site_rule
 from newsq.records import Article, Drop
 
 LOGGER = logging.getLogger(__name__)
@@ -202,22 +204,25 @@ def _cleaned_text(body: etree._Element, url: str | None, title: str | None,
     return xmltotxt(body, include_formatting=False).strip()
 
 
-def extract(html: str, url: str | None = None, limits: CleanLimits | None = None) -> Article | Drop:
+def extract(html: str, url: str | None = None, limits: CleanLimits | None = None,
+            site: SiteRule | None = None) -> Article | Drop:  # fmt: skip
     """The article of one page, or ``Drop(no_content)`` when it has none.
 
     Pure and offline: no network, no Redis. Never raises on bad markup; an empty,
     non-HTML or article-less page gives a ``Drop`` with a detail saying which, a page
-    over ``limits`` (the defaults when None) ``Drop(too_complex)``.
+    over ``limits`` (the defaults when None) ``Drop(too_complex)``. ``site``: the
+    page's site rule (``newsq.clean.sites``), applied before the main text is sought.
     """
     limits = limits or CleanLimits()
     try:
-        return _extract(html, url, limits)
+        return _extract(html, url, limits, site)
     except TooComplex as exc:
         LOGGER.info("url=%s too complex: %s", url, exc)
         return Drop(errors.TOO_COMPLEX, str(exc))
 
 
-def _extract(html: str, url: str | None, limits: CleanLimits) -> Article | Drop:
+def _extract(html: str, url: str | None, limits: CleanLimits,
+             site: SiteRule | None) -> Article | Drop:  # fmt: skip
     budget = limits.budget()
     # 1. one parse, of markup and a tree within the bounds
     limits.check_markup(html)
@@ -228,6 +233,8 @@ def _extract(html: str, url: str | None, limits: CleanLimits) -> Article | Drop:
     # 2. metadata, read before trafilatura prunes its copy of the tree
     meta = extract_metadata(tree, url)
     # 3. main text, post-cleaned, with a second opinion on suspicious pages
+    if site is not None:
+        tree = apply_site_rule(tree, site)
     text = main_text(tree, url, meta.title, budget)
     # 4. length check
     if len(text) < MIN_TEXT_CHARS:
