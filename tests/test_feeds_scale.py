@@ -272,8 +272,9 @@ def test_feeds_of_one_host_share_its_rate(
 
 
 def test_a_polled_url_keeps_its_feed_title_and_date(
-    server: Server, aged: Settings, database_url: str, redis_client: redis.Redis
-) -> None:
+    server: Server, aged: Settings, database_url: str, redis_client: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
     settings = replace(aged, database_url=database_url)
     store = Store.from_url(database_url)
     ledger = Ledger(
@@ -285,11 +286,13 @@ def test_a_polled_url_keeps_its_feed_title_and_date(
         add_feeds(store, [feed], settings)
         store.update_feed(feed, {"next_due": utcnow() - timedelta(seconds=1)})
         sent: list[str] = []
-        with Fetcher(settings) as fetcher:
+        with Fetcher(settings) as fetcher, caplog.at_level("INFO", "newsq.feeds.poll"):
             (due,) = claim_due(store, settings).values()
             poll = poll_feed(store, fetcher, ledger, feed, sent.append, due=due)
         assert poll is not None and (poll.new, poll.too_old) == (2, 1)
         assert sent == [fresh, f"{server.base}/news/undated"]
+        said = "2 new, 0 known, skipped 1 older than 30 days (NEWSQ_MAX_AGE_DAYS)"
+        assert f"feed {feed} polled: HTTP 200, {said}" in caplog.text
 
         published = _days_ago(1).isoformat()
         live = ledger.get(fresh)
