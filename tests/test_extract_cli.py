@@ -90,3 +90,16 @@ def test_extract_exits_2_when_no_file_could_be_read(tmp_path: Path) -> None:
                      timeout=60)  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.splitlines()[0] == "newsq: cannot read gone.html: No such file or directory"
+
+
+@pytest.mark.parametrize("url", ["::", "javascript:alert(1)", "http://a:99999/",
+                                 "https://a.test/" + "a" * 2100])  # fmt: skip
+def test_an_address_that_is_no_url_is_a_bad_argument(
+    tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from newsq.workers.cli import main  # in this process: the subprocess tests above cost
+
+    (tmp_path / "a.html").write_bytes(_page())
+    assert main(["extract", str(tmp_path / "a.html"), "--url", url]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("newsq: --url: ") and len(err.splitlines()) == 1

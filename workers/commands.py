@@ -16,7 +16,7 @@ from rich.console import Console
 from newsq import errors
 from newsq.config.settings import Settings
 from newsq.errors import ConfigError
-from newsq.feeds.send import send_fetches
+from newsq.feeds.send import lane_for, send_fetches
 from newsq.store.database import Store, missing_store
 from newsq.workers.common import broker, embedded_state, need_broker, open_ledger, print_json
 from newsq.workers.feeds_cmd import cmd_beat, cmd_feeds
@@ -81,7 +81,13 @@ def cmd_extract(args: argparse.Namespace, settings: Settings) -> int:
     line on stderr and the others go on (exit 1 when some failed, 2 when all did)."""
     from newsq.api import extract
     from newsq.records import Article
+    from newsq.urls import InvalidURL, normalize
 
+    if args.url is not None:  # echoed as the canonical URL, and it names the site
+        try:
+            normalize(args.url)
+        except InvalidURL as exc:
+            raise ConfigError(f"--url: {exc}") from None
     failed = 0
     for path in args.files:
         try:
@@ -244,7 +250,9 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
         requeue_stuck(ledger, stuck, urls.append)
     else:
         requeue(ledger, [normalize_or_none(args.url) or args.url], urls.append)
-    send_fetches(make_app(settings), urls)
+    # one URL asked for is fresh; the dead list and stuck URLs are a backlog
+    send_fetches(make_app(settings), urls, lane=lane_for(len(urls), bulk=not args.url or
+                                                          bool(args.dead or stuck)))
     print(f"re-enqueued {len(urls)}")
     return 0
 
