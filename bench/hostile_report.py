@@ -385,6 +385,10 @@ def file_cases(folder: Path) -> Iterator[Case]:
     }  # fmt: skip
     for name, starts in expected.items():
         yield Case("file", f"extract {name}", starts, partial(cli, "extract", name))
+    yield Case("file", "extract deep-json-ld.html missing.html", "exit 1: newsq: cannot read",
+               partial(cli, "extract", "deep-json-ld.html", "missing.html"))  # fmt: skip
+    yield Case("file", "extract --url '::'", "exit 2: newsq: --url: ",
+               partial(cli, "extract", "deep-json-ld.html", "--url", "::"))  # fmt: skip
 
 
 # -- the report --------------------------------------------------------------------------
