@@ -80,7 +80,7 @@ class AllowPrivate:
                 else:
                     host, _, port = entry.rpartition(":")
                     host = host.strip("[]").lower()
-                    if not host or not port.isdigit():
+                    if not host or not (port.isdigit() and 1 <= int(port) <= PORT_MAXIMUM):
                         raise ValueError(entry)
                     host_ports.add((host, int(port)))
             except ValueError:

@@ -115,6 +115,8 @@ def test_an_integer_must_be_whole(spec: SettingSpec) -> None:
         ("NEWSQ_HOST_RATES", "a=-1", "'-1' must be a number >= 0"),
         ("NEWSQ_ALLOW_PRIVATE", "no where", "'no where' is not a host, host:port or CIDR"),
         ("NEWSQ_ALLOW_PRIVATE", "db:http", "'db:http' is not a host, host:port or CIDR"),
+        ("NEWSQ_ALLOW_PRIVATE", "db:65536", "'db:65536' is not a host, host:port or CIDR"),
+        ("NEWSQ_ALLOW_PRIVATE", "db:0", "'db:0' is not a host, host:port or CIDR"),
         ("NEWSQ_ALLOW_PRIVATE", "10.0.0.0/33", "'10.0.0.0/33' is not a host, host:port or CIDR"),
         ("NEWSQ_LOG_LEVEL", "verbose",
          "'verbose' is not 'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'"),
