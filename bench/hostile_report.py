@@ -326,6 +326,7 @@ BAD_SETTINGS = [
     ("NEWSQ_KEY_PREFIX", "news\udcffq"),
     ("NEWSQ_CELERY_CONFIG", ".settings"),
     ("NEWSQ_ALLOW_PRIVATE", "10.0.0.0/33"),
+    ("NEWSQ_ROBOTS", "of"),
 ]
 
 

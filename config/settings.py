@@ -182,14 +182,15 @@ def integer(default: _Int, *, help: str, minimum: int = 0, maximum: int = COUNT_
 
 
 def flag(default: bool, *, help: str) -> bool:
-    """``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``; else the default."""
+    """``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``, in any case."""
 
     def parse(env: str, raw: str) -> bool:
         if raw.lower() in _ON:
             return True
         if raw.lower() in _OFF:
             return False
-        return default
+        # a typo ("of", "ture") keeping the default would go unnoticed
+        raise ConfigError(f"{env}: {raw!r} is not {'/'.join(_ON)} or {'/'.join(_OFF)}")
 
     return setting(default, help=help, kind="flag", parse=parse)
 

@@ -226,9 +226,10 @@ def test_values_are_parsed_by_their_kind() -> None:
     assert settings.host_rates == (("example.com", 0.5), ("b.org:8080", 2.0))
     assert settings.metrics_port == 9100
     assert settings.broker_url == "rediss://cache:6380/1"
-    # a flag keeps its default for a word that is neither yes nor no
-    maybe = Settings.from_env({"NEWSQ_KEEP_RAW": "maybe", "NEWSQ_ROBOTS": "maybe"})
-    assert (maybe.keep_raw, maybe.robots) == (False, True)
+    # a flag given a word that is neither yes nor no is refused, not its default
+    for env in ("NEWSQ_KEEP_RAW", "NEWSQ_ROBOTS"):
+        with pytest.raises(ConfigError, match=f"^{env}: 'of' is not 1/true/yes/on or 0/false/"):
+            Settings.from_env({env: "of"})
 
 
 def test_celery_config_is_a_module_name_or_unset() -> None:
