@@ -17,6 +17,13 @@ limit, and any retry countdown (an ETA task waits inside the worker, unacked).
 that restores messages runs every ``unacked_restore_interval`` seconds (kombu's
 default is every 100 s), so a task of a worker killed outright runs again within the
 visibility timeout plus a few seconds.
+
+Two lanes per queue, fresh news first. A message sent with priority ``BULK`` (a
+backlog: a URL file, a sitemap, a re-run; see ``newsq.feeds.send``) waits in a list of
+its own beside the queue's (``<queue>`` + kombu's separator + ``9``). Each BRPOP of
+kombu's Redis transport names every queue's fresh list before any bulk list, so a
+worker takes a bulk message only when no fresh one of its queues waits. A worker of a
+queue consumes both of its lanes: the lane is no part of its command line.
 """
 
 from __future__ import annotations
@@ -34,6 +41,12 @@ from newsq.errors import ConfigError
 FETCH_QUEUE = "fetch"
 PROCESS_QUEUE = "process"
 QUEUES = (FETCH_QUEUE, PROCESS_QUEUE)
+
+# message priorities, as kombu's Redis transport orders them: lower is first
+FRESH = 0
+BULK = 9
+LANES = (FRESH, BULK)
+LANE_SEP = "\x06\x16"  # kombu's Redis transport: between a queue's name and its lane
 
 # Task names, the one place they are written: messages already queued carry them, so
 # they never change with the code's layout.
@@ -62,6 +75,11 @@ def max_countdown(settings: Settings) -> float:
     return settings.visibility_timeout / 4
 
 
+def queue_keys(key_prefix: str, queue: str) -> tuple[str, ...]:
+    """The Redis lists that hold ``queue``'s waiting messages: its fresh lane, its bulk."""
+    return tuple(f"{key_prefix}:q:{queue}{f'{LANE_SEP}{lane}' if lane else ''}" for lane in LANES)
+
+
 def delivery_config(settings: Settings) -> dict[str, Any]:
     """The at-least-once settings every worker and producer must agree on."""
     restore_every = max(1.0, min(5.0, settings.visibility_timeout / 10))
@@ -76,6 +94,8 @@ def delivery_config(settings: Settings) -> dict[str, Any]:
             "unacked_restore_throttle": 1,
             # a worker killed while holding the sweep's mutex blocks sweeps this long
             "unacked_mutex_expire": 30,
+            # one list per lane; producers and workers must agree on the steps
+            "priority_steps": list(LANES),
         },
         # a lost broker is waited for, forever, by producers and workers alike
         "broker_connection_retry_on_startup": True,

@@ -40,11 +40,14 @@ def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
     fetch queue), ``known`` (enqueued before, not sent again), ``invalid`` (recorded as
     ``failed``/``invalid_url``), ``feed_errors`` (feeds that could not be read) and
     ``too_old`` (feed entries dated over ``NEWSQ_MAX_AGE_DAYS`` ago, not enqueued).
+    The URLs go in the bulk lane, behind feed polls' news, when a URL file was given or
+    there are over ``FRESH_MOST`` (``newsq.feeds.send``).
     """
+    url_files = list(url_files)
     from newsq.config.celery import make_app
     from newsq.feeds.intake import enqueue as enqueue_urls
     from newsq.feeds.intake import gather
-    from newsq.feeds.send import send_fetches
+    from newsq.feeds.send import lane_for, send_fetches
     from newsq.fetch.client import Fetcher
     from newsq.fetch.politeness import Politeness
     from newsq.store.database import Store
@@ -59,11 +62,13 @@ def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
         stack.callback(app.close)
         deadline = None if timeout is None else time.monotonic() + timeout
         polite = Politeness(ledger.redis, settings)
-        found = gather(fetcher, list(feeds), list(url_files), _listed(urls),
+        found = gather(fetcher, list(feeds), url_files, _listed(urls),
                        polite=polite, deadline=deadline)  # fmt: skip
         new: list[str] = []
         intake = enqueue_urls(ledger, store, found.urls, send=new.append, origins=found.origins)
-        send_fetches(app, new, settings.fetch_batch)
+        # a URL file, or a backlog of over FRESH_MOST URLs, waits behind fresh news
+        lane = lane_for(len(new), bulk=bool(url_files))
+        send_fetches(app, new, settings.fetch_batch, lane=lane)
     intake.feed_errors = found.problems
     intake.too_old = found.too_old
     return intake

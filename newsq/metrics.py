@@ -121,12 +121,17 @@ class RedisStateCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         import redis
 
+        from newsq.config.celery import LANES, queue_keys
+
         try:
             pipe = self.client.pipeline(transaction=False)
             for queue in self.queues:
-                pipe.llen(f"{self.key_prefix}:q:{queue}")
+                for key in queue_keys(self.key_prefix, queue):  # both lanes
+                    pipe.llen(key)
             pipe.hgetall(f"{{{self.key_prefix}}}:counts")
-            *depths, raw_counts = pipe.execute()
+            *lengths, raw_counts = pipe.execute()
+            lanes = len(LANES)
+            depths = [sum(lengths[i : i + lanes]) for i in range(0, len(lengths), lanes)]
         except redis.RedisError:
             return
         depth = GaugeMetricFamily(

@@ -22,10 +22,11 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 import redis
+from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 
-from newsq.config.celery import max_countdown
+from newsq.config.celery import BULK, FRESH, max_countdown
 from newsq.config.settings import get_settings
 from newsq.errors import Retryable
 from newsq.pipeline import backoff
@@ -74,6 +75,13 @@ def _warm_up() -> None:
 def _close(**_: Any) -> None:
     if _runtime is not None:
         _runtime.close()
+
+
+def lane_of(task: Task) -> int:
+    """The lane (``FRESH`` or ``BULK``) the message ``task`` runs came in: what it sends
+    on for the same URL (the next stage, a retry) goes in the same lane."""
+    priority = (task.request.delivery_info or {}).get("priority")
+    return BULK if priority == BULK else FRESH
 
 
 def countdown(seconds: float) -> float:

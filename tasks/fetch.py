@@ -10,6 +10,10 @@ exactly as a ``newsq.fetch`` of its own, side by side, and one that must be retr
 waits for its host, goes on as one. Only newsq's thread pool runs a batch itself; any
 other pool, whose time limits hold per task, sends its URLs on as ``newsq.fetch``
 tasks.
+
+What a fetch sends on for its URL (the process task, a retry, a wait for its host's
+turn) keeps the lane it came in (``newsq.feeds.send``): a fresh URL stays ahead of the
+backlog at every step.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ from celery import Task
 
 from newsq.config.celery import FETCH_MANY_TASK, FETCH_TASK, PROCESS_QUEUE, PROCESS_TASK, app
 from newsq.pipeline import fetch_step, process_step
-from newsq.tasks.context import countdown, runtime, transient_errors
+from newsq.tasks.context import countdown, lane_of, runtime, transient_errors
 
 
 def _fetch_one(task: Task, url: str, attempt: int, retries: int,
-               retry: Callable[[float], Exception]) -> str | None:  # fmt: skip
+               retry: Callable[[float], Exception], lane: int) -> str | None:  # fmt: skip
     inline = PROCESS_QUEUE in task.app.amqp.queues.consume_from
     rt = runtime()
     with transient_errors(url, retry, retries):
@@ -32,18 +36,18 @@ def _fetch_one(task: Task, url: str, attempt: int, retries: int,
         if step.page is not None:  # on the pool's CPU lane (newsq.workers.admission)
             step = rt.on_cpu(process_step, rt, url, step.page, attempt)
     if step.action == "next":
-        app.send_task(PROCESS_TASK, args=(url,), queue=PROCESS_QUEUE)
+        app.send_task(PROCESS_TASK, args=(url,), queue=PROCESS_QUEUE, priority=lane)
     elif step.action == "retry":
-        fetch.apply_async((url, attempt + 1), countdown=countdown(step.countdown))
+        fetch.apply_async((url, attempt + 1), countdown=countdown(step.countdown), priority=lane)
     elif step.action == "wait":  # throttled: does not spend a retry
-        fetch.apply_async((url, attempt), countdown=countdown(step.countdown))
+        fetch.apply_async((url, attempt), countdown=countdown(step.countdown), priority=lane)
     return step.state
 
 
 @app.task(name=FETCH_TASK, bind=True, max_retries=None)
 def fetch(self: Task, url: str, attempt: int = 0) -> str | None:
     retry = lambda delay: self.retry(countdown=delay)  # noqa: E731
-    return _fetch_one(self, url, attempt, self.request.retries, retry)
+    return _fetch_one(self, url, attempt, self.request.retries, retry, lane_of(self))
 
 
 class _Later(Exception):
@@ -65,16 +69,17 @@ def fetch_many(self: Task, urls: list[str]) -> int:
     already done: the ledger's begin says so.
     """
     side_by_side = runtime().pool.side_by_side
+    lane = lane_of(self)  # here: the URLs run on other threads, without this request
     if side_by_side is None:  # not newsq's thread pool: a pool with per-task time
         for url in urls:  # limits (prefork) must apply them to each URL, so each goes
-            fetch.delay(url)  # on as a task of its own
+            fetch.apply_async((url,), priority=lane)  # on as a task of its own
         return 0
 
     def one(url: str) -> None:
         try:
-            _fetch_one(self, url, 0, 0, _Later)
+            _fetch_one(self, url, 0, 0, _Later, lane)
         except _Later as later:
-            fetch.apply_async((url, 0), countdown=later.delay, retries=1)
+            fetch.apply_async((url, 0), countdown=later.delay, retries=1, priority=lane)
 
     side_by_side(one, urls)
     return len(urls)

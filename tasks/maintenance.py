@@ -14,8 +14,8 @@ import logging
 
 import redis
 
-from newsq.config.celery import QUEUES, REQUEUE_STUCK_TASK, app
-from newsq.feeds.send import one_by_one
+from newsq.config.celery import BULK, QUEUES, REQUEUE_STUCK_TASK, app, queue_keys
+from newsq.feeds.send import send_fetches
 from newsq.pipeline import requeue_stuck
 from newsq.tasks.context import runtime
 
@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def backlog(client: redis.Redis, prefix: str) -> int:
-    """Messages waiting in newsq's queues (not counting those taken by workers)."""
-    return sum(int(client.llen(f"{prefix}:q:{name}")) for name in QUEUES)
+    """Messages waiting in newsq's queues, both lanes (not counting those taken)."""
+    return sum(int(client.llen(key)) for name in QUEUES for key in queue_keys(prefix, name))
 
 
 @app.task(name=REQUEUE_STUCK_TASK)
@@ -34,4 +34,7 @@ def requeue_stuck_task() -> int:
     if waiting:
         log.info("stuck URLs not checked: %d messages still queued", waiting)
         return 0
-    return len(requeue_stuck(rt.ledger, rt.settings.stuck_threshold, one_by_one(app)))
+    urls: list[str] = []
+    requeue_stuck(rt.ledger, rt.settings.stuck_threshold, urls.append)
+    send_fetches(app, urls, rt.settings.fetch_batch, lane=BULK)
+    return len(urls)

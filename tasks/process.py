@@ -7,7 +7,7 @@ from celery import Task
 from newsq.config.celery import PROCESS_TASK, app
 from newsq.feeds.send import send_fetches
 from newsq.pipeline import process_step
-from newsq.tasks.context import runtime, transient_errors
+from newsq.tasks.context import lane_of, runtime, transient_errors
 
 
 @app.task(name=PROCESS_TASK, bind=True, max_retries=None)
@@ -17,5 +17,5 @@ def process(self: Task, url: str) -> str | None:
     with transient_errors(url, retry, self.request.retries):
         step = rt.on_cpu(process_step, rt, url)  # the CPU lane of a threaded worker
     if step.action == "retry":  # the fetched body was lost: fetch again
-        send_fetches(app, [url])
+        send_fetches(app, [url], lane=lane_of(self))
     return step.state

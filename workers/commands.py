@@ -251,8 +251,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     else:
         requeue(ledger, [normalize_or_none(args.url) or args.url], urls.append)
     # one URL asked for is fresh; the dead list and stuck URLs are a backlog
-    send_fetches(make_app(settings), urls, lane=lane_for(len(urls), bulk=not args.url or
-                                                          bool(args.dead or stuck)))
+    send_fetches(make_app(settings), urls, lane=lane_for(len(urls), bulk=bool(args.dead or stuck)))
     print(f"re-enqueued {len(urls)}")
     return 0
 

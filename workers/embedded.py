@@ -131,6 +131,7 @@ class LocalCluster:
         self.log_level = log_level
         self.redis_server: RedisServer | None = None
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._asked: set[int] = set()
         # the workers' own output (Celery's banner, their logs) goes to a file, shown
         # only when something goes wrong
         self.log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115
@@ -173,12 +174,12 @@ class LocalCluster:
             raise
         return url
 
-    def resume(self, intake: Intake) -> None:
+    def resume(self) -> list[str]:
         """Send again the URLs an earlier run on the kept state left unfinished (it was
-        interrupted, or ``newsq retry`` queued them): new URLs of this run, no longer
-        ``known``. No worker runs on that state now, so none of them is in progress."""
+        interrupted, or ``newsq retry`` queued them), before any worker starts: none of
+        them is in progress. Returns them: new URLs of this run (:func:`resumed`)."""
         if not self.unfinished:
-            return
+            return []
         from newsq.config.celery import make_app
         from newsq.feeds.send import send_fetches
         from newsq.pipeline import requeue
@@ -196,14 +197,14 @@ class LocalCluster:
         finally:
             app.close()
             client.close()
-        again = set(urls)
-        intake.known[:] = [url for url in intake.known if url not in again]
-        intake.new[:0] = urls
+        return urls
 
     def start_workers(self) -> None:
         env = settings_env(self.settings)
         env["NEWSQ_LOG_LEVEL"] = self.log_level
-        base = [sys.executable, "-m", "newsq", "worker"]
+        # -P: a `newsq` folder in the working directory (a clone newsq was installed
+        # from, not in editable mode) must not shadow the installed package
+        base = [sys.executable, "-P", "-m", "newsq", "worker"]
         threads = ["--pool", "threads", "--concurrency", str(self.fetch_threads)]
         specs = [
             ["--queues", "fetch", *threads],
@@ -243,10 +244,16 @@ class LocalCluster:
                     f"({self.log_file.name}) ends:\n{self.log_tail()}"
                 )
 
-    def stop_workers(self, grace: float = 20.0) -> None:
+    def ask_workers_to_stop(self) -> None:
+        """SIGTERM to every worker (a warm shutdown: what runs finishes), once; the
+        caller may do other work before :meth:`stop_workers` waits for them."""
         for proc in self.procs:
-            if proc.poll() is None:
+            if proc.poll() is None and proc.pid not in self._asked:
                 os.killpg(proc.pid, signal.SIGTERM)
+                self._asked.add(proc.pid)
+
+    def stop_workers(self, grace: float = 20.0) -> None:
+        self.ask_workers_to_stop()
         deadline = time.monotonic() + grace
         for proc in self.procs:
             try:
@@ -256,6 +263,7 @@ class LocalCluster:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.procs = []
+        self._asked.clear()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:  # fmt: skip
@@ -267,6 +275,14 @@ class LocalCluster:
         self.log_file.close()
         if exc is None:
             os.unlink(self.log_file.name)
+
+
+def resumed(intake: Intake, urls: list[str]) -> None:
+    """Count the URLs :meth:`LocalCluster.resume` sent again as new ones of ``intake``
+    (no longer ``known``: this run waits for them)."""
+    again, new = set(urls), set(intake.new)
+    intake.known[:] = [url for url in intake.known if url not in again]
+    intake.new[:0] = [url for url in urls if url not in new]
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import redis
 import sqlalchemy as sa
 
-from newsq.config.celery import FETCH_QUEUE, QUEUES
+from newsq.config.celery import FETCH_QUEUE, LANES, QUEUES, queue_keys
 from newsq.ledger import Ledger
 from newsq.metrics import dedup_ratio
 from newsq.store.database import Store, articles, urls
@@ -59,11 +59,13 @@ class Throttle:
 
 
 def queue_depths(client: redis.Redis, key_prefix: str) -> dict[str, int]:
-    """Messages waiting in each broker queue, not yet taken by a worker."""
+    """Messages waiting in each broker queue (both lanes), not yet taken by a worker."""
     pipe = client.pipeline(transaction=False)
     for queue in QUEUES:
-        pipe.llen(f"{key_prefix}:q:{queue}")
-    return {q: int(n) for q, n in zip(QUEUES, pipe.execute(), strict=True)}
+        for key in queue_keys(key_prefix, queue):
+            pipe.llen(key)
+    lengths = iter(pipe.execute())
+    return {q: sum(int(next(lengths)) for _ in LANES) for q in QUEUES}
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,23 @@
 The URLs sent are ``queued`` in the ledger already (``intake.enqueue``,
 ``pipeline.requeue``); a message only names them. Messages go by task name, so a
 producer (the CLI, the Python API) loads no task module and nothing the tasks import.
+
+Fresh news first: every message goes in one of two lanes (``config/celery.py``).
+
+    fresh  a feed poll's new URLs, up to ``FRESH_MOST`` of them (a feed's new items, a
+           news sitemap's latest); one URL given alone (``newsq enqueue URL``,
+           ``newsq retry URL``); a URL sent again (a retry) stays in its lane
+    bulk   everything else: a URL file, more than ``FRESH_MOST`` URLs at once (a
+           sitemap's backlog, a first poll of a big feed), URLs left by an earlier
+           run, ``newsq retry --dead`` / ``--stuck`` and beat's re-queue of stuck URLs
+
+A worker takes a bulk message only when no fresh one waits, so a story that breaks
+during a backfill is fetched next, not after the backlog.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from newsq.feeds.intake import batches
@@ -15,30 +27,33 @@ from newsq.feeds.intake import batches
 if TYPE_CHECKING:
     from celery import Celery
 
+FRESH_MOST = 100
+"""More new URLs than this in one go are a backlog: they go in the bulk lane."""
 
-def send_fetches(app: Celery, urls: Sequence[str], batch: int = 1) -> int:
+
+def lane_for(count: int, *, bulk: bool = False) -> int:
+    """The lane of ``count`` URLs sent together: bulk when ``bulk`` (a URL file, a
+    re-run) or over ``FRESH_MOST`` of them, else fresh."""
+    from newsq.config.celery import BULK, FRESH
+
+    return BULK if bulk or count > FRESH_MOST else FRESH
+
+
+def send_fetches(app: Celery, urls: Sequence[str], batch: int = 1, *,
+                 lane: int | None = None) -> int:  # fmt: skip
     """Send ``urls`` to the fetch queue, up to ``batch`` per message (sized by
     :func:`~newsq.feeds.intake.batches`): ``newsq.fetch`` for one URL,
-    ``newsq.fetch_many`` for more. Returns the number of messages sent."""
+    ``newsq.fetch_many`` for more; in ``lane`` (default: :func:`lane_for` their
+    number). Returns the number of messages sent."""
     from newsq.config.celery import FETCH_MANY_TASK, FETCH_QUEUE, FETCH_TASK
 
     parts = batches(urls, batch)
     if not parts:
         return 0
+    priority = lane_for(len(urls)) if lane is None else lane
     with app.producer_or_acquire() as producer:
         for part in parts:
-            if len(part) == 1:
-                app.send_task(FETCH_TASK, args=(part[0],), queue=FETCH_QUEUE, producer=producer)
-            else:
-                app.send_task(FETCH_MANY_TASK, args=(part,), queue=FETCH_QUEUE, producer=producer)
+            name, args = (FETCH_TASK, (part[0],)) if len(part) == 1 else (FETCH_MANY_TASK, (part,))
+            app.send_task(name, args=args, queue=FETCH_QUEUE, producer=producer,
+                          priority=priority)  # fmt: skip
     return len(parts)
-
-
-def one_by_one(app: Celery) -> Callable[[str], None]:
-    """``send(url)`` for callers that find their URLs one at a time (the feed poller,
-    the sweep for stuck URLs)."""
-
-    def send(url: str) -> None:
-        send_fetches(app, [url])
-
-    return send

@@ -1,0 +1,82 @@
+"""Fresh news first: bulk input waits in its own lane of each queue, and a real worker
+takes a fresh URL before the backlog, losing nothing and fetching nothing twice."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+import newsq
+from newsq.config.celery import BULK, FRESH, queue_keys
+from newsq.config.settings import Settings
+from newsq.feeds.send import FRESH_MOST, lane_for
+from newsq.ledger import Ledger
+from newsq.records import TERMINAL
+from tests.cli import local_env
+from tests.faults.site import Site, serve
+from tests.processes import running
+
+
+def lanes(client: redis.Redis, prefix: str) -> dict[int, list[str]]:
+    """The URLs of the fetch messages waiting in each lane."""
+    out: dict[int, list[str]] = {}
+    for lane, key in zip((FRESH, BULK), queue_keys(prefix, "fetch"), strict=True):
+        urls: list[str] = []
+        for raw in reversed(client.lrange(key, 0, -1)):  # oldest first
+            arg = json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0]
+            urls += arg if isinstance(arg, list) else [arg]
+        out[lane] = urls
+    return out
+
+
+def test_the_rule_bulk_for_files_reruns_and_backlogs() -> None:
+    assert lane_for(1) == lane_for(FRESH_MOST) == FRESH
+    assert lane_for(FRESH_MOST + 1) == BULK
+    assert lane_for(1, bulk=True) == BULK
+
+
+def test_a_url_file_and_a_backlog_go_bulk_single_urls_fresh(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    listed = tmp_path / "urls.txt"
+    listed.write_text("https://news.example/file/1\nhttps://news.example/file/2\n")
+    newsq.enqueue(url_files=[str(listed)], settings=settings)
+    newsq.enqueue("https://news.example/breaking", settings=settings)
+    many = [f"https://news.example/archive/{n}" for n in range(FRESH_MOST + 1)]
+    newsq.enqueue(many, settings=settings)
+    waiting = lanes(redis_client, settings.key_prefix)
+    assert waiting[FRESH] == ["https://news.example/breaking"]
+    assert waiting[BULK] == ["https://news.example/file/1", "https://news.example/file/2", *many]
+
+
+def test_a_worker_takes_the_fresh_url_before_the_backlog(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    with serve(Site(stories=61, copies=0, missing=0).build()) as site:
+        backlog, breaking = site.urls[:60], site.urls[60]
+        listed = tmp_path / "backlog.txt"
+        listed.write_text("\n".join(backlog))
+        newsq.enqueue(url_files=[str(listed)], settings=settings)
+        env = local_env(settings.broker_url or "", settings.key_prefix, settings.database_url)
+        cmd = [sys.executable, "-m", "newsq", "worker", "--queues", "fetch,process",
+               "--pool", "threads", "--concurrency", "2"]  # fmt: skip
+        ledger = Ledger(redis_client, settings.key_prefix)
+        with running(cmd, env, tmp_path / "worker.log") as proc:
+            deadline = time.monotonic() + 60
+            while not site.requests and time.monotonic() < deadline:
+                time.sleep(0.1)  # the worker is into the backlog
+            newsq.enqueue(breaking, settings=settings)
+            assert newsq.wait([breaking], timeout=60, settings=settings)[breaking] == "stored"
+            done = sum(state in TERMINAL for state in ledger.states(backlog))
+            # ahead of it only what the worker had taken already (2 threads, prefetch)
+            assert done <= 10, f"{done} of the backlog were done first"
+            states = newsq.wait(backlog, timeout=120, settings=settings)
+            assert proc.poll() is None
+    assert set(states.values()) == {"stored"}  # nothing lost
+    assert max(site.requests.values()) == 1  # nothing fetched twice
+    assert lanes(redis_client, settings.key_prefix) == {FRESH: [], BULK: []}
