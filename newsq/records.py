@@ -83,6 +83,8 @@ class Article:
     site: str | None
     canonical_url: str | None
     text: str
+    paywalled: bool | None = None
+    """The page's JSON-LD says it is not free to read (True), is (False), or nothing."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -5,6 +5,8 @@ Sources are tried from the most to the least explicit:
 1. JSON-LD objects of an article type (``NewsArticle``, ``Article``, ``BlogPosting``...)
 2. meta tags (Open Graph, ``article:*``, Twitter, Dublin Core, ``name=author``...)
 3. markup heuristics (``<time datetime>``, ``itemprop``, ``<h1>``, ``<title>``, ``<html lang>``)
+4. when all of those give no date or no language: htmldate's search of the tree (and of
+   the URL) for a date, py3langid on the page's paragraphs for the language; both offline
 
 Every function here reads the tree without changing it and returns ``None`` for what
 it cannot find; nothing raises on malformed markup or JSON (deeply nested JSON-LD is
@@ -21,10 +23,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from htmldate import find_date
 from lxml.html import HtmlElement
+from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
 LOGGER = logging.getLogger(__name__)
 
@@ -74,6 +79,16 @@ _RAW_MAX = 4 * TITLE_MAX  # characters of a raw value read at all: the rest cann
 _DATE_RAW_MAX = 100  # a date comes first in its value
 _AUTHORS_MAX = 20
 _LD_DEPTH = 32  # JSON-LD nesting followed (@graph, mainEntity, lists of them)
+YEAR_MIN = 1900
+"""Dates before this year are placeholders (``0001-01-01``), not publication dates."""
+DATE_SEARCH_EXTENSIVE = False
+"""htmldate's ``extensive_search``: its free-text pass mostly finds copyright years."""
+LANGUAGE_MIN_CHARS = 50
+"""Less text than this is not given a language by detection."""
+LANGUAGE_MIN_CONFIDENCE = 0.5
+"""py3langid's normalised probability below which no language is given."""
+_LANGUAGE_SAMPLE = 2000  # characters detected: enough to be sure, bounded work
+_VISIBLE_TEXT = "//body//text()[not(ancestor::script or ancestor::style or ancestor::noscript)]"
 _DATE_IN_TEXT = re.compile(
     r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?"
     r"(Z|[+-]\d{2}:?\d{2})?)?"
@@ -90,19 +105,31 @@ class Metadata:
     language: str | None = None
     site: str | None = None
     canonical_url: str | None = None
+    paywalled: bool | None = None
+    """JSON-LD ``isAccessibleForFree``, negated; ``None`` when the page does not say."""
 
 
-def extract_metadata(tree: HtmlElement, url: str | None = None) -> Metadata:
-    """The page's metadata; fields it cannot find are ``None`` (never raises)."""
+def extract_metadata(tree: HtmlElement, url: str | None = None, *, guess: bool = True) -> Metadata:
+    """The page's metadata; fields it cannot find are ``None`` (never raises).
+
+    ``guess=False`` keeps to what the markup says: no date search by htmldate and no
+    language detected from the text.
+    """
     ld = _json_ld_article(tree)
     meta = _meta_tags(tree)
+    published = _published(tree, ld, meta)
+    language = _language(tree, ld, meta)
+    if guess:
+        published = published or guess_date(tree, url)
+        language = language or guess_language(tree)
     return Metadata(
         title=capped(_title(tree, ld, meta), TITLE_MAX),
         author=capped(_author(ld, meta), AUTHOR_MAX),
-        published=_published(tree, ld, meta),
-        language=_language(tree, ld, meta),
+        published=published,
+        language=language,
         site=capped(_site(ld, meta, url), SITE_MAX),
         canonical_url=_canonical(tree, meta, url),
+        paywalled=_paywalled(tree, ld),
     )
 
 
@@ -254,6 +281,8 @@ def normalise_date(raw: Any) -> str | None:
     if not match:
         return None
     year, month, day, hour, minute, second, zone = match.groups()
+    if int(year) < YEAR_MIN:
+        return None
     try:
         if hour is None:
             return datetime(int(year), int(month), int(day)).date().isoformat()
@@ -296,6 +325,89 @@ def _language(tree: HtmlElement, ld: dict[str, Any], meta: dict[str, str]) -> st
         if raw and (code := re.match(r"\s*([A-Za-z]{2,3})(?:[-_]([A-Za-z]{2,4}))?", raw)):
             return code.group(1).lower()
     return None
+
+
+def guess_date(tree: HtmlElement, url: str | None, *,
+               extensive: bool = DATE_SEARCH_EXTENSIVE) -> str | None:  # fmt: skip
+    """htmldate's publication date of ``tree`` (its URL first), ISO 8601, or ``None``.
+
+    The tree is handed over, never a URL alone: htmldate downloads what it is given as
+    a URL. It copies the tree before pruning it, so ``tree`` stays as it is.
+    """
+    try:
+        found = find_date(tree, extensive_search=extensive, original_date=True,
+                          url=url or "about:blank")  # fmt: skip
+    except Exception as exc:  # a third-party parser on hostile markup: no date, not a crash
+        LOGGER.debug("url=%s htmldate failed: %s", url, exc)
+        return None
+    return normalise_date(found)
+
+
+@cache
+def _identifier() -> LanguageIdentifier:
+    # the model is read (about a second) on a process's first page without a language
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def guess_language(tree: HtmlElement) -> str | None:
+    """The language py3langid finds in the page's paragraphs (its other text when they
+    are too few), when it is confident; else ``None``."""
+    sample = _paragraphs(tree) or _body_text(tree)
+    if len(sample) < LANGUAGE_MIN_CHARS:
+        return None
+    code, confidence = _identifier().classify(sample)
+    return str(code) if confidence >= LANGUAGE_MIN_CONFIDENCE else None
+
+
+def _paragraphs(tree: HtmlElement) -> str:
+    """The page's ``<p>`` texts of a sentence or more, up to ``_LANGUAGE_SAMPLE`` characters."""
+    parts: list[str] = []
+    size = 0
+    for p in tree.iterfind(".//p"):
+        text = _SPACES.sub(" ", p.text_content()).strip()
+        if len(text) >= 40:  # a caption or a button label says little of the language
+            parts.append(text)
+            size += len(text)
+            if size >= _LANGUAGE_SAMPLE:
+                break
+    text = " ".join(parts)[:_LANGUAGE_SAMPLE]
+    return text if len(text) >= LANGUAGE_MIN_CHARS else ""
+
+
+def _body_text(tree: HtmlElement) -> str:
+    text = " ".join(tree.xpath(_VISIBLE_TEXT)[:500])
+    return _SPACES.sub(" ", text).strip()[:_LANGUAGE_SAMPLE]
+
+
+def _accessible(value: Any) -> bool | None:
+    """An ``isAccessibleForFree`` value as a bool (JSON or a string), or ``None``."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().lower())
+    return None
+
+
+def _free(obj: dict[str, Any]) -> bool | None:
+    """What ``obj`` says of its access: False when it or one of its parts (``hasPart``,
+    Google's markup of a paywalled section) is not free, True when it says it is free."""
+    parts = obj.get("hasPart")
+    parts = parts if isinstance(parts, list) else [parts]
+    for part in parts[:_AUTHORS_MAX]:
+        if isinstance(part, dict) and _accessible(part.get("isAccessibleForFree")) is False:
+            return False
+    return _accessible(obj.get("isAccessibleForFree"))
+
+
+def _paywalled(tree: HtmlElement, ld: dict[str, Any]) -> bool | None:
+    """True when the article's JSON-LD says it is not free to read, False when it says
+    it is, ``None`` when it does not say (the WebPage around it may say it instead)."""
+    free = _free(ld)
+    if free is None and ld:
+        for obj in _json_ld_objects(tree):
+            if _types(obj) & ARTICLE_TYPES and (free := _free(obj)) is not None:
+                break
+    return None if free is None else not free
 
 
 def host_of(url: str | None) -> str | None:

@@ -50,6 +50,7 @@ articles = sa.Table(
     sa.Column("published", sa.String(40)),
     sa.Column("language", sa.String(16)),
     sa.Column("site", sa.Text),
+    sa.Column("paywalled", sa.Boolean),
     sa.Column("text", sa.Text),
     sa.Column("content_hash", sa.String(64), nullable=False),
     sa.Column("story_id", sa.String(64), nullable=False),

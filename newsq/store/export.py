@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 FIELDS = [
     "url", "final_url", "canonical_url", "title", "author", "published", "language", "site",
     "text", "content_hash", "story_id", "duplicate_of", "similarity", "match", "fetched_at",
-    "outlets",
+    "outlets", "paywalled",
 ]  # fmt: skip
 OUTLET_FIELDS = ("site", "url", "fetched_at")
 
@@ -195,6 +195,8 @@ def export(rows: Iterable[dict[str, Any]], fmt: str, path: str | None) -> int:
                 line = record(row)
                 if line["outlets"] is not None:  # a cell holds a string: the list as JSON
                     line["outlets"] = json.dumps(line["outlets"], ensure_ascii=False)
+                if line["paywalled"] is not None:  # as in JSON, not Python's True
+                    line["paywalled"] = json.dumps(line["paywalled"])
                 writer.writerow(line)
                 count += 1
     elif fmt == "parquet":
@@ -214,7 +216,8 @@ def _parquet(rows: Iterable[dict[str, Any]], path: str | None, batch: int = 1000
         raise ConfigError("parquet export needs --out FILE")
     stamp = pa.timestamp("us", tz="UTC")
     outlet = pa.struct([("site", pa.string()), ("url", pa.string()), ("fetched_at", stamp)])
-    types = {"similarity": pa.float64(), "fetched_at": stamp, "outlets": pa.list_(outlet)}
+    types = {"similarity": pa.float64(), "fetched_at": stamp, "outlets": pa.list_(outlet),
+             "paywalled": pa.bool_()}  # fmt: skip
     columns = [(name, types.get(name, pa.string())) for name in FIELDS]
     # ``published`` stays text (it may be a plain date); ``published_at`` is its instant
     columns.insert(FIELDS.index("published") + 1, ("published_at", stamp))
