@@ -43,12 +43,18 @@ def _truth() -> tuple[SampleSite, dict[str, str | None]]:
 def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run ``newsq demo`` in a fresh folder with no broker configured (embedded Redis)."""
     cwd = tmp_path_factory.mktemp("demo")
+    # as in a clone newsq was installed from (not editable): the worker processes must
+    # import the installed package, not the clone's newsq/ folder
+    (cwd / "newsq").mkdir()
+    (cwd / "newsq" / "__init__.py").write_text('raise ImportError("the folder was imported")')
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSQ_")}
     cli = Path(sys.executable).with_name("newsq")
     done = subprocess.run([str(cli), "demo", "--workers", "2"], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stdout + done.stderr
+    assert "{'" not in done.stdout  # a report, not a Python dict
+    assert "what the sample site holds: 24 stories" in done.stdout
     store = cwd / "newsq-demo.db"
     assert store.exists()
     return store

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from rich.console import Console
@@ -56,10 +57,19 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         status = run_pipeline(run_args, demo_settings, console)
     if status == 0:
         console.print(
-            f"expected from the site: {expected.stored} stored, {expected.duplicate} duplicates,"
-            f" skipped {dict(expected.skipped)}, failed {dict(expected.failed)}"
+            f"what the sample site holds: {expected.stored} stories, {expected.duplicate} "
+            f"copies of them, {_counted(expected.skipped)} to skip and "
+            f"{_counted(expected.failed)} that fail: compare with the summary above"
         )
         console.print(f"the articles: NEWSQ_DATABASE_URL={database_url} newsq export")
     else:
         print("newsq: demo did not finish", file=sys.stderr)
     return status
+
+
+def _counted(by_reason: Mapping[str, int]) -> str:
+    """``{'no_content': 1, 'bad_content_type': 2}`` as ``3 (2 bad content type, 1 no content)``."""
+    total = sum(by_reason.values())
+    ranked = sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))
+    parts = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in ranked)
+    return f"{total} ({parts})" if parts else str(total)
