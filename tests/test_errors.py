@@ -153,6 +153,18 @@ def test_a_url_over_2048_characters_is_invalid_and_status_finds_it(
         assert answer["url"] == url[:2048]
 
 
+def test_a_url_file_that_is_no_list_of_urls_is_one_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "junk.txt").write_bytes(bytes(range(128, 256)) * 8)
+    for path, says in [("/dev/zero", "URL file /dev/zero: a line over 65536 bytes"),
+                       ("junk.txt", "cannot read URL file junk.txt: 'utf-8' codec can't"),
+                       (".", "cannot read URL file .: [Errno 21] Is a directory")]:  # fmt: skip
+        done = run_newsq("enqueue", "--urls", path, env=env, cwd=str(tmp_path), timeout=60)
+        assert done.returncode == 2  # /dev/zero was read whole: a MemoryError
+        assert one_line(done.stderr).startswith(f"newsq: {says}")
+
+
 def test_fetch_exits_1_when_not_ok(env: dict[str, str]) -> None:
     done = run_newsq("fetch", "ftp://news.example/a", env=env, timeout=60)
     assert done.returncode == 1

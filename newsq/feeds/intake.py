@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from newsq import errors
@@ -96,15 +95,28 @@ def max_age_cutoff(settings: Settings, now: datetime | None = None) -> datetime 
     return (now or datetime.now(UTC)) - timedelta(days=settings.max_age_days)
 
 
+URL_LINE_MAX = 65536
+"""Bytes in a line of a URL file: a longer one is no URL list (``/dev/zero`` has no end)."""
+
+
 def read_url_file(path: str) -> list[str]:
     """Non-blank, non-comment lines of a file (``-`` is stdin); raises ConfigError."""
     import sys
+    from contextlib import nullcontext
 
+    urls = []
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        with nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb") as file:
+            while line := file.readline(URL_LINE_MAX + 1):
+                if len(line) > URL_LINE_MAX and not line.endswith(b"\n"):
+                    raise errors.ConfigError(f"URL file {path}: a line over {URL_LINE_MAX} "
+                                             "bytes, not a list of URLs")  # fmt: skip
+                text = line.decode("utf-8")
+                if text.strip() and not text.startswith("#"):
+                    urls.append(text.strip())
     except (OSError, UnicodeDecodeError) as exc:
         raise errors.ConfigError(f"cannot read URL file {path}: {exc}") from None
-    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    return urls
 
 
 @dataclass(frozen=True)
