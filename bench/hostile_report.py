@@ -390,6 +390,20 @@ def file_cases(folder: Path) -> Iterator[Case]:
                partial(cli, "extract", "deep-json-ld.html", "missing.html"))  # fmt: skip
     yield Case("file", "extract --url '::'", "exit 2: newsq: --url: ",
                partial(cli, "extract", "deep-json-ld.html", "--url", "::"))  # fmt: skip
+    for name, says in [("/dev/zero", "URL file /dev/zero: a line over"),
+                       ("binary.html", "cannot read URL file binary.html: 'utf-8' codec"),
+                       ("a-folder", "cannot read URL file a-folder: .*directory")]:  # fmt: skip
+        yield Case("file", f"--urls {name}", says, partial(url_file, name))
+
+
+def url_file(path: str) -> str:
+    """What ``newsq run --urls PATH`` reads of a file: its URLs, or the one line."""
+    from newsq.feeds.intake import read_url_file
+
+    try:
+        return f"{len(read_url_file(path))} URLs"
+    except ConfigError as exc:
+        return str(exc)
 
 
 # -- the report --------------------------------------------------------------------------
