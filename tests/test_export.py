@@ -20,6 +20,7 @@ from warcio.archiveiterator import ArchiveIterator
 
 import newsq.clean.extract  # noqa: F401  (first import of trafilatura warns: do it at collection)
 from newsq.config.settings import Settings
+from newsq.errors import ConfigError
 from newsq.pipeline import fetch_step, process_step
 from newsq.resources import Runtime
 from newsq.store.database import Store, articles, pages
@@ -159,6 +160,19 @@ def test_unique_articles_list_every_outlet_that_ran_them(database_url: str,
     export_store(store, store.iter_articles(unique_only=False), "jsonl", str(out := tmp_path / "a"))
     every = _read(out, "jsonl")
     assert [len(r["outlets"]) if r["outlets"] else None for r in every] == [3, None, 1, None, None]
+    store.close()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_a_file_that_cannot_be_written_is_one_line(fmt: str, sqlite_url: str,
+                                                   tmp_path: Path) -> None:  # fmt: skip
+    store = Store.from_url(sqlite_url)
+    _bulk(store, [_row(i) for i in range(50)])
+    for path, says in [(tmp_path / "gone" / "o", "No such file or directory"),
+                       (tmp_path, "Is a directory"),
+                       (Path("/dev/full"), "No space left on device")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=f"^cannot write {path}: .*{says}"):
+            export_store(store, store.iter_articles(), fmt, str(path))
     store.close()
 
 

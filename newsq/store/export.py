@@ -150,8 +150,11 @@ def _open(path: str | None, mode: str) -> Iterator[IO[Any]]:
                       newline=None if binary else "")  # fmt: skip
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
-    with handle:
-        yield handle
+    try:
+        with handle:
+            yield handle
+    except OSError as exc:  # while writing or closing: a full disk, a device that refuses
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def export_store(store: Store, rows: Iterable[dict[str, Any]], fmt: str, path: str | None,
@@ -223,7 +226,7 @@ def _parquet(rows: Iterable[dict[str, Any]], path: str | None, batch: int = 1000
     columns.insert(FIELDS.index("published") + 1, ("published_at", stamp))
     schema = pa.schema(columns)
     count = 0
-    with pq.ParquetWriter(path, schema) as writer:
+    with _open(path, "wb") as out, pq.ParquetWriter(out, schema) as writer:
         chunk: list[dict[str, Any]] = []
         for row in rows:
             typed = _typed(row)
