@@ -84,6 +84,11 @@ def test_language_detected_when_the_markup_says_nothing(text: str, code: str) ->
     assert _meta(body=f"<div>{text}</div>").language == code  # no paragraphs: the body's text
 
 
+def test_a_script_inside_a_paragraph_is_not_its_text() -> None:
+    script = "var notice = document.getElementById('notice'); notice.hidden = true; " * 40
+    assert _meta(body=f"<p><script>{script}</script></p><p>{GERMAN}</p>").language == "de"
+
+
 def test_the_markups_language_wins_and_too_little_text_gets_none() -> None:
     assert _meta(body=f"<p>{GERMAN}</p>", lang=" lang='fr'").language == "fr"
     assert _meta(body="<p>Bridge</p><script>var x = 'the council voted';</script>").language is None

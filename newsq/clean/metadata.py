@@ -87,8 +87,9 @@ LANGUAGE_MIN_CHARS = 50
 """Less text than this is not given a language by detection."""
 LANGUAGE_MIN_CONFIDENCE = 0.5
 """py3langid's normalised probability below which no language is given."""
-_LANGUAGE_SAMPLE = 2000  # characters detected: enough to be sure, bounded work
-_VISIBLE_TEXT = "//body//text()[not(ancestor::script or ancestor::style or ancestor::noscript)]"
+_LANGUAGE_SAMPLE = 1000  # characters detected: enough to be sure, bounded work
+_VISIBLE_IN = ".//text()[not(ancestor::script or ancestor::style or ancestor::noscript)]"
+_VISIBLE_TEXT = "//body" + _VISIBLE_IN[1:]
 _DATE_IN_TEXT = re.compile(
     r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?"
     r"(Z|[+-]\d{2}:?\d{2})?)?"
@@ -364,7 +365,9 @@ def _paragraphs(tree: HtmlElement) -> str:
     parts: list[str] = []
     size = 0
     for p in tree.iterfind(".//p"):
-        text = _SPACES.sub(" ", p.text_content()).strip()
+        hidden = p.find(".//script") is not None or p.find(".//style") is not None
+        text = "".join(p.xpath(_VISIBLE_IN)) if hidden else p.text_content()  # no script code
+        text = _SPACES.sub(" ", text).strip()
         if len(text) >= 40:  # a caption or a button label says little of the language
             parts.append(text)
             size += len(text)
