@@ -394,6 +394,14 @@ def file_cases(folder: Path) -> Iterator[Case]:
                        ("binary.html", "cannot read URL file binary.html: 'utf-8' codec"),
                        ("a-folder", "cannot read URL file a-folder: .*directory")]:  # fmt: skip
         yield Case("file", f"--urls {name}", says, partial(url_file, name))
+    store = f"sqlite:///{folder / 'newsq.db'}"  # made empty: export has a store to read
+    for fmt, out, says in [("jsonl", "gone/o.jsonl", "No such file"),
+                           ("parquet", "gone/o.parquet", "No such file"),
+                           ("parquet", "/dev/full", "No space left on device")]:  # fmt: skip
+        yield Case("file", f"export --format {fmt} --out {out}",
+                   f"exit 2: newsq: cannot write {out}: {says}",
+                   partial(cli, "export", "--format", fmt, "--out", out,
+                           env={"NEWSQ_DATABASE_URL": store}))  # fmt: skip
 
 
 def url_file(path: str) -> str:
@@ -438,6 +446,9 @@ def main() -> int:
                  *header_cases(fetcher, server), *address_cases(server)]  # fmt: skip
         rows = [timed(case) for case in cases]
         os.chdir(folder)  # newsq extract's paths, and no store made where it was run
+        from newsq.store.database import Store
+
+        Store.from_url(f"sqlite:///{Path(folder) / 'newsq.db'}").close()
         rows += [timed(case) for case in [*setting_cases(), *file_cases(Path(folder))]]
         os.chdir(ROOT)
     total = time.perf_counter() - started
