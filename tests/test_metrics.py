@@ -18,7 +18,7 @@ import redis
 from processes import running
 from prometheus_client.parser import text_string_to_metric_families
 
-from newsq.config.celery import QUEUES
+from newsq.config.celery import QUEUES, queue_keys
 from newsq.ledger import Ledger
 from newsq.metrics import OTHER, BoundedLabels, dedup_ratio, metric_names
 from newsq.records import TERMINAL
@@ -150,4 +150,5 @@ def test_dashboard_and_keda_refer_to_what_newsq_exports() -> None:
     yaml = pytest.importorskip("yaml")
     scaled = list(yaml.safe_load_all((root / "keda-scaledobject.yaml").read_text()))
     lists = {t["metadata"]["listName"] for s in scaled for t in s["spec"]["triggers"]}
-    assert lists == {f"newsq:q:{q}" for q in QUEUES}  # the broker's keys, default prefix
+    # the broker's keys, both lanes of each queue, default prefix
+    assert lists == {key for q in QUEUES for key in queue_keys("newsq", q)}

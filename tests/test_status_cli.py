@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 
-from newsq.config.celery import celery_config
+from newsq.config.celery import celery_config, queue_keys
 from newsq.config.settings import Settings
 from newsq.pipeline import fetch_step, process_step, requeue_stuck
 from newsq.records import FETCHING
@@ -77,9 +77,10 @@ def status(env: dict[str, str], *args: str) -> dict[str, Any]:
 
 
 def queued_fetches(rt: Runtime) -> list[str]:
-    """URLs of the fetch messages waiting on the broker."""
+    """URLs of the fetch messages waiting on the broker, in either lane."""
     out = []
-    for raw in rt.redis.lrange(f"{rt.settings.key_prefix}:q:fetch", 0, -1):
+    keys = queue_keys(rt.settings.key_prefix, "fetch")
+    for raw in (raw for key in keys for raw in rt.redis.lrange(key, 0, -1)):
         message = json.loads(raw)
         assert message["headers"]["task"] == "newsq.fetch"
         out.append(json.loads(base64.b64decode(message["body"]))[0][0])
