@@ -84,8 +84,8 @@ def test_a_bad_url_or_number_setting_is_one_line_naming_it(
 
 def test_run_refuses_a_metrics_port_that_leaves_its_last_worker_none(tmp_path: Path) -> None:
     env = newsq_env(NEWSQ_METRICS_PORT="65535")
-    done = run_newsq("run", "--workers", "2", "http://127.0.0.1:9/", env=env,
-                     cwd=str(tmp_path), timeout=60)  # fmt: skip
+    done = run_newsq("run", "--workers", "2", "http://127.0.0.1:9/a", "http://127.0.0.1:9/b",
+                     env=env, cwd=str(tmp_path), timeout=60)  # fmt: skip
     assert done.returncode == 2
     assert one_line(done.stderr) == ("newsq: NEWSQ_METRICS_PORT=65535: 2 local workers need "
                                      "ports up to 65536, over 65535")  # fmt: skip
