@@ -11,9 +11,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-import redis
-import sqlalchemy as sa
-
 from newsq.config.settings import Settings
 from newsq.errors import NewsqError
 
@@ -169,16 +166,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args, settings)
     except NewsqError as exc:
         return _fail(str(exc))
-    except redis.ConnectionError as exc:
-        return _fail(f"cannot reach Redis: {exc}")
-    except redis.RedisError as exc:
-        return _fail(f"Redis error: {exc}")
-    except sa.exc.SQLAlchemyError as exc:
-        return _fail(f"database error: {' '.join(str(exc).splitlines()[0].split())}")
     except KeyboardInterrupt:
         return _fail("interrupted")
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        message = _library_failure(exc)
+        if message is None:
+            raise
+        return _fail(message)
+
+
+def _library_failure(exc: Exception) -> str | None:
+    """The one line for a Redis or database error, None for anything else. Looked up
+    in ``sys.modules``: a command that never imported redis or SQLAlchemy cannot have
+    raised their errors, and ``--help`` or ``--version`` does not load them."""
+    redis = sys.modules.get("redis")
+    if redis is not None and isinstance(exc, redis.ConnectionError):
+        return f"cannot reach Redis: {exc}"
+    if redis is not None and isinstance(exc, redis.RedisError):
+        return f"Redis error: {exc}"
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError):
+        return f"database error: {' '.join(str(exc).splitlines()[0].split())}"
+    return None
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

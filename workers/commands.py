@@ -10,22 +10,23 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from newsq import errors
 from newsq.config.settings import Settings
 from newsq.errors import ConfigError
-from newsq.feeds.send import lane_for, send_fetches
-from newsq.store.database import Store, missing_store
 from newsq.workers.common import broker, embedded_state, need_broker, open_ledger, print_json
 from newsq.workers.feeds_cmd import cmd_beat, cmd_feeds
-from newsq.workers.run import rejected, run_pipeline, submit
+
+if TYPE_CHECKING:  # each command imports what it runs: `newsq run` starts its workers
+    from newsq.store.database import Store  # before it loads the store and Celery
 
 # -- run / enqueue / worker ----------------------------------------------------------
 
 
 def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    from newsq.workers.run import rejected, submit
+
     need_broker(settings, "enqueue")
     intake = submit(args, settings)
     print(f"enqueued {len(intake.new)}, already known {len(intake.known)}"
@@ -36,7 +37,9 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if not (args.feed or args.urls or args.url):
         raise ConfigError("nothing to run: give --feed URL, --urls FILE or URLs")
-    return run_pipeline(args, settings, Console())
+    from newsq.workers.run import run_pipeline
+
+    return run_pipeline(args, settings)
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -152,6 +155,7 @@ def _when(value: str | None, flag: str) -> datetime | None:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from newsq.store.database import Store
     from newsq.store.export import export_store, published_between
 
     store = Store.from_url(settings.database_url, create=False)  # a read makes no store
@@ -193,6 +197,8 @@ def _reading(settings: Settings) -> Settings:
     """``settings`` for status and stats, which read the store and the ledger. With a
     broker, a SQLite store not made yet (nothing stored so far) is an empty one in
     memory: the ledger answers, no file is made. Without, a missing store is an error."""
+    from newsq.store.database import missing_store
+
     if settings.broker_url and missing_store(settings.database_url) is not None:
         return replace(settings, database_url="sqlite://")
     return settings
@@ -201,6 +207,7 @@ def _reading(settings: Settings) -> Settings:
 @embedded_state("status", required=False)
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from newsq.api import status
+    from newsq.store.database import Store
     from newsq.urls import normalize_or_none
 
     outcomes = _outcome_states(args)
@@ -236,6 +243,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 @embedded_state("retry")
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     from newsq.config.celery import make_app
+    from newsq.feeds.send import lane_for, send_fetches
     from newsq.pipeline import requeue, requeue_stuck
     from newsq.urls import normalize_or_none
 
@@ -258,6 +266,9 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 @embedded_state("stats")
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+
+    from newsq.store.database import Store
     from newsq.workers.report import stats_view
     from newsq.workers.stats import StatsSource
 

@@ -12,14 +12,15 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from newsq.config.settings import Settings
 from newsq.errors import ConfigError
-from newsq.ledger import Ledger
-from newsq.workers.embedded import attach, state_folder
+
+if TYPE_CHECKING:  # imported where used: a command loads only what it runs
+    import redis
+
+    from newsq.ledger import Ledger
 
 
 def need_broker(settings: Settings, command: str) -> str:
@@ -31,6 +32,8 @@ def need_broker(settings: Settings, command: str) -> str:
 
 def broker(settings: Settings, command: str) -> redis.Redis:
     """A connection to the broker ``newsq COMMAND`` needs, checked with a ping."""
+    import redis
+
     client = redis.Redis.from_url(need_broker(settings, command))
     client.ping()
     return client
@@ -38,6 +41,8 @@ def broker(settings: Settings, command: str) -> redis.Redis:
 
 def open_ledger(settings: Settings, command: str) -> Ledger:
     """The URL ledger on the broker ``newsq COMMAND`` needs."""
+    from newsq.ledger import Ledger
+
     client = broker(settings, command)
     return Ledger(client, settings.key_prefix, retention_days=settings.ledger_retention_days)
 
@@ -55,6 +60,10 @@ def embedded_state(command: str, *, required: bool = True) -> Callable[[Handler]
         def run(args: argparse.Namespace, settings: Settings) -> int:
             if settings.broker_url:
                 return handler(args, settings)
+            import redis
+
+            from newsq.workers.embedded import attach, state_folder
+
             with attach(settings, command) as found:
                 if found is None:
                     if not required:

@@ -25,6 +25,7 @@ Worker layout for ``--workers N`` (``layout``):
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -33,17 +34,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import redis
-import sqlalchemy as sa
-
 from newsq.config.settings import PORT_MAXIMUM, Settings
 from newsq.errors import ConfigError, NewsqError
-from newsq.ledger import Ledger
 from newsq.workers.redis_server import KeptRedis, RedisServer, die_with_parent
 
 if TYPE_CHECKING:
@@ -75,6 +72,8 @@ def state_folder(database_url: str) -> Path | None:
     """Where the embedded mode keeps the Redis data of the store at ``database_url``:
     ``FILE.redis`` beside a SQLite file, ``NAME.redis`` in the working folder for
     another database NAME; None for an in-memory SQLite store (nothing outlives it)."""
+    import sqlalchemy as sa
+
     try:
         url = sa.engine.make_url(database_url)
     except sa.exc.ArgumentError:
@@ -94,6 +93,8 @@ def _who(owner: dict[str, Any]) -> str:
 
 
 def _store_has_urls(database_url: str) -> bool:
+    import sqlalchemy as sa
+
     from newsq.store.database import Store, urls
 
     store = Store.from_url(database_url, create=False)
@@ -109,11 +110,14 @@ class LocalCluster:
 
     ``keep_state``: the private Redis keeps its data beside the store (``newsq run``),
     one run at a time (a second one waits), rather than in a throwaway folder.
+    ``early``: the worker processes start on entering, before the Redis does, and
+    import the pipeline (:mod:`newsq.workers.prestart`) while it starts and the input
+    is read; :meth:`start_workers` hands them the broker.
     """
 
     def __init__(self, settings: Settings, *, workers: int = 2, fetch_threads: int = 32,
                  log_level: str = "WARNING", layout: str = "combined",
-                 keep_state: bool = False) -> None:  # fmt: skip
+                 keep_state: bool = False, early: bool = False) -> None:  # fmt: skip
         processes = {"combined": workers, "prefork": 1}.get(layout, 2)
         last_port = (settings.metrics_port or 0) + processes - 1
         if settings.metrics_port and last_port > PORT_MAXIMUM:  # worker i serves on PORT+i
@@ -130,6 +134,7 @@ class LocalCluster:
         self.fetch_threads = fetch_threads
         self.log_level = log_level
         self.redis_server: RedisServer | None = None
+        self.early = early
         self.procs: list[subprocess.Popen[bytes]] = []
         self._asked: set[int] = set()
         # the workers' own output (Celery's banner, their logs) goes to a file, shown
@@ -139,19 +144,29 @@ class LocalCluster:
         )
 
     def __enter__(self) -> LocalCluster:
-        if not self.settings.broker_url:
-            folder = state_folder(self.settings.database_url) if self.keep_state else None
-            if folder is None:
-                self.redis_server = RedisServer().start()
-                url = self.redis_server.url
-            else:
-                url = self._open_state(folder)
-            self.settings = dataclasses.replace(self.settings, broker_url=url)
+        if self.early:
+            self._spawn_workers()
+        try:
+            if not self.settings.broker_url:
+                folder = state_folder(self.settings.database_url) if self.keep_state else None
+                if folder is None:
+                    self.redis_server = RedisServer().start()
+                    url = self.redis_server.url
+                else:
+                    url = self._open_state(folder)
+                self.settings = dataclasses.replace(self.settings, broker_url=url)
+        except BaseException:
+            self.stop_workers()
+            raise
         return self
 
     def _open_state(self, folder: Path) -> str:
         """Start the Redis kept in ``folder`` (waiting for the process using it, if
         any) and note the URLs an earlier run left unfinished."""
+        import redis
+
+        from newsq.ledger import Ledger
+
         kept = self.kept = KeptRedis(folder, "newsq run")
         kept.lock(on_wait=lambda owner: print(
             f"newsq: waiting for {_who(owner)} to finish with the embedded state in {folder}",
@@ -180,8 +195,11 @@ class LocalCluster:
         them is in progress. Returns them: new URLs of this run (:func:`resumed`)."""
         if not self.unfinished:
             return []
+        import redis
+
         from newsq.config.celery import make_app
-        from newsq.feeds.send import send_fetches
+        from newsq.feeds.send import lane_for, send_fetches
+        from newsq.ledger import Ledger
         from newsq.pipeline import requeue
 
         urls, self.unfinished = self.unfinished, []
@@ -193,18 +211,33 @@ class LocalCluster:
             # when two threads take both: each goes out once, below
             app.control.purge()
             requeue(Ledger(client, self.settings.key_prefix), urls, lambda _url: None)
-            send_fetches(app, urls, self.settings.fetch_batch)
+            # a re-run's leftovers are a backlog: the bulk lane
+            send_fetches(app, urls, self.settings.fetch_batch, lane=lane_for(len(urls), bulk=True))
         finally:
             app.close()
             client.close()
         return urls
 
     def start_workers(self) -> None:
+        """Start the worker processes on the broker (those started early: hand it to them)."""
+        if not self.procs:
+            self._spawn_workers()
+        line = json.dumps({"NEWSQ_BROKER_URL": self.settings.broker_url or ""}) + "\n"
+        for proc in self.procs:
+            if proc.stdin is not None and proc.poll() is None:
+                try:
+                    proc.stdin.write(line.encode())
+                    proc.stdin.close()
+                except BrokenPipeError:  # it died: check_workers says so, with its log
+                    pass
+
+    def _spawn_workers(self) -> None:
+        """The worker processes, waiting for the broker's URL (``newsq.workers.prestart``)."""
         env = settings_env(self.settings)
         env["NEWSQ_LOG_LEVEL"] = self.log_level
         # -P: a `newsq` folder in the working directory (a clone newsq was installed
         # from, not in editable mode) must not shadow the installed package
-        base = [sys.executable, "-P", "-m", "newsq", "worker"]
+        base = [sys.executable, "-P", "-m", "newsq.workers.prestart", "worker"]
         threads = ["--pool", "threads", "--concurrency", str(self.fetch_threads)]
         specs = [
             ["--queues", "fetch", *threads],
@@ -223,7 +256,7 @@ class LocalCluster:
                 subprocess.Popen(
                     base + spec,
                     env=own_env,
-                    stdin=subprocess.DEVNULL,
+                    stdin=subprocess.PIPE,
                     stdout=self.log_file,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -248,6 +281,8 @@ class LocalCluster:
         """SIGTERM to every worker (a warm shutdown: what runs finishes), once; the
         caller may do other work before :meth:`stop_workers` waits for them."""
         for proc in self.procs:
+            if proc.stdin is not None and not proc.stdin.closed:
+                proc.stdin.close()  # one never given a broker exits on its own
             if proc.poll() is None and proc.pid not in self._asked:
                 os.killpg(proc.pid, signal.SIGTERM)
                 self._asked.add(proc.pid)
@@ -257,6 +292,10 @@ class LocalCluster:
         deadline = time.monotonic() + grace
         for proc in self.procs:
             try:
+                while self._unblock_reads() and time.monotonic() < deadline - 0.05:
+                    with suppress(subprocess.TimeoutExpired):
+                        proc.wait(0.05)
+                        break
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("worker %s did not stop in %.0fs; killing it", proc.pid, grace)
@@ -264,6 +303,25 @@ class LocalCluster:
                 proc.wait()
         self.procs = []
         self._asked.clear()
+
+    def _unblock_reads(self) -> bool:
+        """Wake the workers' waits for a message (BRPOP, up to a second) on the Redis
+        this cluster started, as if their time ran out: a worker shutting down waits
+        for that reply before it exits. False when it is not ours or does not answer."""
+        if (self.redis_server is None and self.kept is None) or not self.settings.broker_url:
+            return False
+        import redis
+
+        client = redis.Redis.from_url(self.settings.broker_url, socket_timeout=1)
+        try:
+            for entry in client.client_list(_type="normal"):
+                if "b" in entry.get("flags", ""):  # blocked in a read
+                    client.client_unblock(int(entry["id"]))
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+        return True
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:  # fmt: skip

@@ -11,24 +11,18 @@ import argparse
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from newsq.config.settings import Settings
 from newsq.errors import ConfigError
-from newsq.feeds.poll import (
-    add_feed,
-    add_feeds,
-    due_in,
-    format_duration,
-    parse_duration,
-    remove_feed,
-)
-from newsq.store.database import Store
-from newsq.urls import normalize_or_none
-from newsq.workers.common import need_broker, print_json
+
+if TYPE_CHECKING:  # the commands import them: the parser (``--help``) needs none
+    from newsq.store.database import Store
 
 
 def _duration(value: str) -> float:
+    from newsq.feeds.poll import parse_duration
+
     try:
         return parse_duration(value)
     except ConfigError as exc:
@@ -63,6 +57,8 @@ def add_parsers(sub: Any) -> None:
 
 
 def _row_json(row: dict[str, Any]) -> dict[str, Any]:
+    from newsq.feeds.poll import due_in
+
     out = {k: _utc(v).isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
     return {**out, "due_in_s": round(due_in(row), 1)}
 
@@ -72,6 +68,11 @@ def _utc(when: datetime) -> datetime:
 
 
 def cmd_feeds(args: argparse.Namespace, settings: Settings) -> int:
+    from newsq.feeds.poll import add_feed, format_duration, remove_feed
+    from newsq.store.database import Store
+    from newsq.urls import normalize_or_none
+    from newsq.workers.common import print_json
+
     if args.feeds_command == "add" and bool(args.url) == bool(args.file):
         raise ConfigError("feeds add: give a feed URL or --file FILE, one of the two")
     lines = _read_lines(args.file) if args.feeds_command == "add" and args.file else None
@@ -117,6 +118,8 @@ def _read_lines(path: str) -> list[str]:
 def _add_many(store: Store, lines: list[str], args: argparse.Namespace,
               settings: Settings) -> int:  # fmt: skip
     """``feeds add --file``: one line per bad input line on stderr, one summary line."""
+    from newsq.feeds.poll import add_feeds, format_duration
+
     done = add_feeds(store, lines, settings, every=args.every, min_every=args.min_every,
                      max_every=args.max_every, kind=args.kind)  # fmt: skip
     for number, error in done.errors:
@@ -128,6 +131,8 @@ def _add_many(store: Store, lines: list[str], args: argparse.Namespace,
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
+    from newsq.feeds.poll import due_in, format_duration
+
     if not rows:
         print("no feeds; add one with: newsq feeds add URL --every 10m")
         return
@@ -151,6 +156,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
     """Run Celery beat alone: it sends ``newsq.poll_feeds`` every ``NEWSQ_FEED_TICK``."""
+    from newsq.workers.common import need_broker
     from newsq.workers.logs import setup_logging
 
     need_broker(settings, "beat")

@@ -9,22 +9,27 @@ import argparse
 import sys
 import time
 from collections import deque
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from newsq.api import connect_ledger, enqueue, wait_for
 from newsq.config.settings import Settings
 from newsq.errors import INVALID_URL
-from newsq.feeds.intake import Intake, too_old_note
-from newsq.ledger import Ledger
-from newsq.store.database import Store
-from newsq.workers.embedded import LocalCluster
+from newsq.workers.embedded import LocalCluster, resumed
+
+if TYPE_CHECKING:  # loaded once the workers are starting (run_pipeline)
+    from rich.console import Console
+
+    from newsq.feeds.intake import Intake
+    from newsq.ledger import Ledger
+    from newsq.store.database import Store
 
 
 def submit(args: argparse.Namespace, settings: Settings) -> Intake:
     """Enqueue the command's ``--feed``, ``--urls`` and URLs (:func:`newsq.api.enqueue`);
     a feed that could not be read and an invalid URL are one line each on stderr, and so
     is the count of feed entries left out for their age."""
+    from newsq.feeds.intake import too_old_note
+
     timeout = getattr(args, "timeout", None)  # newsq run's bounds the feeds' discovery too
     intake = enqueue(args.url, feeds=args.feed, url_files=args.urls, settings=settings,
                      timeout=timeout)  # fmt: skip
@@ -102,32 +107,52 @@ def wait_until_done(ledger: Ledger, urls: list[str], cluster: LocalCluster, time
         return wait_for(ledger, urls, timeout, every=every, on_poll=show)
 
 
-def run_pipeline(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    from newsq.workers.report import STORY_ROWS, print_summary, summary_data
-    from newsq.workers.stats import shared_stories
+def processes_needed(args: argparse.Namespace) -> int:
+    """``--workers``, but no more than the URLs when only URLs are given: a cron job's
+    one URL starts one worker, not one per core."""
+    workers: int = args.workers
+    if getattr(args, "feed", None) or getattr(args, "urls", None) or not args.url:
+        return workers
+    return min(workers, len(args.url))
 
-    store = Store.from_url(settings.database_url)
+
+def run_pipeline(args: argparse.Namespace, settings: Settings,
+                 console: Console | None = None) -> int:  # fmt: skip
     started = time.monotonic()
-    with LocalCluster(settings, workers=args.workers,
+    with LocalCluster(settings, workers=processes_needed(args),
                       fetch_threads=getattr(args, "fetch_threads", 32),
                       layout=getattr(args, "layout", "combined"),
-                      keep_state=getattr(args, "keep_state", True)) as cluster:  # fmt: skip
+                      keep_state=getattr(args, "keep_state", True),
+                      early=True) as cluster:  # fmt: skip
+        again = cluster.resume()  # what an interrupted run on the kept state left
+        # the workers, started early, have imported the pipeline meanwhile: they take
+        # the broker now and start while the store opens and the input is read; with
+        # nothing new to do they are stopped at once
+        cluster.start_workers()
+        from newsq.store.database import Store
+
+        store = Store.from_url(settings.database_url)
         submitted = time.monotonic()
         intake = submit(args, cluster.settings)
+        resumed(intake, again)
         # reading the feeds took part of --timeout; the workers have the rest
         left = max(args.timeout - (time.monotonic() - submitted), 0.0)
-        cluster.resume(intake)  # what an interrupted run on the kept state left
-        if intake.new:
-            cluster.start_workers()
+        if not intake.new:
+            cluster.stop_workers()
+        from rich.console import Console
+
+        console = console or Console()
         with connect_ledger(cluster.settings, "newsq run") as ledger:
             finished = wait_until_done(ledger, intake.new, cluster, left, console)
+            cluster.ask_workers_to_stop()  # they shut down while the summary is read
+            data = _summary(store, intake, ledger, time.monotonic() - started)
             cluster.stop_workers()
-            data = summary_data(store, intake.new, ledger, time.monotonic() - started,
-                                invalid=len(intake.invalid), known=len(intake.known))  # fmt: skip
-            if intake.invalid:  # recorded failed/invalid_url, never fetched: not in the ledger scan
-                key = f"failed:{INVALID_URL}"
-                data["reasons"][key] = data["reasons"].get(key, 0) + len(intake.invalid)
+        from newsq.workers.report import STORY_ROWS
+        from newsq.workers.stats import shared_stories
+
         stories = shared_stories(store, STORY_ROWS)
+    from newsq.workers.report import print_summary
+
     print_summary(data, stories, console)
     if not finished:
         print(f"newsq: timed out after {args.timeout:g}s with URLs unfinished", file=sys.stderr)
@@ -135,3 +160,14 @@ def run_pipeline(args: argparse.Namespace, settings: Settings, console: Console)
     # the contract: 0 once every URL enqueued is terminal; refused inputs were reported
     # (one line each) and counted, and are no reason to fail a cron job's whole run
     return 0
+
+
+def _summary(store: Store, intake: Intake, ledger: Ledger, elapsed: float) -> dict[str, Any]:
+    from newsq.workers.report import summary_data
+
+    data = summary_data(store, intake.new, ledger, elapsed, invalid=len(intake.invalid),
+                        known=len(intake.known))  # fmt: skip
+    if intake.invalid:  # recorded failed/invalid_url, never fetched: not in the ledger scan
+        key = f"failed:{INVALID_URL}"
+        data["reasons"][key] = data["reasons"].get(key, 0) + len(intake.invalid)
+    return data

@@ -1,0 +1,62 @@
+"""Start-up: a command imports only what it runs, and ``newsq run``'s workers, started
+before the broker is known, take it and work (``bench/README.md``: "Start-up")."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("redis", "sqlalchemy", "alembic", "celery", "kombu", "trafilatura", "lxml", "rich",
+         "pyarrow", "httpx", "numpy", "feedparser", "prometheus_client")  # fmt: skip
+
+_LOADED = """
+import json, sys
+from newsq.workers.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {heavy})), file=sys.stderr)
+"""
+
+
+def loaded_by(*argv: str) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", _LOADED.format(heavy=set(HEAVY)), *argv],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return json.loads(done.stderr.splitlines()[-1])
+
+
+@pytest.mark.parametrize("argv", [("--version",), ("--help",), ("run", "--help"),
+                                  ("feeds", "add", "--help")])  # fmt: skip
+def test_version_and_help_import_none_of_the_heavy_libraries(argv: tuple[str, ...]) -> None:
+    assert loaded_by(*argv) == []
+
+
+def test_extract_loads_no_broker_store_or_celery(tmp_path: object) -> None:
+    page = f"{tmp_path}/p.html"
+    with open(page, "w") as file:
+        file.write("<html><body><p>Hello</p></body></html>")
+    roots = {name.split(".")[0] for name in loaded_by("extract", page)}
+    assert not roots & {"redis", "sqlalchemy", "alembic", "celery", "kombu", "rich"}
+
+
+def test_the_prestart_preload_leaves_settings_and_celery_app_alone() -> None:
+    code = (
+        "import sys\n"
+        "from newsq.workers import prestart\n"
+        "prestart.preload()\n"
+        "from newsq.config.settings import get_settings\n"
+        "print(get_settings.cache_info().currsize, 'newsq.config.celery' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.stdout.split() == ["0", "False"], done.stderr[-2000:]
+
+
+def test_a_prestarted_worker_given_no_broker_exits_at_once() -> None:
+    done = subprocess.run([sys.executable, "-m", "newsq.workers.prestart", "worker"],
+                          input="", capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and done.stderr == ""

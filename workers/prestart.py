@@ -1,0 +1,69 @@
+"""A local worker started before its broker is known (``newsq run``, ``newsq demo``).
+
+    python -m newsq.workers.prestart worker [ARGS]...
+
+imports what a worker runs (Celery, the pipeline's libraries) and warms the clean stage
+while the run starts its Redis and reads its input, then reads one line on stdin: a
+JSON object of environment variables (the broker's URL, chosen meanwhile). It sets
+them and runs ``newsq worker ARGS``, which then starts in a fraction of its cold time.
+End of input with no line means the run had nothing to do: exit 0.
+
+Nothing imported here may read the settings (``get_settings`` caches them) or
+configure the Celery app: both wait for the line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+
+PRELOAD = (
+    "celery.bin.celery",
+    "celery.apps.worker",
+    "celery.worker.consumer.consumer",
+    "celery.concurrency.thread",
+    "celery.concurrency.prefork",
+    "kombu.transport.redis",
+    "alembic.runtime.migration",
+    "alembic.script",
+    "newsq.store.database",
+    "newsq.fetch.client",
+    "newsq.feeds.parse",
+    "newsq.dedup.index",
+    "newsq.clean.extract",
+    "newsq.pipeline",
+)
+"""Modules a worker imports on its way to its first task, none of them newsq's settings
+or Celery app."""
+
+
+def preload() -> None:
+    """Import :data:`PRELOAD` and run the clean stage on one small page (trafilatura and
+    lxml set up their own state on first use)."""
+    for name in PRELOAD:
+        importlib.import_module(name)
+    if os.environ.get("NEWSQ_METRICS_PORT"):
+        return  # prometheus-client must wait for its multiprocess folder (workers/worker.py)
+    from newsq.clean.extract import extract
+    from newsq.resources import WARM_PAGE
+
+    extract(WARM_PAGE, "https://warm-up.invalid/")
+
+
+def main(argv: list[str]) -> int:
+    preload()
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0
+    os.environ.update(json.loads(line))
+    with open(os.devnull) as nothing:  # the worker's stdin: no longer the parent's pipe
+        os.dup2(nothing.fileno(), 0)
+    from newsq.workers.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
