@@ -107,7 +107,7 @@ def measure(name: str, pages: Iterable[tuple[str, str]]) -> Tally:
                 found, spent = timed(lambda: guess_date(tree, url, extensive=extensive))  # noqa: B023
             tally.add(key, found, truth, spent)
         if meta.published is None and truth is not None:
-            alone = guess_date(tree, None, extensive=True)
+            alone = guess_date(tree, "about:blank", extensive=True)  # no URL, not even canonical
             tally.withheld[0] += 1
             tally.withheld[1] += alone is not None
             tally.withheld[2] += alone is not None and same_day(alone, truth)

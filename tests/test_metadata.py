@@ -63,6 +63,11 @@ def test_the_urls_date_is_taken_when_the_page_has_none() -> None:
     assert meta.published == "2021-03-09"
 
 
+def test_without_a_url_the_canonical_links_date_is_taken() -> None:
+    head = "<link rel='canonical' href='https://news.example/2020/02/03/bridge/'>"
+    assert _meta(head, f"<p>{ENGLISH}</p>", url=None).published == "2020-02-03"
+
+
 def test_a_placeholder_year_is_no_date() -> None:
     assert normalise_date("0001-01-01T00:00:00+00:00") is None
     # a placeholder in JSON-LD gives way to the meta tag's real date

@@ -330,14 +330,14 @@ def _language(tree: HtmlElement, ld: dict[str, Any], meta: dict[str, str]) -> st
 
 def guess_date(tree: HtmlElement, url: str | None, *,
                extensive: bool = DATE_SEARCH_EXTENSIVE) -> str | None:  # fmt: skip
-    """htmldate's publication date of ``tree`` (its URL first), ISO 8601, or ``None``.
+    """htmldate's publication date of ``tree`` (its URL first: ``url``, else the
+    canonical link's), ISO 8601, or ``None``.
 
     The tree is handed over, never a URL alone: htmldate downloads what it is given as
     a URL. It copies the tree before pruning it, so ``tree`` stays as it is.
     """
     try:
-        found = find_date(tree, extensive_search=extensive, original_date=True,
-                          url=url or "about:blank")  # fmt: skip
+        found = find_date(tree, extensive_search=extensive, original_date=True, url=url)
     except Exception as exc:  # a third-party parser on hostile markup: no date, not a crash
         LOGGER.debug("url=%s htmldate failed: %s", url, exc)
         return None
