@@ -223,6 +223,20 @@ def test_retry_after_the_run_is_resumed_by_the_next(tmp_path: Path) -> None:
     assert len(articles(tmp_path)) == 5
 
 
+def test_a_resumed_run_also_does_its_new_urls(tmp_path: Path) -> None:
+    """The leftovers are sent before this run's new URLs, not after: their purge of the
+    queue took the new URLs' messages too, and the run waited out its timeout."""
+    with serve_site(articles=4) as site:
+        first, again, new = site.articles[0], site.articles[1], site.articles[2]
+        ok(newsq(tmp_path, "run", first, again, "--workers", "1"))
+        assert ok(newsq(tmp_path, "retry", again)).stdout.strip() == "re-enqueued 1"
+        rerun = ok(newsq(tmp_path, "run", again, new, "--workers", "1", "--timeout", "30"))
+        assert "resuming 1 URLs" in rerun.stderr
+    states = {url: json.loads(ok(newsq(tmp_path, "status", url)).stdout)["state"]
+              for url in (first, again, new)}  # fmt: skip
+    assert states == dict.fromkeys((first, again, new), "stored")
+
+
 def test_read_commands_say_when_there_is_no_state_and_make_none(tmp_path: Path) -> None:
     for args in (("stats", "--once"), ("retry", "http://example.com/a")):
         done = newsq(tmp_path, *args)
