@@ -20,13 +20,22 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
 import sys
 import tempfile
+from contextlib import suppress
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery, bootsteps, signals
 
-from newsq.config.celery import FETCH_QUEUE, FETCH_TASK, PROCESS_QUEUE, QUEUES, task_annotations
+from newsq.config.celery import (
+    FETCH_QUEUE,
+    FETCH_TASK,
+    PROCESS_QUEUE,
+    QUEUES,
+    app,
+    task_annotations,
+)
 from newsq.config.settings import Settings, get_settings
 from newsq.errors import ConfigError
 from newsq.records import QUEUED
@@ -60,6 +69,32 @@ class _PutOffAtDebug(logging.Filter):
 
 
 _PUT_OFF_AT_DEBUG = _PutOffAtDebug()  # one instance: addFilter adds it once, however often
+
+
+class WakeOnSignal(bootsteps.StartStopStep):
+    """Celery's event loop looks at its shutdown flag only between polls of up to a
+    second, so a SIGTERM waited that long: the signal now also writes a byte to a pipe
+    the loop watches (``signal.set_wakeup_fd``), and the loop looks at once."""
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.pipe: tuple[int, int] | None = None
+
+    def register_with_event_loop(self, worker: Any, hub: Any) -> None:
+        if self.pipe is None:  # once: the loop registers again after a reconnect
+            self.pipe = os.pipe()
+            for fd in self.pipe:
+                os.set_blocking(fd, False)
+            signal.set_wakeup_fd(self.pipe[1], warn_on_full_buffer=False)
+        hub.add_reader(self.pipe[0], self._drain)
+
+    def _drain(self) -> None:
+        assert self.pipe is not None
+        with suppress(BlockingIOError):
+            os.read(self.pipe[0], 4096)
+
+
+app.steps["worker"].add(WakeOnSignal)
 
 
 @signals.setup_logging.connect
@@ -183,9 +218,7 @@ def run_worker(settings: Settings, queues: str, concurrency: int | None,
         raise ConfigError(f"--queues: unknown queue(s) {unknown or names}; use {','.join(QUEUES)}")
     pool = pool or ("threads" if names == ["fetch"] else "prefork")
     concurrency = concurrency or (THREADS_DEFAULT if pool == "threads" else os.cpu_count() or 2)
-    from newsq.config.celery import app  # this module connected the start-up signals
-
-    wait_for_broker(app, broker_wait)
+    wait_for_broker(app, broker_wait)  # this module connected the start-up signals
 
     argv = [
         "worker",
