@@ -4,6 +4,7 @@ text, and the paywall flag of JSON-LD, from the page to the store and the export
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,3 +199,24 @@ def test_a_store_of_the_last_revision_is_migrated(sqlite_url: str) -> None:
         flags = conn.execute(sa.select(articles.c.paywalled).order_by(articles.c.id)).scalars()
         assert list(flags) == [None, True]
     store.close()
+
+
+def test_the_clean_stage_gives_paywalled() -> None:
+    import newsq
+
+    head = _ld({"@type": "NewsArticle", "headline": "Bridge", "isAccessibleForFree": "False"})
+    body = f"<article><h1>Bridge</h1>{f'<p>{ENGLISH}</p>' * 3}</article>"
+    article = newsq.extract(f"<html><head>{head}</head><body>{body}</body></html>")
+    assert isinstance(article, Article)
+    assert (article.paywalled, article.language) == (True, "en")
+    assert article.to_json()["paywalled"] is True  # what newsq extract prints
+
+
+def test_newsq_extract_prints_every_field_for_a_page_without_an_article(tmp_path: Path) -> None:
+    from tests.cli import newsq_env, run_newsq
+
+    (tmp_path / "a.html").write_text("<html><body><p>Too short.</p></body></html>")
+    done = run_newsq("extract", "a.html", env=newsq_env(), cwd=str(tmp_path), timeout=60)
+    line = json.loads(done.stdout)
+    fields = ["path", *(f.name for f in dataclasses.fields(Article))]
+    assert (line["reason"], sorted(line)) == ("no_content", sorted([*fields, "reason"]))
