@@ -317,3 +317,30 @@ def test_batches_share_messages_only_in_a_surge() -> None:
     assert [u for b in sent for u in b] == many and {len(b) for b in sent[:-1]} == {8}
     assert {len(b) for b in batches(many[:300], 8)} == {4}
     assert batches(many, 1) == [[u] for u in many]  # NEWSQ_FETCH_BATCH=1: never shared
+
+
+def test_fresh_tasks_start_before_bulk_ones_reserved_earlier() -> None:
+    executor = AdaptiveExecutor(4, Admission(active=1))  # one at a time: a strict order
+    release = threading.Event()
+    started: list[str] = []
+    blocker = executor.submit(release.wait, 10)
+    later = [executor.submit_bulk(started.append, f"bulk{i}") for i in range(3)]
+    later += [executor.submit(started.append, f"fresh{i}") for i in range(2)]
+    release.set()
+    for f in [blocker, *later]:
+        f.result(timeout=10)
+    assert started == ["fresh0", "fresh1", "bulk0", "bulk1", "bulk2"]
+    executor.shutdown()
+
+
+def test_celerys_request_of_the_bulk_lane_is_queued_as_bulk() -> None:
+    from newsq.config.celery import BULK, FRESH
+    from newsq.workers.pool import _is_bulk
+
+    def trace_args(priority: int | None) -> tuple[object, ...]:  # as Request passes them
+        request = {"id": "x", "delivery_info": {"routing_key": "fetch", "priority": priority}}
+        return ("newsq.fetch", "x", request, b"[]", "application/json", "utf-8")
+
+    assert _is_bulk(trace_args(BULK))
+    assert not _is_bulk(trace_args(FRESH)) and not _is_bulk(trace_args(None))
+    assert not _is_bulk(None) and not _is_bulk(("newsq.fetch",))

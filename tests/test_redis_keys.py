@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from newsq.config.celery import queue_keys
 from newsq.ledger import Ledger
 from tests.cli import local_env
 from tests.faults.site import Site, serve
@@ -92,6 +93,8 @@ def test_the_readme_table_reads_as_patterns() -> None:
     assert row_of("{p}:url:0a1b", "p", rows) == Row("{newsq}:url:<id>", False)
     assert row_of("p:bp:{127.0.0.1:80}:p:0a", "p", rows) == Row("newsq:bp:{<site>}:p:<hash>", False)
     assert row_of("p:q:fetch:x", "p", rows) is None
+    bulk = queue_keys("p", "fetch")[1]  # the queue's bulk lane, named with kombu's separator
+    assert row_of(bulk, "p", rows) == Row("newsq:q:fetch<sep>9", True)
     assert row_of("{p}:url:0a1b", "q", rows) is None
 
 

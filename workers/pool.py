@@ -6,7 +6,9 @@ reserved task runs at once, on whichever thread has been idle longest. Ours star
 task only while :meth:`newsq.workers.admission.Admission.may_start` allows (the rest wait in a
 queue, not in parked threads) and hands each task to the thread that went idle last,
 so a small, warm set of threads does the work when pages come fast, and the whole
-pool when sites are slow. See :mod:`newsq.workers.admission` for the rule and
+pool when sites are slow. A task of the bulk lane (``newsq.feeds.send``) waits until no
+fresh task does: a fresh one the worker reserves behind a backlog's prefetched batches
+starts next, not after them. See :mod:`newsq.workers.admission` for the rule and
 ``bench/README.md`` for the measurements. The pool owns its admission, executor and
 CPU lane, and hands itself to the process's runtime as it starts
 (:class:`newsq.resources.Pool`), so that the tasks report their network waits to it,
@@ -26,6 +28,7 @@ from typing import Any, TypeVar
 
 from celery.concurrency import thread
 
+from newsq.config.celery import BULK
 from newsq.resources import AnyPool, Runtime
 from newsq.tasks.context import runtime
 from newsq.workers.admission import TICK_S, Admission, CpuLane
@@ -94,6 +97,7 @@ class AdaptiveExecutor:
         self.stopped = False
         self.running = 0
         self._queue: deque[_Item] = deque()
+        self._bulk: deque[_Item] = deque()  # started only when no other item waits
         self._parts: deque[_Item] = deque()  # the parts of a batch (side_by_side), first
         self._idle: list[_Worker] = []  # a stack: the thread parked last is warmest
         self._threads: list[threading.Thread] = []
@@ -105,15 +109,23 @@ class AdaptiveExecutor:
         arrives to trigger it when every running task hangs on the network)."""
         while not self.stopped:
             time.sleep(TICK_S)
-            if self._queue or self._parts:
+            if self._queue or self._parts or self._bulk:
                 self._dispatch_locked()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return self._submit(self._queue, fn, args, kwargs)
+
+    def submit_bulk(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """``submit``, for an item that starts only once no other item waits."""
+        return self._submit(self._bulk, fn, args, kwargs)
+
+    def _submit(self, queue: deque[_Item], fn: Callable[..., Any], args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> Future[Any]:  # fmt: skip
         future: Future[Any] = Future()
         with self._lock:
             if self.stopped:
                 raise RuntimeError("cannot submit to a pool that was shut down")
-            self._queue.append((future, fn, args, kwargs))
+            queue.append((future, fn, args, kwargs))
             self._dispatch()
         return future
 
@@ -123,11 +135,11 @@ class AdaptiveExecutor:
 
     def _startable(self) -> bool:
         """Whether an item waits and may start now; locked."""
-        waiting = self._parts or self._queue
+        waiting = self._parts or self._queue or self._bulk
         return bool(waiting) and not self.stopped and self.admission.may_start(self.running)
 
     def _pop(self) -> _Item:
-        return self._parts.popleft() if self._parts else self._queue.popleft()
+        return (self._parts or self._queue or self._bulk).popleft()
 
     def _dispatch(self) -> None:
         """Start queued items on idle (or new) threads while admitted; locked."""
@@ -202,16 +214,26 @@ class AdaptiveExecutor:
         queued item never starts after this)."""
         with self._lock:
             self.stopped = True
-            while self._queue:
-                future = self._queue.popleft()[0]
-                future.cancel()
-                future.set_running_or_notify_cancel()  # wakes wait() on it, as the stdlib
+            for queue in (self._queue, self._bulk):
+                while queue:
+                    future = queue.popleft()[0]
+                    future.cancel()
+                    future.set_running_or_notify_cancel()  # wakes wait() on it, as the stdlib
             idle, self._idle = self._idle, []
         for worker in idle:
             worker.give(None)
         if wait:
             for t in list(self._threads):
                 t.join()
+
+
+def _is_bulk(args: tuple[Any, ...] | None) -> bool:
+    """Whether Celery's trace arguments (type, id, request, body, ...) are of a message
+    of the bulk lane."""
+    request = args[2] if args and len(args) > 2 else None
+    if not isinstance(request, dict):
+        return False
+    return (request.get("delivery_info") or {}).get("priority") == BULK
 
 
 class TaskPool(thread.TaskPool):
@@ -226,6 +248,16 @@ class TaskPool(thread.TaskPool):
         self.executor = AdaptiveExecutor(self.limit, self.admission)
         self.side_by_side = self.executor.side_by_side
         self._runtime: Runtime | None = None
+
+    def on_apply(self, target: Callable[..., Any], args: tuple[Any, ...] | None = None,
+                 kwargs: dict[str, Any] | None = None, callback: Callable[..., Any] | None = None,
+                 accept_callback: Callable[..., Any] | None = None,
+                 **_: Any) -> thread.ApplyResult:  # fmt: skip
+        """Celery's ``on_apply``, with a bulk task queued behind the fresh ones."""
+        submit = self.executor.submit_bulk if _is_bulk(args) else self.executor.submit
+        return thread.ApplyResult(
+            submit(thread.apply_target, target, args, kwargs, callback, accept_callback)
+        )
 
     def network_wait(self) -> AbstractContextManager[None]:
         return self.admission.network_wait()
