@@ -80,3 +80,48 @@ def test_a_worker_takes_the_fresh_url_before_the_backlog(
     assert set(states.values()) == {"stored"}  # nothing lost
     assert max(site.requests.values()) == 1  # nothing fetched twice
     assert lanes(redis_client, settings.key_prefix) == {FRESH: [], BULK: []}
+
+
+def test_a_fetched_url_goes_on_to_the_process_stage_in_its_lane(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    with serve(Site(stories=3, copies=0, missing=0).build()) as site:
+        backlog, breaking = site.urls[:2], site.urls[2]
+        listed = tmp_path / "backlog.txt"
+        listed.write_text("\n".join(backlog))
+        newsq.enqueue(url_files=[str(listed)], settings=settings)
+        newsq.enqueue(breaking, settings=settings)
+        env = local_env(settings.broker_url or "", settings.key_prefix, settings.database_url)
+        cmd = [sys.executable, "-m", "newsq", "worker", "--queues", "fetch",
+               "--pool", "threads", "--concurrency", "2"]  # fmt: skip
+        ledger = Ledger(redis_client, settings.key_prefix)
+        with running(cmd, env, tmp_path / "worker.log"):  # fetches only: hands pages on
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if ledger.states([*backlog, breaking]) == ["fetched"] * 3:
+                    break
+                time.sleep(0.1)
+    fresh, bulk = queue_keys(settings.key_prefix, "process")
+    assert redis_client.llen(fresh) == 1 and redis_client.llen(bulk) == 2
+
+
+def test_a_fetch_put_off_until_its_hosts_turn_keeps_its_lane(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    with serve(Site(stories=4, copies=0, missing=0).build()) as site:
+        listed = tmp_path / "backlog.txt"
+        listed.write_text("\n".join(site.urls))
+        newsq.enqueue(url_files=[str(listed)], settings=settings)
+        env = local_env(settings.broker_url or "", settings.key_prefix, settings.database_url)
+        env["NEWSQ_HOST_RATE"] = "0.2"  # one request per 5 s: the others wait their turn
+        cmd = [sys.executable, "-m", "newsq", "worker", "--queues", "fetch",
+               "--pool", "threads", "--concurrency", "4"]  # fmt: skip
+        held: list[dict[str, object]] = []
+        with running(cmd, env, tmp_path / "worker.log"):
+            deadline = time.monotonic() + 60
+            while len(held) < 3 and time.monotonic() < deadline:
+                time.sleep(0.2)
+                raw = redis_client.hvals(f"{settings.key_prefix}:q:unacked")
+                held = [m for m, _, _ in map(json.loads, raw) if m["headers"].get("eta")]
+    assert len(held) >= 3  # sent again with a countdown, held by the worker
+    assert {m["properties"]["priority"] for m in held} == {BULK}
