@@ -12,6 +12,8 @@ text and stays out, as do captions, navigation and link blocks.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from itertools import islice
 
 from lxml.etree import _Element
 
@@ -43,6 +45,18 @@ def _text(el: _Element) -> str:
     return " ".join("".join(el.itertext()).split())
 
 
+def _following(el: _Element) -> Iterator[_Element]:
+    """The elements after ``el`` in document order, its own descendants not among them
+    (XPath's ``following::*``, lazily: a lead is looked for in the first few)."""
+    node: _Element | None = el
+    while node is not None:
+        for sibling in node.itersiblings():
+            if isinstance(sibling.tag, str):
+                yield sibling
+            yield from (d for d in sibling.iterdescendants() if isinstance(d.tag, str))
+        node = node.getparent()
+
+
 def prose(text: str) -> bool:
     """True for a paragraph of prose: two sentences or more, a few lines long."""
     return MIN_CHARS <= len(text) <= MAX_CHARS and len(_SENTENCE_END.findall(text)) >= MIN_SENTENCES
@@ -54,8 +68,8 @@ def find_lead(tree: _Element, text: str) -> str | None:
     if h1 is None:
         return None
     flat = " ".join(text.split())
-    for position, el in enumerate(h1.xpath(f"following::*[position() <= {FOLLOWING}]"), 1):
-        if not isinstance(el.tag, str) or el.tag in _OUTSIDE:
+    for position, el in enumerate(islice(_following(h1), FOLLOWING), 1):
+        if el.tag in _OUTSIDE:
             continue
         if el.tag == "p":
             paragraph = _text(el)

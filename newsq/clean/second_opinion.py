@@ -48,6 +48,8 @@ MENU_LINES = 0.6
 words), holding ``MENU_CHARS`` of its text or more, reads like a menu or a calendar ..."""
 MENU_CHARS = 0.4
 MENU_WORDS = 4
+MENU_LINE_CHARS = 80
+"""A line this long is never a menu item."""
 MENU_MIN_LINES = 8
 """... when it has at least this many lines."""
 SHINGLE = 4
@@ -147,7 +149,10 @@ def menu_like(text: str) -> bool:
     lines = [line for line in text.split("\n") if line.strip()]
     if len(lines) < MENU_MIN_LINES:
         return False
-    short = [line for line in lines if len(_WORD.findall(line)) < MENU_WORDS]
+    # a long line is prose whatever its words (Chinese or Japanese have no spaces)
+    short = [
+        ln for ln in lines if len(ln) < MENU_LINE_CHARS and len(_WORD.findall(ln)) < MENU_WORDS
+    ]
     return len(short) >= MENU_LINES * len(lines) and sum(map(len, short)) >= MENU_CHARS * len(text)
 
 
