@@ -327,7 +327,7 @@ def _module_name(env: str, raw: str) -> str:
     return raw
 
 
-def _site_rules(env: str, raw: str) -> str:
+def _sites_file(env: str, raw: str) -> str:
     from newsq.clean.sites import load  # read and checked now: a typo is a line at start-up
 
     load(raw)
@@ -476,12 +476,13 @@ class Settings:
         help="seconds the clean stage may spend on one page, checked between its passes; "
         "a page over it ends `skipped`/`too_complex`",
     )
-    site_rules: str | None = setting(
+    sites_file: str | None = setting(
         None,
         kind="file",
-        parse=_site_rules,
-        help="a TOML file of per-site XPath rules for the clean stage: blocks to remove "
-        "(`prune`) and the block to take the article from (`body`), per host",
+        parse=_sites_file,
+        help="a TOML file of per-site settings, per host or `*.domain`: for now the clean "
+        "stage's XPath rules, blocks to remove (`prune`) and the block to take the article "
+        "from (`body`)",
     )
     dedup_window_days: float = number(
         30.0,

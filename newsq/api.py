@@ -137,7 +137,7 @@ def extract(html: str | bytes, url: str | None = None, *,
     is none. Bytes are decoded as the fetch stage decodes a page served without a
     charset (``<meta charset>`` by its WHATWG label, else detected; ``decode_error``
     when they are no text); ``url`` resolves links, names the site and picks its rule
-    of ``NEWSQ_SITE_RULES``; the page's bounds are ``settings``' ``NEWSQ_CLEAN_*``."""
+    of ``NEWSQ_SITES_FILE``; the page's bounds are ``settings``' ``NEWSQ_CLEAN_*``."""
     from newsq.clean.extract import extract as clean
     from newsq.clean.limits import CleanLimits
     from newsq.clean.sites import rule_for
@@ -150,7 +150,7 @@ def extract(html: str | bytes, url: str | None = None, *,
         except BodyError as exc:
             return Drop(exc.reason, str(exc))
     settings = settings or Settings.from_env()
-    site = rule_for(settings.site_rules, url)
+    site = rule_for(settings.sites_file, url)
     return clean(html, url, CleanLimits.from_settings(settings), site)
 
 

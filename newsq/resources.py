@@ -142,7 +142,7 @@ class Runtime:
         from newsq.clean.limits import CleanLimits
         from newsq.clean.sites import rule_for
 
-        site = rule_for(self.settings.site_rules, url)
+        site = rule_for(self.settings.sites_file, url)
         with self._extracting:
             return extract(html, url, CleanLimits.from_settings(self.settings), site)
 

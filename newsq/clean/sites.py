@@ -1,13 +1,14 @@
 """Per-site overrides of the clean stage, for the sites a team cares most about.
 
-A TOML file named by ``NEWSQ_SITE_RULES`` gives, per host, XPath expressions of blocks
-to remove before extraction (trafilatura's ``prune_xpath``) and, or, the XPath of the
-block(s) to take the article from; a host's rule applies to its subdomains too::
+The TOML file named by ``NEWSQ_SITES_FILE`` holds per-site settings, one table per host
+(``"*.example.com"``: that domain and every subdomain; an exact host wins over a
+pattern). For the clean stage: XPath expressions of blocks to remove before extraction
+(``prune``) and, or, the XPath of the block(s) to take the article from (``body``)::
 
-    ["example.com"]                      # example.com, www.example.com, news.example.com
+    ["*.example.com"]                    # example.com, www.example.com, news.example.com
     prune = ["//div[@class='newsletter']", "//aside[@id='more']"]
 
-    ["paper.example"]
+    ["www.paper.example"]
     body = "//div[@id='story-body']"     # only this block is extracted
 
 Every expression is compiled when the file is read, so a typo is one line at start-up.
@@ -43,14 +44,13 @@ class SiteRules:
     by_host: dict[str, SiteRule]
 
     def for_url(self, url: str | None) -> SiteRule | None:
-        """The rule of ``url``'s host, or of the nearest parent domain that has one."""
+        """The rule of ``url``'s host, else of the nearest ``*.domain`` pattern over it."""
         host = (urlsplit(url).hostname or "") if url else ""
-        while host:
-            rule = self.by_host.get(host)
-            if rule is not None:
-                return rule
+        rule = self.by_host.get(host)
+        while rule is None and host:
+            rule = self.by_host.get(f"*.{host}")
             _, _, host = host.partition(".")
-        return None
+        return rule
 
 
 def _xpath(path: str, where: str) -> str:
@@ -64,7 +64,7 @@ def _xpath(path: str, where: str) -> str:
 
 
 def rule_for(path: str | None, url: str | None) -> SiteRule | None:
-    """The rule of ``url``'s site in the rules file ``path`` (``NEWSQ_SITE_RULES``), if any."""
+    """The rule of ``url``'s site in the sites file ``path`` (``NEWSQ_SITES_FILE``), if any."""
     return None if not path else load(path).for_url(url)
 
 
@@ -76,12 +76,12 @@ def load(path: str) -> SiteRules:
         with open(path, "rb") as file:
             data = tomllib.load(file)
     except OSError as exc:
-        raise ConfigError(f"NEWSQ_SITE_RULES: cannot read {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"NEWSQ_SITES_FILE: cannot read {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"NEWSQ_SITE_RULES: {path} is not TOML: {exc}") from None
+        raise ConfigError(f"NEWSQ_SITES_FILE: {path} is not TOML: {exc}") from None
     rules = {}
     for host, table in data.items():
-        where = f"NEWSQ_SITE_RULES {path} [{host}]"
+        where = f"NEWSQ_SITES_FILE {path} [{host}]"
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: a host's rules are a table (prune, body)")
         unknown = set(table) - {"prune", "body"}

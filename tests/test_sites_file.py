@@ -1,4 +1,4 @@
-"""Per-site rules of the clean stage (``NEWSQ_SITE_RULES``): blocks pruned, the body
+"""The sites file (``NEWSQ_SITES_FILE``), its clean-stage rules: blocks pruned, the body
 taken from a named block, a bad file refused at start-up in one line."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _rules(tmp_path: Path, text: str) -> Settings:
     path = tmp_path / "sites.toml"
     path.write_text(text, encoding="utf-8")
     load.cache_clear()  # a process reads its rules once; each test writes new ones
-    return Settings.from_env({"NEWSQ_SITE_RULES": str(path)})
+    return Settings.from_env({"NEWSQ_SITES_FILE": str(path)})
 
 
 def _text(settings: Settings, url: str = "https://www.paper.example/a") -> str:
@@ -46,10 +46,13 @@ def test_without_rules_the_box_is_taken_for_the_article(tmp_path: Path) -> None:
 
 
 def test_prune_removes_a_block_on_the_site_and_its_subdomains(tmp_path: Path) -> None:
-    settings = _rules(tmp_path, '["paper.example"]\nprune = ["//div[@class=\'partner-box\']"]\n')
-    text = _text(settings)
-    assert "ferry will run" not in text and "Paragraph 7." in text
+    settings = _rules(tmp_path, '["*.paper.example"]\nprune = ["//div[@class=\'partner-box\']"]\n')
+    for url in ("https://www.paper.example/a", "https://paper.example/a"):
+        text = _text(settings, url)
+        assert "ferry will run" not in text and "Paragraph 7." in text
     assert "ferry will run" in _text(settings, "https://other.example/a")  # not its site
+    exact = _rules(tmp_path, '["paper.example"]\nprune = ["//div[@class=\'partner-box\']"]\n')
+    assert "ferry will run" in _text(exact, "https://www.paper.example/a")  # a host is exact
 
 
 def test_body_takes_the_article_from_the_named_block(tmp_path: Path) -> None:
@@ -76,10 +79,10 @@ def test_a_bad_rules_file_is_one_line(tmp_path: Path, content: str, message: str
 
 
 def test_newsq_refuses_a_missing_rules_file_at_start_up(tmp_path: Path) -> None:
-    env = {"NEWSQ_SITE_RULES": str(tmp_path / "nope.toml"), "PATH": "/usr/bin:/bin"}
+    env = {"NEWSQ_SITES_FILE": str(tmp_path / "nope.toml"), "PATH": "/usr/bin:/bin"}
     page = tmp_path / "page.html"
     page.write_text(PAGE, encoding="utf-8")
     done = subprocess.run([sys.executable, "-m", "newsq", "extract", str(page)], env=env,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2
-    assert done.stderr.strip().count("\n") == 0 and "NEWSQ_SITE_RULES: cannot read" in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "NEWSQ_SITES_FILE: cannot read" in done.stderr
