@@ -190,16 +190,23 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
         return step
 
     host = host_of(url)
-    robots = rt.robots_verdict(url)
+    if rt.robots_fetch_needed(url):
+        # the robots.txt request is one of the host's requests: it takes a slot too, and
+        # the page then waits for the next one
+        if (put_off := _put_off(rt, url, host)) is not None:
+            return put_off
+        try:
+            robots = rt.robots_verdict(url)
+        finally:
+            rt.politeness.release(host)
+    else:
+        robots = rt.robots_verdict(url)
     if robots.failure is not None:  # robots.txt unreachable: disallowed for now, retried
         return _not_fetched(rt, url, robots.failure, attempt, of="robots.txt ")
     if not robots.allowed:
         return finish(rt, url, SKIPPED, errors.ROBOTS_DISALLOWED, attempts=attempt)
-    wait = rt.politeness.acquire(host)
-    if wait > 0:
-        rt.ledger.move(url, QUEUED)
-        rt.metrics.throttled(host)
-        return Step("wait", countdown=wait, state=QUEUED)
+    if (put_off := _put_off(rt, url, host)) is not None:
+        return put_off
     try:
         started = time.perf_counter()
         with rt.pool.network_wait():  # another task may start meanwhile
@@ -219,6 +226,17 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
     rt.redis.set(body_key(rt, url), meta + payload, ex=rt.settings.visibility_timeout * 2)
     rt.ledger.move(url, FETCHED, final_url=result.final_url, attempts=attempt + 1)
     return Step("next")
+
+
+def _put_off(rt: Runtime, url: str, host: str) -> Step | None:
+    """None when ``host``'s politeness slot is taken (release it after the request),
+    else the step that puts ``url`` off until the host's turn."""
+    wait = rt.politeness.acquire(host)
+    if wait <= 0:
+        return None
+    rt.ledger.move(url, QUEUED)
+    rt.metrics.throttled(host)
+    return Step("wait", countdown=wait, state=QUEUED)
 
 
 def _not_fetched(rt: Runtime, url: str, result: FetchResult, attempt: int, of: str = "") -> Step:

@@ -118,6 +118,10 @@ class Runtime:
 
         return self._get("robots", lambda: RobotsCache(self.redis, self.settings, self.fetcher))
 
+    def robots_fetch_needed(self, url: str) -> bool:
+        """Whether robots.txt's answer for ``url`` takes a request (see ``robots_verdict``)."""
+        return self.settings.robots and not self.robots.cached(url)
+
     def robots_verdict(self, url: str) -> Verdict:
         """robots.txt's answer for ``url`` (allowed when ``NEWSQ_ROBOTS=0``)."""
         from newsq.fetch.robots import ALLOWED

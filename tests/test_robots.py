@@ -246,6 +246,23 @@ def test_a_huge_crawl_delay_keeps_every_url_of_the_host_finite(
             assert step.state in TERMINAL, (url, step)
 
 
+def test_the_robots_txt_request_takes_its_hosts_politeness_slot(settings: Settings) -> None:
+    rt = Runtime(dataclasses.replace(settings, host_rate=2.0))  # a request every 0.5 s
+    try:
+        with HostileServer() as server:
+            url = server.url("/ok")
+            rt.ledger.enqueue([url])
+            deadline = time.monotonic() + 5
+            while (step := fetch_step(rt, url, hand_off=False)).action == "wait":
+                assert time.monotonic() < deadline
+                time.sleep(step.countdown)
+            assert step.action == "next" and step.page is not None
+            times = {path: when for when, path in server.requests}
+    finally:
+        rt.close()
+    assert times["/ok"] - times["/robots.txt"] >= 0.45  # one host, one request per slot
+
+
 # -- newsq fetch: the pipeline's verdict ---------------------------------------------
 
 

@@ -132,6 +132,19 @@ class RobotsCache:
             log.info("%s: %s", url, verdict.detail)
         return verdict
 
+    def cached(self, url: str) -> bool:
+        """True when :meth:`check` of ``url`` needs no request: its site's robots.txt is
+        known here or in Redis (or the URL has no site). A False asks the caller to take
+        the host's politeness slot first, as a page fetch does."""
+        origin = _origin(url)
+        if origin is None:
+            return True
+        with self._lock:
+            local = self._local.get(origin)
+        if local and local[0] > time.monotonic():
+            return True
+        return bool(self._client.exists(f"{self._prefix}:robots:{origin}"))
+
     def allowed(self, url: str) -> bool:
         """True when robots.txt lets us fetch ``url`` now (see :meth:`check`)."""
         return self.check(url).allowed
