@@ -163,7 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                           settings.log_format)  # fmt: skip
         from newsq.workers.commands import COMMANDS
 
-        return COMMANDS[args.command](args, settings)
+        code = COMMANDS[args.command](args, settings)
+        if argv is None and args.command in QUICK_EXIT:
+            _exit_now(code)
+        return code
     except NewsqError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
@@ -175,6 +178,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if message is None:
             raise
         return _fail(message)
+
+
+QUICK_EXIT = frozenset({"run", "demo"})
+"""Commands whose process ends without the interpreter's teardown, which frees every
+object of Celery, SQLAlchemy and the pipeline one by one: a share of a cron job's
+one-URL run (``bench/README.md``). They have closed their stores and servers by then."""
+
+
+def _exit_now(code: int) -> None:
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _library_failure(exc: Exception) -> str | None:

@@ -151,6 +151,7 @@ def run_pipeline(args: argparse.Namespace, settings: Settings,
         from newsq.workers.stats import shared_stories
 
         stories = shared_stories(store, STORY_ROWS)
+        store.close()
     from newsq.workers.report import print_summary
 
     print_summary(data, stories, console)
