@@ -157,9 +157,9 @@ def extract(html: str | bytes, url: str | None = None, *,
 def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
              every: float = 0.5, chunk: int = 2000,
              on_poll: Callable[[int, int], None] | None = None) -> bool:  # fmt: skip
-    """Poll the ledger every ``every`` seconds until every one of ``urls`` (normalised)
-    is terminal: True, or False once ``timeout`` passed. ``on_poll(done, total)`` runs
-    after each poll.
+    """Poll the ledger, at first often, then every ``every`` seconds, until every one of
+    ``urls`` (normalised) is terminal: True, or False once ``timeout`` passed.
+    ``on_poll(done, total)`` runs after each poll.
 
     Each poll reads at most ``chunk`` pending URLs (a rolling window) by keys hashed
     once, so waiting on a million URLs polls cheaply and leaves the CPU to the workers.
@@ -168,6 +168,7 @@ def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
     total = len(urls)
     pending = [ledger.key(url) for url in urls]
     cursor = 0
+    pause = min(every, 0.02)  # a quick URL is seen done at once; a long wait polls `every`
     while pending:
         cursor = cursor if cursor < len(pending) else 0
         window = pending[cursor : cursor + chunk]
@@ -181,7 +182,8 @@ def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
             break
         if deadline is not None and time.monotonic() > deadline:
             return False
-        time.sleep(every)
+        time.sleep(pause)
+        pause = min(every, pause * 1.5)
     return True
 
 
