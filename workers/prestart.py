@@ -44,8 +44,14 @@ def preload() -> None:
     lxml set up their own state on first use)."""
     for name in PRELOAD:
         importlib.import_module(name)
-    if os.environ.get("NEWSQ_METRICS_PORT"):
-        return  # prometheus-client must wait for its multiprocess folder (workers/worker.py)
+    if not os.environ.get("NEWSQ_METRICS_PORT"):
+        # prometheus-client must wait for its multiprocess folder (workers/worker.py)
+        warm_clean()
+
+
+def warm_clean() -> None:
+    """Run the clean stage once on a small page: trafilatura, lxml and the language
+    model make their state on first use, a large part of a worker's start."""
     from newsq.clean.extract import extract
     from newsq.resources import WARM_PAGE
 

@@ -133,9 +133,12 @@ def _worker_init(sender: Any = None, **_: Any) -> None:
             for key, value in limits.items():
                 setattr(sender.app.tasks[name], key, value)
     port = start_metrics_server(settings) if settings.metrics_port else None
-    # the clean stage's libraries (trafilatura, lxml) load here, once, before the pool
-    # starts: not on every process's or thread's first page; prefork children share them
-    import newsq.clean.extract  # noqa: F401
+    # the clean stage's libraries (trafilatura, lxml, the language model) load and warm
+    # here, once, before the pool starts: not on every process's or thread's first page;
+    # prefork children inherit them
+    from newsq.workers.prestart import warm_clean
+
+    warm_clean()
 
     pool = getattr(sender.pool_cls, "__module__", str(sender.pool_cls))
     log.info("newsq worker: queues %s, pool %s, concurrency %s, metrics %s, log %s",
