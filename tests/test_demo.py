@@ -7,6 +7,7 @@ the same site for its truth and matches URLs by path and query.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -55,6 +56,8 @@ def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "Traceback" not in done.stdout + done.stderr
     assert "{'" not in done.stdout  # a report, not a Python dict
     assert "what the sample site holds: 24 stories" in done.stdout
+    # outlets are named as the site names them, not by address or a page's own site name
+    assert not re.search(r"127\.0\.0\.\d|Hosted", done.stdout), done.stdout
     store = cwd / "newsq-demo.db"
     assert store.exists()
     return store

@@ -9,6 +9,7 @@ import argparse
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from newsq.api import connect_ledger, enqueue, wait_for
@@ -116,8 +117,10 @@ def processes_needed(args: argparse.Namespace) -> int:
     return min(workers, len(args.url))
 
 
-def run_pipeline(args: argparse.Namespace, settings: Settings,
-                 console: Console | None = None) -> int:  # fmt: skip
+def run_pipeline(args: argparse.Namespace, settings: Settings, console: Console | None = None,
+                 outlets: Mapping[str, str] | None = None) -> int:  # fmt: skip
+    """``newsq run``: enqueue, work, summarise; ``outlets`` names the summary's outlets
+    by ``host:port`` (the demo's), else each is named by its articles' site."""
     started = time.monotonic()
     with LocalCluster(settings, workers=processes_needed(args),
                       fetch_threads=getattr(args, "fetch_threads", 32),
@@ -150,7 +153,7 @@ def run_pipeline(args: argparse.Namespace, settings: Settings,
         from newsq.workers.report import STORY_ROWS
         from newsq.workers.stats import shared_stories
 
-        stories = shared_stories(store, STORY_ROWS)
+        stories = shared_stories(store, STORY_ROWS, outlets)
         store.close()
     from newsq.workers.report import print_summary
 

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from rich.console import Console
 
@@ -54,7 +55,9 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         run_args = argparse.Namespace(feed=site.feed_urls, urls=[str(urls_file)], url=[],
                                       workers=args.workers, timeout=args.timeout,
                                       fetch_threads=32, keep_state=False)  # fmt: skip
-        status = run_pipeline(run_args, demo_settings, console)
+        # the summary names each outlet as the site does, not by its loopback address
+        names = {urlsplit(o.base_url).netloc: o.name for o in site.outlets}
+        status = run_pipeline(run_args, demo_settings, console, outlets=names)
     if status == 0:
         console.print(
             f"what the sample site holds: {expected.stored} stories, {expected.duplicate} "
