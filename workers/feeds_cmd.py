@@ -68,6 +68,7 @@ def _utc(when: datetime) -> datetime:
 
 
 def cmd_feeds(args: argparse.Namespace, settings: Settings) -> int:
+    from newsq.feeds.discover import is_home_page
     from newsq.feeds.poll import add_feed, format_duration, remove_feed
     from newsq.store.database import Store
     from newsq.urls import normalize_or_none
@@ -81,6 +82,8 @@ def cmd_feeds(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if lines is not None:
             return _add_many(store, lines, args, settings)
+        if args.feeds_command == "add" and args.kind is None and is_home_page(args.url):
+            return _add_site(store, args, settings)
         if args.feeds_command == "add":
             known = store.get_feed(normalize_or_none(args.url) or args.url) is not None
             row = add_feed(store, args.url, settings, every=args.every, min_every=args.min_every,
@@ -105,6 +108,26 @@ def cmd_feeds(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     finally:
         store.close()
+
+
+def _add_site(store: Store, args: argparse.Namespace, settings: Settings) -> int:
+    """``feeds add`` of a site's home page: register the sitemaps its robots.txt names
+    and the feeds the page links; exit 1 when it offers none."""
+    from newsq.feeds.discover import discover
+    from newsq.feeds.poll import add_feed, format_duration
+    from newsq.fetch.client import Fetcher
+
+    with Fetcher(settings) as fetcher:
+        found = discover(fetcher, args.url, settings.host_rate)
+    for url, kind in found.feeds:
+        row = add_feed(store, url, settings, every=args.every, min_every=args.min_every,
+                       max_every=args.max_every, kind=kind)  # fmt: skip
+        print(f"added {row['url']} ({row['kind']}), every {format_duration(row['every_s'])}")
+    if found.feeds:
+        return 0
+    why = "; ".join(found.problems) or "robots.txt names no sitemap, the page links no feed"
+    print(f"newsq: {args.url}: no feed or sitemap found ({why})", file=sys.stderr)
+    return 1
 
 
 def _read_lines(path: str) -> list[str]:
