@@ -11,6 +11,9 @@ Tables:
   ``feeds``     feeds that poll themselves, with their conditional-GET state.
   ``pages``     with ``NEWSQ_KEEP_RAW=1``: each stored copy's HTML, zlib-compressed,
                 keyed like its article row (url, content_hash), for WARC export.
+  ``events``    the outbox: one event per article row, ``article`` for a row with text,
+                ``copy`` for a duplicate copy, written in the row's own transaction
+                (:meth:`Store.save_article`); read by :mod:`newsq.store.events`.
 
 Every write is idempotent: unique keys plus "insert or do nothing / update", so a
 task that runs twice stores nothing twice. The schema is created and migrated by
@@ -114,6 +117,24 @@ pages = sa.Table(
     sa.PrimaryKeyConstraint("url", "content_hash", name="pk_pages"),
 )
 
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("article_id", sa.Integer, sa.ForeignKey("articles.id"), nullable=False),
+    sa.UniqueConstraint("article_id", name="uq_events_article"),
+    sqlite_autoincrement=True,  # an id is never given twice, even after a delete
+)
+
+ARTICLE, COPY = "article", "copy"
+"""The kinds of event: a stored article (the first copy of a story, or a revision),
+a copy of a known story (a duplicate, stored without text)."""
+
+EVENTS_LOCK = 472220
+"""PostgreSQL advisory lock key held from an event's insert to its commit, so events
+commit in id order: a reader that saw event N has seen every event before it."""
 
 OUTCOME_FIELDS = ("url", "state", "reason", "detail", "story_id", "attempts", "updated_at")
 """What ``Store.iter_outcomes`` gives of a failed or skipped URL's record."""
@@ -271,8 +292,10 @@ class Store:
         """Store one copy and its URL's terminal record (and its raw ``page`` row, when
         given) in one transaction.
 
-        Returns True when the article row was new, False when it was already there
-        (a replayed task). Raises StoreUnavailable when the database is unreachable.
+        A new article row gets its event in the same transaction (:meth:`_emit`): an
+        event exists exactly when its row was committed. Returns True when the article
+        row was new, False when it was already there (a replayed task). Raises
+        StoreUnavailable when the database is unreachable.
         """
         values = {"stored_at": now(), **row}
         stmt = self._statement(("articles", tuple(values)), lambda: (
@@ -282,16 +305,30 @@ class Store:
         ))  # fmt: skip
         try:
             with self.engine.begin() as conn:
-                inserted = conn.execute(stmt, values).first() is not None
+                article_id = conn.execute(stmt, values).scalar()
                 conn.execute(*self._outcome_stmt(outcome))
                 if page is not None:
                     raw = self._statement(("pages", tuple(page)), lambda: (
                         _insert(self.engine, pages).on_conflict_do_nothing()
                     ))  # fmt: skip
                     conn.execute(raw, dict(page))
+                if article_id is not None:  # last: the event lock is held until commit
+                    self._emit(conn, article_id, COPY if row.get("text") is None else ARTICLE)
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise StoreUnavailable(f"store write failed for {row.get('url')}: {exc}") from exc
-        return inserted
+        return article_id is not None
+
+    def _emit(self, conn: sa.Connection, article_id: int, kind: str) -> None:
+        """Write the event of a new article row, in the row's transaction (the outbox).
+
+        PostgreSQL gives ids when rows are inserted, not when they commit: without the
+        lock a reader could see event N+1 before N commits, and a consumer resuming
+        after N+1 would never see N. SQLite has one writer at a time already.
+        """
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK})
+        stmt = self._statement("events", lambda: sa.insert(events))
+        conn.execute(stmt, {"kind": kind, "article_id": article_id})
 
     def pages_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         """The kept raw pages of these (url, content_hash) keys; missing keys are absent."""

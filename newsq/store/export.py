@@ -90,7 +90,7 @@ def with_outlets(store: Store, rows: Iterable[dict[str, Any]],
         for row in chunk:
             outlets = None
             if row.get("duplicate_of") is None:
-                outlets = [_outlet(row)]
+                outlets = [outlet(row)]
                 seen = {row["url"]}
                 for copy in copies.get(row["story_id"], ()):
                     if copy["url"] not in seen:
@@ -99,7 +99,8 @@ def with_outlets(store: Store, rows: Iterable[dict[str, Any]],
             yield {**row, "outlets": outlets}
 
 
-def _outlet(row: dict[str, Any]) -> dict[str, Any]:
+def outlet(row: dict[str, Any]) -> dict[str, Any]:
+    """One entry of a story's ``outlets``: where a copy of it was stored, and when."""
     return {"site": row.get("site"), "url": row["url"], "fetched_at": _utc(row["fetched_at"])}
 
 
@@ -113,7 +114,7 @@ def _copies(store: Store, story_ids: list[str]) -> dict[str, list[dict[str, Any]
     out: dict[str, list[dict[str, Any]]] = {}
     with store.engine.connect() as conn:
         for r in conn.execute(query):
-            out.setdefault(r.story_id, []).append(_outlet(dict(r._mapping)))
+            out.setdefault(r.story_id, []).append(outlet(dict(r._mapping)))
     return out
 
 
