@@ -60,3 +60,26 @@ def test_a_prestarted_worker_given_no_broker_exits_at_once() -> None:
     done = subprocess.run([sys.executable, "-m", "newsq.workers.prestart", "worker"],
                           input="", capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0 and done.stderr == ""
+
+
+def test_the_migrations_head_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    from newsq.store.database import _alembic_config, make_engine, newest_revision
+
+    config = _alembic_config(make_engine("sqlite://"))
+    assert newest_revision() == ScriptDirectory.from_config(config).get_current_head()
+
+
+def test_a_current_store_opens_without_alembic(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    code = (
+        "import sys\n"
+        "from newsq.store.database import Store\n"
+        f"Store.from_url({url!r}).close()\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    made, again = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  timeout=60) for _ in range(2))  # fmt: skip
+    assert made.stdout.split() == ["True"], made.stderr[-2000:]  # new: Alembic made it
+    assert again.stdout.split() == ["False"], again.stderr[-2000:]

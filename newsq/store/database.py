@@ -23,8 +23,9 @@ Alembic on first use (:func:`ensure_schema`).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -184,6 +185,11 @@ def ensure_schema(engine: Engine) -> None:
     the store's one migration lock (:func:`_migrating`), and whoever waited for it
     finds the schema made.
     """
+    # current: no Alembic to import and run (every worker process opens the store); a
+    # store another process is making now may be busy: Alembic's path below waits for it
+    with suppress(sa.exc.OperationalError):
+        if (head := newest_revision()) is not None and _revision_of(engine) == head:
+            return
     from alembic import command
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
@@ -200,6 +206,33 @@ def ensure_schema(engine: Engine) -> None:
     except sa.exc.OperationalError as exc:
         reason = " ".join(str(exc.orig).split())  # one line: drivers add hints on new lines
         raise StoreUnavailable(f"database {engine.url!r} unavailable: {reason}") from exc
+
+
+_REVISION_LINE = re.compile(r'^(down_revision|revision) = (?:"([^"]*)"|None)$', re.MULTILINE)
+
+
+def newest_revision() -> str | None:
+    """The head of the migrations, read from their ``revision``/``down_revision`` lines
+    (tests/test_startup.py checks it against Alembic's); None when they do not name
+    exactly one, and Alembic decides."""
+    revisions, parents = set(), set()
+    for path in (resources.files("newsq.store") / "migrations" / "versions").iterdir():
+        if path.name.endswith(".py") and path.name != "__init__.py":
+            found = dict(_REVISION_LINE.findall(path.read_text()))
+            if "revision" not in found:
+                return None
+            revisions.add(found["revision"])
+            parents.add(found.get("down_revision", ""))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _revision_of(engine: Engine) -> str | None:
+    """The store's schema revision (Alembic's table), None when it has none yet."""
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
 MIGRATION_LOCK = 472219
