@@ -328,7 +328,7 @@ def _module_name(env: str, raw: str) -> str:
 
 
 def _sites_file(env: str, raw: str) -> str:
-    from newsq.clean.sites import load  # read and checked now: a typo is a line at start-up
+    from newsq.sites import load  # read and checked now: a typo is a line at start-up
 
     load(raw)
     return raw

@@ -140,9 +140,9 @@ def extract(html: str | bytes, url: str | None = None, *,
     of ``NEWSQ_SITES_FILE``; the page's bounds are ``settings``' ``NEWSQ_CLEAN_*``."""
     from newsq.clean.extract import extract as clean
     from newsq.clean.limits import CleanLimits
-    from newsq.clean.sites import rule_for
     from newsq.fetch.decoding import BodyError, decode_html
     from newsq.records import Drop
+    from newsq.sites import rule_for
 
     if isinstance(html, bytes):
         try:

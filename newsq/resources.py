@@ -144,7 +144,7 @@ class Runtime:
         """The clean stage on ``html``; threads of one process take turns."""
         from newsq.clean.extract import extract
         from newsq.clean.limits import CleanLimits
-        from newsq.clean.sites import rule_for
+        from newsq.sites import rule_for
 
         site = rule_for(self.settings.sites_file, url)
         with self._extracting:

@@ -1,5 +1,6 @@
-"""The sites file (``NEWSQ_SITES_FILE``), its clean-stage rules: blocks pruned, the body
-taken from a named block, a bad file refused at start-up in one line."""
+"""The sites file (``NEWSQ_SITES_FILE``): its clean-stage rules (blocks pruned, the body
+taken from a named block), and each bad entry refused at start-up in one line naming the
+file, the table and the key (its fetch keys at work: tests/test_sites_fetch.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from newsq.api import extract
-from newsq.clean.sites import load
 from newsq.config.settings import Settings
 from newsq.errors import ConfigError
 from newsq.records import Article
+from newsq.sites import load
 
 STORY = "".join(
     f"<p>The council voted on Tuesday to close the old bridge for repairs, officials said "
@@ -76,6 +77,46 @@ def test_body_takes_the_article_from_the_named_block(tmp_path: Path) -> None:
 def test_a_bad_rules_file_is_one_line(tmp_path: Path, content: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         _rules(tmp_path, content)
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "message"),
+    [
+        ("rate = 'fast'", "rate", "is not requests per second, 0 (no limit) to"),
+        ("rate = -1", "rate", "is not requests per second"),
+        ("rate = inf", "rate", "is not requests per second"),
+        ("rate = true", "rate", "is not requests per second"),
+        ("concurrency = 0", "concurrency", "is not a whole number of requests, 1 to"),
+        ("concurrency = 1.5", "concurrency", "is not a whole number of requests"),
+        ("user_agent = ''", "user_agent", "a non-empty string"),
+        ("user_agent = 'newsq/1 \u00e9'", "user_agent", "must be printable ASCII"),
+        ('user_agent = "newsq/1\\r\\nX: 1"', "user_agent", "must be printable ASCII"),
+        ("headers = 'Cookie: a=b'", "headers", "a table of header names and values"),
+        ("headers = { Host = 'other.example' }", "headers", "Host cannot be set here"),
+        ("headers = { content-length = '0' }", "headers", "content-length cannot be set"),
+        ("headers = { User-Agent = 'x/1' }", "headers", "(use user_agent)"),
+        ("headers = { 'X Key' = '1' }", "headers", "'X Key' is not an HTTP header name"),
+        ("headers = { Cookie = 'caf\u00e9' }", "headers Cookie", "must be printable ASCII"),
+        ("headers = { Cookie = 3 }", "headers Cookie", "a non-empty string"),
+        ("prune = '//div'", "prune", "a list of XPath expressions"),
+        ("ratee = 1", ":", "unknown key 'ratee' (rate, concurrency, user_agent, headers, prune"),
+    ],
+)
+def test_each_bad_entry_is_one_line_naming_file_table_and_key(
+    tmp_path: Path, entry: str, key: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _rules(tmp_path, f'["ok.example"]\nrate = 1\n\n["news.example"]\n{entry}\n')
+    said = str(caught.value)
+    where = f"NEWSQ_SITES_FILE {tmp_path / 'sites.toml'} [news.example]"
+    assert said.startswith(where + (key if key == ":" else f" {key}: "))
+    assert message in said and "\n" not in said
+
+
+@pytest.mark.parametrize("name", ["https://news.example/", "*.", "news.*.example", "a@b"])
+def test_a_table_is_named_for_a_host(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match=r"a table is named for a host, `\*\.domain` or"):
+        _rules(tmp_path, f'["{name}"]\nrate = 1\n')
 
 
 def test_newsq_refuses_a_missing_rules_file_at_start_up(tmp_path: Path) -> None:

@@ -50,9 +50,9 @@ from newsq.clean.lead import find_lead
 from newsq.clean.limits import Budget, CleanLimits, TooComplex
 from newsq.clean.metadata import extract_metadata
 from newsq.clean.rules import Norms, clean_body, link_texts
-from newsq.clean.sites import SiteRule
 from newsq.clean.sites import apply as apply_site_rule
 from newsq.records import Article, Drop
+from newsq.sites import Site
 
 LOGGER = logging.getLogger(__name__)
 
@@ -205,13 +205,13 @@ def _cleaned_text(body: etree._Element, url: str | None, title: str | None,
 
 
 def extract(html: str, url: str | None = None, limits: CleanLimits | None = None,
-            site: SiteRule | None = None) -> Article | Drop:  # fmt: skip
+            site: Site | None = None) -> Article | Drop:  # fmt: skip
     """The article of one page, or ``Drop(no_content)`` when it has none.
 
     Pure and offline: no network, no Redis. Never raises on bad markup; an empty,
     non-HTML or article-less page gives a ``Drop`` with a detail saying which, a page
     over ``limits`` (the defaults when None) ``Drop(too_complex)``. ``site``: the
-    page's site rule (``newsq.clean.sites``), applied before the main text is sought.
+    page's site rule (``newsq.sites``), applied before the main text is sought.
     """
     limits = limits or CleanLimits()
     try:
@@ -222,7 +222,7 @@ def extract(html: str, url: str | None = None, limits: CleanLimits | None = None
 
 
 def _extract(html: str, url: str | None, limits: CleanLimits,
-             site: SiteRule | None) -> Article | Drop:  # fmt: skip
+             site: Site | None) -> Article | Drop:  # fmt: skip
     budget = limits.budget()
     # 1. one parse, of markup and a tree within the bounds
     limits.check_markup(html)
