@@ -1,8 +1,9 @@
 """A threaded HTTP server on 127.0.0.1 that misbehaves on purpose, one path per case.
 
-It counts the TCP connections it accepts and records when each request arrived, so
-tests can assert that a blocked URL never reached it and that a host's request rate
-was respected. Run ``python -m tests.hostile_server`` to keep one up for manual checks.
+It counts the TCP connections it accepts and records when each request arrived, with
+its headers, and how many were in flight at most, so tests can assert that a blocked
+URL never reached it and that a host's request rate, concurrency and headers were
+respected. Run ``python -m tests.hostile_server`` to keep one up for manual checks.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 PAGE = b"<!doctype html><html><head><title>ok</title></head><body><p>Hello.</p></body></html>"
 BOMB_BYTES = 1 << 30  # what the gzip bomb inflates to: 1 GiB of zeros
+SLOW_SECONDS = 0.2
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -31,7 +34,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
-        self.server.record(path)
+        self.server.record(path, {k.lower(): v for k, v in self.headers.items()})
         route = ROUTES.get(path)
         if route is None:
             for prefix, handler in PREFIX_ROUTES.items():
@@ -279,6 +282,13 @@ def raw_path(status: int, *headers: bytes) -> str:
     return f"/raw/{status}/" + b"".join(line + b"\r\n" for line in headers).hex()
 
 
+def _slow(h: _Handler) -> None:
+    """A page answered after ``SLOW_SECONDS``, counting the requests in flight meanwhile."""
+    with h.server.in_flight():
+        h.stopped(SLOW_SECONDS)
+    _ok(h)
+
+
 def _cookie(h: _Handler) -> None:
     """A page that sets a new 1 kB cookie each time and shows the Cookie header it got."""
     sent = h.headers.get("Cookie") or ""
@@ -324,6 +334,7 @@ ROUTES: dict[str, Callable[[_Handler], None]] = {
 PREFIX_ROUTES: dict[str, Callable[[_Handler], None]] = {
     "/chain/": _chain,
     "/page/": _ok,
+    "/slow/": _slow,
     "/sitemap-tree/": _sitemap_tree,
     "/raw/": _raw,
 }
@@ -342,6 +353,9 @@ class HostileServer(ThreadingHTTPServer):
         self.robots = robots
         self.connections = 0
         self.requests: list[tuple[float, str]] = []
+        self.headers: list[tuple[str, dict[str, str]]] = []  # path, lower-cased headers
+        self.most_in_flight = 0  # of /slow/ requests
+        self._in_flight = 0
         self.cookie_headers: list[str] = []  # the Cookie header of each /cookie request
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -359,9 +373,22 @@ class HostileServer(ThreadingHTTPServer):
             self.connections += 1
         return conn, addr
 
-    def record(self, path: str) -> None:
+    def record(self, path: str, headers: dict[str, str]) -> None:
         with self._lock:
             self.requests.append((time.time(), path))
+            self.headers.append((path, headers))
+
+    @contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Counts one request in flight while the block runs."""
+        with self._lock:
+            self._in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def __enter__(self) -> HostileServer:
         self._thread.start()

@@ -10,7 +10,9 @@ code; ``fetch`` raises only for programming errors. What it guarantees:
 - the whole request, headers to last byte, ends by ``fetch_timeout``, however slowly the
   server talks;
 - at most ``max_bytes`` of body are accepted, counted after decompression while
-  streaming, so an endless or bomb body never sits in memory.
+  streaming, so an endless or bomb body never sits in memory;
+- each hop carries its site's ``user_agent`` and ``headers`` of ``NEWSQ_SITES_FILE``
+  (:mod:`newsq.sites`), and no other site's.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from newsq.fetch.decoding import (
 )
 from newsq.fetch.netguard import GuardedBackend, Refused, prepare
 from newsq.records import FetchResult
+from newsq.sites import sites_of
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +223,7 @@ class Fetcher:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._sites = sites_of(settings.sites_file)
         self._backend = GuardedBackend(settings.allow_private)
         self._client = httpx.Client(
             transport=_PinnedTransport(self._backend, POOL_LIMITS),
@@ -233,6 +237,12 @@ class Fetcher:
     def close(self) -> None:
         self._client.close()
         self._backend.close()
+
+    def user_agent(self, url: str) -> str:
+        """The User-Agent sent to ``url``'s site: its ``user_agent`` in the sites file,
+        else ``NEWSQ_USER_AGENT``."""
+        site = self._sites.for_url(url)
+        return site.user_agent if site and site.user_agent else self.settings.user_agent
 
     def __enter__(self) -> Fetcher:
         return self
@@ -309,8 +319,14 @@ class Fetcher:
             state.current = prepare(state.current, self.settings.allow_private)
             if state.redirects and before_hop is not None:
                 before_hop(state.current)
-            # the caller's headers (conditional GET) only go to the site they were meant for
-            hop_headers = {"Accept": _ACCEPT[kind]}
+            # the caller's headers (conditional GET) only go to the site they were meant for,
+            # and each site's own (sites file) to that site
+            hop_headers = httpx.Headers({"Accept": _ACCEPT[kind]})  # names in any case
+            site = self._sites.for_url(state.current)
+            if site is not None:
+                hop_headers.update(site.headers)
+                if site.user_agent:
+                    hop_headers["User-Agent"] = site.user_agent
             if _origin(state.current) == first_origin:
                 hop_headers.update(headers)
             timeout = httpx.Timeout(max(deadline - time.monotonic(), 0.001))

@@ -5,11 +5,14 @@ worker process on every machine sees the same bucket and clock skew between mach
 does not matter. Per host:
 
 - a token bucket of burst 1 at ``settings.host_rate`` requests/s (0 = no limit),
-  overridden by ``settings.host_rates`` or at run time by :meth:`Politeness.set_rate`,
-  and slowed further by a robots.txt Crawl-delay (:func:`record_crawl_delay`), of at
-  most ``MAX_CRAWL_DELAY`` seconds;
-- at most ``settings.host_concurrency`` fetches at once, held as leases that expire,
-  so a worker that dies mid-fetch frees its slot after ``lease_ttl`` seconds.
+  overridden by the site's ``rate`` in ``NEWSQ_SITES_FILE``, over that by
+  ``settings.host_rates`` (``NEWSQ_HOST_RATES``: the deployment's word over the file's),
+  over that at run time by :meth:`Politeness.set_rate`, and slowed further by a
+  robots.txt Crawl-delay (:func:`record_crawl_delay`), of at most ``MAX_CRAWL_DELAY``
+  seconds;
+- at most ``settings.host_concurrency`` fetches at once (the site's ``concurrency`` in
+  the sites file instead), held as leases that expire, so a worker that dies mid-fetch
+  frees its slot after ``lease_ttl`` seconds.
 
 The caller asks :meth:`Politeness.acquire`; 0 means go (and call :meth:`release`
 afterwards), anything else is the number of seconds to come back after. A Celery task
@@ -28,6 +31,7 @@ from importlib import resources
 import redis
 
 from newsq.config.settings import Settings
+from newsq.sites import sites_of
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,7 @@ class Politeness:
         self._prefix = settings.key_prefix
         self._script = client.register_script(_SCRIPT)
         self._rates = dict(settings.host_rates)
+        self._sites = sites_of(settings.sites_file)
         # Long enough for any fetch (which ends by fetch_timeout), short enough that a
         # crashed worker's slot comes back soon.
         self.lease_ttl = lease_ttl if lease_ttl is not None else settings.fetch_timeout * 2 + 5
@@ -82,12 +87,22 @@ class Politeness:
         self._lock = threading.Lock()
 
     def rate_for(self, host: str) -> float:
-        """The configured rate of ``host`` (``host:port`` or bare host name entries)."""
+        """The configured rate of ``host``: ``NEWSQ_HOST_RATES`` (``host:port`` or bare
+        host name entries), else its site's ``rate``, else ``NEWSQ_HOST_RATE``."""
         host = host.lower()
         if host in self._rates:
             return self._rates[host]
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return self._rates.get(name, self._settings.host_rate)
+        if name in self._rates:
+            return self._rates[name]
+        site = self._sites.for_host(host)
+        return site.rate if site and site.rate is not None else self._settings.host_rate
+
+    def concurrency_for(self, host: str) -> int:
+        """The cap of ``host``'s fetches at once: its site's ``concurrency``, else
+        ``NEWSQ_HOST_CONCURRENCY``."""
+        site = self._sites.for_host(host)
+        return site.concurrency if site and site.concurrency else self._settings.host_concurrency
 
     def acquire(self, host: str) -> float:
         """0.0 when a fetch of ``host`` may start now (then :meth:`release` after it),
@@ -99,7 +114,7 @@ class Politeness:
             args=[
                 host,
                 self.rate_for(host),
-                self._settings.host_concurrency,
+                self.concurrency_for(host),
                 lease,
                 self.lease_ttl,
             ],

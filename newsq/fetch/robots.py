@@ -7,7 +7,9 @@ unreachable server means "disallow for now": no verdict yet, so the URL is retri
 a failed fetch (:class:`Verdict` carries the robots.txt fetch's result) and ends
 ``failed`` with that fetch's reason after its last retry. Cached verdicts expire (a day
 for files and 4xx, ``FAILURE_TTL`` for failures, and a retry waits longer than that, so
-it asks again). A ``Crawl-delay`` for our user agent, at most
+it asks again). The product token matched is that of the User-Agent sent to the site
+(its ``user_agent`` in ``NEWSQ_SITES_FILE``, else ``NEWSQ_USER_AGENT``). A
+``Crawl-delay`` for our user agent, at most
 :data:`~newsq.fetch.politeness.MAX_CRAWL_DELAY`, is handed to
 :mod:`newsq.fetch.politeness`, which then spaces that host's requests that far apart.
 
@@ -117,7 +119,6 @@ class RobotsCache:
         self._settings = settings
         self._fetcher = fetcher
         self._prefix = settings.key_prefix
-        self.agent = agent_token(settings.user_agent)
         self._local: dict[str, tuple[float, _Rules]] = {}
         self._lock = threading.Lock()
 
@@ -127,7 +128,7 @@ class RobotsCache:
         origin = _origin(url)
         if origin is None:
             return ALLOWED
-        verdict = self._rules(origin).verdict(self.agent, url)
+        verdict = self._rules(origin).verdict(self.agent(origin), url)
         if not verdict.allowed:
             log.info("%s: %s", url, verdict.detail)
         return verdict
@@ -152,7 +153,11 @@ class RobotsCache:
     def crawl_delay(self, url: str) -> float | None:
         """The Crawl-delay our agent gets on ``url``'s site (capped), or None."""
         origin = _origin(url)
-        return None if origin is None else self._rules(origin).crawl_delay(self.agent)
+        return None if origin is None else self._rules(origin).crawl_delay(self.agent(origin))
+
+    def agent(self, origin: str) -> str:
+        """The product token robots.txt groups are matched on at ``origin``."""
+        return agent_token(self._fetcher.user_agent(origin))
 
     # -- internals -------------------------------------------------------------------
 
@@ -186,7 +191,7 @@ class RobotsCache:
             if raw is None:
                 return self._fetch(origin, key)
         value = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-        return _rules_of(value, self.agent, f"{origin}/robots.txt")
+        return _rules_of(value, self.agent(origin), f"{origin}/robots.txt")
 
     def _await_other_worker(self, key: str, timeout: float) -> bytes | str | None:
         """What another worker fetching this robots.txt cached, or None if it never did."""
@@ -203,8 +208,9 @@ class RobotsCache:
         result = self._fetcher.fetch(url, kind="robots")
         value, ttl = _verdict(result)
         self._client.set(key, value, px=max(1, int(ttl * 1000)))
-        rules = _rules_of(value, self.agent, url)
-        delay = rules.crawl_delay(self.agent)
+        agent = self.agent(origin)
+        rules = _rules_of(value, agent, url)
+        delay = rules.crawl_delay(agent)
         if rules.kind != _UNREACHABLE:  # an outage keeps the delay the last file set
             host = urlsplit(origin).netloc
             record_crawl_delay(self._client, self._prefix, host, delay, FILE_TTL)
@@ -219,7 +225,7 @@ def check_once(fetcher: Fetcher, settings: Settings, url: str) -> Verdict:
         return ALLOWED
     robots_url = f"{origin}/robots.txt"
     value, _ = _verdict(fetcher.fetch(robots_url, kind="robots"))
-    agent = agent_token(settings.user_agent)
+    agent = agent_token(fetcher.user_agent(url))
     return _rules_of(value, agent, robots_url).verdict(agent, url)
 
 
