@@ -480,7 +480,8 @@ class Settings:
         None,
         kind="file",
         parse=_sites_file,
-        help="a TOML file of per-site settings, per host or `*.domain`: for now the clean "
+        help="a TOML file of per-site settings, per host, `host:port` or `*.domain`: request "
+        "`rate` and `concurrency`, `user_agent`, extra request `headers`, and the clean "
         "stage's XPath rules, blocks to remove (`prune`) and the block to take the article "
         "from (`body`)",
     )

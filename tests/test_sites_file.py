@@ -14,7 +14,7 @@ from newsq.api import extract
 from newsq.config.settings import Settings
 from newsq.errors import ConfigError
 from newsq.records import Article
-from newsq.sites import load
+from newsq.sites import KEYS, load
 
 STORY = "".join(
     f"<p>The council voted on Tuesday to close the old bridge for repairs, officials said "
@@ -117,6 +117,15 @@ def test_each_bad_entry_is_one_line_naming_file_table_and_key(
 def test_a_table_is_named_for_a_host(tmp_path: Path, name: str) -> None:
     with pytest.raises(ConfigError, match=r"a table is named for a host, `\*\.domain` or"):
         _rules(tmp_path, f'["{name}"]\nrate = 1\n')
+
+
+def test_the_readmes_example_holds_every_key_and_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Rules for the sites you care most about", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    _rules(tmp_path, example)
+    site = load(str(tmp_path / "sites.toml")).for_url("https://news.example.com/a")
+    assert site is not None and all(getattr(site, key) for key in KEYS), site
 
 
 def test_newsq_refuses_a_missing_rules_file_at_start_up(tmp_path: Path) -> None:
