@@ -4,7 +4,7 @@ The stage logic lives here in plain, Celery-free packages, one per stage:
 `feeds`, `fetch`, `clean`, `dedup`, `store`. The Celery tasks in `tasks/` are thin
 wrappers around them; `config/` parses settings; `workers/` starts processes.
 
-The Python API (``newsq.enqueue``, ``status``, ``wait``, ``extract``; see
+The Python API (``newsq.enqueue``, ``status``, ``wait``, ``extract``, ``events``; see
 :mod:`newsq.api`) is loaded on first use, so ``import newsq`` loads neither Celery
 nor the extractor.
 """
@@ -15,7 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from newsq.api import enqueue, extract, status, wait
+    from newsq.api import enqueue, events, extract, status, wait
     from newsq.config.settings import Settings
     from newsq.errors import NewsqError
     from newsq.feeds.intake import Intake
@@ -30,6 +30,7 @@ __all__ = [
     "Settings",
     "__version__",
     "enqueue",
+    "events",
     "extract",
     "status",
     "wait",
@@ -40,6 +41,7 @@ _HOMES = {
     "status": "newsq.api",
     "wait": "newsq.api",
     "extract": "newsq.api",
+    "events": "newsq.api",
     "Intake": "newsq.feeds.intake",
     "Article": "newsq.records",
     "Drop": "newsq.records",

@@ -1,4 +1,5 @@
-"""newsq from Python: enqueue URLs and feeds, read a URL's status, wait for URLs, clean a page.
+"""newsq from Python: enqueue URLs and feeds, read a URL's status, wait for URLs, clean a
+page, read the store's events.
 
 The CLI's ``enqueue``, ``status`` and ``extract`` commands call these same functions:
 URLs are normalised and enqueued through the ledger, so each is fetched once whether
@@ -128,6 +129,28 @@ def wait(urls: Iterable[str], *, timeout: float | None = None, settings: Setting
         wait_for(ledger, keys, timeout, every=every)
         states = dict(zip(keys, ledger.states(keys), strict=True))
     return {url: states[normal[url]] for url in given}
+
+
+def events(since: int = 0, *, follow: bool = False, every: float = 1.0,
+           settings: Settings | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """The store's events after event ``since`` in id order, as ``newsq events`` prints
+    them: ``id``, ``kind`` (``article``: its exported record; ``copy``: a new copy of a
+    known story), then the record. With ``follow``, new events as they are stored,
+    polled every ``every`` seconds, until the caller stops reading. Keep the last
+    ``id`` read and pass it as ``since`` to resume: nothing is missed or repeated.
+    A store that is not there is not made, unless to follow it (stored into later)."""
+    from newsq.store import events as outbox
+    from newsq.store.database import Store
+
+    settings = settings or Settings.from_env()
+    store = Store.from_url(settings.database_url, create=follow)
+    try:
+        if follow:
+            yield from outbox.follow(store, since, every=every)
+        else:
+            yield from outbox.read(store, since)
+    finally:
+        store.close()
 
 
 def extract(html: str | bytes, url: str | None = None, *,

@@ -17,14 +17,22 @@ from newsq.errors import NewsqError
 EXIT_ERROR = 2
 
 
-def _positive(value: str) -> int:
+def _whole(value: str, least: int) -> int:
     try:
         number = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
+    if number < least:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least {least}")
     return number
+
+
+def _positive(value: str) -> int:
+    return _whole(value, 1)
+
+
+def _event_id(value: str) -> int:
+    return _whole(value, 0)
 
 
 def _seconds(value: str) -> float:
@@ -121,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--site", help="only this site")
     export.add_argument("--warc", metavar="FILE",
                         help="also write kept raw pages (NEWSQ_KEEP_RAW=1) as WARC")  # fmt: skip
+
+    events = sub.add_parser("events", help="stored articles and new copies as events, JSON Lines")
+    events.add_argument("--since", type=_event_id, default=0, metavar="ID",
+                        help="only the events after this event id (default: all)")  # fmt: skip
+    events.add_argument("--follow", action="store_true",
+                        help="then wait for new events until interrupted (exit 0)")  # fmt: skip
+    events.add_argument("--interval", type=_seconds, default=1.0, metavar="SECONDS",
+                        help="seconds between polls with --follow (default 1)")  # fmt: skip
 
     status = sub.add_parser("status", help="URL counts by state, or one URL's state")
     status.add_argument("url", nargs="?", help="one URL: its state, reason and story")

@@ -171,6 +171,36 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
+    """The store's events after ``--since``, one JSON line each; ``--follow`` polls for
+    more until SIGINT or SIGTERM, which end it after a whole line (exit 0)."""
+    import json
+    import signal
+    import threading
+
+    from newsq.store.database import Store
+    from newsq.store.events import follow, read
+
+    # a follower may start before anything is stored: it makes the store and waits
+    store = Store.from_url(settings.database_url, create=args.follow)
+    try:
+        if args.follow:
+            stop = threading.Event()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: stop.set())
+            # flushed once caught up: a reader sees each poll's events as they come
+            stream = follow(store, args.since, every=args.interval, stop=stop,
+                            caught_up=sys.stdout.flush)  # fmt: skip
+        else:
+            stream = read(store, args.since)
+        for event in stream:
+            sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    finally:
+        store.close()
+    return 0
+
+
 def _outcome_states(args: argparse.Namespace) -> tuple[str, ...]:
     """The states ``status --failed/--skipped/--reason`` lists; () when not asked."""
     states = tuple(s for s, asked in (("failed", args.failed), ("skipped", args.skipped)) if asked)
@@ -298,6 +328,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "fetch": cmd_fetch,
     "extract": cmd_extract,
     "export": cmd_export,
+    "events": cmd_events,
     "status": cmd_status,
     "retry": cmd_retry,
     "stats": cmd_stats,
