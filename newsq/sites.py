@@ -120,22 +120,35 @@ def load(path: str) -> Sites:
         raise ConfigError(f"NEWSQ_SITES_FILE: cannot read {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"NEWSQ_SITES_FILE: {path} is not TOML: {exc}") from None
-    sites = {}
+    sites: dict[str, Site] = {}
+    names: dict[str, str] = {}
     for name, table in data.items():
         where = f"NEWSQ_SITES_FILE {path} [{name}]"
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: a site's settings are a table ({', '.join(KEYS)})")
         unknown = sorted(set(table) - set(KEYS))
+        if unknown and isinstance(table[unknown[0]], dict):  # [www.paper.example] unquoted
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r}: a host name with dots "
+                              f'is quoted, ["{name}.{unknown[0]}..."]')  # fmt: skip
         if unknown:
             raise ConfigError(f"{where}: unknown key {unknown[0]!r} ({', '.join(KEYS)})")
-        sites[_host_key(name, where)] = _site(table, where)
+        key = _host_key(name, where)
+        if key in names:  # TOML keys differ in case or a trailing dot; a host does not
+            raise ConfigError(f"{where}: the same host as [{names[key]}]")
+        names[key] = name
+        sites[key] = _site(table, where)
     return Sites(sites)
 
 
 def _host_key(name: str, where: str) -> str:
     key = name.strip().lower().rstrip(".")
     host = key.removeprefix("*.")
-    if not host or any(c in host for c in "/@?#* \t") or host.startswith("."):
+    try:
+        parts = urlsplit(f"//{host}")
+        ok = bool(parts.hostname) and parts.netloc == host and parts.port != 0
+    except ValueError:  # a port that is not a number, or over 65535
+        ok = False
+    if not ok or host.endswith(":") or any(c in host for c in "@* \t"):
         raise ConfigError(f"{where}: a table is named for a host, `*.domain` or `host:port`")
     return key
 
@@ -180,8 +193,8 @@ def _header_value(value: object, where: str) -> str:
     # every request to the site would fail
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{where}: a non-empty string")
-    if not value.isascii() or not value.isprintable():
-        raise ConfigError(f"{where}: {value!r} must be printable ASCII (it is an HTTP header)")
+    if not value.isascii() or not value.isprintable():  # not shown: it may be a secret
+        raise ConfigError(f"{where}: must be printable ASCII (it is an HTTP header)")
     return value.strip()
 
 

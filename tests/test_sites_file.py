@@ -113,10 +113,22 @@ def test_each_bad_entry_is_one_line_naming_file_table_and_key(
     assert message in said and "\n" not in said
 
 
-@pytest.mark.parametrize("name", ["https://news.example/", "*.", "news.*.example", "a@b"])
+NOT_HOSTS = ["https://news.example/", "*.", "news.*.example", "a@b", "a.example:http",
+             "a.example:70000", "a.example:", "news.example/x"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NOT_HOSTS)
 def test_a_table_is_named_for_a_host(tmp_path: Path, name: str) -> None:
     with pytest.raises(ConfigError, match=r"a table is named for a host, `\*\.domain` or"):
         _rules(tmp_path, f'["{name}"]\nrate = 1\n')
+
+
+def test_a_host_has_one_table_and_an_unquoted_host_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[News.Example\.\]: the same host as \[news.example\]"):
+        _rules(tmp_path, '["news.example"]\nrate = 1\n["News.Example."]\nrate = 2\n')
+    with pytest.raises(ConfigError, match=r'\[www\]: unknown key .paper.: a host name with dots '
+                       r'is quoted, \["www.paper..."\]'):  # fmt: skip
+        _rules(tmp_path, "[www.paper.example]\nrate = 1\n")
 
 
 def test_the_readmes_example_holds_every_key_and_loads(tmp_path: Path) -> None:
