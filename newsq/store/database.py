@@ -292,6 +292,16 @@ def _insert(engine: Engine, table: sa.Table) -> Any:
     return sqlite.insert(table)
 
 
+def _event_insert(engine: Engine) -> Any:
+    """The INSERT of an event; on PostgreSQL, one that takes ``EVENTS_LOCK`` first."""
+    if engine.dialect.name != "postgresql":
+        return sa.insert(events)
+    values = sa.select(sa.bindparam("kind", type_=sa.String),
+                       sa.bindparam("article_id", type_=sa.Integer))  # fmt: skip
+    locked = values.select_from(sa.func.pg_advisory_xact_lock(EVENTS_LOCK))
+    return sa.insert(events).from_select(["kind", "article_id"], locked)
+
+
 class Store:
     """Idempotent reads and writes of articles, URL outcomes and feeds."""
 
@@ -355,12 +365,11 @@ class Store:
         """Write the event of a new article row, in the row's transaction (the outbox).
 
         PostgreSQL gives ids when rows are inserted, not when they commit: without the
-        lock a reader could see event N+1 before N commits, and a consumer resuming
-        after N+1 would never see N. SQLite has one writer at a time already.
+        lock (taken by the insert itself, before its id is drawn: one round trip) a
+        reader could see event N+1 before N commits, and a consumer resuming after N+1
+        would never see N. SQLite has one writer at a time already.
         """
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK})
-        stmt = self._statement("events", lambda: sa.insert(events))
+        stmt = self._statement("events", lambda: _event_insert(self.engine))
         conn.execute(stmt, {"kind": kind, "article_id": article_id})
 
     def pages_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
