@@ -148,3 +148,13 @@ def test_newsq_refuses_a_missing_rules_file_at_start_up(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "NEWSQ_SITES_FILE: cannot read" in done.stderr
+
+
+def test_newsq_refuses_a_bad_entry_at_start_up(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.toml"
+    sites.write_text('["news.example"]\nheaders = { Host = "other.example" }\n')
+    env = {"NEWSQ_SITES_FILE": str(sites), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "newsq", "fetch", "http://news.example/"],
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert f"NEWSQ_SITES_FILE {sites} [news.example] headers: Host cannot be set" in done.stderr
