@@ -197,8 +197,9 @@ def _read_lines(proc: subprocess.Popen[str], into: list[dict[str, Any]]) -> thre
     return reader
 
 
+@pytest.mark.slow
 def test_newsq_events_lists_each_stored_copy_once_and_resumes(
-    redis_url: str, key_prefix: str, database_url: str, tmp_path: Path
+    redis_url: str, key_prefix: str, database_url: str
 ) -> None:
     env = local_env(redis_url, key_prefix, database_url)
     site = Site(stories=5, copies=2, missing=1).build()
@@ -210,10 +211,8 @@ def test_newsq_events_lists_each_stored_copy_once_and_resumes(
     reader = _read_lines(follower, followed)
     try:
         with serve(site):
-            early, late = site.urls[:4], site.urls[4:]  # two runs: a consumer resumes between
-            for urls in (early, late):
-                done = run_newsq("run", *urls, "--workers", "1", env=env)
-                assert done.returncode == 0, done.stderr
+            done = run_newsq("run", *site.urls, "--workers", "1", env=env)
+        assert done.returncode == 0, done.stderr
         deadline = time.monotonic() + 30
         while len(followed) < 7 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -236,7 +235,7 @@ def test_newsq_events_lists_each_stored_copy_once_and_resumes(
     assert len(listed) == 7
     ids = [e["id"] for e in listed]
     assert ids == sorted(set(ids))
-    for n in (0, 3, 6):  # resumed after the nth event: the rest, nothing twice
+    for n in (0, 4):  # resumed after the nth event: the rest, nothing twice
         rest = run_newsq("events", "--since", str(ids[n]), env=env).stdout.splitlines()
         assert [json.loads(line) for line in rest] == listed[n + 1 :]
 
