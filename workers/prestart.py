@@ -26,8 +26,7 @@ PRELOAD = (
     "celery.concurrency.thread",
     "celery.concurrency.prefork",
     "kombu.transport.redis",
-    "alembic.runtime.migration",
-    "alembic.script",
+    "sqlalchemy",  # not Alembic: a store whose schema is current opens without it
     "newsq.store.database",
     "newsq.fetch.client",
     "newsq.feeds.parse",
