@@ -3,7 +3,9 @@ before the broker is known, take it and work (``bench/README.md``: "Start-up")."
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import subprocess
 import sys
 
@@ -83,3 +85,27 @@ def test_a_current_store_opens_without_alembic(tmp_path: object) -> None:
                                   timeout=60) for _ in range(2))  # fmt: skip
     assert made.stdout.split() == ["True"], made.stderr[-2000:]  # new: Alembic made it
     assert again.stdout.split() == ["False"], again.stderr[-2000:]
+
+
+def test_the_preload_leaves_prometheus_alone_when_metrics_are_on() -> None:
+    code = (
+        "import sys\n"
+        "from newsq.workers import prestart\n"
+        "prestart.preload()\n"
+        "print('prometheus_client' in sys.modules)\n"
+    )
+    env = {**os.environ, "NEWSQ_METRICS_PORT": "9100"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)  # fmt: skip
+    assert done.stdout.split() == ["False"], done.stderr[-2000:]
+
+
+def test_a_run_of_urls_starts_no_more_workers_than_urls() -> None:
+    from newsq.workers.run import processes_needed
+
+    def args(**given: object) -> argparse.Namespace:
+        return argparse.Namespace(**{"feed": [], "urls": [], "url": [], "workers": 4, **given})
+
+    assert processes_needed(args(url=["http://a.example/1"])) == 1
+    assert processes_needed(args(url=[f"http://a.example/{n}" for n in range(9)])) == 4
+    assert processes_needed(args(url=["http://a.example/1"], feed=["http://a.example/rss"])) == 4
