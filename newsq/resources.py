@@ -180,18 +180,11 @@ class Runtime:
                 resource.close()
 
 
-WARM_PAGE = (
-    "<html><head><title>Warm-up</title></head><body><article><h1>Warm-up</h1>"
-    + "".join(
-        f"<p>Paragraph {n} of the warm-up page: the worker runs it through the clean "
-        f"stage once, at start-up, so that its first real page costs what page {n} does.</p>"
-        for n in range(1, 9)
-    )
-    + "</article></body></html>"
-)
-"""A small article page for :meth:`Runtime.warm_up`."""
+
 
 
 def _warm_clean(rt: Runtime) -> None:
+    from newsq.clean.extract import WARM_PAGE
+
     article = rt.extract(WARM_PAGE, "https://warm-up.invalid/")
     rt.dedup.sketch(article.text if isinstance(article, Article) else WARM_PAGE)

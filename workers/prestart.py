@@ -41,20 +41,13 @@ or Celery app."""
 def preload() -> None:
     """Import :data:`PRELOAD` and run the clean stage on one small page (trafilatura and
     lxml set up their own state on first use)."""
+    from newsq.clean.extract import warm_up as warm_clean
+
     for name in PRELOAD:
         importlib.import_module(name)
     if not os.environ.get("NEWSQ_METRICS_PORT"):
         # prometheus-client must wait for its multiprocess folder (workers/worker.py)
-        warm_clean()
-
-
-def warm_clean() -> None:
-    """Run the clean stage once on a small page: trafilatura, lxml and the language
-    model make their state on first use, a large part of a worker's start."""
-    from newsq.clean.extract import extract
-    from newsq.resources import WARM_PAGE
-
-    extract(WARM_PAGE, "https://warm-up.invalid/")
+        warm_clean()  # the worker's start-up (worker.py) runs it when metrics held it off
 
 
 def main(argv: list[str]) -> int:

@@ -136,7 +136,7 @@ def _worker_init(sender: Any = None, **_: Any) -> None:
     # the clean stage's libraries (trafilatura, lxml, the language model) load and warm
     # here, once, before the pool starts: not on every process's or thread's first page;
     # prefork children inherit them
-    from newsq.workers.prestart import warm_clean
+    from newsq.clean.extract import warm_up as warm_clean
 
     warm_clean()
 

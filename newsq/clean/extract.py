@@ -250,3 +250,21 @@ def _extract(html: str, url: str | None, limits: CleanLimits,
         canonical_url=meta.canonical_url,
         text=text,
     )
+
+
+WARM_PAGE = (
+    "<html><head><title>Warm-up</title></head><body><article><h1>Warm-up</h1>"
+    + "".join(
+        f"<p>Paragraph {n} of the warm-up page: the worker runs it through the clean "
+        f"stage once, at start-up, so that its first real page costs what page {n} does.</p>"
+        for n in range(1, 9)
+    )
+    + "</article></body></html>"
+)
+"""A small article page for ``warm_up`` and :meth:`newsq.resources.Runtime.warm_up`."""
+
+
+def warm_up() -> None:
+    """Run the clean stage once on a small page: trafilatura, lxml and the language
+    model make their state on first use, a large part of a worker's start."""
+    extract(WARM_PAGE, "https://warm-up.invalid/")
