@@ -108,7 +108,7 @@ def cmd_extract(args: argparse.Namespace, settings: Settings) -> int:
         else:
             print_json({"path": path, "title": None, "author": None, "published": None,
                         "language": None, "site": None, "canonical_url": None, "text": "",
-                        "reason": result.reason})  # fmt: skip
+                        "paywalled": None, "reason": result.reason})  # fmt: skip
     return 0 if not failed else 2 if failed == len(args.files) else 1
 
 
