@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import redis
@@ -95,3 +96,27 @@ def test_stats_once_prints_a_known_state(redis_url: str, redis_client: redis.Red
     assert value("failed, http error") == "3" and value("skipped, no content") == "1"
     assert value("bad.example") == "2" and value("ok.example") == "1"
     assert re.search(r"3 │ Title of s0 │ a\.example, b\.example, c\.example", out), out
+
+
+@pytest.mark.slow
+def test_stats_says_when_the_host_rate_holds_urls_back(
+    redis_url: str, key_prefix: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    import sys
+
+    from tests.cli import local_env
+    from tests.corpus_server import corpus, serve_pages
+    from tests.processes import running
+
+    pages = corpus()
+    served = {f"/a/{pid}": pages[pid][0] for pid in sorted(pages)[:6]}
+    env = {**local_env(redis_url, key_prefix, sqlite_url, COLUMNS="200"), "NEWSQ_HOST_RATE": "1"}
+    worker = [sys.executable, "-m", "newsq", "worker", "--queues", "fetch,process",
+              "--pool", "threads", "--concurrency", "8"]  # fmt: skip
+    with serve_pages(served) as base, running(worker, env, tmp_path / "worker.log"):
+        assert run_newsq("enqueue", *(base + path for path in served), env=env).returncode == 0
+        deadline, out = time.monotonic() + 20, ""
+        while "throttled" not in out and time.monotonic() < deadline:
+            out = run_newsq("stats", "--once", env=env, timeout=60).stdout
+            time.sleep(0.3)
+    assert re.search(r"throttled by .*NEWSQ_HOST_RATE=1.*: \d URLs of 1 host waiting", out), out

@@ -306,6 +306,7 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
         broker(settings, "stats"),
         settings.key_prefix,
         Store.from_url(_reading(settings).database_url, create=False),  # makes no store
+        host_rate=settings.host_rate,
     )
     console = Console()
     if args.once or not console.is_terminal:

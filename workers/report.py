@@ -155,9 +155,10 @@ def throttle_line(snap: Snapshot) -> str:
     assert t is not None
     hosts = f"{t.hosts} host{'s' if t.hosts != 1 else ''}"
     if t.host_rate > 0:
-        cap = f" (at most {t.hosts * t.host_rate:.1f} URLs/s)"
-        by = f"NEWSQ_HOST_RATE={t.host_rate:g} per host{cap}"
+        cap = f", about {t.hosts * t.host_rate:.1f} URLs/s for these hosts"
+        by = (f"the per-host rate (NEWSQ_HOST_RATE={t.host_rate:g} unless NEWSQ_HOST_RATES, "
+              f"the sites file or a Crawl-delay set a host's own{cap})")  # fmt: skip
     else:  # a per-host override or a robots.txt Crawl-delay
-        by = "per-host rates (NEWSQ_HOST_RATES, robots.txt Crawl-delay)"
+        by = "per-host rates (NEWSQ_HOST_RATES, the sites file, robots.txt Crawl-delay)"
     return (f"[yellow]throttled by {by}[/yellow]: {t.waiting} URLs of {hosts} "
             "waiting for their host's turn")  # fmt: skip
