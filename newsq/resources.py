@@ -180,9 +180,6 @@ class Runtime:
                 resource.close()
 
 
-
-
-
 def _warm_clean(rt: Runtime) -> None:
     from newsq.clean.extract import WARM_PAGE
 
