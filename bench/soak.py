@@ -30,7 +30,8 @@ first days (their ledger entries expired), and Redis' cost per URL beyond the wi
 (target <= 32 bytes) two ways: its growth between the first day after the longest
 window and the end (a whole number of dedup generations apart, and a least-squares fit
 over the days), and what is left once every window passed after the last article,
-against Redis before the first, split into INFO memory's parts.
+against Redis before the first (with and without Redis' slow log), split into
+INFO memory's parts.
 """
 
 from __future__ import annotations
@@ -203,6 +204,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"soak: the worker did not poll; see {log}")
                 time.sleep(0.2)
+            client.slowlog_reset()  # Redis' own log of slow commands: see left_behind
             before = snapshot(0, farm, store, client, db)  # the worker up and polling
             farm.started = time.time()
             for day in range(args.days):
@@ -226,11 +228,15 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             drained = time.time() - (farm.started + seconds)
             checked = check_status(farm, settings, store, args)
             after = forgotten(args, farm, store, client, db)
+            slow = int(client.slowlog_len())
+            client.slowlog_reset()
+            unlogged = snapshot(-1, farm, store, client, db)
         known = outcomes(store)
         store.close()
         client.close()
     report(args, farm, snaps, known, drained, checked)
     print(left_behind(before, after, args))
+    print(left_behind(before, unlogged, args, f", then its slow log ({slow} commands) emptied"))
 
 
 def expiry_days(args: argparse.Namespace) -> float:
@@ -257,9 +263,12 @@ def forgotten(args: argparse.Namespace, farm: Farm, store: Store, client: redis.
         time.sleep(1)
 
 
-def left_behind(before: Snapshot, after: Snapshot, args: argparse.Namespace) -> str:
+def left_behind(before: Snapshot, after: Snapshot, args: argparse.Namespace,
+                then: str = "") -> str:  # fmt: skip
     """What the run left in Redis once every window passed, against Redis once the worker
-    was up (before the first article), per URL taken in."""
+    was up (before the first article), per URL taken in. Redis' slow log (the last 128
+    commands over 10 ms, with their arguments) counts in its dataset: it is emptied
+    before the first article, and read with and without."""
     n = max(1, after.taken)
     used = (after.used_memory - before.used_memory) / n
     owned = (after.owned - before.owned) / n
@@ -269,8 +278,9 @@ def left_behind(before: Snapshot, after: Snapshot, args: argparse.Namespace) -> 
                       for name in after.parts if name != "connections")  # fmt: skip
     return (
         f"\nRedis once every window passed ({expiry_days(args):g} days after the last "
-        f"article), against once the worker was up: used_memory {before.used_memory / 1024:.0f}"
-        f" → {after.used_memory / 1024:.0f} KiB, {used:+.1f} bytes per URL of the "
+        f"article){then}, against once the worker was up: used_memory "
+        f"{before.used_memory / 1024:.0f} → {after.used_memory / 1024:.0f} KiB, {used:+.1f} "
+        f"bytes per URL of the "
         f"{after.taken} taken in ({split}; connections {before.parts['connections']} → "
         f"{after.parts['connections']}); the keys' own bytes (MEMORY USAGE) {owned:+.1f} per "
         f"URL; {after.keys} keys left: {kinds}. Target <= 32 bytes per URL (used_memory): {held}"
