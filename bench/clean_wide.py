@@ -18,9 +18,7 @@ fetch stage decodes a body without a charset header.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import os
 import re
 import sys
 import time
@@ -31,46 +29,10 @@ from typing import Any
 
 import trafilatura
 
-from newsq.clean import extract as clean
 from newsq.clean import second_opinion
-from newsq.fetch.decoding import BodyError, decode_html
-from newsq.records import Article
+from newsq.demo.clean_eval import Page, load_pages, newsq_text
 
 _SPACES = re.compile(r"\s+")
-
-
-def corpus_dir() -> Path:
-    """``traf-eval-dev``: under ``NEWSQ_BENCH_CORPUS``, else under ``shared/corpus`` in
-    the nearest folder above the repository that has one. Raises when none is found."""
-    given = os.environ.get("NEWSQ_BENCH_CORPUS")
-    above = Path(__file__).resolve().parents
-    roots = [Path(given)] if given else [p / "shared" / "corpus" for p in above]
-    for root in roots:
-        if (root / "traf-eval-dev" / "evaldata.json").is_file():
-            return root / "traf-eval-dev"
-    raise FileNotFoundError("traf-eval-dev not found: NEWSQ_BENCH_CORPUS names its folder")
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page: its original URL, raw bytes and snippets."""
-
-    url: str
-    file: str
-    raw: bytes
-    with_: tuple[str, ...]
-    without: tuple[str, ...]
-
-
-def load_pages(folder: Path | None = None) -> list[Page]:
-    folder = folder or corpus_dir()
-    data = json.loads((folder / "evaldata.json").read_text(encoding="utf-8"))
-    pages = []
-    for url in sorted(data):
-        item = data[url]
-        raw = gzip.decompress((folder / "html" / f"{item['file']}.gz").read_bytes())
-        pages.append(Page(url, item["file"], raw, tuple(item["with"]), tuple(item["without"])))
-    return pages
 
 
 @dataclass
@@ -111,15 +73,6 @@ def score(name: str, pages: Iterable[Page], extractor: Callable[[Page], str]) ->
         out.fp += noise
         out.kept[page.file], out.noise[page.file] = found, noise
     return out
-
-
-def newsq_text(page: Page) -> str:
-    try:
-        html, _ = decode_html(page.raw, None)
-    except BodyError:
-        return ""
-    result = clean.extract(html, page.url)
-    return result.text if isinstance(result, Article) else ""
 
 
 def trafilatura_text(page: Page) -> str:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from newsq.records import TERMINAL
 from newsq.store.database import Store
 from newsq.workers.redis_server import RedisServer, free_port
 from tests.faults.site import _vocabulary, article_html
+from tests.processes import running
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL_EVERY_S = 2.0
@@ -186,14 +186,11 @@ def one_run(lane: int, args: argparse.Namespace, base: str, bulk: list[str],
         app.close()
         cmd = [sys.executable, "-m", "newsq", "worker", "--queues", "fetch,process",
                "--pool", "threads", "--concurrency", "32", "--beat"]  # fmt: skip
-        log = (tmp / f"{name}-worker.log").open("wb")
-        proc = subprocess.Popen(cmd, env=worker_env(settings), stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-        try:
+        log = tmp / f"{name}-worker.log"
+        with running(cmd, worker_env(settings), log) as proc:
             while not int(client.hget(f"{{{PREFIX}}}:counts", "stored") or 0):
                 if proc.poll() is not None:
-                    raise SystemExit(f"bench: the worker exited; see {log.name}")
+                    raise SystemExit(f"bench: the worker exited; see {log}")
                 time.sleep(0.1)
             feed.started = started = time.time()
             deadline = time.monotonic() + args.timeout
@@ -204,14 +201,6 @@ def one_run(lane: int, args: argparse.Namespace, base: str, bulk: list[str],
                     break
                 time.sleep(0.5)
             ended = time.time()
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            log.close()
         seen = dict(feed.appeared(ended))
         waited, since_seen = [], []
         for url in fresh_urls:

@@ -15,10 +15,10 @@ import unicodedata
 import pytest
 from lxml.html import fromstring
 
-from bench import clean_wide
 from newsq.clean import second_opinion
 from newsq.clean.extract import extract
 from newsq.clean.lead import find_lead, prose
+from newsq.demo import clean_eval
 from newsq.records import Article
 
 SENTENCE = ("The council voted on Tuesday to close the old bridge for repairs, officials said "
@@ -51,19 +51,19 @@ LOST_PAGES = (
 
 
 @pytest.fixture(scope="module")
-def wide_pages() -> dict[str, clean_wide.Page]:
+def wide_pages() -> dict[str, clean_eval.Page]:
     try:
-        folder = clean_wide.corpus_dir()
+        folder = clean_eval.corpus_dir()
     except FileNotFoundError:
         pytest.skip("the wide corpus (shared/corpus/traf-eval-dev) is not beside the repository")
-    return {page.file: page for page in clean_wide.load_pages(folder)}
+    return {page.file: page for page in clean_eval.load_pages(folder)}
 
 
 @pytest.mark.parametrize("name", LOST_PAGES)
-def test_pages_once_lost_keep_their_article(wide_pages: dict[str, clean_wide.Page],
+def test_pages_once_lost_keep_their_article(wide_pages: dict[str, clean_eval.Page],
                                             name: str) -> None:  # fmt: skip
     page = wide_pages[name]
-    text = " ".join(clean_wide.newsq_text(page).split())
+    text = " ".join(clean_eval.newsq_text(page).split())
     found = [s for s in page.with_ if " ".join(s.split()) in text]
     assert found, f"none of {page.with_} in: {text[:300]}"
 

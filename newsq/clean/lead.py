@@ -17,6 +17,8 @@ from itertools import islice
 
 from lxml.etree import _Element
 
+from newsq.clean.rules import block_text
+
 LEAD_CLASS = re.compile(
     r"lead|teaser|intro|excerpt|standfirst|deck|summary|subline|sub-?head|descript|"
     r"abstract|kicker|short-info|hero-text",
@@ -39,10 +41,6 @@ _OUTSIDE = frozenset({
 })  # fmt: skip
 _SENTENCE_END = re.compile(r"[.!?…](?:\s|$)")
 _BODY_START = 40  # characters: a paragraph this long that is in the text starts the body
-
-
-def _text(el: _Element) -> str:
-    return " ".join("".join(el.itertext()).split())
 
 
 def _following(el: _Element) -> Iterator[_Element]:
@@ -72,7 +70,7 @@ def find_lead(tree: _Element, text: str) -> str | None:
         if el.tag in _OUTSIDE:
             continue
         if el.tag == "p":
-            paragraph = _text(el)
+            paragraph = block_text(el)
             if len(paragraph) >= _BODY_START and paragraph[:60] in flat:
                 return None  # the body has begun: a lead comes before it
         marks = f"{el.get('class') or ''} {el.get('id') or ''}"
@@ -83,12 +81,12 @@ def find_lead(tree: _Element, text: str) -> str | None:
             continue
         if any(a.tag in _OUTSIDE or a.tag == "header" for a in el.iterancestors()):
             continue  # in the page's or the article's header: a dek, with the headline
-        candidate = _text(el)
+        candidate = block_text(el)
         if not prose(candidate):
             continue
         if candidate in flat:
             return None  # already in the text
-        links = sum(len(_text(a)) for a in el.iter("a"))
+        links = sum(len(block_text(a)) for a in el.iter("a"))
         if links <= MAX_LINK_SHARE * len(candidate):
             return candidate
     return None
