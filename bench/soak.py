@@ -202,7 +202,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             deadline = time.monotonic() + 60
             while not farm.polls:  # beat is up: the first poll came
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"soak: the worker did not poll; see {log}")
+                    raise SystemExit(_failed("the worker did not poll", log))
                 time.sleep(0.2)
             client.slowlog_reset()  # Redis' own log of slow commands: see left_behind
             before = snapshot(0, farm, store, client, db)  # the worker up and polling
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             for day in range(args.days):
                 time.sleep(max(0.0, farm.started + (day + 1) * args.day_seconds - time.time()))
                 if proc.poll() is not None:
-                    raise SystemExit(f"soak: the worker exited on day {day + 1}; see {log}")
+                    raise SystemExit(_failed(f"the worker exited on day {day + 1}", log))
                 snaps.append(snapshot(day + 1, farm, store, client, db))
                 s = snaps[-1]
                 print(
@@ -407,6 +407,13 @@ def kinds_table(a: Snapshot, b: Snapshot) -> str:
         (ka, ba), (kb, bb) = a.kinds.get(name, (0, 0)), b.kinds.get(name, (0, 0))
         lines.append(f"| {name} | {ka} | {ba / 1024:.1f} | {kb} | {bb / 1024:.1f} |")
     return "\n".join(lines)
+
+
+def _failed(what: str, log: Path, lines: int = 30) -> str:
+    """The message of a failed soak with the end of the worker's log: the log lives in
+    a temporary folder that is gone once the bench exits."""
+    tail = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else []
+    return "\n".join([f"soak: {what}; the worker's log ended:", *tail])
 
 
 def main(argv: list[str] | None = None) -> None:
