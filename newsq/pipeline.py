@@ -1,6 +1,7 @@
 """The pipeline's steps, free of Celery: what one task does with one URL.
 
-  1. fetch step   (I/O-bound, ``fetch`` queue): robots, politeness, the fetch itself
+  1. fetch step   (I/O-bound, ``fetch`` queue): robots, politeness (a URL whose host
+                  has no slot free waits in the frontier), the fetch itself
                   (an unreachable robots.txt is retried as a failed fetch would be);
                   the page body is handed to the next step through Redis (compressed,
                   with an expiry) so only the URL travels on the broker.
@@ -63,12 +64,12 @@ class Step:
     """What the task should do after a step.
 
     ``next``: hand the URL to the next stage; ``retry``: try again after ``countdown``
-    seconds, spending one retry; ``wait``: try again after ``countdown`` without
-    spending one (throttled); ``done``: the URL reached ``state``. A ``next`` step of a
-    fetch that was not handed off through Redis carries its ``page``.
+    seconds, spending one retry; ``parked``: the URL waits in the frontier for its
+    host's turn (the dispatcher sends it on); ``done``: the URL reached ``state``. A
+    ``next`` step of a fetch that was not handed off through Redis carries its ``page``.
     """
 
-    action: Literal["next", "retry", "wait", "done"]
+    action: Literal["next", "retry", "parked", "done"]
     countdown: float = 0.0
     state: str | None = None
     reason: str | None = None
@@ -177,43 +178,60 @@ def requeue_stuck(ledger: Ledger, older_than: float, send: Callable[[str], None]
 # -- 1. fetch -----------------------------------------------------------------------
 
 
-def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True) -> Step:
+def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True,
+               lane: int = 0, lease: str | None = None) -> Step:  # fmt: skip
     """Fetch ``url`` and leave its body for the process step.
 
     ``hand_off``: the body goes to Redis for a process task on any worker; without it,
     the page comes back in the step, for the caller to process at once (in memory).
+    ``lease``: the politeness slot the frontier's dispatcher granted this delivery
+    (``newsq.fetch.frontier``); without one, the fetch asks for a slot, and a URL whose
+    host has none free waits in the frontier, in ``lane`` (a ``parked`` step).
     """
     previous, deliveries = rt.ledger.begin(url, FETCHING)
+    host = host_of(url)
+    if lease is not None and deliveries != 1:
+        # not the delivery the slot was granted to (its worker died, or the frontier
+        # sent it twice): that slot's time has passed, and it may still count
+        rt.frontier.release(host, lease)
+        lease = None
     if deliveries == 0:
         return Step("done", state=previous)  # already terminal: a duplicate delivery
     if (step := poisoned(rt, url, deliveries)) is not None:
+        if lease is not None:
+            rt.frontier.release(host, lease)
         return step
 
-    host = host_of(url)
-    if rt.robots_fetch_needed(url):
+    robots_first = rt.robots_fetch_needed(url)
+    if robots_first:
         # the robots.txt request is one of the host's requests: it takes a slot too, and
-        # the page then waits for the next one
-        if (put_off := _put_off(rt, url, host)) is not None:
-            return put_off
+        # the page then waits for the next one, first in its lane
+        if lease is None and (lease := rt.frontier.offer(host, url, attempt, lane)) is None:
+            return _parked(rt, url, host)
         try:
             robots = rt.robots_verdict(url)
         finally:
-            rt.politeness.release(host)
+            rt.frontier.release(host, lease)
+        lease = None
     else:
         robots = rt.robots_verdict(url)
-    if robots.failure is not None:  # robots.txt unreachable: disallowed for now, retried
-        return _not_fetched(rt, url, robots.failure, attempt, of="robots.txt ")
-    if not robots.allowed:
+    if robots.failure is not None or not robots.allowed:
+        if lease is not None:
+            rt.frontier.release(host, lease)
+        if robots.failure is not None:  # robots.txt unreachable: disallowed for now, retried
+            return _not_fetched(rt, url, robots.failure, attempt, of="robots.txt ")
         return finish(rt, url, SKIPPED, errors.ROBOTS_DISALLOWED, attempts=attempt)
-    if (put_off := _put_off(rt, url, host)) is not None:
-        return put_off
+    if lease is None:
+        lease = rt.frontier.offer(host, url, attempt, lane, front=robots_first)
+        if lease is None:
+            return _parked(rt, url, host)
     try:
         started = time.perf_counter()
         with rt.pool.network_wait():  # another task may start meanwhile
             result = rt.fetcher.fetch(url)
         rt.metrics.stage_time("fetch", time.perf_counter() - started)
     finally:
-        rt.politeness.release(host)
+        rt.frontier.release(host, lease)
 
     if not result.ok:
         return _not_fetched(rt, url, result, attempt)
@@ -228,15 +246,15 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
     return Step("next")
 
 
-def _put_off(rt: Runtime, url: str, host: str) -> Step | None:
-    """None when ``host``'s politeness slot is taken (release it after the request),
-    else the step that puts ``url`` off until the host's turn."""
-    wait = rt.politeness.acquire(host)
-    if wait <= 0:
-        return None
+def _parked(rt: Runtime, url: str, host: str) -> Step:
+    """``url`` waits in its host's queue: ``queued`` again, a delivery that ended.
+
+    After the park, not before: a crash in between leaves the URL ``fetching`` and in
+    the frontier, and its next delivery ignores the lease (its delivery count is off)
+    and parks it again; moved first, a fetch granted at once would be ``queued``."""
     rt.ledger.move(url, QUEUED)
     rt.metrics.throttled(host)
-    return Step("wait", countdown=wait, state=QUEUED)
+    return Step("parked", state=QUEUED)
 
 
 def _not_fetched(rt: Runtime, url: str, result: FetchResult, attempt: int, of: str = "") -> Step:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from newsq.clean.boilerplate import BoilerplateFilter
     from newsq.dedup.index import DedupIndex
     from newsq.fetch.client import Fetcher
+    from newsq.fetch.frontier import Frontier
     from newsq.fetch.politeness import Politeness
     from newsq.fetch.robots import RobotsCache, Verdict
     from newsq.workers.admission import CpuLane
@@ -113,6 +114,12 @@ class Runtime:
         return self._get("politeness", lambda: Politeness(self.redis, self.settings))
 
     @property
+    def frontier(self) -> Frontier:
+        from newsq.fetch.frontier import Frontier
+
+        return self._get("frontier", lambda: Frontier(self.redis, self.politeness))
+
+    @property
     def robots(self) -> RobotsCache:
         from newsq.fetch.robots import RobotsCache
 
@@ -167,7 +174,7 @@ class Runtime:
         logs it and the tasks build what is missing, and retry, as before.
         """
         self.redis.ping()
-        names = ["ledger", "store", "fetcher", "politeness", "dedup", "boilerplate"]
+        names = ["ledger", "store", "fetcher", "politeness", "frontier", "dedup", "boilerplate"]
         for name in names + (["robots"] if self.settings.robots else []):
             getattr(self, name)
         self.on_cpu(_warm_clean, self)

@@ -24,16 +24,24 @@ from typing import Any
 import redis
 from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
-from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import (
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
-from newsq.config.celery import BULK, FRESH, max_countdown
+from newsq.config.celery import BULK, FETCH_QUEUE, FRESH, app, max_countdown
 from newsq.config.settings import get_settings
 from newsq.errors import Retryable
+from newsq.feeds.send import send_granted
+from newsq.fetch.frontier import Dispatcher
 from newsq.pipeline import backoff
 from newsq.resources import Runtime
 
 log = logging.getLogger(__name__)
 _runtime: Runtime | None = None
+_dispatcher: Dispatcher | None = None
 
 
 def runtime() -> Runtime:
@@ -46,9 +54,11 @@ def runtime() -> Runtime:
 @worker_process_init.connect
 def _fresh_after_fork(**_: Any) -> None:
     # a forked child must not share the parent's sockets; it makes its own, now
-    global _runtime
+    global _runtime, _dispatcher
     _runtime = None
+    _dispatcher = None  # the parent's thread did not survive the fork
     _warm_up()
+    _start_dispatcher()
 
 
 @worker_ready.connect
@@ -59,6 +69,7 @@ def _warm_when_ready(sender: Any = None, **_: Any) -> None:
 
     if not isinstance(getattr(sender, "pool", None), PreforkPool):
         _warm_up()
+        _start_dispatcher()
 
 
 def _warm_up() -> None:
@@ -71,8 +82,24 @@ def _warm_up() -> None:
     log.info("worker warmed up in %.2f s", time.perf_counter() - started)
 
 
+def _start_dispatcher() -> None:
+    """The frontier's dispatcher, as a thread of each process that runs fetch tasks
+    (the lease holder among them works, the others stand by)."""
+    global _dispatcher
+    consumed = app.amqp.queues.consume_from
+    if _dispatcher is not None or (consumed and FETCH_QUEUE not in consumed):
+        return
+    _dispatcher = Dispatcher(runtime().frontier, lambda grants: send_granted(app, grants))
+    _dispatcher.start()
+
+
+@worker_shutdown.connect
 @worker_process_shutdown.connect
 def _close(**_: Any) -> None:
+    global _dispatcher
+    if _dispatcher is not None:
+        _dispatcher.stop()
+        _dispatcher = None
     if _runtime is not None:
         _runtime.close()
 

@@ -6,14 +6,16 @@ layout, see ``bench/README.md``). A fetch-only worker hands the page off.
 
 ``newsq.fetch`` takes one URL; ``newsq.fetch_many`` several (with ``NEWSQ_FETCH_BATCH``
 above 1 the intake batches a surge, ``newsq.feeds.intake.batches``): each of them is handled
-exactly as a ``newsq.fetch`` of its own, side by side, and one that must be retried, or
-waits for its host, goes on as one. Only newsq's thread pool runs a batch itself; any
+exactly as a ``newsq.fetch`` of its own, side by side, and one that must be retried
+goes on as one. Only newsq's thread pool runs a batch itself; any
 other pool, whose time limits hold per task, sends its URLs on as ``newsq.fetch``
 tasks.
 
-What a fetch sends on for its URL (the process task, a retry, a wait for its host's
-turn) keeps the lane it came in (``newsq.feeds.send``): a fresh URL stays ahead of the
-backlog at every step.
+A URL whose host has no politeness slot free waits in the frontier
+(``newsq.fetch.frontier``), and the task ends; the frontier's dispatcher sends it again,
+with a slot, at its host's turn (``newsq.feeds.send.send_granted``). What a fetch sends
+on for its URL (the process task, a retry, its place in the frontier) keeps the lane it
+came in (``newsq.feeds.send``): a fresh URL stays ahead of the backlog at every step.
 """
 
 from __future__ import annotations
@@ -28,26 +30,27 @@ from newsq.tasks.context import countdown, lane_of, runtime, transient_errors
 
 
 def _fetch_one(task: Task, url: str, attempt: int, retries: int,
-               retry: Callable[[float], Exception], lane: int) -> str | None:  # fmt: skip
+               retry: Callable[[float], Exception], lane: int,
+               lease: str | None = None) -> str | None:  # fmt: skip
     inline = PROCESS_QUEUE in task.app.amqp.queues.consume_from
     rt = runtime()
     with transient_errors(url, retry, retries):
-        step = fetch_step(rt, url, attempt, hand_off=not inline)
+        step = fetch_step(rt, url, attempt, hand_off=not inline, lane=lane, lease=lease)
         if step.page is not None:  # on the pool's CPU lane (newsq.workers.admission)
             step = rt.on_cpu(process_step, rt, url, step.page, attempt)
     if step.action == "next":
         app.send_task(PROCESS_TASK, args=(url,), queue=PROCESS_QUEUE, priority=lane)
     elif step.action == "retry":
         fetch.apply_async((url, attempt + 1), countdown=countdown(step.countdown), priority=lane)
-    elif step.action == "wait":  # throttled: does not spend a retry
-        fetch.apply_async((url, attempt), countdown=countdown(step.countdown), priority=lane)
-    return step.state
+    return step.state  # parked: the frontier's dispatcher sends it on at its host's turn
 
 
 @app.task(name=FETCH_TASK, bind=True, max_retries=None)
-def fetch(self: Task, url: str, attempt: int = 0) -> str | None:
-    retry = lambda delay: self.retry(countdown=delay)  # noqa: E731
-    return _fetch_one(self, url, attempt, self.request.retries, retry, lane_of(self))
+def fetch(self: Task, url: str, attempt: int = 0, lease: str | None = None) -> str | None:
+    """``lease``: the politeness slot the frontier granted (``newsq.fetch.frontier``);
+    a retry goes without it, as its time has passed."""
+    retry = lambda delay: self.retry(args=(url, attempt), countdown=delay)  # noqa: E731
+    return _fetch_one(self, url, attempt, self.request.retries, retry, lane_of(self), lease)
 
 
 class _Later(Exception):

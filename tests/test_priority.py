@@ -116,12 +116,13 @@ def test_a_fetch_put_off_until_its_hosts_turn_keeps_its_lane(
         env["NEWSQ_HOST_RATE"] = "0.2"  # one request per 5 s: the others wait their turn
         cmd = [sys.executable, "-m", "newsq", "worker", "--queues", "fetch",
                "--pool", "threads", "--concurrency", "4"]  # fmt: skip
-        held: list[dict[str, object]] = []
+        host = site.base.split("://", 1)[1]
+        fresh, bulk = (f"{settings.key_prefix}:frontier:{host}:{lane}" for lane in (FRESH, BULK))
+        waiting: list[bytes] = []
         with running(cmd, env, tmp_path / "worker.log"):
             deadline = time.monotonic() + 60
-            while len(held) < 3 and time.monotonic() < deadline:
+            while len(waiting) < 3 and time.monotonic() < deadline:
                 time.sleep(0.2)
-                raw = redis_client.hvals(f"{settings.key_prefix}:q:unacked")
-                held = [m for m, _, _ in map(json.loads, raw) if m["headers"].get("eta")]
-    assert len(held) >= 3  # sent again with a countdown, held by the worker
-    assert {m["properties"]["priority"] for m in held} == {BULK}
+                waiting = redis_client.lrange(bulk, 0, -1)  # type: ignore[assignment]
+    assert len(waiting) >= 3  # waiting in the frontier, in the host's bulk lane
+    assert redis_client.llen(fresh) == 0

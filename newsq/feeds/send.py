@@ -27,6 +27,8 @@ from newsq.feeds.intake import batches
 if TYPE_CHECKING:
     from celery import Celery
 
+    from newsq.fetch.frontier import Grant
+
 FRESH_MOST = 100
 """More new URLs than this in one go are a backlog: they go in the bulk lane."""
 
@@ -57,3 +59,14 @@ def send_fetches(app: Celery, urls: Sequence[str], batch: int = 1, *,
             app.send_task(name, args=args, queue=FETCH_QUEUE, producer=producer,
                           priority=priority)  # fmt: skip
     return len(parts)
+
+
+def send_granted(app: Celery, grants: Sequence[Grant]) -> None:
+    """Send each URL the frontier's dispatcher took, with its politeness slot, as a
+    ``newsq.fetch`` in the lane it waited in."""
+    from newsq.config.celery import FETCH_QUEUE, FETCH_TASK
+
+    with app.producer_or_acquire() as producer:
+        for g in grants:
+            app.send_task(FETCH_TASK, args=(g.url, g.attempt, g.lease), queue=FETCH_QUEUE,
+                          producer=producer, priority=g.lane)  # fmt: skip

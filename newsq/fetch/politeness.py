@@ -1,6 +1,7 @@
 """Per-host politeness shared by every worker: a rate limit and a concurrency cap.
 
-The decision is one Lua script (``lua/politeness.lua``) on Redis' own clock, so every
+The decision is one Lua script (``grant.lua``, run by ``politeness.lua`` and by the
+frontier's ``frontier.lua``) on Redis' own clock, so every
 worker process on every machine sees the same bucket and clock skew between machines
 does not matter. Per host:
 
@@ -15,8 +16,9 @@ does not matter. Per host:
   frees its slot after ``lease_ttl`` seconds.
 
 The caller asks :meth:`Politeness.acquire`; 0 means go (and call :meth:`release`
-afterwards), anything else is the number of seconds to come back after. A Celery task
-reschedules itself for then without spending a retry.
+afterwards), anything else is the number of seconds to come back after. The fetch
+stage asks through the frontier instead (``newsq.fetch.frontier``): a URL that must
+wait waits in its host's queue, not as a task that asks again.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from newsq.sites import sites_of
 
 log = logging.getLogger(__name__)
 
-_SCRIPT = (resources.files("newsq.fetch") / "politeness.lua").read_text()
+_FILES = resources.files("newsq.fetch")
+_SCRIPT = (_FILES / "grant.lua").read_text() + (_FILES / "politeness.lua").read_text()
 
 MAX_CRAWL_DELAY = 60.0
 """The longest Crawl-delay honoured: a site asking for more gets one request a minute,
@@ -76,7 +79,7 @@ class Politeness:
     ) -> None:
         self._client = client
         self._settings = settings
-        self._prefix = settings.key_prefix
+        self.prefix = self._prefix = settings.key_prefix
         self._script = client.register_script(_SCRIPT)
         self._rates = dict(settings.host_rates)
         self._sites = sites_of(settings.sites_file)

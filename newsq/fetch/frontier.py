@@ -1,0 +1,192 @@
+"""The frontier: URLs waiting for their host's turn wait in that host's queue in Redis.
+
+A fetch whose host has no slot free now, or whose host already has URLs waiting,
+parks its URL in the host's queue (:meth:`Frontier.offer`, one Lua call that also
+asks politeness) and its task ends. One :class:`Dispatcher` per cluster (a thread in
+every worker process; the holder of a renewing Redis lease works, the others stand by
+and take over within seconds of its death) takes the hosts whose time has come, gives
+each a politeness slot, pops its next URL (fresh lane before bulk) and sends it as a
+fetch task carrying the slot's lease: the fetch asks nothing more and releases the
+lease after its request. So a URL costs the same few commands however long its host's
+backlog, and a slow host never holds up another (``frontier.lua``).
+
+At least once: a popped URL stays in the script's ``pending`` list until its task is
+sent; a dispatcher that dies in between leaves it there, and the next dispatch puts
+it back at the front of its host's queue. A fetch task lost with its worker is
+delivered again by Celery, and its lease, then stale, is not used
+(``newsq.pipeline.fetch_step``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+import redis
+
+from newsq.fetch.politeness import Politeness
+from newsq.replies import text
+
+log = logging.getLogger(__name__)
+
+_FILES = resources.files("newsq.fetch")
+_SCRIPT = (_FILES / "grant.lua").read_text() + (_FILES / "frontier.lua").read_text()
+
+FRESH_LANE, BULK_LANE = 0, 9  # newsq.config.celery's FRESH and BULK, as the queues name them
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A URL the dispatcher took from its host's queue, with the slot it was granted."""
+
+    url: str
+    attempt: int
+    lane: int
+    lease: str
+    host: str
+
+
+def _grant(record: bytes | str) -> Grant:
+    lease, host, _rate, _cap, lane, attempt, url = text(record).split("|", 6)
+    return Grant(url, int(attempt), int(lane), lease, host)
+
+
+class Frontier:
+    """Per-host queues and their schedule, shared through Redis. Thread-safe."""
+
+    def __init__(self, client: redis.Redis, politeness: Politeness) -> None:
+        self._client = client
+        self._politeness = politeness
+        self.prefix = politeness.prefix
+        self._script = client.register_script(_SCRIPT)
+        self.due_key = f"{self.prefix}:frontier:due"
+        self.pending_key = f"{self.prefix}:frontier:pending"
+        self.lease_key = f"{self.prefix}:frontier:dispatcher"
+
+    def queue_key(self, host: str, lane: int) -> str:
+        return f"{self.prefix}:frontier:{host}:{BULK_LANE if lane == BULK_LANE else FRESH_LANE}"
+
+    def offer(self, host: str, url: str, attempt: int, lane: int, *,
+              front: bool = False) -> str | None:  # fmt: skip
+        """The lease of a slot of ``host`` when ``url`` may be fetched now (release it
+        after the request), else None: ``url`` waits in its host's queue (at the front
+        of its lane when ``front``) for the dispatcher. Redis errors propagate."""
+        host = host.lower()
+        lease = uuid.uuid4().hex
+        polite = self._politeness
+        granted, wait = self._script(
+            args=["park", self.prefix, host, f"{polite.rate_for(host):g}",
+                  polite.concurrency_for(host), lease, polite.lease_ttl,
+                  BULK_LANE if lane == BULK_LANE else FRESH_LANE, attempt, url,
+                  "1" if front else "0"],
+        )  # fmt: skip
+        if int(granted):
+            return lease
+        log.debug("%s: parked, its host %s's turn in %.3fs", url, host, float(wait))
+        return None
+
+    def release(self, host: str, lease: str) -> None:
+        """Give back the slot ``lease`` of ``host`` (no-op when it expired)."""
+        self._script(args=["release", self.prefix, host.lower(), lease])
+
+    def dispatch(self, holder: str, most: int,
+                 lease_seconds: float) -> tuple[bool, float, list[Grant]]:  # fmt: skip
+        """(holds the dispatcher lease, seconds to the next due host or to the lease's
+        end, -1 none, the URLs granted); the URLs stay pending until :meth:`sent`."""
+        reply = self._script(
+            args=["dispatch", self.prefix, holder, int(lease_seconds * 1000), most,
+                  self._politeness.lease_ttl, uuid.uuid4().hex],
+        )  # fmt: skip
+        holds, wait, *records = reply
+        return bool(int(holds)), float(wait), [_grant(r) for r in records]
+
+    def sent(self) -> None:
+        """The URLs of the last dispatch are sent: nothing pending any more."""
+        self._client.delete(self.pending_key)
+
+    def resign(self, holder: str) -> None:
+        """Give up the dispatcher lease, if ``holder`` has it: another takes over at once."""
+        self._script(args=["resign", self.prefix, holder])
+
+    def waiting(self, limit: int = 10_000) -> dict[str, int]:
+        """URLs waiting in the frontier per host (up to ``limit`` hosts)."""
+        found: list[bytes] = self._client.zrange(self.due_key, 0, limit - 1)  # type: ignore[assignment]
+        hosts = [text(h) for h in found]
+        pipe = self._client.pipeline(transaction=False)
+        for host in hosts:
+            pipe.llen(self.queue_key(host, FRESH_LANE))
+            pipe.llen(self.queue_key(host, BULK_LANE))
+        sizes = pipe.execute()
+        out = {h: int(sizes[2 * i]) + int(sizes[2 * i + 1]) for i, h in enumerate(hosts)}
+        return {h: n for h, n in out.items() if n}
+
+
+Send = Callable[[Sequence[Grant]], None]
+"""Sends each granted URL as a fetch task carrying its lease, in its lane."""
+
+
+class Dispatcher:
+    """The frontier's dispatcher, as a daemon thread: only the lease holder dispatches.
+
+    ``lease`` seconds without a renewal (the holder died) and another process's
+    dispatcher takes over; a holder wakes at its next due host, at least every
+    ``poll`` seconds, and renews the lease each time.
+    """
+
+    def __init__(self, frontier: Frontier, send: Send, *, lease: float = 5.0,
+                 poll: float = 1.0, most: int = 500) -> None:  # fmt: skip
+        self.frontier = frontier
+        self.send = send
+        self.lease = lease
+        self.poll = poll
+        self.most = most
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.holding = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Dispatcher:
+        self._thread = threading.Thread(target=self._run, name="newsq-dispatcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread and hand the lease on."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        try:
+            self.frontier.resign(self.holder)
+        except redis.RedisError as exc:
+            log.warning("frontier dispatcher: lease not handed back: %s", exc)
+
+    def step(self) -> float:
+        """One dispatch: the seconds to sleep before the next."""
+        holds, wait, grants = self.frontier.dispatch(self.holder, self.most, self.lease)
+        if holds != self.holding:
+            role = "took over" if holds else "stands by"
+            log.info("frontier dispatcher %s %s", self.holder, role)
+            self.holding = holds
+        if grants:
+            self.send(grants)
+            self.frontier.sent()
+        if not holds:
+            return self.poll
+        if len(grants) >= self.most:
+            return 0.0
+        return self.poll if wait < 0 else min(wait, self.poll)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                pause = self.step()
+            except Exception as exc:  # Redis or the broker away: try again shortly
+                log.warning("frontier dispatcher: %s", exc)
+                pause = self.poll
+            self._stop.wait(pause)

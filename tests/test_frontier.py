@@ -1,0 +1,184 @@
+"""The frontier on a real Redis: URLs that wait for their host wait in its queue and come
+out in order, at the host's rate, fresh before bulk; one dispatcher per cluster, whose
+lease moves on when its holder dies; a URL popped and never sent is not lost."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import redis
+
+from newsq.config.settings import Settings
+from newsq.fetch.frontier import BULK_LANE, FRESH_LANE, Dispatcher, Frontier, Grant
+from newsq.fetch.politeness import Politeness
+from newsq.records import QUEUED, TERMINAL
+from newsq.resources import Runtime
+from tests.faults.site import Site, serve
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _frontier(client: redis.Redis, settings: Settings, **changes: object) -> Frontier:
+    changed = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+    return Frontier(client, Politeness(client, changed))
+
+
+class Sent:
+    """A dispatcher's ``send`` that keeps what was sent, with Redis' time of sending."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.grants: list[tuple[float, Grant]] = []
+
+    def __call__(self, grants: Sequence[Grant]) -> None:
+        seconds, micros = self.client.time()
+        self.grants += [(seconds + micros / 1e6, g) for g in grants]
+
+    def urls(self) -> list[str]:
+        return [g.url for _, g in self.grants]
+
+
+def _drain(dispatcher: Dispatcher, sent: Sent, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while len(sent.grants) < count and time.monotonic() < deadline:
+        time.sleep(min(dispatcher.step(), 0.05))
+
+
+def test_parked_urls_come_out_in_order_at_the_hosts_rate(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    frontier = _frontier(redis_client, settings, host_rate=10.0, host_concurrency=10)
+    urls = [f"https://a.example/{n}" for n in range(6)]
+    assert frontier.offer("a.example", urls[0], 0, BULK_LANE) is not None  # free: go
+    assert all(frontier.offer("a.example", u, 0, BULK_LANE) is None for u in urls[1:])
+    assert frontier.waiting() == {"a.example": 5}
+    sent = Sent(redis_client)
+    _drain(Dispatcher(frontier, sent), sent, 5, timeout=10)
+    assert sent.urls() == urls[1:]
+    times = [t for t, _ in sent.grants]
+    assert all(b - a >= 0.099 for a, b in itertools.pairwise(times))
+    assert times[-1] - times[0] < 0.4 + 0.3  # and not much slower than the rate
+    assert frontier.waiting() == {}
+    assert redis_client.exists(frontier.due_key, frontier.pending_key) == 0
+
+
+def test_fresh_urls_leave_before_the_bulk_and_hosts_do_not_wait_for_each_other(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    frontier = _frontier(redis_client, settings, host_rate=2.0, host_concurrency=10)
+    assert frontier.offer("big.example", "https://big.example/0", 0, BULK_LANE)
+    backlog = [f"https://big.example/{n}" for n in range(1, 30)]
+    for url in backlog:
+        assert frontier.offer("big.example", url, 0, BULK_LANE) is None
+    assert frontier.offer("big.example", "https://big.example/news", 0, FRESH_LANE) is None
+    small = dataclasses.replace(settings, host_rate=20.0, host_concurrency=10)  # type: ignore[arg-type]
+    other = Frontier(redis_client, Politeness(redis_client, small))
+    assert other.offer("small.example", "https://small.example/0", 0, BULK_LANE)
+    for n in range(1, 4):
+        assert other.offer("small.example", f"https://small.example/{n}", 0, BULK_LANE) is None
+    sent = Sent(redis_client)
+    started = time.monotonic()
+    _drain(Dispatcher(frontier, sent), sent, 5, timeout=10)
+    assert time.monotonic() - started < 1.5  # the small host's 3 URLs at 20/s
+    urls = sent.urls()
+    assert next(u for u in urls if "big" in u) == "https://big.example/news"  # before the backlog
+    assert [u for u in urls if "small" in u] == [f"https://small.example/{n}" for n in (1, 2, 3)]
+    assert {g.lane for _, g in sent.grants if g.url.endswith("/news")} == {FRESH_LANE}
+
+
+def test_a_url_popped_and_never_sent_goes_back_first(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    frontier = _frontier(redis_client, settings, host_rate=50.0, host_concurrency=10)
+    assert frontier.offer("a.example", "https://a.example/0", 0, BULK_LANE)
+    for n in (1, 2):
+        assert frontier.offer("a.example", f"https://a.example/{n}", 3, BULK_LANE) is None
+    time.sleep(0.03)
+    holds, _, popped = frontier.dispatch("dead-holder", 10, lease_seconds=0.2)
+    assert holds and [g.url for g in popped] == ["https://a.example/1"]
+    # the holder dies before sending: no sent(); its lease runs out, another takes over
+    time.sleep(0.25)
+    sent = Sent(redis_client)
+    _drain(Dispatcher(frontier, sent), sent, 2, timeout=5)
+    assert sent.urls() == ["https://a.example/1", "https://a.example/2"]
+    assert {g.attempt for _, g in sent.grants} == {3}
+    leases = redis_client.zrange(f"{settings.key_prefix}:polite:leases:a.example", 0, -1)
+    assert popped[0].lease.encode() not in leases  # the lost one's slot was given back
+
+
+_HOLDER = """
+import sys, time, redis
+from newsq.config.settings import Settings
+from newsq.fetch.frontier import Dispatcher, Frontier
+from newsq.fetch.politeness import Politeness
+client = redis.Redis.from_url(sys.argv[1])
+settings = Settings(broker_url=sys.argv[1], key_prefix=sys.argv[2])
+d = Dispatcher(Frontier(client, Politeness(client, settings)), lambda grants: None,
+               lease=1.0, poll=0.2).start()
+while True:
+    time.sleep(1)
+"""
+
+
+def test_the_dispatcher_lease_moves_on_when_its_holder_dies(
+    redis_client: redis.Redis, settings: Settings, redis_url: str
+) -> None:
+    frontier = _frontier(redis_client, settings)
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_HOLDER), redis_url,
+                             settings.key_prefix], cwd=ROOT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while redis_client.get(frontier.lease_key) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first = redis_client.get(frontier.lease_key)
+        assert first is not None and f":{proc.pid}:".encode() in first
+        here = Dispatcher(frontier, lambda grants: None, lease=1.0, poll=0.2)
+        assert here.step() == here.poll and not here.holding  # stands by
+        proc.kill()
+        proc.wait()
+        killed = time.monotonic()
+        while not here.holding and time.monotonic() - killed < 5:
+            time.sleep(here.step())
+        assert here.holding and time.monotonic() - killed < 1.5
+        assert redis_client.get(frontier.lease_key) == here.holder.encode()
+        here.stop()
+        assert redis_client.get(frontier.lease_key) is None  # handed back on stop
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_fetch_steps_park_and_the_dispatched_ones_fetch_with_their_slot(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    from newsq.pipeline import fetch_step
+
+    with serve(Site(stories=4, copies=0, missing=0).build()) as site:
+        rt = Runtime(dataclasses.replace(settings, host_rate=5.0, robots=False))  # type: ignore[arg-type]
+        urls = site.urls
+        rt.ledger.enqueue(urls)
+        first = fetch_step(rt, urls[0], hand_off=True)
+        assert first.action == "next"
+        parked = [fetch_step(rt, u, lane=BULK_LANE) for u in urls[1:]]
+        assert {s.action for s in parked} == {"parked"}
+        assert set(rt.ledger.states(urls[1:])) == {QUEUED}
+        sent = Sent(redis_client)
+        _drain(Dispatcher(rt.frontier, sent), sent, 3, timeout=5)
+        grants = [g for _, g in sent.grants]
+        assert [g.url for g in grants] == urls[1:]
+        # a delivery of a slot's task that is not its first (a worker died) does not use it
+        rt.ledger.begin(grants[0].url, "fetching")
+        again = fetch_step(rt, grants[0].url, lease=grants[0].lease, lane=BULK_LANE)
+        assert again.action == "parked"
+        steps = [fetch_step(rt, g.url, g.attempt, lease=g.lease) for g in grants[1:]]
+        assert {s.action for s in steps} == {"next"}
+        assert max(site.requests.values()) == 1 and len(site.requests) == 3
+        rt.close()
+    assert not set(rt.ledger.states(urls)) & TERMINAL  # fetched, not yet processed
