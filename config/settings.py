@@ -60,7 +60,7 @@ class AllowPrivate:
     """Host names and addresses allowed on any port (addresses in ``ip_address`` form)."""
 
     @classmethod
-    def parse(cls, raw: str | None) -> AllowPrivate:
+    def parse(cls, raw: str | None, env: str = "NEWSQ_ALLOW_PRIVATE") -> AllowPrivate:
         raw = (raw or "").strip()
         if raw in ("", "0", "false", "no", "off"):
             return cls()
@@ -85,7 +85,7 @@ class AllowPrivate:
                     host_ports.add((host, int(port)))
             except ValueError:
                 raise ConfigError(
-                    f"NEWSQ_ALLOW_PRIVATE: {entry!r} is not a host, host:port or CIDR network"
+                    f"{env}: {entry!r} is not a host, host:port or CIDR network"
                 ) from None
         return cls(host_ports=frozenset(host_ports), networks=tuple(networks),
                    hosts=frozenset(hosts))  # fmt: skip
@@ -301,6 +301,21 @@ def _database_url(env: str, raw: str) -> str:
         raise _bad_port(env, raw) from None
     if port is not None and not 1 <= port <= PORT_MAXIMUM:
         raise _bad_port(env, raw, port)
+    return raw
+
+
+def _webhook_url(env: str, raw: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        raise _bad_port(env, raw) from None
+    if port == 0:
+        raise _bad_port(env, raw, port)
+    if not parts.hostname:
+        raise ConfigError(f"{env}: {_masked(raw)!r} has no host")
     return raw
 
 
@@ -599,6 +614,51 @@ class Settings:
         help="a feed entry or sitemap URL dated longer ago than this (days) is not enqueued; "
         "`0`: no limit",
     )
+    webhook_url: str | None = url(
+        None,
+        ("http://", "https://"),
+        shown="an http:// or https:// URL",
+        check=_webhook_url,
+        help="each event (as `newsq events` prints it) is POSTed to this URL, signed, in "
+        "event id order, retried until it answers 2xx",
+    )
+    webhook_secret: str | None = header_text(
+        None,
+        help="the key of the HMAC-SHA256 signature of each webhook body "
+        "(`X-Newsq-Signature: sha256=<hex>`); needed with `NEWSQ_WEBHOOK_URL`",
+    )
+    # frozen, as allow_private's
+    webhook_allow: AllowPrivate = setting(  # noqa: RUF009
+        AllowPrivate(),
+        kind="allow-list",
+        parse=lambda e, r: AllowPrivate.parse(r, e),
+        help="loopback/private webhook targets allowed, as `NEWSQ_ALLOW_PRIVATE` lists them",
+    )
+    webhook_timeout: float = number(
+        10.0,
+        minimum=0.001,
+        maximum=SECONDS_MAXIMUM,
+        help="seconds one webhook POST may take before it counts as failed",
+    )
+    webhook_backoff_max: float = number(
+        60.0,
+        minimum=0.001,
+        maximum=SECONDS_MAXIMUM,
+        help="longest wait between retries of a failing webhook (exponential, jittered)",
+    )
+    webhook_lease: float = number(
+        10.0,
+        minimum=0.1,
+        maximum=SECONDS_MAXIMUM,
+        help="seconds the one webhook deliverer's Redis lease lasts unrenewed: another "
+        "worker takes over that long after its holder died",
+    )
+    webhook_drain: float = number(
+        30.0,
+        maximum=SECONDS_MAXIMUM,
+        help="seconds `newsq run` and `newsq demo` wait at the end for the webhook to "
+        "take the events not delivered yet",
+    )
     celery_config: str | None = setting(
         None,
         kind="module",
@@ -617,6 +677,9 @@ class Settings:
             if raw:
                 _printable(spec.env, raw)  # so no parser sees a control character
                 values[spec.name] = _parsed(spec, raw)
+        if values.get("webhook_url") and not values.get("webhook_secret"):
+            raise ConfigError("NEWSQ_WEBHOOK_SECRET: not set, and NEWSQ_WEBHOOK_URL is: "
+                              "it signs every webhook POST")  # fmt: skip
         return cls(**values)
 
     @property

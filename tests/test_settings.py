@@ -24,6 +24,7 @@ TABLE = {env: (meaning, default) for env, meaning, default in ROWS}
 PROSE: dict[str, tuple[object, str]] = {
     "NEWSQ_BROKER_URL": (None, "unset: `run`/`demo` start a private Redis"),
     "NEWSQ_ALLOW_PRIVATE": (AllowPrivate(), "off"),
+    "NEWSQ_WEBHOOK_ALLOW": (AllowPrivate(), "off"),
     "NEWSQ_HOST_RATES": ((), "none"),
     "NEWSQ_STUCK_AFTER": (0.0, "twice `NEWSQ_VISIBILITY_TIMEOUT`"),
 }

@@ -15,6 +15,7 @@ from newsq.records import STATES
 from newsq.store.database import Store
 
 if TYPE_CHECKING:
+    from newsq.store.cursors import Cursor
     from newsq.workers.stats import SharedStory, Snapshot
 
 STORY_ROWS = 20
@@ -143,10 +144,20 @@ def stats_view(snap: Snapshot) -> Group:
                          caption="every time one did: a URL retried counts again")  # fmt: skip
         parts.append(Columns([reasons, _pairs("top failing hosts (recent)", hosts)],
                              padding=(0, 4)))  # fmt: skip
+    if snap.webhooks:
+        parts.append(_pairs("webhooks (delivered / pending)", [
+            (c.target, f"{c.delivered} / {c.pending}" + _last_error(c)) for c in snap.webhooks
+        ]))  # fmt: skip
     if snap.stories:
         parts.append(stories_table(snap.stories, "biggest stories"))
     stamp = time.strftime("%H:%M:%S", time.localtime(snap.taken_at))
     return Group(f"[bold]newsq stats[/bold]  {stamp}", *parts)
+
+
+def _last_error(cursor: Cursor) -> str:
+    if not cursor.last_error or cursor.last_error_at is None:
+        return ""
+    return f"; last error {cursor.last_error_at:%Y-%m-%d %H:%M:%S}: {cursor.last_error}"
 
 
 def throttle_line(snap: Snapshot) -> str:

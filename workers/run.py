@@ -122,6 +122,10 @@ def run_pipeline(args: argparse.Namespace, settings: Settings, console: Console 
     """``newsq run``: enqueue, work, summarise; ``outlets`` names the summary's outlets
     by ``host:port`` (the demo's), else each is named by its articles' site."""
     started = time.monotonic()
+    if settings.webhook_url:  # a refused target is one line now, not a worker's log
+        from newsq.webhooks.deliver import check
+
+        check(settings)
     with LocalCluster(settings, workers=processes_needed(args),
                       fetch_threads=getattr(args, "fetch_threads", 32),
                       layout=getattr(args, "layout", "combined"),
@@ -150,6 +154,7 @@ def run_pipeline(args: argparse.Namespace, settings: Settings, console: Console 
             cluster.ask_workers_to_stop()  # they shut down while the summary is read
             data = _summary(store, intake, ledger, time.monotonic() - started)
             cluster.stop_workers()
+        deliver_rest(cluster.settings, store)
         from newsq.workers.report import STORY_ROWS
         from newsq.workers.stats import shared_stories
 
@@ -164,6 +169,25 @@ def run_pipeline(args: argparse.Namespace, settings: Settings, console: Console 
     # the contract: 0 once every URL enqueued is terminal; refused inputs were reported
     # (one line each) and counted, and are no reason to fail a cron job's whole run
     return 0
+
+
+def deliver_rest(settings: Settings, store: Store) -> None:
+    """The events the workers' webhook deliverer did not send before they stopped, sent
+    now, for up to ``NEWSQ_WEBHOOK_DRAIN`` seconds; what is left then is one line (the
+    cursor is in the store: the next run or worker sends it)."""
+    from newsq.webhooks.config import WebhookConfig
+
+    config = WebhookConfig.from_settings(settings)
+    if config is None:
+        return
+    from newsq.webhooks.deliver import drain
+
+    cursor = drain(config, store, config.drain)
+    if cursor.pending:
+        why = f"last error: {cursor.last_error}" if cursor.last_error else "no answer yet"
+        print(f"newsq: webhook {config.target}: {cursor.pending} events not delivered "
+              f"after {config.drain:g} s ({why}); the next run sends them",
+              file=sys.stderr)  # fmt: skip
 
 
 def _summary(store: Store, intake: Intake, ledger: Ledger, elapsed: float) -> dict[str, Any]:

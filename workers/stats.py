@@ -23,6 +23,8 @@ import sqlalchemy as sa
 from newsq.config.celery import FETCH_QUEUE, LANES, QUEUES, queue_keys
 from newsq.ledger import Ledger
 from newsq.metrics import dedup_ratio
+from newsq.store import cursors
+from newsq.store.cursors import Cursor
 from newsq.store.database import Store, articles, urls
 from newsq.throughput import Throughput
 from newsq.urls import host_of
@@ -47,6 +49,8 @@ class Snapshot:
     reserved: dict[str, int] = field(default_factory=dict)
     """Messages taken by workers and not acknowledged yet, per queue."""
     throttle: Throttle | None = None
+    webhooks: list[Cursor] = field(default_factory=list)
+    """Each webhook target's delivery: events taken, pending, its last error."""
 
 
 @dataclass(frozen=True)
@@ -216,4 +220,5 @@ class StatsSource:
             reasons=self.ledger.reasons(),
             failing_hosts=self._slow[1],
             stories=self._slow[2],
+            webhooks=cursors.every(self.store),
         )

@@ -13,6 +13,8 @@ hands Celery its command line.
                          server; the clean stage's libraries, imported once
     worker_ready,        the start-up's objects frozen out of garbage collection
     worker_process_init  (the process's resources are warmed in ``tasks/context.py``)
+    worker_ready,        the webhook's deliverer (``NEWSQ_WEBHOOK_URL``), a thread of
+    worker_shutdown      the main process, started and stopped
 """
 
 from __future__ import annotations
@@ -183,6 +185,23 @@ def _freeze_gc(**_: Any) -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
+@signals.worker_ready.connect
+def _webhook_start(**_: Any) -> None:
+    """Every worker runs a deliverer; the one holding the lease sends (newsq.webhooks)."""
+    if get_settings().webhook_url:
+        from newsq.webhooks.service import service
+
+        service.start(get_settings())
+
+
+@signals.worker_shutdown.connect
+def _webhook_stop(**_: Any) -> None:
+    if get_settings().webhook_url:
+        from newsq.webhooks.service import service
+
+        service.stop()
+
+
 def wait_for_broker(app: Celery, wait: float | None) -> None:
     """Return once ``app``'s broker answers, or at once when ``wait`` is None (Celery then
     retries forever: say so, once); raise ``redis.ConnectionError`` after ``wait`` s.
@@ -221,6 +240,10 @@ def run_worker(settings: Settings, queues: str, concurrency: int | None,
         raise ConfigError(f"--queues: unknown queue(s) {unknown or names}; use {','.join(QUEUES)}")
     pool = pool or ("threads" if names == ["fetch"] else "prefork")
     concurrency = concurrency or (THREADS_DEFAULT if pool == "threads" else os.cpu_count() or 2)
+    if settings.webhook_url:  # a refused target is one line, before the worker starts
+        from newsq.webhooks.deliver import check
+
+        check(settings)
     wait_for_broker(app, broker_wait)  # this module connected the start-up signals
 
     argv = [

@@ -14,6 +14,8 @@ Tables:
   ``events``    the outbox: one event per article row, ``article`` for a row with text,
                 ``copy`` for a duplicate copy, written in the row's own transaction
                 (:meth:`Store.save_article`); read by :mod:`newsq.store.events`.
+  ``webhook_cursors``  per webhook target, the last event id it answered 2xx to,
+                how many it took and its last error (:mod:`newsq.store.cursors`).
 
 Every write is idempotent: unique keys plus "insert or do nothing / update", so a
 task that runs twice stores nothing twice. The schema is created and migrated by
@@ -127,6 +129,17 @@ events = sa.Table(
     sa.Column("article_id", sa.Integer, sa.ForeignKey("articles.id"), nullable=False),
     sa.UniqueConstraint("article_id", name="uq_events_article"),
     sqlite_autoincrement=True,  # an id is never given twice, even after a delete
+)
+
+webhook_cursors = sa.Table(
+    "webhook_cursors",
+    metadata,
+    sa.Column("target", sa.Text, primary_key=True),
+    sa.Column("last_id", sa.Integer, nullable=False, default=0),
+    sa.Column("delivered", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("last_error_at", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 ARTICLE, COPY = "article", "copy"

@@ -1,0 +1,240 @@
+"""Webhook delivery: the store's events POSTed one at a time, in event id order.
+
+One deliverer per deployment sends (it holds a Redis lease, :mod:`.lease`); every
+worker runs one, and those not holding the lease wait to take it over. The holder reads
+the events after its target's cursor (:mod:`newsq.store.cursors`), POSTs each, signed,
+and moves the cursor once the target answered 2xx; a failure (not 2xx, a timeout, a
+refused connection) is retried, the same event, with exponential backoff and jitter up
+to ``backoff_max``, for as long as it takes: at least once, in order (so in order per
+story), and a target down for an hour gets everything once it is back.
+
+Two threads per deliverer: the keeper takes and renews the lease every third of its
+ttl (a POST that hangs does not lose it), the sender sends while the lease is held.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import random
+import socket
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import redis
+import sqlalchemy as sa
+
+from newsq.config.settings import Settings
+from newsq.errors import ConfigError, StoreUnavailable
+from newsq.fetch.client import _PinnedTransport
+from newsq.fetch.netguard import BlockedAddress, GuardedBackend, Refused, check_address, prepare
+from newsq.store import cursors
+from newsq.store.database import Store
+from newsq.store.events import read
+from newsq.webhooks.config import (
+    EVENT_ID_HEADER,
+    EVENT_KIND_HEADER,
+    SIGNATURE_HEADER,
+    WebhookConfig,
+)
+from newsq.webhooks.lease import Lease
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE = 0.5
+"""Seconds before the first retry of a failed POST; doubled each time, to the cap."""
+POLL = 0.25
+"""Seconds between looks for new events when all are delivered (one indexed query)."""
+BATCH = 200
+
+
+def sign(body: bytes, secret: str) -> str:
+    """The signature header's value of ``body``: ``sha256=<hex HMAC-SHA256>``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def body_of(event: dict[str, Any]) -> bytes:
+    """An event as its POST's body: the JSON ``newsq events`` prints, without the newline."""
+    return json.dumps(event, ensure_ascii=False).encode()
+
+
+def retry_delay(attempt: int, cap: float) -> float:
+    """Seconds before retry ``attempt`` (0-based): doubling from ``BACKOFF_BASE`` to
+    ``cap``, then a random half of it taken off, so retrying workers do not march."""
+    ceiling = min(cap, BACKOFF_BASE * 2 ** min(attempt, 32))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def check_target(config: WebhookConfig) -> None:
+    """Refuse a target the fetcher's SSRF rules refuse (a loopback, private, link-local
+    ... address, or a host name that resolves to one) unless ``NEWSQ_WEBHOOK_ALLOW``
+    allows it: a ConfigError of one line. A host that does not resolve now passes:
+    every connection resolves and checks it again."""
+    hint = "; allow it with NEWSQ_WEBHOOK_ALLOW"
+    try:
+        url = prepare(config.url, config.allow)
+    except Refused as exc:
+        raise ConfigError(f"NEWSQ_WEBHOOK_URL: {config.target}: {exc}{hint}") from None
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return
+    import ipaddress
+
+    for info in infos:
+        try:
+            check_address(ipaddress.ip_address(str(info[4][0]).split("%")[0]), port, host,
+                          config.allow)  # fmt: skip
+        except BlockedAddress as exc:
+            raise ConfigError(f"NEWSQ_WEBHOOK_URL: {config.target}: {exc}{hint}") from None
+
+
+def check(settings: Settings) -> None:
+    """:func:`check_target` of the webhook of ``settings``, if it has one."""
+    config = WebhookConfig.from_settings(settings)
+    if config is not None:
+        check_target(config)
+
+
+class Deliverer:
+    """Sends ``config``'s webhook the events of ``store`` while it holds the lease."""
+
+    def __init__(self, config: WebhookConfig, store: Store, client: redis.Redis) -> None:
+        self.config = config
+        self.store = store
+        self.lease = Lease(client, config.lease_key, config.lease)
+        self.held = threading.Event()
+        self._stop = threading.Event()
+        self._backend = GuardedBackend(config.allow, resolver_threads=1)
+        self._http = httpx.Client(
+            transport=_PinnedTransport(self._backend, httpx.Limits(max_connections=2)),
+            timeout=config.timeout,
+            follow_redirects=False,  # a redirect is a failure: no hop to elsewhere
+            trust_env=False,
+            headers={"User-Agent": config.user_agent, "Content-Type": "application/json"},
+        )
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> Deliverer:
+        for name, run in (("keeper", self._keep), ("sender", self._send)):
+            thread = threading.Thread(target=run, name=f"newsq-webhook-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        """Stop sending: a POST on its way is waited for (up to its timeout), then the
+        lease is given up, so another deliverer takes over at once."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(self.config.timeout + 2)
+        sending = any(t.is_alive() for t in self._threads)
+        if not sending:  # else it lapses: no second sender while this POST is out
+            try:
+                self.lease.release()
+            except redis.RedisError as exc:
+                log.warning("%s: webhook lease not released: %s", self.config.target, exc)
+        self.held.clear()
+        self._http.close()
+        self._backend.close()
+
+    # -- the keeper ------------------------------------------------------------------
+
+    def _keep(self) -> None:
+        every = self.config.lease / 3
+        while not self._stop.is_set():
+            try:
+                mine = self.lease.acquire()
+            except redis.RedisError as exc:  # not provably ours: stop sending
+                log.warning("%s: webhook lease unknown: %s", self.config.target, exc)
+                mine = False
+            if mine and not self.held.is_set():
+                log.info("%s: this process delivers the webhook now", self.config.target)
+            (self.held.set if mine else self.held.clear)()
+            self._stop.wait(every)
+
+    # -- the sender ------------------------------------------------------------------
+
+    def _send(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            if not self.held.wait(0.1):
+                continue
+            try:
+                attempt = self._send_batch(attempt)
+            except (StoreUnavailable, sa.exc.SQLAlchemyError) as exc:
+                log.warning("%s: webhook: store unavailable: %s", self.config.target, exc)
+                self._stop.wait(retry_delay(attempt, self.config.backoff_max))
+                attempt += 1
+
+    def _send_batch(self, attempt: int) -> int:
+        """POST the events after the cursor, each until it is taken, while the lease is
+        held; returns the attempt count of the event being retried (0 when none)."""
+        target = self.config.target
+        last = cursors.load(self.store, target).last_id  # another holder may have moved it
+        batch = list(read(self.store, last, batch=BATCH))
+        if not batch:
+            self._stop.wait(POLL)
+            return 0
+        for event in batch:
+            while True:
+                if self._stop.is_set() or not self.held.is_set():
+                    return attempt
+                error = self.post(event)
+                if error is None:
+                    cursors.advance(self.store, target, event["id"])
+                    attempt = 0
+                    break
+                log.warning("%s: webhook event %s: %s; retrying", target, event["id"], error)
+                cursors.failed(self.store, target, f"event {event['id']}: {error}")
+                self._stop.wait(retry_delay(attempt, self.config.backoff_max))
+                attempt += 1
+        return 0
+
+    def post(self, event: dict[str, Any]) -> str | None:
+        """POST one event; None when the target took it (2xx), else why not."""
+        body = body_of(event)
+        headers = {SIGNATURE_HEADER: sign(body, self.config.secret),
+                   EVENT_ID_HEADER: str(event["id"]), EVENT_KIND_HEADER: event["kind"]}  # fmt: skip
+        try:
+            with self._backend.deadline(time.monotonic() + self.config.timeout):
+                answer = self._http.post(self.config.url, content=body, headers=headers)
+        except httpx.TimeoutException:
+            return f"timeout after {self.config.timeout:g} s"
+        except (httpx.HTTPError, Refused, OSError) as exc:
+            return f"connection_error: {exc}"
+        if 200 <= answer.status_code < 300:
+            return None
+        return f"http {answer.status_code}"
+
+
+def drain(config: WebhookConfig, store: Store, wait: float) -> cursors.Cursor:
+    """Deliver what is left (as one more deliverer: it takes the lease once the others
+    gave it up), for up to ``wait`` seconds; the cursor as it then stands."""
+    client = redis.Redis.from_url(config.broker_url, socket_timeout=5)
+    deliverer = Deliverer(config, store, client).start()
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            cursor = cursors.load(store, config.target)
+            left = cursors.pending(store, cursor.last_id)
+            if left == 0 or time.monotonic() >= deadline:
+                return _with_pending(cursor, left)
+            time.sleep(0.05)
+    finally:
+        deliverer.stop()
+        client.close()
+
+
+def _with_pending(cursor: cursors.Cursor, left: int) -> cursors.Cursor:
+    from dataclasses import replace
+
+    return replace(cursor, pending=left)
