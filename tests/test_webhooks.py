@@ -369,3 +369,32 @@ def test_newsq_stats_shows_what_the_webhook_took_and_its_last_error(
     assert done.returncode == 0, done.stderr
     row = next(line for line in done.stdout.splitlines() if receiver.url in line)
     assert "4 / 2; last error " in row and ": event 1: http 503" in row
+
+
+@pytest.mark.slow
+def test_newsq_run_says_what_it_could_not_deliver_and_the_next_run_sends_it(
+    redis_url: str, key_prefix: str, sqlite_url: str, receiver: Receiver
+) -> None:
+    from tests.cli import local_env
+    from tests.faults.site import Site, serve
+
+    env = local_env(redis_url, key_prefix, sqlite_url, NEWSQ_WEBHOOK_URL=receiver.url,
+                    NEWSQ_WEBHOOK_SECRET=SECRET, NEWSQ_WEBHOOK_ALLOW="127.0.0.1",
+                    NEWSQ_WEBHOOK_DRAIN="1", NEWSQ_WEBHOOK_BACKOFF_MAX="0.1")  # fmt: skip
+    receiver.answers = [500] * 10_000  # down for the whole first run
+    site = Site(stories=3, copies=1).build()
+    with serve(site):
+        first = run_newsq("run", *site.urls, "--workers", "1", env=env)
+        assert first.returncode == 0, first.stderr
+        assert first.stderr.splitlines()[-1] == (
+            f"newsq: webhook {receiver.url}: 4 events not delivered after 1 s (last error: "
+            "event 1: http 500); the next run sends them"
+        )
+        assert receiver.taken() == []
+        receiver.answers = []  # back
+        again = run_newsq("run", *site.urls, "--workers", "1", env=env)  # nothing new
+    assert again.returncode == 0 and "webhook" not in again.stderr, again.stderr
+    store = Store.from_url(sqlite_url, create=False)
+    ids = [e["id"] for e in read(store)]
+    store.close()
+    assert len(ids) == 4 and receiver.taken() == ids
