@@ -5,7 +5,8 @@ no progress for ``NEWSQ_STUCK_AFTER`` seconds (default twice the visibility time
 their message was lost, e.g. by a broker restarted without persistence. It is the
 periodic form of ``newsq retry --stuck`` and calls the same function. While a queue
 holds a backlog it does nothing: a URL waiting behind thousands of others is slow,
-not lost, and sending it again would only grow the backlog.
+not lost, and sending it again would only grow the backlog; so is a URL waiting in the
+frontier for its host's turn (``newsq.fetch.frontier``).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ def backlog(client: redis.Redis, prefix: str) -> int:
 @app.task(name=REQUEUE_STUCK_TASK)
 def requeue_stuck_task() -> int:
     rt = runtime()
-    waiting = backlog(rt.redis, rt.settings.key_prefix)
+    # URLs waiting in the frontier for their host's turn are slow, not lost, too
+    waiting = backlog(rt.redis, rt.settings.key_prefix) + rt.frontier.hosts_waiting()
     if waiting:
-        log.info("stuck URLs not checked: %d messages still queued", waiting)
+        log.info("stuck URLs not checked: %d messages (or frontier hosts) still queued", waiting)
         return 0
     urls: list[str] = []
     requeue_stuck(rt.ledger, rt.settings.stuck_threshold, urls.append)

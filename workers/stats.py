@@ -21,6 +21,7 @@ import redis
 import sqlalchemy as sa
 
 from newsq.config.celery import FETCH_QUEUE, LANES, QUEUES, queue_keys
+from newsq.fetch import frontier
 from newsq.ledger import Ledger
 from newsq.metrics import dedup_ratio
 from newsq.store import cursors
@@ -55,7 +56,8 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class Throttle:
-    """URLs held by workers until their host's turn: the per-host rate caps the speed."""
+    """URLs waiting for their host's turn (in the frontier, or held by workers as
+    countdown tasks of before it): the per-host rate caps the speed."""
 
     waiting: int
     hosts: int
@@ -205,11 +207,12 @@ class StatsSource:
             self._slow = (now, failing_hosts(self.store), stories)
         taken = reserved(self.client, self.key_prefix)
         throttle = None
-        if taken.held_hosts:
+        parked = frontier.waiting(self.client, self.key_prefix)  # waiting for their host
+        if taken.held_hosts or parked:
             hosts = throttled_hosts(self.client, self.key_prefix, sorted(taken.held_hosts))
-            waiting = sum(taken.held_hosts[h] for h in hosts)
+            waiting = sum(taken.held_hosts[h] for h in hosts) + sum(parked.values())
             if waiting:
-                throttle = Throttle(waiting, len(hosts), self.host_rate)
+                throttle = Throttle(waiting, len(hosts | set(parked)), self.host_rate)
         return Snapshot(
             queues=queue_depths(self.client, self.key_prefix),
             reserved=taken.queues,

@@ -114,17 +114,26 @@ class Frontier:
         """Give up the dispatcher lease, if ``holder`` has it: another takes over at once."""
         self._script(args=["resign", self.prefix, holder])
 
+    def hosts_waiting(self) -> int:
+        """How many hosts have URLs waiting in the frontier."""
+        return int(self._client.zcard(self.due_key))  # type: ignore[arg-type]
+
     def waiting(self, limit: int = 10_000) -> dict[str, int]:
         """URLs waiting in the frontier per host (up to ``limit`` hosts)."""
-        found: list[bytes] = self._client.zrange(self.due_key, 0, limit - 1)  # type: ignore[assignment]
-        hosts = [text(h) for h in found]
-        pipe = self._client.pipeline(transaction=False)
-        for host in hosts:
-            pipe.llen(self.queue_key(host, FRESH_LANE))
-            pipe.llen(self.queue_key(host, BULK_LANE))
-        sizes = pipe.execute()
-        out = {h: int(sizes[2 * i]) + int(sizes[2 * i + 1]) for i, h in enumerate(hosts)}
-        return {h: n for h, n in out.items() if n}
+        return waiting(self._client, self.prefix, limit)
+
+
+def waiting(client: redis.Redis, prefix: str, limit: int = 10_000) -> dict[str, int]:
+    """URLs waiting in the frontier under ``prefix``, per host (up to ``limit`` hosts)."""
+    base = f"{prefix}:frontier:"
+    hosts = [text(h) for h in client.zrange(f"{base}due", 0, limit - 1)]  # type: ignore[union-attr]
+    pipe = client.pipeline(transaction=False)
+    for host in hosts:
+        pipe.llen(f"{base}{host}:{FRESH_LANE}")
+        pipe.llen(f"{base}{host}:{BULK_LANE}")
+    sizes = pipe.execute()
+    out = {h: int(sizes[2 * i]) + int(sizes[2 * i + 1]) for i, h in enumerate(hosts)}
+    return {h: n for h, n in out.items() if n}
 
 
 Send = Callable[[Sequence[Grant]], None]
