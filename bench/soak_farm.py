@@ -89,6 +89,8 @@ class Farm:
         self.polls: Counter[tuple[str, int]] = Counter()  # (feed URL, day) -> polls
         self.not_modified: Counter[tuple[str, int]] = Counter()
         self.day_s = 1.0
+        self.latency = (0.0, 0.0)  # seconds before an article answers (bench.surge)
+        self.hits: dict[int, list[float]] = {}  # outlet -> times of its page requests
         self._pages: dict[str, bytes] = {}
         self._servers: list[ThreadingHTTPServer] = []
 
@@ -213,11 +215,16 @@ def _handler(farm: Farm, outlet: int) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             now = time.time()
+            if path not in ("/feed.xml", "/sitemap.xml"):  # what politeness paces
+                with farm.lock:
+                    farm.hits.setdefault(outlet, []).append(now)
             if path in ("/feed.xml", "/sitemap.xml"):
                 self._listing(path, now)
             elif path == "/robots.txt":
                 self._send(200, b"User-agent: *\nAllow: /\n", "text/plain")
             else:
+                if farm.latency[1] > 0:
+                    time.sleep(random.uniform(*farm.latency))
                 body = farm.page(outlet, path)
                 if body is not None:
                     with farm.lock:
