@@ -46,12 +46,13 @@ def load(store: Store, target: str) -> Cursor:
     return _cursor(row._mapping)
 
 
-def advance(store: Store, target: str, event_id: int) -> None:
-    """``target`` took event ``event_id``: the cursor moves to it (never back)."""
+def advance(store: Store, target: str, event_id: int, taken: int = 1) -> None:
+    """``target`` took event ``event_id`` (and ``taken`` events up to it, counted): the
+    cursor moves to it, never back."""
     stmt = (
         sa.update(webhook_cursors)
         .where(webhook_cursors.c.target == target, webhook_cursors.c.last_id < event_id)
-        .values(last_id=event_id, delivered=webhook_cursors.c.delivered + 1, updated_at=now())
+        .values(last_id=event_id, delivered=webhook_cursors.c.delivered + taken, updated_at=now())
     )
     with store.engine.begin() as conn:
         conn.execute(stmt)

@@ -8,8 +8,11 @@ refused connection) is retried, the same event, with exponential backoff and jit
 to ``backoff_max``, for as long as it takes: at least once, in order (so in order per
 story), and a target down for an hour gets everything once it is back.
 
-Two threads per deliverer: the keeper takes and renews the lease every third of its
-ttl (a POST that hangs does not lose it), the sender sends while the lease is held.
+Three threads per deliverer: the keeper takes and renews the lease every third of its
+ttl (a POST that hangs does not lose it), the sender sends while the lease is held, and
+the recorder writes the cursor to the store every ``FLUSH`` seconds when it moved (one
+write per 50 ms, not per event: a deliverer killed sends again at most what it
+delivered in its last 50 ms).
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ BACKOFF_BASE = 0.5
 POLL = 0.25
 """Seconds between looks for new events when all are delivered (one indexed query)."""
 BATCH = 200
+FLUSH = 0.05
+"""Seconds between writes of a cursor that moved."""
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -122,9 +127,15 @@ class Deliverer:
             headers={"User-Agent": config.user_agent, "Content-Type": "application/json"},
         )
         self._threads: list[threading.Thread] = []
+        self._moved = threading.Lock()
+        self._taken = 0
+        """The last event id the target took, by this deliverer."""
+        self._unrecorded = 0
+        """Events taken since the cursor was last written."""
 
     def start(self) -> Deliverer:
-        for name, run in (("keeper", self._keep), ("sender", self._send)):
+        threads = (("keeper", self._keep), ("sender", self._send), ("recorder", self._record))
+        for name, run in threads:
             thread = threading.Thread(target=run, name=f"newsq-webhook-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -136,6 +147,7 @@ class Deliverer:
         self._stop.set()
         for thread in self._threads:
             thread.join(self.config.timeout + 2)
+        self._write_cursor()
         sending = any(t.is_alive() for t in self._threads)
         if not sending:  # else it lapses: no second sender while this POST is out
             try:
@@ -161,6 +173,25 @@ class Deliverer:
             (self.held.set if mine else self.held.clear)()
             self._stop.wait(every)
 
+    # -- the recorder ----------------------------------------------------------------
+
+    def _record(self) -> None:
+        while not self._stop.wait(FLUSH):
+            self._write_cursor()
+
+    def _write_cursor(self) -> None:
+        """Write where the target stands, if it took events since the last write."""
+        with self._moved:
+            taken, count, self._unrecorded = self._taken, self._unrecorded, 0
+        if not count:
+            return
+        try:
+            cursors.advance(self.store, self.config.target, taken, count)
+        except (StoreUnavailable, sa.exc.SQLAlchemyError) as exc:
+            log.warning("%s: webhook cursor not written: %s", self.config.target, exc)
+            with self._moved:
+                self._unrecorded += count
+
     # -- the sender ------------------------------------------------------------------
 
     def _send(self) -> None:
@@ -179,7 +210,9 @@ class Deliverer:
         """POST the events after the cursor, each until it is taken, while the lease is
         held; returns the attempt count of the event being retried (0 when none)."""
         target = self.config.target
-        last = cursors.load(self.store, target).last_id  # another holder may have moved it
+        # the store's, unless this deliverer took more that is not written yet; another
+        # holder may have moved it past both
+        last = max(cursors.load(self.store, target).last_id, self._taken)
         batch = list(read(self.store, last, batch=BATCH))
         if not batch:
             self._stop.wait(POLL)
@@ -190,7 +223,9 @@ class Deliverer:
                     return attempt
                 error = self.post(event)
                 if error is None:
-                    cursors.advance(self.store, target, event["id"])
+                    with self._moved:
+                        self._taken = event["id"]
+                        self._unrecorded += 1
                     attempt = 0
                     break
                 log.warning("%s: webhook event %s: %s; retrying", target, event["id"], error)
