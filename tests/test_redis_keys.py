@@ -135,5 +135,5 @@ def test_a_run_leaves_no_key_without_a_bound(
     shown = {row.shown for row in found.values() if row is not None}
     assert {"{newsq}:url:<id>", "{newsq}:tput:<minute>", "newsq:polite:next:<host>",
             "newsq:polite:crawl-delay:<host>", "newsq:robots:<origin>",
-            "newsq:bp:{<site>}:p:<hash>", "{newsq:dedup}:k:<gen>:<bucket>",
+            "newsq:bp:{<site>}:p:<hash>", "{newsq:dedup}:t:<gen>",
             "newsq:q:unacked", "newsq:q:_kombu.binding.<exchange>"} <= shown  # fmt: skip

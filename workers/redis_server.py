@@ -113,6 +113,9 @@ class RedisServer:
             # a ledger entry holds its URL: at Redis' default of 64 bytes a value, most
             # real URLs make the hash a full table, twice the memory of a compact one
             "--hash-max-ziplist-value", str(HASH_VALUE_BYTES),
+            # an expired generation of the dedup index is one big hash: free it in the
+            # background, not in the event loop
+            "--lazyfree-lazy-expire", "yes",
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             args,

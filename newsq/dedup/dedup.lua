@@ -3,14 +3,18 @@
 -- Called by newsq/dedup/index.py (see its docstring for the layout). Every key shares the
 -- hash tag of KEYS[1] ("{<prefix>:dedup}"), so the script runs on one node in Cluster.
 --   <base>:seq                 doc id counter (no expiry)
---   <base>:k:<gen>:<bucket>    small hashes (listpack) of 8-byte digest -> value:
+--   <base>:t:<gen>             the table: one hash per generation, 8-byte digest -> value:
 --       url / final / canonical digests -> url record "<o|a><kind><th8><sim4><docid>"
 --                                          (o: the copy's own url, a: an alias)
 --       text digest, band digests       -> docid
 --   <base>:d:<gen>:<bucket>    doc records: docid -> story(8) nsh(4) sig(2K) root url
---   <base>:f:<gen>             filter: one bit per field put in <gen> (see bit_of)
 -- <gen> is a time generation; a key expires (EXPIREAT) a full window after its
--- generation ends, and lookups read generations now .. now-G, newest first.
+-- generation ends, and lookups read generations now .. now-G, newest first: one HMGET
+-- of every field this copy may match per generation, one HSET of what it adds.
+-- The layout before the table (read, never written; ARGV[13] = "1" while any live
+-- generation still holds some of it, see index.py):
+--   <base>:k:<gen>:<bucket>    the same entries, in small hashes by digest
+--   <base>:f:<gen>             a filter of one bit per field put in <gen> (see bit_of)
 --
 -- ARGV: 1 params: the decision's parameters by name, a JSON object made once per index
 --         (DedupConfig.lua_params: generations, buckets, doc_buckets, filter_bits,
@@ -18,8 +22,8 @@
 --         long_shingles, long_jaccard, long_containment, min_lower)
 --       then this copy's: 2 gen  3 expire_at  4 url  5 story_new (8 bytes)
 --         6 url_f  7 final_f  8 canon_f  9 text_f (8-byte digests, "" for none)
---         10 th8  11 nshingles  12 sig (2 bytes a value)
---         13.. band digests: `bands` full ones, then the lead's (none: an empty text)
+--         10 th8  11 nshingles  12 sig (2 bytes a value)  13 legacy ("1" or "0")
+--         14.. band digests: `bands` full ones, then the lead's (none: an empty text)
 -- Returns {kind, story id (16 hex), duplicate_of or "", similarity (per mille)}.
 
 local base = KEYS[1]
@@ -32,66 +36,60 @@ local MIN_LOWER = P.min_lower  -- see near_score
 local gen, expire_at = tonumber(ARGV[2]), ARGV[3]
 local url, story_new = ARGV[4], ARGV[5]
 local url_f, final_f, canon_f, text_f = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local th, nsh, sig = ARGV[10], tonumber(ARGV[11]), ARGV[12]
-local BAND0 = 13  -- ARGV index of the first band digest
+local th, nsh, sig, legacy = ARGV[10], tonumber(ARGV[11]), ARGV[12], ARGV[13] == "1"
+local BAND0 = 14  -- ARGV index of the first band digest
 local n_lead = math.max(#ARGV - BAND0 + 1 - P.bands, 0)  -- lead band digests (the last)
 local byte, sub = string.byte, string.sub
 local K = #sig / 2
 local NAMES = {n = "new", u = "url", e = "exact", m = "near", r = "revision"}
 
-local function kkey(g, field)
-  local b1, b2, b3 = byte(field, 1, 3)
-  return base .. ":k:" .. g .. ":" .. ((b1 * 65536 + b2 * 256 + b3) % nb)
-end
+local function tkey(g) return base .. ":t:" .. g end
 
--- Which generations may hold a field: one bit per field (its digest's bytes 4-7 modulo
--- `bits`) in a per-generation filter string <base>:f:<gen>, set by every put. All the
--- fields a decide may look up are tested in one BITFIELD_RO per generation, so a field
--- costs an HGET only where its bit is set (its generation, or a ~10% false positive),
--- not one per live generation.
-local function bit_of(field)
-  local b4, b5, b6, b7 = byte(field, 4, 7)
-  return (((b4 * 256 + b5) * 256 + b6) * 256 + b7) % bits
-end
-
-local maybe = {}  -- field -> {gen = true} for generations whose filter holds its bit
+local memo, memo_gen = {}, {}  -- field -> value or false, and the generation it is in
 do
-  local fields, args = {}, {}
+  local fields = {}  -- every field a decide may look up
   for _, f in ipairs({url_f, final_f, canon_f, text_f}) do
     if f ~= "" then fields[#fields + 1] = f end
   end
   for i = BAND0, #ARGV do fields[#fields + 1] = ARGV[i] end
-  for _, f in ipairs(fields) do
-    maybe[f] = {}
-    args[#args + 1] = "GET"
-    args[#args + 1] = "u1"
-    args[#args + 1] = bit_of(f)
-  end
-  for g = gen, gen - G, -1 do
-    local got = redis.call("BITFIELD_RO", base .. ":f:" .. g, unpack(args))
+  for _, f in ipairs(fields) do memo[f] = false end
+  for g = gen, gen - G, -1 do  -- newest first: the first value found wins
+    local got = redis.call("HMGET", tkey(g), unpack(fields))
     for i, f in ipairs(fields) do
-      if got[i] == 1 then maybe[f][g] = true end
+      if got[i] and not memo[f] then memo[f], memo_gen[f] = got[i], g end
+    end
+  end
+  if legacy then
+    -- The layout before the table: small hashes by digest (bucket of the digest's bytes
+    -- 1-3), and per generation a filter string of one bit per field put (bit of its
+    -- bytes 4-7) that says where an HGET may find it. A legacy value wins only where it
+    -- is newer than the table's (a generation both layouts wrote: the table's).
+    local args = {}
+    for _, f in ipairs(fields) do
+      local b4, b5, b6, b7 = byte(f, 4, 7)
+      args[#args + 1] = "GET"
+      args[#args + 1] = "u1"
+      args[#args + 1] = (((b4 * 256 + b5) * 256 + b6) * 256 + b7) % bits
+    end
+    for g = gen, gen - G, -1 do
+      local got = redis.call("BITFIELD_RO", base .. ":f:" .. g, unpack(args))
+      for i, f in ipairs(fields) do
+        if got[i] == 1 and not (memo[f] and memo_gen[f] >= g) then
+          local b1, b2, b3 = byte(f, 1, 3)
+          local key = base .. ":k:" .. g .. ":" .. ((b1 * 65536 + b2 * 256 + b3) % nb)
+          local v = redis.call("HGET", key, f)
+          if v then memo[f], memo_gen[f] = v, g end
+        end
+      end
     end
   end
 end
 
-local memo, memo_gen = {}, {}  -- field -> value or false, and the generation it is in
-
 -- The value of a field and the generation holding it, or nil.
 local function find(field)
   if field == "" then return nil end
-  if memo[field] ~= nil then return memo[field] or nil, memo_gen[field] end
-  local live = maybe[field] or {}
-  for g = gen, gen - G, -1 do
-    if live[g] then
-      local v = redis.call("HGET", kkey(g, field), field)
-      if v then
-        memo[field], memo_gen[field] = v, g
-        return v, g
-      end
-    end
-  end
-  memo[field] = false
+  local v = memo[field]
+  if v then return v, memo_gen[field] end
   return nil
 end
 
@@ -108,26 +106,26 @@ local function doc(id, from)
   return nil
 end
 
-local new_bits = {}  -- BITFIELD SET arguments for the fields put in this call
+local new_fields, new_values = {}, {}  -- this call's puts, in order: one HSET
 
 local function put(field, value)
-  local key = kkey(gen, field)
-  redis.call("HSET", key, field, value)
-  redis.call("EXPIREAT", key, expire_at)
+  if new_values[field] == nil then new_fields[#new_fields + 1] = field end
+  new_values[field] = value
   memo[field], memo_gen[field] = value, gen
-  new_bits[#new_bits + 1] = "SET"
-  new_bits[#new_bits + 1] = "u1"
-  new_bits[#new_bits + 1] = bit_of(field)
-  new_bits[#new_bits + 1] = 1
 end
 
--- Sets the filter bits of this call's puts (before every return that follows a put).
-local function flush_bits()
-  if #new_bits == 0 then return end
-  local key = base .. ":f:" .. gen
-  redis.call("BITFIELD", key, unpack(new_bits))
+-- Writes this call's puts (before every return that follows a put).
+local function flush()
+  if #new_fields == 0 then return end
+  local args = {}
+  for _, f in ipairs(new_fields) do
+    args[#args + 1] = f
+    args[#args + 1] = new_values[f]
+  end
+  local key = tkey(gen)
+  redis.call("HSET", key, unpack(args))
   redis.call("EXPIREAT", key, expire_at)
-  new_bits = {}
+  new_fields, new_values = {}, {}
 end
 
 -- doc record fields
@@ -223,7 +221,7 @@ if own then
     if not find(text_f) then put(text_f, id) end
     index_bands(id)
     put(url_f, "or" .. th .. sim .. id)
-    flush_bits()
+    flush()
     return verdict("r", d, sim)
   end
 end
@@ -295,6 +293,6 @@ put(url_f, "o" .. kind .. th .. sim .. ref)
 for i = 2, 3 do
   if aliases[i] ~= "" and not seen[i] then put(aliases[i], "a" .. kind .. th .. sim .. ref) end
 end
-flush_bits()
+flush()
 if not match then return {"new", hex(story), "", sim} end
 return verdict(kind, match, sim)

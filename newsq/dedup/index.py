@@ -37,15 +37,19 @@ Layout and limits:
   expire a full window after it ends, and lookups read the live generations only. So
   an entry is remembered for at least ``dedup_window_days`` and at most
   ``1 + 1/generations`` of it, and memory is bounded by the window.
-- A filter per generation (one bit per field put, ``filter_bits_per_article``) says
-  which generations may hold a field: a lookup reads all live filters in one command
-  each, then HGETs only where a bit is set, instead of one HGET per live generation.
-  It is sized for ``dedup_capacity`` (32 bytes per article: 8 MB per generation at
-  1M), so a small index pays for it in full.
-- Small entries (url, text and band digests) go to ``dedup_capacity``-sized bucket
-  hashes small enough for Redis's compact listpack encoding (<= 128 entries, values
-  <= 64 bytes, the defaults); a deployment indexing far more than ``dedup_capacity``
-  articles per window still works, with about twice the memory per article.
+- The entries of a generation (url, text and band digests) are fields of one hash,
+  its table (``<base>:t:<gen>``): a decide reads every field it may match with one
+  HMGET per live generation and writes what it adds with one HSET, about a dozen
+  commands in all. A table is a full hash (no compact listpack encoding at this size):
+  about 60 bytes an entry. Deleting an expired generation frees its table at once;
+  set ``lazyfree-lazy-expire yes`` on a Redis of your own (newsq's own Redis does) so
+  that happens in the background.
+- The layout before the table (small hashes by digest, ``<base>:k:<gen>:<bucket>``,
+  and a filter per generation, ``<base>:f:<gen>``, of ``filter_bits_per_article``)
+  is still read while a live generation holds some of it: the index looks for those
+  filters once a minute (:meth:`DedupIndex.legacy`) and the script reads them as it
+  used to, so copies indexed before an upgrade are still found for the rest of their
+  window. Nothing writes that layout any more.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ log = logging.getLogger(__name__)
 _AMP_PARAMS = frozenset({"amp", "outputtype", "amp_js_v", "usqp"})
 _AMP_SUFFIXES = ("/amp", ".amp", "/amp.html", "/amp/")
 
+LEGACY_CHECK_SECONDS = 60.0
 SCRIPT = resources.files("newsq.dedup").joinpath("dedup.lua").read_text(encoding="utf-8")
 
 
@@ -131,6 +136,20 @@ class DedupIndex:
         self.base = f"{{{settings.key_prefix}:dedup}}"
         self.params = self.config.lua_params()  # the script's ARGV[1]
         self.sha: str = redis_client.script_load(SCRIPT)
+        self._legacy: tuple[float, bool] = (-math.inf, False)  # (checked at, found)
+
+    def legacy(self) -> bool:
+        """Whether a live generation holds entries of the layout before the table (looked
+        up at most once a minute: that layout is only ever read, so it only goes)."""
+        checked, found = self._legacy
+        now = self.clock()
+        if now - checked < LEGACY_CHECK_SECONDS:
+            return found
+        gen = int(now // self.config.generation_seconds)
+        keys = [f"{self.base}:f:{g}" for g in range(gen, gen - self.config.generations - 1, -1)]
+        found = bool(self.redis.exists(*keys))
+        self._legacy = (now, found)
+        return found
 
     def sketch(self, text: str) -> Sketch:
         """The sketch of ``text`` with this index's parameters (for :meth:`decide`)."""
@@ -187,7 +206,8 @@ class DedupIndex:
         return [
             self.params, gen, expire_at, url, bytes.fromhex(story_id_for(url)),
             _digest(b"u", own), *aliases, _digest(b"t", sk.text_hash), sk.text_hash[:8],
-            sk.shingles, sk.packed_sig(), *sk.bands, *sk.lead_bands,
+            sk.shingles, sk.packed_sig(), "1" if self.legacy() else "0", *sk.bands,
+            *sk.lead_bands,
         ]  # fmt: skip
 
 

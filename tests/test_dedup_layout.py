@@ -1,0 +1,90 @@
+"""The dedup index's layout in Redis: a decide costs a dozen commands, and copies indexed
+by the layout before the table (small hashes by digest, a filter per generation) are
+still found."""
+
+from __future__ import annotations
+
+import random
+
+import redis
+
+from newsq.config.settings import Settings
+from newsq.dedup.index import DedupIndex
+from newsq.demo.dedup_eval import edit, gold_texts
+from newsq.records import Verdict
+
+GOLD = gold_texts()
+
+
+def put(index: DedupIndex, url: str, text: str) -> Verdict:
+    return index.decide(url=url, final_url=url, canonical_url=None, text=text, site=None)
+
+
+def commands(client: redis.Redis) -> int:
+    """Commands run so far, those inside Lua scripts included."""
+    return sum(int(v["calls"]) for v in client.info("commandstats").values())
+
+
+def test_a_new_article_costs_a_dozen_redis_commands(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    index = DedupIndex(redis_client, settings)
+    put(index, *GOLD[0])  # the legacy check, once a minute, happens here
+    spent = []
+    for url, text in GOLD[1:21]:
+        before = commands(redis_client)
+        verdict = put(index, url, text)
+        spent.append(commands(redis_client) - before - 1)  # the INFO itself
+        assert verdict.kind == "new"
+    # before the table: ~65 (an HSET and an EXPIREAT per entry, a filter per generation)
+    assert max(spent) <= 14, spent
+    base = index.base
+    assert list(redis_client.scan_iter(match=f"{base}:k:*")) == []  # the old layout:
+    assert list(redis_client.scan_iter(match=f"{base}:f:*")) == []  # never written
+
+
+def to_previous_layout(client: redis.Redis, index: DedupIndex) -> None:
+    """Move every table entry to the layout of before the table, as the previous version
+    wrote it: a small hash by the digest's bytes 1-3, a filter bit by its bytes 4-7."""
+    config = index.config
+    for key in list(client.scan_iter(match=f"{index.base}:t:*")):
+        gen = key.decode().rsplit(":", 1)[1]
+        expire_at = client.expiretime(key)
+        for field, value in client.hgetall(key).items():
+            bucket = int.from_bytes(field[:3], "big") % config.buckets
+            small = f"{index.base}:k:{gen}:{bucket}"
+            client.hset(small, field, value)
+            client.expireat(small, expire_at)
+            filt = f"{index.base}:f:{gen}"
+            client.setbit(filt, int.from_bytes(field[3:7], "big") % config.filter_bits, 1)
+            client.expireat(filt, expire_at)
+        client.delete(key)
+
+
+def test_copies_indexed_by_the_previous_layout_are_still_found(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    old = DedupIndex(redis_client, settings)
+    stories = GOLD[30:36]
+    firsts = [put(old, url, text) for url, text in stories]
+    to_previous_layout(redis_client, old)
+    index = DedupIndex(redis_client, settings)  # a worker of the new version
+    assert index.legacy()
+    rng = random.Random(3)
+    for (url, text), first in zip(stories, firsts, strict=True):
+        assert put(index, url, text) == first  # a replay: the first verdict again
+        exact = put(index, f"{url}?copy=exact", text.upper())
+        near = put(index, f"https://wire.example/{first.story_id}", edit(text, "credit", rng)[0])
+        for verdict in (exact, near):
+            assert verdict.story_id == first.story_id and verdict.duplicate_of == url
+    fresh_url, fresh_text = GOLD[40]
+    fresh = put(index, fresh_url, fresh_text)  # new ones go to the table, found as ever
+    assert put(index, "https://copy.example/x", fresh_text).story_id == fresh.story_id
+
+
+def test_without_the_previous_layout_the_index_does_not_look_for_it(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    index = DedupIndex(redis_client, settings)
+    put(index, *GOLD[50])
+    assert not index.legacy()
