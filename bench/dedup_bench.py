@@ -1,17 +1,21 @@
 """End-to-end dedup benchmark: a surge of syndicated copies through real newsq workers.
 
-    python -m bench.dedup_bench [--stories 96 --negatives 24 --briefs 8 --outlets 6]
+    python -m bench.dedup_bench [--stories 96 --negatives 24 --briefs 8 --member-briefs 30
+                                 --outlets 6]
 
 1. builds a sample site (``newsq.demo.site``): every outlet on its own 127.0.0.N host,
    syndicated and edited copies, exact variants, hard negatives (other stories on the
-   same templates) and short local briefs;
+   same templates), short local briefs, and briefs of one or two real sentences on
+   outlets whose every page carries an about-us blurb and a membership appeal (about
+   one in four syndicated word for word: true copies; the others must stay apart);
 2. runs ``newsq run --feed ... --urls extra.txt`` as a user would, on a throwaway Redis
    (``newsq.workers.redis_server.RedisServer``) and a temp SQLite store, while a MONITOR connection
    counts the commands the workers send to the dedup keys;
 3. reads every URL's story_id back from the store and scores "same story" pairwise
    over every article URL in the site's truth, and reads what the index costs in Redis.
 
-The CORPUS holds 121 stories: stories + negatives are clipped to it.
+The CORPUS holds 121 stories: negatives are clipped so that stories, negatives and the
+stories set apart for the member briefs' sentences fit in it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 
 import redis
 
+from newsq.demo.build import brief_docs
 from newsq.demo.pages import BRIEF_TOPICS
 from newsq.demo.site import SampleSite, SiteSpec
 from newsq.urls import normalize
@@ -106,10 +111,11 @@ def store_stories(db: Path) -> dict[str, tuple[str, str | None, str | None]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    negatives = max(0, min(args.negatives, CORPUS_STORIES - args.stories))
+    spare = CORPUS_STORIES - args.stories - brief_docs(args.member_briefs)
+    negatives = max(0, min(args.negatives, spare))
     spec = SiteSpec(stories=args.stories, outlets=args.outlets, negatives=negatives,
-                    briefs=min(args.briefs, BRIEF_TOPICS), separate_hosts=True,
-                    seed=args.seed)  # fmt: skip
+                    briefs=min(args.briefs, BRIEF_TOPICS), member_briefs=args.member_briefs,
+                    separate_hosts=True, seed=args.seed)  # fmt: skip
     server = RedisServer().start()
     client = redis.Redis.from_url(server.url)
     try:
@@ -176,7 +182,8 @@ def report(site: SampleSite, truth: dict[str, str | None],
     exp = site.expected
     rows = [
         ("site", f"{args.stories} stories (+{site.spec.negatives} negatives, "
-                 f"{site.spec.briefs} briefs), {args.outlets} outlets, {exp.urls_in} URLs"),
+                 f"{site.spec.briefs} briefs, {site.spec.member_briefs} member briefs), "
+                 f"{args.outlets} outlets, {exp.urls_in} URLs"),
         ("run", f"{elapsed:.1f} s, {args.workers} workers"),
         ("article URLs scored", f"{len(want)} ({len(missing)} without a story_id)"),
         ("stories in truth / stored", f"{len(ids_of)} / {len(stories_in)}"),
@@ -203,6 +210,7 @@ def main() -> None:
     parser.add_argument("--stories", type=int, default=96)
     parser.add_argument("--negatives", type=int, default=24)
     parser.add_argument("--briefs", type=int, default=BRIEF_TOPICS)
+    parser.add_argument("--member-briefs", type=int, default=30)
     parser.add_argument("--outlets", type=int, default=6)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=600)

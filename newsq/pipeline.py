@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from newsq import errors
+from newsq.clean.boilerplate import Hold
 from newsq.records import (
     DUPLICATE,
     FAILED,
@@ -299,11 +300,29 @@ def _raw_page(row: dict[str, Any], html: str) -> dict[str, Any]:
     }
 
 
+def _hold(rt: Runtime, url: str, page: Page, countdown: float, handed_off: bool,
+          extra: dict[str, Any]) -> Step:  # fmt: skip
+    """``url``'s page waits for more pages of its site (``newsq.clean.boilerplate``): its
+    body in Redis, the URL ``fetched``, a ``next`` step to process it in ``countdown``
+    seconds. The wait hands its delivery back: it does not count towards poison."""
+    if handed_off:
+        rt.ledger.release(url)
+    else:
+        payload = zlib.compress(page.html.encode("utf-8"), 1)
+        meta = f"{page.final_url}\n{page.fetched_at.isoformat()}\n".encode()
+        rt.redis.set(body_key(rt, url), meta + payload, ex=rt.settings.visibility_timeout * 2)
+        rt.ledger.move(url, FETCHED, **extra)
+    log.info("%s: held %.1fs for more pages of its site", url, countdown)
+    return Step("next", countdown=countdown, state=FETCHED)
+
+
 def process_step(rt: Runtime, url: str, page: Page | None = None, attempt: int = 0) -> Step:
     """Clean, deduplicate and store the fetched page of ``url``.
 
     Without ``page``, the page handed off through Redis (a delivery of its own); with
-    it, the page that this delivery's fetch step (``attempt``) just fetched.
+    it, the page that this delivery's fetch step (``attempt``) just fetched. A ``next``
+    step: the page waits (a young site's short page), to be processed again after
+    ``countdown`` seconds from the body now in Redis.
     """
     extra: dict[str, Any] = {}
     if page is None:
@@ -326,9 +345,13 @@ def process_step(rt: Runtime, url: str, page: Page | None = None, attempt: int =
     # 1. main text and metadata
     started = time.perf_counter()
     cleaned = rt.extract(html, final_url)
-    # 2. the site's own template, learned across its pages
+    # 2. the site's own template, learned across its pages; a young site's short page
+    # waits for a few more of them (its text may be mostly the site's furniture)
     if isinstance(cleaned, Article):
-        cleaned = rt.boilerplate.strip(cleaned, url=final_url)
+        judged = rt.boilerplate.strip(cleaned, url=final_url)
+        if isinstance(judged, Hold):
+            return _hold(rt, url, page, judged.countdown, handed_off, extra)
+        cleaned = judged
     rt.metrics.stage_time("clean", time.perf_counter() - started)
     rt.metrics.extraction(host_of(final_url), cleaned)
     if isinstance(cleaned, Drop):

@@ -257,3 +257,42 @@ def test_concurrent_copies_of_one_story_get_exactly_one_new(
         verdicts = [(kind, story) for story_no, _, kind, story in results if story_no == s]
         assert [kind for kind, _ in verdicts].count("new") == 1, (s, verdicts)
         assert len({story for _, story in verdicts}) == 1, (s, verdicts)
+
+
+def test_briefs_sharing_only_their_outlets_furniture_are_not_merged(
+    index: DedupIndex, redis_client: redis.Redis, settings: Settings
+) -> None:
+    """Issue 17 item 2: briefs of one or two sentences on outlets of one network, each
+    with the outlet's about-us blurb and membership appeal, were near copies of one
+    another. The boilerplate step now waits on a new site's first briefs until it knows
+    the furniture, so only the briefs' own sentences are sketched."""
+    from newsq.clean.boilerplate import BoilerplateFilter, Hold, HoldConfig
+    from newsq.records import Article
+
+    bp = BoilerplateFilter(redis_client, settings, HoldConfig(quiet_seconds=5, max_seconds=5))
+    furniture = (
+        "{0} is an independent newsroom covering local and national news, politics, "
+        "business, culture and sport. Our journalism is supported by readers like you.\n"
+        "Become a member of {0}. Members keep our reporting free for everyone to read: "
+        "join today from $5 a month and get the members' briefing."
+    )
+    sentences = [text.split(". ")[0] + "." for _, text in GOLD[:7]]
+
+    def brief(outlet: str, n: int) -> tuple[str, Article]:
+        url = f"https://{outlet}.test/brief/{n}"
+        text = f"{sentences[n]}\n{furniture.format(outlet.title())}"
+        return url, Article(title=None, author=None, published=None, language="en",
+                            site=outlet, canonical_url=url, text=text)  # fmt: skip
+
+    pages = [brief("gazette", n) for n in (0, 1, 2)] + [brief("courier", n) for n in (3, 4, 6)]
+    first = [bp.strip(article, url=url) for url, article in pages]
+    assert isinstance(first[0], Hold) and isinstance(first[3], Hold)  # new sites' first
+    verdicts = {}
+    for url, article in [*pages, brief("courier", 0)]:  # the held ones, again; a true copy
+        judged = bp.strip(article, url=url)
+        assert isinstance(judged, Article)
+        assert judged.text in sentences  # the brief's own sentence, without the furniture
+        verdicts[url] = put(index, url, judged.text)
+    stories = [verdicts[url].story_id for url, _ in pages]
+    assert len(set(stories)) == len(stories)  # six briefs, six stories
+    assert verdicts["https://courier.test/brief/0"].story_id == stories[0]  # syndicated

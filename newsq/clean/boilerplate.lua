@@ -1,29 +1,50 @@
 -- Cross-page boilerplate: count, per site, the distinct pages each paragraph is on.
--- KEYS[1]  text marker   (SET NX: is this page's normalised text new to the site?)
+-- KEYS[1]  text marker   (SET NX: is this page's normalised text new to the site?
+--                         its value: when the text was first seen)
 -- KEYS[2]  address marker (SET NX: is this page's canonical address new to the site?)
 -- KEYS[3]  site counter  (distinct pages of the site)
--- KEYS[4..] paragraph counters (distinct pages carrying that paragraph)
+-- KEYS[4]  site's last new page (time; kept only while the site is young)
+-- KEYS[5..] paragraph counters (distinct pages carrying that paragraph)
 -- ARGV[1]  ttl in seconds, refreshed on every touch so live templates never expire
+-- ARGV[2]  now (seconds)
+-- ARGV[3]  young: below this many pages the site's last new page is kept
+-- ARGV[4]  '1': the page may wait (it is short): return when its text was first seen
 -- A page counts only when both its text and its address are new: a re-fetch, an
 -- exact copy under another address, or an updated version at the same address, once.
--- Returns {site_pages, count of KEYS[4], count of KEYS[5], ...} after this page.
-local ttl = tonumber(ARGV[1])
-local new_text = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ttl)
+-- Returns {site_pages, first seen ('' unless asked), site's last new page ('' unless
+-- young), count of KEYS[5], count of KEYS[6], ...} after this page.
+local ttl, now, young, may_wait = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local new_text = redis.call('SET', KEYS[1], now, 'NX', 'EX', ttl)
 local new_address = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ttl)
 local new = new_text and new_address
-local out = {}
+local pages
 if new then
-  out[1] = redis.call('INCR', KEYS[3])
+  pages = redis.call('INCR', KEYS[3])
 else
-  out[1] = tonumber(redis.call('GET', KEYS[3]) or '0')
+  pages = tonumber(redis.call('GET', KEYS[3]) or '0')
 end
 redis.call('EXPIRE', KEYS[3], ttl)
-for i = 4, #KEYS do
+local first, last = '', ''
+if pages < young then
+  if new_text then
+    first = now
+  elseif may_wait == '1' then
+    first = redis.call('GET', KEYS[1]) or ''
+  end
   if new then
-    out[i - 2] = redis.call('INCR', KEYS[i])
+    redis.call('SET', KEYS[4], now, 'EX', ttl)
+    last = now
+  else
+    last = redis.call('GET', KEYS[4]) or ''
+  end
+end
+local out = {pages, first, last}
+for i = 5, #KEYS do
+  if new then
+    out[i - 1] = redis.call('INCR', KEYS[i])
     redis.call('EXPIRE', KEYS[i], ttl)
   else
-    out[i - 2] = tonumber(redis.call('GET', KEYS[i]) or '0')
+    out[i - 1] = tonumber(redis.call('GET', KEYS[i]) or '0')
   end
 end
 return out

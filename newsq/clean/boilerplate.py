@@ -6,8 +6,8 @@ of the site, all with an expiry refreshed on use (live templates stay, one-off a
 paragraphs fade). One Lua script (``lua/boilerplate.lua``) records a page and reads the
 counts back in a single round trip, so every worker process shares the same picture.
 
-Once the site has ``boilerplate_site_pages`` distinct pages, a paragraph found on
-``boilerplate_min_pages`` or more of them is dropped.
+From a site's third page on, a paragraph found on half of its distinct pages (3 at
+least, ``HoldConfig.young_pages``) or on ``boilerplate_min_pages`` of them is dropped.
 
 What counts as *distinct*: a page counts once its normalised whole text (lower-cased
 words only) AND its address (canonical URL, else the URL, without query or fragment)
@@ -15,15 +15,24 @@ are both new to the site. So re-fetches, exact copies under other addresses, and
 updated versions of a story at its own address (a changed byline, a corrected
 figure, an appended update) count once, and one story's paragraphs never become
 template however often it is fetched. Limitation: a near copy of a story under a new
-address (a re-post with edits) counts as another page; it takes
-``boilerplate_min_pages`` such re-posts on one site before its paragraphs are dropped.
+address (a re-post with edits) counts as another page; it takes 3 such re-posts on a
+young site, ``boilerplate_min_pages`` on an older one, before its paragraphs go.
+
+A site's first pages cannot be judged alone, and a short one (a brief) may be little
+more than the site's "about us" blurb and membership appeal. So a short page of a young
+site (under ``boilerplate_site_pages`` pages) in which no template was found *waits*
+(``Hold``) for more of the site's pages, while new ones keep coming
+(``HoldConfig.quiet_seconds``) and for at most ``max_seconds``, and is then judged with
+what is known: a brief keeps its own sentence and loses its site's furniture, and two
+outlets' briefs that share only their furniture are not sketched as copies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import replace
+import time
+from dataclasses import dataclass, replace
 from importlib import resources
 
 import redis
@@ -39,6 +48,27 @@ LOGGER = logging.getLogger(__name__)
 SCRIPT = resources.files("newsq.clean").joinpath("boilerplate.lua").read_text(encoding="utf-8")
 
 
+@dataclass(frozen=True)
+class HoldConfig:
+    """When a young site's short page waits for more of the site's pages."""
+
+    young_pages: int = 3
+    """A paragraph on fewer of a site's pages is never template."""
+    short_chars: int = 1200
+    """A page with less text may be mostly furniture: it may wait."""
+    quiet_seconds: float = 2.0
+    """It waits while the site had a new page within this long (and looks again then)."""
+    max_seconds: float = 15.0
+    """It waits at most this long after it was first seen."""
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Look at the page again in ``countdown`` seconds: its site is too young to judge."""
+
+    countdown: float
+
+
 def fingerprint(text: str) -> str:
     """A short stable hex digest of ``text``."""
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
@@ -50,9 +80,11 @@ class BoilerplateFilter:
     Make one per worker process (it registers its Lua script once) and share it.
     """
 
-    def __init__(self, redis_client: redis.Redis, settings: Settings) -> None:
+    def __init__(self, redis_client: redis.Redis, settings: Settings,
+                 hold: HoldConfig | None = None) -> None:  # fmt: skip
         self._redis = redis_client
         self._settings = settings
+        self._hold = hold or HoldConfig()
         self._script = redis_client.register_script(SCRIPT)
         self._ttl = max(1, int(settings.boilerplate_ttl_days * 86400))
 
@@ -60,12 +92,14 @@ class BoilerplateFilter:
         # the hash tag keeps one site's keys in one cluster slot, as the script needs
         return ":".join((self._settings.key_prefix, "bp", f"{{{site}}}", *parts))
 
-    def strip(self, article: Article, *, url: str) -> Article | Drop:
+    def strip(self, article: Article, *, url: str, may_wait: bool = True) -> Article | Drop | Hold:
         """``article`` without its site's template paragraphs (recording this page).
 
         Returns the article unchanged when it has no site or too few pages of it were
-        seen, and ``Drop(no_content)`` when nothing but template is left. A Redis error
-        propagates (``redis.RedisError``): the caller retries the task.
+        seen, ``Drop(no_content)`` when nothing but template is left, and ``Hold`` when
+        the page should wait for more of its site's pages (``may_wait``: a short page of
+        a young site). A Redis error propagates (``redis.RedisError``): the caller
+        retries the task.
         """
         # host and port: two servers on one host are two sites with two templates
         site = host_of(url).removeprefix("www.") or (article.site or "").strip().lower()
@@ -74,26 +108,38 @@ class BoilerplateFilter:
         distinct = list(dict.fromkeys(k for k in keys if k))
         if not site or not distinct:
             return article
+        hold = self._hold
+        may_wait = may_wait and len(article.text) < hold.short_chars
         address = (article.canonical_url or url).split("#", 1)[0].split("?", 1)[0]
         prints = [fingerprint(k) for k in distinct]
+        now = time.time()
+        young = self._settings.boilerplate_site_pages
         counts = self._script(
             keys=[
                 self._key(site, "text", fingerprint("\n".join(keys))),
                 self._key(site, "addr", fingerprint(address.rstrip("/").lower())),
                 self._key(site, "pages"),
+                self._key(site, "last"),
                 *(self._key(site, "p", fp) for fp in prints),
             ],
-            args=[self._ttl],
+            args=[self._ttl, f"{now:.3f}", young, "1" if may_wait else "0"],
         )
-        site_pages = int(counts[0])
-        if site_pages < self._settings.boilerplate_site_pages:
-            return article
+        site_pages, first, last = int(counts[0]), _time(counts[1]), _time(counts[2])
+        # on half the site's pages and 3 at least, or on boilerplate_min_pages: a need
+        # that grows no faster than a template's count as the site's pages come
+        need = 0
+        if site_pages >= hold.young_pages:
+            half = max(hold.young_pages, -(-site_pages // 2))
+            need = min(self._settings.boilerplate_min_pages, half)
         template = {
             key
-            for key, count in zip(distinct, counts[1:], strict=True)
-            if int(count) >= self._settings.boilerplate_min_pages
+            for key, count in zip(distinct, counts[3:], strict=True)
+            if need and int(count) >= need
         }
         if not template:
+            waited, quiet = now - first, now - last
+            if may_wait and waited < hold.max_seconds and quiet < hold.quiet_seconds:
+                return Hold(min(hold.quiet_seconds, hold.max_seconds - waited))
             return article
         kept = [line for line, key in zip(lines, keys, strict=True) if key not in template]
         LOGGER.info(
@@ -106,3 +152,11 @@ class BoilerplateFilter:
         if not norm(text):
             return Drop(errors.NO_CONTENT, "only site template text left")
         return replace(article, text=text)
+
+
+def _time(value: bytes | str | int | None) -> float:
+    """A time the script returned ('' when it had none: long ago)."""
+    try:
+        return float(value.decode() if isinstance(value, bytes) else value or 0)
+    except ValueError:
+        return 0.0

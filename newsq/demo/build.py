@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import random
 import re
 from dataclasses import dataclass, replace
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 
 HTML = "text/html; charset=utf-8"
 EPOCH = datetime(2019, 11, 18, 6, 0, tzinfo=UTC)
+BRIEFS_PER_DOC = 2
+"""Member briefs per corpus story set apart for them (up to 3 are taken when some
+stories have too few sentences)."""
 MIN_SYNDICATED_PARAGRAPHS = 4
 """Shorter stories are not syndicated: a few edits would leave too little shared text."""
 
@@ -85,6 +89,35 @@ class _Story:
     section: str
 
 
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"\u201c])")
+
+
+def brief_sentences(gold: dict[str, str], rng: random.Random, count: int) -> list[str]:
+    """Up to ``count`` spans of one or two consecutive sentences (12 to 45 words), each
+    from another paragraph past the lead of a gold text."""
+    paras = [p.strip() for p in gold["articleBody"].split("\n") if p.strip()][2:]
+    out = []
+    for para in rng.sample(paras, len(paras)):
+        sentences = _SENTENCE.split(para)
+        spans = [
+            " ".join(sentences[i : i + k])
+            for i in range(len(sentences))
+            for k in (1, 2)
+            if i + k <= len(sentences) and 12 <= len(" ".join(sentences[i : i + k]).split()) <= 45
+        ]
+        if spans:
+            out.append(rng.choice(spans))
+        if len(out) == count:
+            break
+    return out
+
+
+def brief_docs(member_briefs: int) -> int:
+    """Corpus stories set apart for ``member_briefs`` briefs (which must come from
+    stories not on the site: one sentence of a story is a trimmed copy of it)."""
+    return math.ceil(member_briefs / BRIEFS_PER_DOC)
+
+
 def _slug(text: str) -> str:
     return "-".join(re.findall(r"[a-z0-9]+", text.lower())[:8]) or "story"
 
@@ -110,7 +143,7 @@ class Builder:
         self.spec = spec
         self.corpus = corpus
         self.rng = random.Random(spec.seed)
-        self.styles: list[Style] = make_styles(spec.outlets)
+        self.styles: list[Style] = make_styles(spec.outlets, about_box=spec.member_briefs > 0)
         self.names = [s.name for s in self.styles]
         self.entries: list[Entry] = []
         self.routes: list[dict[str, Resource]] = [{} for _ in self.styles]
@@ -123,8 +156,10 @@ class Builder:
         ids = sorted(gold)
         self.rng.shuffle(ids)
         wanted = self.spec.stories + self.spec.negatives
-        if wanted > len(ids):
-            raise ValueError(f"{wanted} stories and negatives asked, the corpus has {len(ids)}")
+        spare = ids[wanted:]  # the member briefs' sentences come from stories not on the site
+        if wanted + brief_docs(self.spec.member_briefs) > len(ids):
+            raise ValueError(f"{wanted} stories and negatives and {self.spec.member_briefs} "
+                             f"member briefs asked, the corpus has {len(ids)} stories")  # fmt: skip
         # 1. stories and their syndicated copies
         stories = [self._story(i, ids[i], gold[ids[i]]) for i in range(self.spec.stories)]
         originals = {s.key: self._publish(s) for s in stories}
@@ -137,6 +172,8 @@ class Builder:
             self._page(self.rng.randrange(len(self.styles)), story, story.original, "negative")
         for n in range(self.spec.briefs):
             self._brief(n)
+        if self.spec.member_briefs:
+            self._member_briefs(gold, spare)
         # 4. broken links
         if self.spec.broken:
             self._broken()
@@ -252,6 +289,31 @@ class Builder:
                        EPOCH + timedelta(minutes=self.rng.randrange(0, 3 * 24 * 60)), b"",
                        "news")  # fmt: skip
         self._page(self.rng.randrange(len(self.styles)), story, story.original, "brief")
+
+    def _member_briefs(self, gold: dict[str, dict[str, str]], spare: list[str]) -> None:
+        """Briefs of one or two real sentences, from corpus stories not on the site
+        (``spare``), at one outlet each; about one in four is syndicated word for word
+        to one or two others. With the outlets' about-us box they are mostly furniture."""
+        wanted = self.spec.member_briefs
+        texts: list[str] = []
+        for doc in spare:
+            texts += brief_sentences(gold[doc], self.rng, min(3, wanted - len(texts)))
+            if len(texts) == wanted:
+                break
+        if len(texts) < wanted:
+            raise ValueError(f"{wanted} member briefs asked, the spare stories give {len(texts)}")
+        for n, text in enumerate(texts):
+            headline = " ".join(text.split()[:8]).rstrip(",.;:") + "..."
+            when = EPOCH + timedelta(minutes=self.rng.randrange(0, 3 * 24 * 60))
+            story = _Story(f"mbrief{n:03d}", Copy(headline, (text,)), "Staff Writer", when,
+                           b"", "news")  # fmt: skip
+            home = self.rng.randrange(len(self.styles))
+            self._page(home, story, story.original, "brief")
+            others = [i for i in range(len(self.styles)) if i != home]
+            if others and self.rng.random() < 0.25:
+                for outlet in self.rng.sample(others, min(len(others), self.rng.randint(1, 2))):
+                    later = when + timedelta(minutes=self.rng.randrange(20, 600))
+                    self._page(outlet, story, Copy(headline, (text,)), "brief", later)
 
     def _broken(self) -> None:
         """A 404 and a PDF in feeds, a video page without article, an image, a 500."""

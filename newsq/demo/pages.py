@@ -40,6 +40,9 @@ class Style:
     index: int
     name: str
     template: int
+    about_box: bool = False
+    """Every article page carries the "about us" blurb and the membership appeal in
+    its article container, after the text, as syndication networks' pages do."""
 
     @property
     def base(self) -> str:
@@ -60,11 +63,25 @@ class Style:
             "readers like you: subscribe today to help us keep reporting."
         )
 
+    @property
+    def appeal(self) -> str:
+        return (
+            f"Become a member of {self.name}. Members keep our newsroom independent and our "
+            "reporting free for everyone to read. Join today from $5 a month and get the "
+            "members' briefing, invitations to our events and a say in what we cover next."
+        )
 
-def make_styles(count: int) -> list[Style]:
+    def box(self) -> str:
+        """The about-us box of an article container (empty unless ``about_box``)."""
+        if not self.about_box:
+            return ""
+        return f'<div class="about-box"><p>{self.about}</p><p>{self.appeal}</p></div>'
+
+
+def make_styles(count: int, about_box: bool = False) -> list[Style]:
     """``count`` outlets, the four templates in turn."""
     return [
-        Style(i, NAMES[i] if i < len(NAMES) else f"Outlet {i + 1} News", i % 4)
+        Style(i, NAMES[i] if i < len(NAMES) else f"Outlet {i + 1} News", i % 4, about_box)
         for i in range(count)
     ]
 
@@ -134,7 +151,7 @@ def _classic(style: Style, page: PageInfo) -> str:
         f'<main id="content"><article class="story"><h1 class="story-headline">'
         f'{escape(page.headline)}</h1><p class="byline">By <span class="author">'
         f"{escape(page.author)}</span> · {_date(page)}</p>"
-        f'<div class="story-body">{_paras(page.paragraphs)}</div>'
+        f'<div class="story-body">{_paras(page.paragraphs)}{style.box()}</div>'
         f'<aside class="newsletter"><h3>Morning Briefing</h3><p>{style.promo}</p>'
         f'<form><input type="email" placeholder="Email"><button>Sign up</button></form></aside>'
         f'<section class="related"><h2>Related</h2><ul>{_related(page)}</ul></section></article>'
@@ -158,7 +175,7 @@ def _divsoup(style: Style, page: PageInfo) -> str:
         f'<div class="menu">{_nav(style, "span")}</div></div><div class="content-wrap">'
         f'<div class="article-title"><h1>{escape(page.headline)}</h1></div>'
         f'<div class="meta-line"><span class="by">{escape(page.author)}</span> {_date(page)}</div>'
-        f'<div class="entry-content">{body}</div>'
+        f'<div class="entry-content">{body}{style.box()}</div>'
         f'<div class="promo-box"><p>{style.promo}</p></div>'
         f'<div class="more-stories"><div class="hd">More from {escape(style.name)}</div>'
         f'{_related(page, "div")}</div></div>'
@@ -181,7 +198,8 @@ def _modern(style: Style, page: PageInfo) -> str:
         f'<address class="author-name">{escape(page.author)}</address>{_date(page)}</header>'
         f'<figure class="lead-image"><img src="{style.base}/img/lead.jpg" alt="">'
         f"<figcaption>Photo: {escape(style.name)} staff</figcaption></figure>"
-        f'<div itemprop="articleBody" class="article-content">{_paras(page.paragraphs)}</div>'
+        f'<div itemprop="articleBody" class="article-content">{_paras(page.paragraphs)}'
+        f"{style.box()}</div>"
         f'</section><section class="signup"><p>{style.promo}</p></section>'
         f'<aside class="trending"><h3>Trending</h3><ol>{_related(page)}</ol></aside>'
         f'<footer role="contentinfo"><section class="about"><p>{style.about}</p></section>'
@@ -199,7 +217,8 @@ def _legacy(style: Style, page: PageInfo) -> str:
         f'<ul id="topnav">{_nav(style)}</ul></div><div id="main"><div class="post">'
         f'<h1 class="entry-title">{escape(page.headline)}</h1><div class="postmeta">Posted by '
         f"{escape(page.author)} on {_date(page)} in {page.section.title()}</div>"
-        f'<div class="post-entry">{body}</div><div class="tags">Tags: {page.section}</div></div>'
+        f'<div class="post-entry">{body}{style.box()}</div>'
+        f'<div class="tags">Tags: {page.section}</div></div>'
         f'</div><div id="sidebar"><div class="widget"><h4>About us</h4><p>{style.about}</p></div>'
         f'<div class="widget"><h4>Most popular</h4><ul>{_related(page)}</ul></div></div>'
         f'<div id="footer">Powered by NewsPress · © {escape(style.name)}</div></div></body>'

@@ -51,6 +51,10 @@ class SiteSpec:
     broken: bool = True
     negatives: int = 0
     briefs: int = 0
+    member_briefs: int = 0
+    """Briefs of one or two real sentences from the corpus, about one in four syndicated
+    word for word to other outlets; with any, every outlet's article pages carry an
+    about-us blurb and a membership appeal in the article (``Style.about_box``)."""
     use_corpus_html: bool = True
     seed: int = 7
     separate_hosts: bool | None = None
