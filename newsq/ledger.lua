@@ -14,29 +14,41 @@
 --           a worker takes the URL; returns {previous state, deliveries}; a URL in a
 --           terminal state is left as it is (the caller skips the work); the first
 --           take sets t_start, reaching a terminal state sets t_done
--- move:     KEYS = url, counts, active, reasons, tput   ARGV = state, now, force, keep,
---           retention, url, field, value, ...
---           sets the state (a terminal state is left only with force=1) and fields;
---           reaching a terminal state also counts it in the throughput series (field
---           '<state>:<second>' of the minute's hash tput, kept for keep seconds; see
---           newsq/throughput.py); returns the previous state ('' for none)
+-- move:     KEYS = url, counts, active, reasons   ARGV = state, now, force, retention,
+--           url, field, value, ...
+--           sets the state (a terminal state is left only with force=1) and fields (a
+--           field given as '' is removed); returns the previous state ('' for none)
 -- note:     KEYS = url   ARGV = field, value, ...   sets fields of an existing entry
 -- release:  KEYS = url   hands back a delivery of an existing entry
+-- Each call reads the entry once (HMGET) and writes it once (HSET): only what changes.
 
 local TERMINAL = {stored = true, duplicate = true, skipped = true, failed = true}
 
-local function set_state(url_key, counts, active, old, new, now)
+-- Moves the counters and the active set from state `old` to `new` (the entry's own
+-- fields are the caller's, in its one HSET). A URL is in `active` while not terminal.
+local function count_move(url_key, counts, active, old, new, now)
   if old ~= new then
     if old then redis.call('HINCRBY', counts, old, -1) end
     redis.call('HINCRBY', counts, new, 1)
   end
-  if TERMINAL[new] then
-    redis.call('ZREM', active, url_key)
-    redis.call('HSET', url_key, 't_done', now)
-  else
+  if not TERMINAL[new] then
     redis.call('ZADD', active, now, url_key)
+  elseif old and not TERMINAL[old] then
+    redis.call('ZREM', active, url_key)
   end
-  redis.call('HSET', url_key, 'state', new, 't_upd', now)
+end
+
+-- The fields every move sets: the new state, when, and when it ended.
+local function state_fields(set, state, now)
+  set[#set + 1] = 'state'
+  set[#set + 1] = state
+  set[#set + 1] = 't_upd'
+  set[#set + 1] = now
+  if TERMINAL[state] then
+    set[#set + 1] = 't_done'
+    set[#set + 1] = now
+  end
+  return set
 end
 
 local command = ARGV[1]
@@ -49,8 +61,9 @@ if command == 'enqueue' then
     if redis.call('EXISTS', url_key) == 1 then
       out[#out + 1] = 0
     else
-      redis.call('HSET', url_key, 'url', ARGV[i], 't_enq', now, 'attempts', 0, 'deliveries', 0)
-      set_state(url_key, KEYS[1], KEYS[2], nil, 'queued', now)
+      local set = {'url', ARGV[i], 't_enq', now, 'attempts', 0, 'deliveries', 0}
+      redis.call('HSET', url_key, unpack(state_fields(set, 'queued', now)))
+      count_move(url_key, KEYS[1], KEYS[2], nil, 'queued', now)
       out[#out + 1] = 1
     end
   end
@@ -71,47 +84,73 @@ elseif command == 'unclaim' then
   return dropped
 elseif command == 'begin' then
   local url_key, state, now = KEYS[1], ARGV[2], ARGV[3]
-  local old = redis.call('HGET', url_key, 'state')
+  local old, t_start, has_url = unpack(redis.call('HMGET', url_key, 'state', 't_start', 'url'))
   if old and TERMINAL[old] then
     return {old, 0}
   end
-  redis.call('HSETNX', url_key, 'url', ARGV[4])
   local deliveries = redis.call('HINCRBY', url_key, 'deliveries', 1)
-  redis.call('HSETNX', url_key, 't_start', now)
-  set_state(url_key, KEYS[2], KEYS[3], old or nil, state, now)
+  local set = state_fields({}, state, now)
+  if not t_start then
+    set[#set + 1] = 't_start'
+    set[#set + 1] = now
+  end
+  if not has_url then
+    set[#set + 1] = 'url'
+    set[#set + 1] = ARGV[4]
+  end
+  redis.call('HSET', url_key, unpack(set))
+  count_move(url_key, KEYS[2], KEYS[3], old or nil, state, now)
   return {old or '', deliveries}
 elseif command == 'move' then
   local url_key, state, now, force = KEYS[1], ARGV[2], ARGV[3], ARGV[4]
-  local old = redis.call('HGET', url_key, 'state')
+  local want, removed = {'state', 'url', 't_enq', 'reason'}, {}
+  for i = 7, #ARGV, 2 do
+    if ARGV[i + 1] == '' then
+      removed[#removed + 1] = ARGV[i]
+      want[#want + 1] = ARGV[i]
+    end
+  end
+  local got = redis.call('HMGET', url_key, unpack(want))
+  local old, reason = got[1] or nil, got[4] or nil
   if old and TERMINAL[old] and force ~= '1' then
     return old
   end
-  redis.call('HSETNX', url_key, 'url', ARGV[7])
-  redis.call('HSETNX', url_key, 't_enq', now)
-  for i = 8, #ARGV, 2 do
-    if ARGV[i + 1] == '' then
-      redis.call('HDEL', url_key, ARGV[i])
-    else
-      redis.call('HSET', url_key, ARGV[i], ARGV[i + 1])
+  local set = {'deliveries', 0}
+  if not got[2] then
+    set[#set + 1] = 'url'
+    set[#set + 1] = ARGV[6]
+  end
+  if not got[3] then
+    set[#set + 1] = 't_enq'
+    set[#set + 1] = now
+  end
+  for i = 7, #ARGV, 2 do
+    if ARGV[i + 1] ~= '' then
+      set[#set + 1] = ARGV[i]
+      set[#set + 1] = ARGV[i + 1]
+      if ARGV[i] == 'reason' then reason = ARGV[i + 1] end
     end
   end
-  redis.call('HSET', url_key, 'deliveries', 0)
-  set_state(url_key, KEYS[2], KEYS[3], old or nil, state, now)
+  redis.call('HSET', url_key, unpack(state_fields(set, state, now)))
+  local gone = {}  -- only the removed fields that are there: no HDEL for nothing
+  for j, name in ipairs(removed) do
+    if got[4 + j] then gone[#gone + 1] = name end
+    if name == 'reason' then reason = nil end
+  end
+  if #gone > 0 then redis.call('HDEL', url_key, unpack(gone)) end
+  count_move(url_key, KEYS[2], KEYS[3], old, state, now)
   if TERMINAL[state] then
-    redis.call('EXPIRE', url_key, ARGV[6])
-    local reason = redis.call('HGET', url_key, 'reason')
+    redis.call('EXPIRE', url_key, ARGV[5])
     if (state == 'failed' or state == 'skipped') and reason then
       redis.call('HINCRBY', KEYS[4], state .. ':' .. reason, 1)
     end
-    redis.call('HINCRBY', KEYS[5], state .. ':' .. math.floor(tonumber(now)), 1)
-    redis.call('EXPIRE', KEYS[5], ARGV[5])
-  else
+  elseif old and TERMINAL[old] then
     redis.call('PERSIST', url_key)
   end
   return old or ''
 elseif command == 'note' then
   if redis.call('EXISTS', KEYS[1]) == 1 then
-    for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    redis.call('HSET', KEYS[1], unpack(ARGV, 2))
   end
   return 0
 elseif command == 'release' then

@@ -27,7 +27,7 @@ import redis
 
 from newsq.records import STATES, TERMINAL
 from newsq.replies import text
-from newsq.throughput import KEEP_SECONDS, minute_key
+from newsq.throughput import Recorder
 from newsq.urls import url_id
 
 _SCRIPT = (resources.files("newsq") / "ledger.lua").read_text()
@@ -57,6 +57,7 @@ class Ledger:
         self.dead_key = f"{self.tag}:dead:since"
         self.old_dead_key = f"{self.tag}:dead"  # a set, before the dead list was bounded
         self.script = client.register_script(_SCRIPT)
+        self.throughput = Recorder(client, self.tag)  # this process's terminal outcomes
 
     def key(self, url: str) -> str:
         return f"{self.tag}:url:{url_id(url)}"
@@ -101,21 +102,26 @@ class Ledger:
         """Set ``url``'s state and fields; returns the previous state.
 
         A URL in a terminal state keeps it unless ``force`` (a user's retry). A field
-        given as None is removed. Reaching a terminal state is also counted in the
-        throughput series (:mod:`newsq.throughput`), and starts the entry's retention,
-        in the same call; leaving one (a retry) keeps the entry until it ends again.
+        given as None is removed. Reaching a terminal state starts the entry's retention
+        in the same call (leaving one, a retry, keeps the entry until it ends again), and
+        is counted in the throughput series (:mod:`newsq.throughput`), which this
+        process adds to Redis once a second (:meth:`flush` at once).
         """
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}")
         now = time.time()
-        args: list[Any] = ["move", state, now, "1" if force else "0", KEEP_SECONDS,
-                           self.retention, url]  # fmt: skip
+        args: list[Any] = ["move", state, now, "1" if force else "0", self.retention, url]
         for name, value in fields.items():
             args += [name, "" if value is None else value]
-        keys = [self.key(url), self.counts_key, self.active_key, self.reasons_key,
-                minute_key(self.tag, int(now) // 60)]  # fmt: skip
-        old = self.script(keys=keys, args=args)
-        return text(old) or None
+        keys = [self.key(url), self.counts_key, self.active_key, self.reasons_key]
+        old = text(self.script(keys=keys, args=args)) or None
+        if state in TERMINAL and (force or old not in TERMINAL):  # else: left as it was
+            self.throughput.add(state, now)
+        return old
+
+    def flush(self) -> None:
+        """Add this process's outcomes not yet in the throughput series to it now."""
+        self.throughput.flush()
 
     def note(self, url: str, **fields: str) -> None:
         """Record fields (e.g. ``last_error``) of a known URL without changing its state."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 
 import redis
 
@@ -57,3 +58,71 @@ def test_deliveries_count_unfinished_takes(redis_client: redis.Redis, key_prefix
     ledger.move(url, "fetched")
     assert ledger.begin(url, "fetched")[1] == 1
     assert [u for u, _, _ in ledger.stuck(0)] == [url]
+
+
+def _commands(client: redis.Redis) -> int:
+    """Commands run so far, those inside Lua scripts included (less the INFO asking)."""
+    return sum(int(v["calls"]) for v in client.info("commandstats").values()) + 1
+
+
+def test_a_url_costs_a_few_commands_from_take_to_stored(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    """Each call reads the entry once and writes it once: no HSET per field, no HDEL of
+    a field that is not there, no throughput series written per URL."""
+    ledger = Ledger(redis_client, key_prefix)
+    url = "http://example.com/story"
+    ledger.enqueue([url])
+    before = _commands(redis_client)
+    ledger.begin(url, "fetching")
+    taken = _commands(redis_client)
+    verdict = {"story_id": "ab" * 8, "duplicate_of": None, "similarity": 1.0, "match": "new"}
+    ledger.move(url, "stored", final_url=url, attempts=1, **verdict)
+    done = _commands(redis_client)
+    # before: 9 and 20 (an HSETNX, HSET or HDEL per field, the series' HINCRBY+EXPIRE)
+    assert (taken - before - 1, done - taken - 1) == (7, 7)  # each: its EVALSHA and 6
+    entry = ledger.get(url)
+    assert entry is not None and "duplicate_of" not in entry
+    assert (entry["state"], entry["story_id"], entry["attempts"]) == ("stored", "ab" * 8, "1")
+    assert entry["t_start"] and entry["t_done"] and entry["t_enq"]
+    assert ledger.counts()["stored"] == 1 and ledger.counts()["fetching"] == 0
+    assert redis_client.ttl(ledger.key(url)) > 0 and redis_client.zcard(ledger.active_key) == 0
+    series = f"{{{key_prefix}}}:tput:*"
+    assert list(redis_client.scan_iter(match=series)) == []  # counted in this process...
+    ledger.flush()
+    assert len(list(redis_client.scan_iter(match=series))) == 1  # ...added once a second
+
+
+def test_the_throughput_series_is_added_within_a_second(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    from newsq.throughput import FLUSH_SECONDS, Throughput
+
+    ledger = Ledger(redis_client, key_prefix)
+    urls = [f"http://example.com/{i}" for i in range(5)]
+    ledger.enqueue(urls)
+    for url in urls:
+        ledger.move(url, "stored")
+    ledger.move(urls[0], "failed")  # already terminal: not counted again
+    series = Throughput(lambda: redis_client, key_prefix)
+    deadline = time.monotonic() + FLUSH_SECONDS + 2
+    while series.counts(60)["stored"] < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert series.counts(60) == {"stored": 5, "duplicate": 0, "failed": 0, "skipped": 0}
+
+
+def test_a_retried_url_leaves_its_terminal_state_and_keeps_its_entry(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    ledger = Ledger(redis_client, key_prefix)
+    url = "http://example.com/retry"
+    ledger.enqueue([url])
+    ledger.move(url, "failed", reason="timeout", attempts=3)
+    assert ledger.reasons() == {"failed:timeout": 1}
+    assert redis_client.ttl(ledger.key(url)) > 0
+    assert ledger.move(url, "queued", force=True, reason=None, attempts=0) == "failed"
+    entry = ledger.get(url)
+    assert entry is not None and "reason" not in entry and entry["attempts"] == "0"
+    assert redis_client.ttl(ledger.key(url)) == -1  # kept until it ends again
+    assert ledger.counts()["failed"] == 0 and ledger.counts()["queued"] == 1
+    assert redis_client.zscore(ledger.active_key, ledger.key(url)) is not None
