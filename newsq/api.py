@@ -9,6 +9,7 @@ environment. Each call opens its connections and closes them before it returns.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -178,27 +179,35 @@ def extract(html: str | bytes, url: str | None = None, *,
 
 
 def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
-             every: float = 0.5, chunk: int = 2000,
+             every: float = 0.5, chunk: int = 2000, rescan: float = 2.0,
              on_poll: Callable[[int, int], None] | None = None) -> bool:  # fmt: skip
     """Poll the ledger, at first often, then every ``every`` seconds, until every one of
     ``urls`` (normalised) is terminal: True, or False once ``timeout`` passed.
     ``on_poll(done, total)`` runs after each poll.
 
-    Each poll reads at most ``chunk`` pending URLs (a rolling window) by keys hashed
-    once, so waiting on a million URLs polls cheaply and leaves the CPU to the workers.
+    Each poll reads the ledger's count of terminal outcomes (one command); the states of
+    the pending URLs are read only when that count says they may all have ended, or
+    every ``rescan`` seconds (for ``on_poll``'s progress), and then at most ``chunk`` of
+    them a poll (a rolling window) by keys hashed once: waiting on a million URLs polls
+    cheaply and leaves Redis and the CPU to the workers.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     total = len(urls)
     pending = [ledger.key(url) for url in urls]
     cursor = 0
+    seen, scanned = -1, -math.inf  # outcomes counted when the last pass began, and when
     pause = min(every, 0.02)  # a quick URL is seen done at once; a long wait polls `every`
     while pending:
         cursor = cursor if cursor < len(pending) else 0
-        window = pending[cursor : cursor + chunk]
-        states = ledger.states_at(window)
-        left = [key for key, s in zip(window, states, strict=True) if s not in TERMINAL]
-        pending[cursor : cursor + chunk] = left
-        cursor += len(left)
+        ended = ledger.ended()  # a URL of ours that ends after `seen` was read counts here
+        if cursor or ended - seen >= len(pending) or time.monotonic() - scanned >= rescan:
+            if not cursor:  # a pass over the pending URLs begins
+                seen, scanned = ended, time.monotonic()
+            window = pending[cursor : cursor + chunk]
+            states = ledger.states_at(window)
+            left = [key for key, s in zip(window, states, strict=True) if s not in TERMINAL]
+            pending[cursor : cursor + chunk] = left
+            cursor += len(left)
         if on_poll is not None:
             on_poll(total - len(pending), total)
         if not pending:

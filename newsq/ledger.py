@@ -161,6 +161,12 @@ class Ledger:
         counts = {text(k): int(v) for k, v in raw.items()}
         return {s: counts.get(s, 0) for s in STATES}
 
+    def ended(self) -> int:
+        """Terminal outcomes so far, of every URL (one command): a waiter reads the
+        states of its URLs again only once enough of them may have ended."""
+        values: list[bytes | None] = self.redis.hmget(self.counts_key, sorted(TERMINAL))  # type: ignore[assignment]
+        return sum(int(v or 0) for v in values)
+
     def reasons(self) -> dict[str, int]:
         raw = self.redis.hgetall(self.reasons_key)
         return {text(k): int(v) for k, v in raw.items() if int(v)}

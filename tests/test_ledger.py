@@ -126,3 +126,32 @@ def test_a_retried_url_leaves_its_terminal_state_and_keeps_its_entry(
     assert redis_client.ttl(ledger.key(url)) == -1  # kept until it ends again
     assert ledger.counts()["failed"] == 0 and ledger.counts()["queued"] == 1
     assert redis_client.zscore(ledger.active_key, ledger.key(url)) is not None
+
+
+def test_waiting_reads_the_states_only_when_they_may_all_have_ended(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    """``newsq run``'s wait: one command a poll, not an HGET per pending URL a poll."""
+    import threading
+
+    from newsq.api import wait_for
+
+    ledger = Ledger(redis_client, key_prefix)
+    urls = [f"http://example.com/w/{i}" for i in range(200)]
+    ledger.enqueue(urls)
+    polls: list[int] = []
+
+    def finish() -> None:
+        for url in urls:
+            ledger.move(url, "stored")
+            time.sleep(0.002)
+
+    worker = threading.Thread(target=finish)
+    before = _commands(redis_client)
+    worker.start()
+    assert wait_for(ledger, urls, 30, every=0.02, rescan=60, on_poll=lambda d, t: polls.append(d))
+    worker.join()
+    spent = _commands(redis_client) - before - 1 - 7 * len(urls)  # less the moves
+    assert polls[-1] == len(urls) and len(polls) > 10
+    # before: every poll read every pending URL, ~100 per poll here
+    assert spent <= len(polls) + 3 * len(urls), (spent, len(polls))
