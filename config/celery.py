@@ -56,7 +56,6 @@ PROCESS_TASK = "newsq.process"
 FEED_TASK = "newsq.feed"
 POLL_FEEDS_TASK = "newsq.poll_feeds"
 REQUEUE_STUCK_TASK = "newsq.requeue_stuck"
-BACKFILL_TASK = "newsq.backfill_range"
 
 
 SOFT_SHUTDOWN_TIMEOUT = 15.0
@@ -81,6 +80,10 @@ def queue_keys(key_prefix: str, queue: str) -> tuple[str, ...]:
     return tuple(f"{key_prefix}:q:{queue}{f'{LANE_SEP}{lane}' if lane else ''}" for lane in LANES)
 
 
+def _sentinel(settings: Settings) -> bool:
+    return (settings.broker_url or "").startswith("sentinel://")
+
+
 def delivery_config(settings: Settings) -> dict[str, Any]:
     """The at-least-once settings every worker and producer must agree on."""
     restore_every = max(1.0, min(5.0, settings.visibility_timeout / 10))
@@ -97,6 +100,8 @@ def delivery_config(settings: Settings) -> dict[str, Any]:
             "unacked_mutex_expire": 30,
             # one list per lane; producers and workers must agree on the steps
             "priority_steps": list(LANES),
+            # kombu's sentinel:// transport asks its Sentinels for this master
+            **({"master_name": settings.sentinel_master} if _sentinel(settings) else {}),
         },
         # a lost broker is waited for, forever, by producers and workers alike
         "broker_connection_retry_on_startup": True,
@@ -141,11 +146,6 @@ def task_annotations(settings: Settings, *, inline: bool) -> dict[str, dict[str,
         # a batch runs in newsq's thread pool (no time limits) or only sends its URLs on
         FETCH_MANY_TASK: {"soft_time_limit": fetch_soft, "time_limit": fetch_soft + fetch_grace},
         PROCESS_TASK: {"soft_time_limit": process_limit, "time_limit": process_limit + 30},
-        # a span of a WARC file is many pages; one delivered again goes on where it stopped
-        BACKFILL_TASK: {
-            "soft_time_limit": process_limit * 10,
-            "time_limit": process_limit * 10 + 30,
-        },
     }
 
 
@@ -178,7 +178,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 )
             },
             PROCESS_TASK: {"queue": PROCESS_QUEUE},
-            BACKFILL_TASK: {"queue": PROCESS_QUEUE},
         },
         "task_annotations": task_annotations(settings, inline=False),
         "worker_hijack_root_logger": False,
@@ -209,7 +208,7 @@ def user_config(module_name: str, ours: dict[str, Any]) -> dict[str, Any]:
     """Celery settings from the module ``NEWSQ_CELERY_CONFIG`` names, checked against
     newsq's own: a key newsq sets may not be changed there (its NEWSQ_* setting does
     that), except that ``broker_transport_options`` gains the keys newsq leaves unset
-    (Sentinel's ``master_name``, ...)."""
+    (Sentinel's ``sentinel_kwargs``, ...)."""
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -240,7 +239,6 @@ def make_app(settings: Settings) -> Celery:
         "newsq.tasks.process",
         "newsq.tasks.feeds",
         "newsq.tasks.maintenance",
-        "newsq.tasks.backfill",
     ]
     app = Celery("newsq", include=tasks)
     config = celery_config(settings)

@@ -289,6 +289,32 @@ def _redis_url(env: str, raw: str) -> str:
     return raw
 
 
+def _sentinel_url(env: str, raw: str) -> str:
+    from newsq.connections import SentinelURL
+
+    try:
+        SentinelURL.parse(raw)
+    except ValueError as exc:
+        why = "the port must be 1 to 65535" if "Port" in str(exc) else str(exc)
+        raise ConfigError(f"{env}: {_masked(raw)!r} is not a usable Sentinel URL: "
+                          f"{_masked(why)}") from None  # fmt: skip
+    return raw
+
+
+def _any_redis_url(env: str, raw: str) -> str:
+    """A Redis server's URL, or Sentinels' (``sentinel://``, see ``newsq.connections``)."""
+    return _sentinel_url(env, raw) if raw.startswith("sentinel://") else _redis_url(env, raw)
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "sentinel://")
+
+
+def _master_name(env: str, raw: str) -> str:
+    if not raw.isascii() or any(c.isspace() for c in raw):
+        raise ConfigError(f"{env}: {raw!r} is not a Sentinel master name (ASCII, no spaces)")
+    return raw
+
+
 def _database_url(env: str, raw: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -374,10 +400,25 @@ class Settings:
 
     broker_url: str | None = url(
         None,
-        ("redis://", "rediss://", "unix://"),
-        shown="a redis:// URL",
-        check=_redis_url,
+        REDIS_SCHEMES,
+        shown="a redis:// or sentinel:// URL",
+        check=_any_redis_url,
         help="Redis URL of the broker and the shared state",
+    )
+    state_url: str | None = url(
+        None,
+        REDIS_SCHEMES,
+        shown="a redis:// or sentinel:// URL",
+        check=_any_redis_url,
+        help="Redis URL of the shared state (ledger, dedup index, politeness, robots.txt, "
+        "boilerplate, counters), when it is not the broker's",
+    )
+    sentinel_master: str | None = setting(
+        None,
+        kind="name",
+        parse=_master_name,
+        help="the master's name (`sentinel monitor NAME ...`) the Sentinels of a "
+        "`sentinel://` broker or state URL are asked for",
     )
     database_url: str = url(
         DEFAULT_DATABASE_URL,
@@ -677,6 +718,7 @@ class Settings:
             if raw:
                 _printable(spec.env, raw)  # so no parser sees a control character
                 values[spec.name] = _parsed(spec, raw)
+        _check_redis_urls(values)
         if values.get("webhook_url") and not values.get("webhook_secret"):
             raise ConfigError("NEWSQ_WEBHOOK_SECRET: not set, and NEWSQ_WEBHOOK_URL is: "
                               "it signs every webhook POST")  # fmt: skip
@@ -686,6 +728,17 @@ class Settings:
     def stuck_threshold(self) -> float:
         """Seconds without progress that make a URL stuck (see ``stuck_after``)."""
         return self.stuck_after or 2.0 * self.visibility_timeout
+
+
+def _check_redis_urls(values: Mapping[str, Any]) -> None:
+    """What the broker and state URLs need of each other and of the master name."""
+    if values.get("state_url") and not values.get("broker_url"):
+        raise ConfigError("NEWSQ_STATE_URL: needs NEWSQ_BROKER_URL too (without it the "
+                          "embedded Redis holds the broker and the state both)")  # fmt: skip
+    for name in ("broker_url", "state_url"):
+        if str(values.get(name)).startswith("sentinel://") and not values.get("sentinel_master"):
+            raise ConfigError(f"NEWSQ_{name.upper()}: a sentinel:// URL needs "
+                              "NEWSQ_SENTINEL_MASTER, the name its Sentinels monitor")  # fmt: skip
 
 
 SETTINGS: tuple[SettingSpec, ...] = tuple(

@@ -221,15 +221,14 @@ def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
 
 @contextmanager
 def connect_ledger(settings: Settings, caller: str) -> Iterator[Ledger]:
-    """The URL ledger on the broker, connected (a ping) for the block; ``caller`` names
-    what needs it when ``settings`` have no broker."""
-    import redis
-
+    """The URL ledger on the shared state's Redis, connected (a ping) for the block;
+    ``caller`` names what needs it when ``settings`` have no broker."""
+    from newsq.connections import state_redis
     from newsq.ledger import Ledger
 
     if not settings.broker_url:
         raise ConfigError(f"{caller} needs NEWSQ_BROKER_URL (a redis:// URL)")
-    client = redis.Redis.from_url(settings.broker_url)
+    client = state_redis(settings)
     try:
         client.ping()
         yield Ledger(client, settings.key_prefix, retention_days=settings.ledger_retention_days)

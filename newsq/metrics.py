@@ -113,8 +113,11 @@ class RedisStateCollector(Collector):
     scrape.
     """
 
-    def __init__(self, client: redis.Redis, key_prefix: str, queues: Sequence[str]) -> None:
+    def __init__(self, client: redis.Redis, key_prefix: str, queues: Sequence[str],
+                 broker: redis.Redis | None = None) -> None:  # fmt: skip
+        """``client``: the shared state's Redis; ``broker``: the broker's, when not that one."""
         self.client = client
+        self.broker = broker or client
         self.key_prefix = key_prefix
         self.queues = tuple(queues)
 
@@ -124,12 +127,12 @@ class RedisStateCollector(Collector):
         from newsq.config.celery import LANES, queue_keys
 
         try:
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.broker.pipeline(transaction=False)
             for queue in self.queues:
                 for key in queue_keys(self.key_prefix, queue):  # both lanes
                     pipe.llen(key)
-            pipe.hgetall(f"{{{self.key_prefix}}}:counts")
-            *lengths, raw_counts = pipe.execute()
+            lengths = pipe.execute()
+            raw_counts: dict[bytes, bytes] = self.client.hgetall(f"{{{self.key_prefix}}}:counts")  # type: ignore[assignment]
             lanes = len(LANES)
             depths = [sum(lengths[i : i + lanes]) for i in range(0, len(lengths), lanes)]
         except redis.RedisError:

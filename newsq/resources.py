@@ -1,9 +1,10 @@
 """Resources of one worker process, made once and handed to the pipeline's steps.
 
-The HTTP client, the Redis pool, the database engine and the Lua scripts are built on
-first use (in a prefork child, after the fork) and reused by every task the process
-runs; all of them are safe to share between the threads of a thread pool. What the
-pool running the tasks does for them is a :class:`Pool`, handed over by the pool.
+The HTTP client, the Redis pools (the shared state's and the broker's), the database
+engine and the Lua scripts are built on first use (in a prefork child, after the fork)
+and reused by every task the process runs; all of them are safe to share between the
+threads of a thread pool. What the pool running the tasks does for them is a
+:class:`Pool`, handed over by the pool.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import redis
 
 from newsq.config.settings import Settings
+from newsq.connections import broker_redis, state_redis
 from newsq.ledger import Ledger
 from newsq.metrics import Metrics
 from newsq.records import Article, Drop
@@ -87,9 +89,14 @@ class Runtime:
         return made
 
     @property
+    def broker(self) -> redis.Redis:
+        """The broker's Redis, for reading Celery's keys (queue lengths)."""
+        return self._get("broker", lambda: broker_redis(self.settings, health_check_interval=30))
+
+    @property
     def redis(self) -> redis.Redis:
-        url = self.settings.broker_url or ""
-        return self._get("redis", lambda: redis.Redis.from_url(url, health_check_interval=30))
+        """The shared state's Redis (``NEWSQ_STATE_URL``, by default the broker's)."""
+        return self._get("redis", lambda: state_redis(self.settings, health_check_interval=30))
 
     @property
     def ledger(self) -> Ledger:
@@ -181,7 +188,7 @@ class Runtime:
 
     def close(self) -> None:
         """Release what was made: HTTP connections, database pool, Redis pool."""
-        for name in ("fetcher", "store", "redis"):
+        for name in ("fetcher", "store", "redis", "broker"):
             resource = self._made.pop(name, None)
             if resource is not None:
                 resource.close()

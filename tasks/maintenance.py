@@ -32,7 +32,7 @@ def backlog(client: redis.Redis, prefix: str) -> int:
 def requeue_stuck_task() -> int:
     rt = runtime()
     # URLs waiting in the frontier for their host's turn are slow, not lost, too
-    waiting = backlog(rt.redis, rt.settings.key_prefix) + rt.frontier.hosts_waiting()
+    waiting = backlog(rt.broker, rt.settings.key_prefix) + rt.frontier.hosts_waiting()
     if waiting:
         log.info("stuck URLs not checked: %d messages (or frontier hosts) still queued", waiting)
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,13 +26,15 @@ def corpus() -> dict[str, tuple[bytes, str]]:
 
 
 @contextmanager
-def serve_pages(pages: dict[str, bytes]) -> Iterator[str]:
-    """Serve ``pages`` (path → HTML) on 127.0.0.1; yields the base URL."""
+def serve_pages(pages: dict[str, bytes], delay: float = 0.0) -> Iterator[str]:
+    """Serve ``pages`` (path → HTML) on 127.0.0.1, each answered after ``delay``
+    seconds (a site's latency); yields the base URL."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
+            time.sleep(delay)
             body = pages.get(self.path.split("?")[0])
             if body is None:
                 self.send_response(404)

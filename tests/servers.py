@@ -1,4 +1,4 @@
-"""Throwaway PostgreSQL clusters for the test suite."""
+"""Throwaway PostgreSQL clusters and Redis Sentinel groups for the test suite."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
+import redis
+
 from newsq.errors import ConfigError
-from newsq.workers.redis_server import free_port
+from newsq.workers.redis_server import RedisServer, find_redis_server, free_port
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +102,123 @@ class PostgresServer:
                 log.warning("embedded PostgreSQL did not stop cleanly in %s", self.dir)
         if not keep_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SentinelGroup:
+    """A Redis master, one replica of it and ``sentinels`` Sentinels watching it as
+    ``name`` (quorum: a majority), each a throwaway process on a free loopback port.
+
+    ``down_after`` (ms) is how long the master may not answer before the Sentinels
+    fail it over: short, so a killed master is replaced within a couple of seconds.
+    """
+
+    def __init__(self, name: str = "newsq", sentinels: int = 1, down_after: int = 500) -> None:
+        self.name = name
+        self.down_after = down_after
+        self.master = RedisServer()
+        self.replica = RedisServer()
+        self.ports = [free_port() for _ in range(sentinels)]
+        self.dir = Path(tempfile.mkdtemp(prefix="newsq-sentinel-"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        """The broker URL kombu takes: ``sentinel://HOST:PORT;sentinel://HOST:PORT...``."""
+        return ";".join(f"sentinel://127.0.0.1:{port}/0" for port in self.ports)
+
+    def start(self, timeout: float = 20.0) -> SentinelGroup:
+        self.master.start()
+        self.replica.start()
+        for server in (self.master, self.replica):  # either may be the master: sync at once
+            with redis.Redis(port=server.port) as client:
+                client.config_set("repl-diskless-sync-delay", 0)
+        replica = redis.Redis(port=self.replica.port)
+        replica.replicaof("127.0.0.1", self.master.port)
+        quorum = len(self.ports) // 2 + 1
+        for i, port in enumerate(self.ports):
+            conf = self.dir / f"sentinel-{i}.conf"  # a Sentinel rewrites its file
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {self.dir}\n"
+                f"logfile {self.dir}/sentinel-{i}.log\n"
+                f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} {quorum}\n"
+                f"sentinel down-after-milliseconds {self.name} {self.down_after}\n"
+                f"sentinel failover-timeout {self.name} 5000\n"
+                # known now, not at the Sentinel's first INFO of the master
+                f"sentinel known-replica {self.name} 127.0.0.1 {self.replica.port}\n"
+            )
+            self.procs.append(subprocess.Popen(
+                [find_redis_server(), str(conf), "--sentinel"], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            ))  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ConfigError(f"the Sentinels did not see the replica ({self.dir})")
+            time.sleep(0.1)
+        replica.close()
+        return self
+
+    def sentinel(self, i: int = 0) -> redis.Redis:
+        return redis.Redis(port=self.ports[i], socket_timeout=2, decode_responses=True)
+
+    def _ready(self) -> bool:
+        """Every Sentinel answers and knows the replica, and the replica is in sync."""
+        try:
+            info = redis.Redis(port=self.replica.port).info("replication")
+            if info.get("master_link_status") != "up":
+                return False
+            for i in range(len(self.ports)):
+                with self.sentinel(i) as client:
+                    known = client.execute_command("SENTINEL", "REPLICAS", self.name)
+                    if not any("s_down" not in r["flags"] for r in known):
+                        return False
+        except redis.RedisError:
+            return False
+        return True
+
+    def master_port(self) -> int:
+        with self.sentinel() as client:
+            _, port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
+        return int(port)
+
+    def kill_master(self, timeout: float = 20.0) -> None:
+        """SIGKILL the master and wait until the Sentinels promoted the replica."""
+        assert self.master.proc is not None and self.master_port() == self.master.port
+        self.master.proc.kill()
+        self.master.proc.wait()
+        self._promoted(timeout)
+
+    def failover(self, timeout: float = 20.0) -> None:
+        """``SENTINEL FAILOVER``: the replica is promoted, the master made its replica."""
+        with self.sentinel() as client:
+            client.execute_command("SENTINEL", "FAILOVER", self.name)
+        self._promoted(timeout)
+
+    def _promoted(self, timeout: float) -> None:
+        old = self.master
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.master_port() == self.replica.port:
+                    role = redis.Redis(port=self.replica.port).execute_command("ROLE")
+                    if role[0] == b"master":
+                        self.master, self.replica = self.replica, old
+                        return
+            except redis.RedisError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"no failover within {timeout:g}s ({self.dir})")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = []
+        self.master.stop()
+        self.replica.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -23,6 +23,7 @@ TABLE = {env: (meaning, default) for env, meaning, default in ROWS}
 # so a changed default fails here until its README cell (and this entry) follow.
 PROSE: dict[str, tuple[object, str]] = {
     "NEWSQ_BROKER_URL": (None, "unset: `run`/`demo` start a private Redis"),
+    "NEWSQ_STATE_URL": (None, "the broker's"),
     "NEWSQ_ALLOW_PRIVATE": (AllowPrivate(), "off"),
     "NEWSQ_WEBHOOK_ALLOW": (AllowPrivate(), "off"),
     "NEWSQ_HOST_RATES": ((), "none"),
@@ -110,7 +111,7 @@ def test_an_integer_must_be_whole(spec: SettingSpec) -> None:
     ("env", "raw", "message"),
     [
         ("NEWSQ_DATABASE_URL", "mysql://x", "is not a sqlite:/// or postgresql:// URL"),
-        ("NEWSQ_BROKER_URL", "amqp://x", "is not a redis:// URL"),
+        ("NEWSQ_BROKER_URL", "amqp://x", "is not a redis:// or sentinel:// URL"),
         ("NEWSQ_LOG_FORMAT", "XML", "'xml' is not 'text' or 'json'"),
         ("NEWSQ_HOST_RATES", "a=1,b", "'b' is not host=rate"),
         ("NEWSQ_HOST_RATES", "a=-1", "'-1' must be a number >= 0"),
@@ -142,6 +143,14 @@ def test_a_bad_value_is_refused_naming_its_variable(env: str, raw: str, message:
         ("NEWSQ_BROKER_URL", "redis://cache?socket_timeout=soon", "Invalid value for"),
         ("NEWSQ_BROKER_URL", "redis://cache?socket_timeout=inf", "=inf is out of range"),
         ("NEWSQ_BROKER_URL", "redis://cache/0?colour=red", "unknown option 'colour'"),
+        ("NEWSQ_BROKER_URL", "sentinel://s1:26379;redis://s2", "'redis://s2' does not start"),
+        ("NEWSQ_BROKER_URL", "sentinel://:pw@s1:99999", "'sentinel://:***@s1:99999'"),
+        ("NEWSQ_BROKER_URL", "sentinel://s1/zero", "the database 'zero' is not a number"),
+        ("NEWSQ_BROKER_URL", "sentinel://;", "names no host"),
+        ("NEWSQ_BROKER_URL", "sentinel://s1:26379", "needs NEWSQ_SENTINEL_MASTER"),
+        ("NEWSQ_STATE_URL", "amqp://x", "is not a redis:// or sentinel:// URL"),
+        ("NEWSQ_STATE_URL", "redis://state:0", "the port must be 1 to 65535"),
+        ("NEWSQ_SENTINEL_MASTER", "my master", "is not a Sentinel master name"),
         ("NEWSQ_DATABASE_URL", "postgresql://u@db:pg/news", "the port must be 1 to 65535"),
         ("NEWSQ_DATABASE_URL", "postgresql://u:pw@db:99999/news", "'postgresql://u:***@db:99999/news'"),
         ("NEWSQ_DATABASE_URL", "postgresql://u@[::1/news", "the IPv6 address has no closing ]"),

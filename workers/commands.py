@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 from newsq import errors
 from newsq.config.settings import Settings
 from newsq.errors import ConfigError
-from newsq.workers.backfill_cmd import cmd_backfill
-from newsq.workers.common import broker, embedded_state, need_broker, open_ledger, print_json
+from newsq.workers.common import broker, embedded_state, need_broker, open_ledger, print_json, state
 from newsq.workers.feeds_cmd import cmd_beat, cmd_feeds
 
 if TYPE_CHECKING:  # each command imports what it runs: `newsq run` starts its workers
@@ -304,10 +303,11 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     from newsq.workers.stats import StatsSource
 
     source = StatsSource(
-        broker(settings, "stats"),
+        state(settings, "stats"),
         settings.key_prefix,
         Store.from_url(_reading(settings).database_url, create=False),  # makes no store
         host_rate=settings.host_rate,
+        broker=broker(settings, "stats") if settings.state_url else None,
     )
     console = Console()
     if args.once or not console.is_terminal:
@@ -336,5 +336,4 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "stats": cmd_stats,
     "feeds": cmd_feeds,
     "beat": cmd_beat,
-    "backfill": cmd_backfill,
 }

@@ -31,19 +31,32 @@ def need_broker(settings: Settings, command: str) -> str:
 
 
 def broker(settings: Settings, command: str) -> redis.Redis:
-    """A connection to the broker ``newsq COMMAND`` needs, checked with a ping."""
-    import redis
+    """A connection to the broker's Redis ``newsq COMMAND`` reads Celery's keys on,
+    checked with a ping."""
+    from newsq.connections import broker_redis
 
-    client = redis.Redis.from_url(need_broker(settings, command))
+    need_broker(settings, command)
+    client = broker_redis(settings)
+    client.ping()
+    return client
+
+
+def state(settings: Settings, command: str) -> redis.Redis:
+    """A connection to the shared state's Redis ``newsq COMMAND`` needs (``NEWSQ_STATE_URL``,
+    by default the broker's), checked with a ping."""
+    from newsq.connections import state_redis
+
+    need_broker(settings, command)
+    client = state_redis(settings)
     client.ping()
     return client
 
 
 def open_ledger(settings: Settings, command: str) -> Ledger:
-    """The URL ledger on the broker ``newsq COMMAND`` needs."""
+    """The URL ledger on the shared state ``newsq COMMAND`` needs."""
     from newsq.ledger import Ledger
 
-    client = broker(settings, command)
+    client = state(settings, command)
     return Ledger(client, settings.key_prefix, retention_days=settings.ledger_retention_days)
 
 

@@ -57,6 +57,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """Environment that hands ``settings`` to a child process."""
     env = dict(os.environ)
     env["NEWSQ_BROKER_URL"] = settings.broker_url or ""
+    env["NEWSQ_STATE_URL"] = settings.state_url or ""  # blank: the broker's
+    env["NEWSQ_SENTINEL_MASTER"] = settings.sentinel_master or ""
     env["NEWSQ_DATABASE_URL"] = settings.database_url
     env["NEWSQ_KEY_PREFIX"] = settings.key_prefix
     env["NEWSQ_HOST_RATE"] = repr(settings.host_rate)
@@ -195,16 +197,15 @@ class LocalCluster:
         them is in progress. Returns them: new URLs of this run (:func:`resumed`)."""
         if not self.unfinished:
             return []
-        import redis
-
         from newsq.config.celery import make_app
+        from newsq.connections import state_redis
         from newsq.feeds.send import lane_for, send_fetches
         from newsq.ledger import Ledger
         from newsq.pipeline import requeue
 
         urls, self.unfinished = self.unfinished, []
         print(f"newsq: resuming {len(urls)} URLs an earlier run left unfinished", file=sys.stderr)
-        client = redis.Redis.from_url(self.settings.broker_url or "")
+        client = state_redis(self.settings)
         app = make_app(self.settings)
         try:
             # messages of theirs still queued would be a second delivery, fetched twice

@@ -189,8 +189,11 @@ class StatsSource:
     """Builds snapshots; store queries are repeated only every ``slow_every`` seconds."""
 
     def __init__(self, client: redis.Redis, key_prefix: str, store: Store,
-                 slow_every: float = 15.0, host_rate: float = 0.0) -> None:  # fmt: skip
+                 slow_every: float = 15.0, host_rate: float = 0.0,
+                 broker: redis.Redis | None = None) -> None:  # fmt: skip
+        """``client``: the shared state's Redis; ``broker``: the broker's, when not that one."""
         self.client = client
+        self.broker = broker or client
         self.host_rate = host_rate
         self.key_prefix = key_prefix
         self.ledger = Ledger(client, key_prefix)
@@ -205,7 +208,7 @@ class StatsSource:
         if self._slow is None or now - self._slow[0] >= self.slow_every:
             stories, _ = shared_stories(self.store, STORY_ROWS)
             self._slow = (now, failing_hosts(self.store), stories)
-        taken = reserved(self.client, self.key_prefix)
+        taken = reserved(self.broker, self.key_prefix)
         throttle = None
         parked = frontier.waiting(self.client, self.key_prefix)  # waiting for their host
         if taken.held_hosts or parked:
@@ -214,7 +217,7 @@ class StatsSource:
             if waiting:
                 throttle = Throttle(waiting, len(hosts | set(parked)), self.host_rate)
         return Snapshot(
-            queues=queue_depths(self.client, self.key_prefix),
+            queues=queue_depths(self.broker, self.key_prefix),
             reserved=taken.queues,
             throttle=throttle,
             states=states,

@@ -151,10 +151,10 @@ def _worker_init(sender: Any = None, **_: Any) -> None:
 def start_metrics_server(settings: Settings) -> int | None:
     """Serve the summed metrics of this worker and its pool children on the metrics
     port; children that exit are marked dead so their live gauges are dropped."""
-    import redis
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+    from newsq.connections import broker_redis, state_redis
     from newsq.metrics import RedisStateCollector
 
     def _child_gone(pid: int | None = None, **_: Any) -> None:
@@ -163,8 +163,9 @@ def start_metrics_server(settings: Settings) -> int | None:
     signals.worker_process_shutdown.connect(_child_gone, weak=False)
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
-    client = redis.Redis.from_url(settings.broker_url or "", socket_timeout=2)
-    registry.register(RedisStateCollector(client, settings.key_prefix, QUEUES))
+    client = state_redis(settings, socket_timeout=2)
+    broker = broker_redis(settings, socket_timeout=2) if settings.state_url else None
+    registry.register(RedisStateCollector(client, settings.key_prefix, QUEUES, broker))
     port = settings.metrics_port or 0
     try:
         start_http_server(port, addr=settings.metrics_addr, registry=registry)
