@@ -56,6 +56,7 @@ PROCESS_TASK = "newsq.process"
 FEED_TASK = "newsq.feed"
 POLL_FEEDS_TASK = "newsq.poll_feeds"
 REQUEUE_STUCK_TASK = "newsq.requeue_stuck"
+BACKFILL_TASK = "newsq.backfill_range"
 
 
 SOFT_SHUTDOWN_TIMEOUT = 15.0
@@ -146,6 +147,11 @@ def task_annotations(settings: Settings, *, inline: bool) -> dict[str, dict[str,
         # a batch runs in newsq's thread pool (no time limits) or only sends its URLs on
         FETCH_MANY_TASK: {"soft_time_limit": fetch_soft, "time_limit": fetch_soft + fetch_grace},
         PROCESS_TASK: {"soft_time_limit": process_limit, "time_limit": process_limit + 30},
+        # a span of a WARC file is many pages; one delivered again goes on where it stopped
+        BACKFILL_TASK: {
+            "soft_time_limit": process_limit * 10,
+            "time_limit": process_limit * 10 + 30,
+        },
     }
 
 
@@ -178,6 +184,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 )
             },
             PROCESS_TASK: {"queue": PROCESS_QUEUE},
+            BACKFILL_TASK: {"queue": PROCESS_QUEUE},
         },
         "task_annotations": task_annotations(settings, inline=False),
         "worker_hijack_root_logger": False,
@@ -239,6 +246,7 @@ def make_app(settings: Settings) -> Celery:
         "newsq.tasks.process",
         "newsq.tasks.feeds",
         "newsq.tasks.maintenance",
+        "newsq.tasks.backfill",
     ]
     app = Celery("newsq", include=tasks)
     config = celery_config(settings)

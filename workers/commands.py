@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from newsq import errors
 from newsq.config.settings import Settings
 from newsq.errors import ConfigError
+from newsq.workers.backfill_cmd import cmd_backfill
 from newsq.workers.common import broker, embedded_state, need_broker, open_ledger, print_json, state
 from newsq.workers.feeds_cmd import cmd_beat, cmd_feeds
 
@@ -336,4 +337,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "stats": cmd_stats,
     "feeds": cmd_feeds,
     "beat": cmd_beat,
+    "backfill": cmd_backfill,
 }
