@@ -49,11 +49,12 @@ NO_CONTENT: Final = "no_content"
 POISON: Final = "poison"
 RATE_LIMITED: Final = "rate_limited"  # in the contract's list; no fetch outcome gives it now
 TOO_COMPLEX: Final = "too_complex"  # a page over the clean stage's bounds (newsq.clean.limits)
+REVISIT: Final = "revisit"  # a WARC revisit record: a capture with no body (newsq backfill)
 
 REASONS: Final = frozenset({
     INVALID_URL, BLOCKED_ADDRESS, ROBOTS_DISALLOWED, RATE_LIMITED, TIMEOUT, CONNECTION_ERROR,
     TOO_MANY_REDIRECTS, HTTP_ERROR, TOO_LARGE, BAD_CONTENT_TYPE, DECODE_ERROR, NO_CONTENT,
-    POISON, TOO_COMPLEX,
+    POISON, TOO_COMPLEX, REVISIT,
 })  # fmt: skip
 """The reason codes a failed or skipped URL can carry (the contract's list)."""
 
@@ -64,5 +65,7 @@ DISCOVERY_LIMIT: Final = "discovery_limit"
 # Outcomes worth another attempt. An http_error is retryable only for 429 and 5xx,
 # which the fetch result tells by its status.
 RETRYABLE_REASONS: Final = frozenset({TIMEOUT, CONNECTION_ERROR})
-SKIP_REASONS: Final = frozenset({ROBOTS_DISALLOWED, BAD_CONTENT_TYPE, NO_CONTENT, TOO_COMPLEX})
+SKIP_REASONS: Final = frozenset({
+    ROBOTS_DISALLOWED, BAD_CONTENT_TYPE, NO_CONTENT, TOO_COMPLEX, REVISIT,
+})  # fmt: skip
 """Reasons that end a URL as ``skipped`` (a policy or content outcome, not a failure)."""

@@ -161,8 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--interval", type=_seconds, default=2.0, metavar="SECONDS",
                        help="seconds between refreshes of the live view (default 2)")  # fmt: skip
 
+    from newsq.workers.backfill_cmd import add_parser as add_backfill_parser
     from newsq.workers.feeds_cmd import add_parsers as add_feeds_parsers
 
+    add_backfill_parser(sub, _positive, _seconds)
     add_feeds_parsers(sub)
     return parser
 

@@ -46,20 +46,24 @@ from newsq.sites import sites_of
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["page", "feed", "robots"]
+Kind = Literal["page", "feed", "robots", "archive"]
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 GZIP_TYPES = frozenset({"application/gzip", "application/x-gzip", "application/octet-stream"})
 """Types a gzipped sitemap (``sitemap.xml.gz``) is served as; its body must be gzip."""
 GZIP_MAGIC = b"\x1f\x8b"
-KEPT_HEADERS = ("etag", "last-modified", "cache-control", "expires", "content-language")
+KEPT_HEADERS = (
+    "etag", "last-modified", "cache-control", "expires", "content-language",
+    "content-range",  # of a WARC file read in byte ranges (newsq.backfill.source)
+)  # fmt: skip
 POOL_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=30)
 _ACCEPT = {
     "page": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
     "feed": "application/rss+xml,application/atom+xml,application/xml;q=0.9,text/xml;q=0.9,"
     "application/feed+json;q=0.8,*/*;q=0.1",
     "robots": "text/plain,*/*;q=0.1",
+    "archive": "application/warc,*/*;q=0.1",
 }
 
 
@@ -145,6 +149,8 @@ def accepts(kind: Kind, mtype: str | None) -> bool:
         return True  # sniffed after reading (pages) or left to the parser (feeds, robots)
     if kind == "page":
         return mtype in PAGE_TYPES
+    if kind == "archive":  # a WARC file's bytes, served as whatever the server likes
+        return True
     if kind == "feed":
         return mtype.startswith("text/") or "xml" in mtype or "json" in mtype or mtype in GZIP_TYPES
     return mtype.startswith("text/")

@@ -1,0 +1,147 @@
+"""A backfill job's plan and progress in Redis, shared by the command and every worker.
+
+A job is one WARC file (its name and size name it, so the same file given again is the
+same job and only its unfinished ranges run). Each record is counted once by outcome,
+however often its range is delivered (the Lua keeps the offsets of a range in work);
+each range is marked done once, and its offsets then dropped.
+
+Outcomes: ``stored``, ``duplicate``, ``known`` (its URL was known already: another
+record's, an earlier run's, or a live fetch's), ``skipped:<reason>``, ``failed:<reason>``,
+and ``held`` (a page the process step put off: the ledger tells its outcome later).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from newsq.records import TERMINAL
+from newsq.replies import text
+
+if TYPE_CHECKING:
+    from newsq.ledger import Ledger
+
+_SCRIPT = (resources.files("newsq.backfill") / "progress.lua").read_text()
+KEEP_SECONDS = 7 * 86400
+"""How long a job's progress is kept after its last range is done."""
+
+
+@dataclass(frozen=True)
+class Span:
+    """The records that begin in ``[start, end)`` of a job's file: one task's work."""
+
+    job: str
+    source: str
+    index: int
+    start: int
+    end: int
+    gzipped: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"job": self.job, "source": self.source, "index": self.index,
+                "start": self.start, "end": self.end, "gzipped": self.gzipped}  # fmt: skip
+
+
+def job_id(source: str, size: int) -> str:
+    return hashlib.sha1(f"{source}\n{size}".encode()).hexdigest()[:16]
+
+
+def split(job: str, source: str, size: int, gzipped: bool, pieces: int, least: int) -> list[Span]:
+    """``size`` bytes in about ``pieces`` spans of at least ``least`` bytes each."""
+    step = max(least, -(-size // max(pieces, 1)))
+    starts = list(range(0, max(size, 1), step))
+    return [Span(job, source, i, a, min(a + step, size), gzipped) for i, a in enumerate(starts)]
+
+
+class Progress:
+    """The job hashes under ``prefix``: plans, counters, done marks."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.redis = client
+        self.prefix = prefix
+        self.script = client.register_script(_SCRIPT)
+
+    def key(self, job: str) -> str:
+        return f"{self.prefix}:backfill:{job}"
+
+    def _seen(self, span: Span) -> str:
+        return f"{self.key(span.job)}:seen:{span.index}"
+
+    def plan(self, spans: list[Span], size: int) -> list[Span]:
+        """Record the job's plan (the first time only: a job given again keeps its first
+        split) and return the spans of it not done yet."""
+        if not spans:
+            return []
+        key = self.key(spans[0].job)
+        plan = {"source": spans[0].source, "size": size, "spans": [[s.start, s.end] for s in spans]}
+        self.redis.hsetnx(key, "plan", json.dumps(plan))
+        kept = json.loads(text(self.redis.hget(key, "plan") or b"{}"))
+        first = spans[0]
+        spans = [Span(first.job, first.source, i, a, b, first.gzipped)
+                 for i, (a, b) in enumerate(kept["spans"])]  # fmt: skip
+        self.redis.hsetnx(key, "ranges", len(spans))
+        self.redis.hsetnx(key, "bytes", size)
+        done = self.redis.hmget(key, [f"done:{s.index}" for s in spans])
+        return [s for s, mark in zip(spans, done, strict=True) if not mark]
+
+    def is_done(self, span: Span) -> bool:
+        return bool(self.redis.hexists(self.key(span.job), f"done:{span.index}"))
+
+    def counted(self, span: Span) -> set[int]:
+        """The offsets of ``span``'s records counted by an earlier delivery of it."""
+        return {int(k) for k in self.redis.hkeys(self._seen(span))}
+
+    def count(self, span: Span, offset: int, outcome: str) -> bool:
+        keys = [self.key(span.job), self._seen(span)]
+        return bool(self.script(keys=keys, args=["count", KEEP_SECONDS, offset, outcome]))
+
+    def hold(self, span: Span, url: str) -> None:
+        """Keep ``url``, whose page the process step put off: its outcome comes later."""
+        key = f"{self.key(span.job)}:held"
+        self.redis.sadd(key, url)
+        self.redis.expire(key, KEEP_SECONDS)
+
+    def held(self, jobs: Iterable[str]) -> list[str]:
+        return sorted(
+            {text(u) for job in jobs for u in self.redis.smembers(f"{self.key(job)}:held")}
+        )
+
+    def done(self, span: Span) -> bool:
+        keys = [self.key(span.job), self._seen(span)]
+        return bool(self.script(keys=keys, args=["done", KEEP_SECONDS, span.index,
+                                                 span.end - span.start]))  # fmt: skip
+
+    def totals(self, jobs: Iterable[str]) -> dict[str, int]:
+        """The counters of ``jobs`` added up (the plan and done marks left out)."""
+        out: dict[str, int] = {}
+        for job in jobs:
+            for name, value in self.redis.hgetall(self.key(job)).items():
+                field = text(name)
+                if field not in ("plan", "error") and not field.startswith("done:"):
+                    out[field] = out.get(field, 0) + int(value)
+        return out
+
+    def settled(self, jobs: Iterable[str], ledger: Ledger) -> dict[str, int]:
+        """:meth:`totals` with each ``held`` page counted by its URL's outcome now (a
+        page still put off stays ``held``)."""
+        jobs = list(jobs)
+        out = self.totals(jobs)
+        for url in self.held(jobs):
+            entry = ledger.get(url) or {}
+            state = entry.get("state", "")
+            if state in TERMINAL:
+                outcome = f"{state}:{entry['reason']}" if entry.get("reason") else state
+                out[outcome] = out.get(outcome, 0) + 1
+                out["held"] -= 1
+        return out
+
+    def errors(self, jobs: Iterable[str]) -> list[str]:
+        """What ended a span of ``jobs`` early (a file gone, no WARC file), if anything."""
+        found = [self.redis.hget(self.key(job), "error") for job in jobs]
+        return [text(e) for e in found if e]

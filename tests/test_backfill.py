@@ -1,0 +1,295 @@
+"""``newsq backfill``: a WARC file of the sample site through clean → dedup → store.
+
+The WARC is captured from the served site over loopback (each answer as the wire gave
+it: responses, a PDF, an image, 404s, a redirect, syndicated and exact copies of
+stories), with a revisit record, gzipped per record as CC-NEWS ships them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import sqlalchemy as sa
+
+from newsq import errors
+from newsq.backfill.progress import Progress, Span, job_id, split
+from newsq.backfill.source import describe
+from newsq.backfill.step import span_step
+from newsq.backfill.warc import read_records, record_start, scan_from
+from newsq.config.settings import AllowPrivate, Settings
+from newsq.demo.site import SampleSite, SiteSpec
+from newsq.demo.warc import capture, write_warc
+from newsq.errors import ConfigError
+from newsq.fetch.client import Fetcher
+from newsq.pipeline import process_step
+from newsq.resources import Runtime
+from newsq.urls import normalize
+from tests.cli import local_env, newsq_env, run_newsq
+
+SPEC = SiteSpec(stories=6, outlets=3, seed=3)
+
+
+@dataclass(frozen=True)
+class Archive:
+    site: SampleSite
+    path: Path
+    plain: Path
+    urls: list[str]
+    revisited: str
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
+    """The sample site, served for the module, and its WARC files (gzipped, plain)."""
+    folder = tmp_path_factory.mktemp("warc")
+    with SampleSite.build(SPEC) as site:
+        urls = list(site.truth)
+        captures = [capture(url) for url in urls]
+        revisited = urls[0].rstrip("/") + "/again"  # a URL archived only as a revisit
+        for name, gzip in (("site.warc.gz", True), ("site.warc", False)):
+            write_warc(folder / name, captures, revisits={revisited: urls[0]}, gzip=gzip)
+        yield Archive(site, folder / "site.warc.gz", folder / "site.warc", urls, revisited)
+
+
+def _offsets(path: Path, cuts: list[int], gzipped: bool) -> list[int]:
+    """The record offsets read span by span, the file cut at ``cuts``."""
+    found = []
+    for start, end in itertools.pairwise(cuts):
+        with path.open("rb") as stream:
+            stream.seek(scan_from(start, gzipped))
+            first = record_start(stream, start, gzipped)
+        if first is None or first >= end:
+            continue
+        with path.open("rb") as stream:
+            stream.seek(first)
+            found += [r.offset for r in read_records(stream, end, 10_000_000)]
+    return found
+
+
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_spans_cut_anywhere_read_every_record_once(archive: Archive, gzipped: bool) -> None:
+    path = archive.path if gzipped else archive.plain
+    size = path.stat().st_size
+    whole = _offsets(path, [0, size], gzipped)
+    assert len(whole) == 2 * len(archive.urls) + 2  # warcinfo, request + response each, revisit
+    rng = random.Random(5)
+    for pieces in (2, 7, 40):
+        cuts = sorted({0, size, *(rng.randrange(1, size) for _ in range(pieces - 1))})
+        assert _offsets(path, cuts, gzipped) == whole
+
+
+def _articles(database_url: str) -> list[Any]:
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT url, story_id, duplicate_of, text, fetched_at "
+                                    "FROM articles")).all()  # fmt: skip
+    engine.dispose()
+    return list(rows)
+
+
+def _outcomes(database_url: str) -> dict[str, tuple[str, str | None]]:
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT url, state, reason FROM urls")).all()
+    engine.dispose()
+    return {r.url: (r.state, r.reason) for r in rows}
+
+
+def _stories(rows: list[Any], urls: set[str]) -> set[frozenset[str]]:
+    """The copies of each story among ``urls``, as sets of URLs."""
+    by_story: dict[str, set[str]] = {}
+    for row in rows:
+        if row.url in urls:
+            by_story.setdefault(row.story_id, set()).add(row.url)
+    return {frozenset(group) for group in by_story.values()}
+
+
+@pytest.mark.slow
+def test_backfill_stores_what_run_stores_from_the_same_pages(
+    archive: Archive, tmp_path: Path, redis_url: str, key_prefix: str
+) -> None:
+    backfilled = f"sqlite:///{tmp_path}/backfill.db"
+    env = newsq_env(NEWSQ_DATABASE_URL=backfilled)  # embedded: no broker
+    done = run_newsq("backfill", str(archive.path), "--workers", "2", env=env, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "backfill.db.redis").is_dir()  # the state kept beside the store
+
+    rows = _articles(backfilled)
+    outcomes = _outcomes(backfilled)
+    expected = archive.site.expected
+    assert len({r.url for r in rows}) == len(rows)  # no URL stored twice
+    assert sum(1 for r in rows if r.duplicate_of is None) == expected.stored, (rows, done.stdout)
+    assert all(str(r.fetched_at).startswith("2019-11-18") for r in rows)  # the WARC-Date
+    assert outcomes[normalize(archive.revisited)] == ("skipped", errors.REVISIT)
+    reasons = [reason for state, reason in outcomes.values() if state == "skipped"]
+    assert reasons.count(errors.BAD_CONTENT_TYPE) == expected.skipped["bad_content_type"]
+    # the 404s and the redirect: archived answers, not pages
+    assert reasons.count(errors.HTTP_ERROR) == expected.failed["http_error"] + 1
+    assert re.search(rf"^  stored +{expected.stored}$", done.stdout, re.M), done.stdout
+    assert f"{2 * len(archive.urls) + 2} records" in done.stdout
+
+    # the same pages fetched over loopback by `newsq run`
+    listed = tmp_path / "urls.txt"
+    listed.write_text("\n".join(archive.urls) + "\n")
+    fetched = f"sqlite:///{tmp_path}/run.db"
+    ran = run_newsq("run", "--urls", str(listed), "--workers", "2",
+                    env=local_env(redis_url, key_prefix, fetched), cwd=str(tmp_path))  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    run_rows = _articles(fetched)
+    both = {r.url for r in rows} & {r.url for r in run_rows}
+    assert len(both) == len(rows)  # every copy backfilled, run stored too
+    assert _stories(rows, both) == _stories(run_rows, both)  # the same stories
+    texts = {r.url: r.text for r in run_rows if r.text is not None}
+    first = [r for r in rows if r.text is not None and r.url in texts]
+    assert first and all(texts[r.url] == r.text for r in first)  # the same texts
+    assert sum(1 for r in run_rows if r.duplicate_of is None) == expected.stored
+
+    again = run_newsq("backfill", str(archive.path), "--workers", "1", env=env, cwd=str(tmp_path))
+    assert again.returncode == 0, again.stderr
+    assert _articles(backfilled) == rows  # the file done already: nothing more stored
+
+
+def _spans(source: str, size: int, gzipped: bool, pieces: int) -> list[Span]:
+    return split(job_id(source, size), source, size, gzipped, pieces, 1)
+
+
+class _Held:
+    """The hand-on of an in-process span: a page the process step put off is processed
+    again once the span is read, as its process task would be."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt, self.urls, self.wait = rt, list[str](), 0.0
+
+    def __call__(self, url: str, countdown: float) -> None:
+        self.urls.append(url)
+        self.wait = max(self.wait, countdown)
+
+    def run(self) -> None:
+        while self.urls:
+            time.sleep(min(self.wait, 16.0))
+            urls, self.urls, self.wait = self.urls, [], 0.0
+            for url in urls:
+                step = process_step(self.rt, url)
+                if step.action == "next":
+                    self(url, step.countdown)
+
+
+def _run_span(rt: Runtime, span: Span) -> None:
+    held = _Held(rt)
+    span_step(rt, span, lambda url: nullcontext(), held)
+    held.run()
+
+
+class _Killed(BaseException):
+    """The worker dies (not an error a task handles)."""
+
+
+def test_a_span_killed_between_store_and_count_stores_nothing_twice(
+    archive: Archive, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = Runtime(settings)
+    source = str(archive.path)
+    (span,) = _spans(source, archive.path.stat().st_size, True, 1)
+    progress = Progress(rt.redis, settings.key_prefix)
+    progress.plan([span], archive.path.stat().st_size)
+    count = Progress.count
+    calls = 0
+
+    def dies_on_the_tenth(self: Progress, *args: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 10:  # its record is stored, its count not written: killed there
+            raise _Killed
+        return count(self, *args)
+
+    monkeypatch.setattr(Progress, "count", dies_on_the_tenth)
+    held = _Held(rt)  # process tasks sent before the worker died are not lost with it
+    with pytest.raises(_Killed):
+        span_step(rt, span, lambda url: nullcontext(), held)
+    stored_before = len(_articles(settings.database_url))
+    assert stored_before > 0
+    monkeypatch.setattr(Progress, "count", count)
+    span_step(rt, span, lambda url: nullcontext(), held)  # delivered again
+    held.run()
+
+    rows = _articles(settings.database_url)
+    assert len({r.url for r in rows}) == len(rows) > stored_before
+    totals = progress.settled([span.job], rt.ledger)
+    assert totals["records"] == 2 * len(archive.urls) + 2  # each record counted once
+    assert totals["stored"] == archive.site.expected.stored
+    assert totals["stored"] + totals["duplicate"] == len(rows)
+    engine = sa.create_engine(settings.database_url)
+    with engine.connect() as conn:
+        events = conn.execute(sa.text("SELECT count(*) FROM events")).scalar()
+    engine.dispose()
+    assert events == len(rows)  # one event per row written, none twice
+    rt.close()
+
+
+class _RangeHandler(BaseHTTPRequestHandler):
+    """Serves one file's bytes with ``Range: bytes=A-B`` answers (206)."""
+
+    protocol_version = "HTTP/1.1"
+    data = b""
+    asked: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        ranged = self.headers.get("Range", "")
+        type(self).asked.append(ranged)
+        first, _, last = ranged.removeprefix("bytes=").partition("-")
+        start, end = int(first or 0), min(int(last or len(self.data) - 1), len(self.data) - 1)
+        if start >= len(self.data):
+            self.send_response(416)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = self.data[start : end + 1]
+        self.send_response(206)
+        self.send_header("Content-Type", "application/warc")
+        self.send_header("Content-Range", f"bytes {start}-{end}/{len(self.data)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_url_source_is_read_in_ranges_through_the_guarded_fetcher(
+    archive: Archive, settings: Settings
+) -> None:
+    _RangeHandler.data = archive.path.read_bytes()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/site.warc.gz"
+    try:
+        guarded = replace(settings, allow_private=AllowPrivate())
+        with Fetcher(guarded) as fetcher, pytest.raises(ConfigError, match="blocked_address"):
+            describe(url, fetcher)  # loopback, not allowed: refused as a page would be
+        with Fetcher(settings) as fetcher:
+            size, head = describe(url, fetcher)
+        assert size == len(_RangeHandler.data) and head.startswith(b"\x1f\x8b")
+        rt = Runtime(settings)
+        spans = _spans(url, size, True, 3)
+        Progress(rt.redis, settings.key_prefix).plan(spans, size)
+        for span in spans:
+            _run_span(rt, span)
+        totals = Progress(rt.redis, settings.key_prefix).settled([spans[0].job], rt.ledger)
+        rt.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert totals["records"] == 2 * len(archive.urls) + 2
+    assert totals["stored"] == archive.site.expected.stored
+    assert all(a.startswith("bytes=") for a in _RangeHandler.asked)
