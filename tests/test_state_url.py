@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,8 +96,6 @@ def test_a_run_keeps_its_state_on_the_state_redis_and_celerys_keys_on_the_broker
             assert any(key.startswith(kind) for key in mine), kind
 
         # the read commands and the API find the state where the workers left it
-        status = json.loads(run_newsq("status", env=env).stdout)
-        assert status["states"]["stored"] + status["states"]["duplicate"] == len(urls)
         stats = run_newsq("stats", "--once", env=env)
         assert stats.returncode == 0 and "stored" in stats.stdout, stats.stderr
         settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("NEWSQ_")})
