@@ -71,7 +71,7 @@ def _fill(store: Store, n: int) -> None:
 def _deliverer(store: Store, url: str, broker: str, n: int, prefix: str) -> float:
     """Seconds per event for a deliverer to send all ``n``."""
     config = WebhookConfig(url=url, secret="bench", allow=AllowPrivate(all=True),
-                           database_url="", broker_url=broker, key_prefix=prefix)  # fmt: skip
+                           key_prefix=prefix)  # fmt: skip
     client = redis.Redis.from_url(broker)
     _Receiver.taken = 0
     started = time.perf_counter()

@@ -53,7 +53,6 @@ def _config(settings: Settings, url: str, **extra: Any) -> WebhookConfig:
     values: dict[str, Any] = {
         "url": url, "secret": SECRET, "allow": AllowPrivate.parse("127.0.0.1"),
         "timeout": 0.5, "backoff_max": 0.05, "lease": LEASE,
-        "database_url": settings.database_url, "broker_url": settings.broker_url or "",
         "key_prefix": settings.key_prefix, **extra,
     }  # fmt: skip
     return WebhookConfig(**values)
@@ -143,8 +142,7 @@ from newsq.webhooks import Deliverer, WebhookConfig
 
 url, db, broker, prefix, lease = sys.argv[1:6]
 config = WebhookConfig(url=url, secret="s3cret-key", allow=AllowPrivate.parse("127.0.0.1"),
-                       timeout=30, backoff_max=0.05, lease=float(lease), database_url=db,
-                       broker_url=broker, key_prefix=prefix)
+                       timeout=30, backoff_max=0.05, lease=float(lease), key_prefix=prefix)
 Deliverer(config, Store.from_url(db), redis.Redis.from_url(broker)).start()
 time.sleep(600)
 """

@@ -181,8 +181,13 @@ def deliver_rest(settings: Settings, store: Store) -> None:
     if config is None:
         return
     from newsq.webhooks.deliver import drain
+    from newsq.webhooks.service import lease_client
 
-    cursor = drain(config, store, config.drain)
+    client = lease_client(settings)
+    try:
+        cursor = drain(config, store, client, config.drain)
+    finally:
+        client.close()
     if cursor.pending:
         why = f"last error: {cursor.last_error}" if cursor.last_error else "no answer yet"
         print(f"newsq: webhook {config.target}: {cursor.pending} events not delivered "

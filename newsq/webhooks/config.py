@@ -25,8 +25,6 @@ class WebhookConfig:
     backoff_max: float = 60.0
     lease: float = 10.0
     drain: float = 30.0
-    database_url: str = "sqlite:///newsq.db"
-    broker_url: str = ""
     key_prefix: str = "newsq"
     user_agent: str = "newsq"
 
@@ -38,8 +36,7 @@ class WebhookConfig:
         return cls(url=settings.webhook_url, secret=settings.webhook_secret or "",
                    allow=settings.webhook_allow, timeout=settings.webhook_timeout,
                    backoff_max=settings.webhook_backoff_max, lease=settings.webhook_lease,
-                   drain=settings.webhook_drain, database_url=settings.database_url,
-                   broker_url=settings.broker_url or "", key_prefix=settings.key_prefix,
+                   drain=settings.webhook_drain, key_prefix=settings.key_prefix,
                    user_agent=settings.user_agent)  # fmt: skip
 
     @property

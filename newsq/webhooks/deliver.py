@@ -17,6 +17,7 @@ delivered in its last 50 ms).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -251,10 +252,9 @@ class Deliverer:
         return f"http {answer.status_code}"
 
 
-def drain(config: WebhookConfig, store: Store, wait: float) -> cursors.Cursor:
+def drain(config: WebhookConfig, store: Store, client: redis.Redis, wait: float) -> cursors.Cursor:
     """Deliver what is left (as one more deliverer: it takes the lease once the others
     gave it up), for up to ``wait`` seconds; the cursor as it then stands."""
-    client = redis.Redis.from_url(config.broker_url, socket_timeout=5)
     deliverer = Deliverer(config, store, client).start()
     deadline = time.monotonic() + wait
     try:
@@ -262,14 +262,7 @@ def drain(config: WebhookConfig, store: Store, wait: float) -> cursors.Cursor:
             cursor = cursors.load(store, config.target)
             left = cursors.pending(store, cursor.last_id)
             if left == 0 or time.monotonic() >= deadline:
-                return _with_pending(cursor, left)
+                return dataclasses.replace(cursor, pending=left)
             time.sleep(0.05)
     finally:
         deliverer.stop()
-        client.close()
-
-
-def _with_pending(cursor: cursors.Cursor, left: int) -> cursors.Cursor:
-    from dataclasses import replace
-
-    return replace(cursor, pending=left)

@@ -8,12 +8,19 @@ import logging
 import redis
 
 from newsq.config.settings import Settings
+from newsq.connections import state_redis
 from newsq.errors import NewsqError
 from newsq.store.database import Store
 from newsq.webhooks.config import WebhookConfig
 from newsq.webhooks.deliver import Deliverer, check_target
 
 log = logging.getLogger(__name__)
+
+
+def lease_client(settings: Settings) -> redis.Redis:
+    """A client of the Redis the lease lives in: the shared state's (a short timeout: a
+    holder that cannot renew stops sending)."""
+    return state_redis(settings, socket_timeout=5.0)
 
 
 class Service:
@@ -28,12 +35,11 @@ class Service:
             return
         try:
             check_target(config)  # `newsq worker` refused it at start already
-            store = Store.from_url(config.database_url)
+            store = Store.from_url(settings.database_url)
         except NewsqError as exc:
             log.error("%s; no webhook delivery from this worker", exc)
             return
-        client = redis.Redis.from_url(config.broker_url, socket_timeout=max(5.0, config.lease))
-        self.deliverer = Deliverer(config, store, client).start()
+        self.deliverer = Deliverer(config, store, lease_client(settings)).start()
 
     def stop(self) -> None:
         deliverer, self.deliverer = self.deliverer, None
