@@ -398,3 +398,26 @@ def test_newsq_run_says_what_it_could_not_deliver_and_the_next_run_sends_it(
     ids = [e["id"] for e in read(store)]
     store.close()
     assert len(ids) == 4 and receiver.taken() == ids
+
+
+def test_the_cursor_is_kept_on_sqlite_and_postgresql(
+    database_url: str, redis_url: str, key_prefix: str, receiver: Receiver
+) -> None:
+    store = Store.from_url(database_url)
+    settings = Settings(broker_url=redis_url, database_url=database_url, key_prefix=key_prefix)
+    try:
+        _stored(store, 1, 2)
+        receiver.answers = [502]
+        deliverer = _started(settings, store, receiver.url)
+        try:
+            ids = [e["id"] for e in read(store)]
+            assert receiver.wait_for(len(ids)) == ids
+        finally:
+            deliverer.stop()
+        [cursor] = cursors.every(store)
+        assert (cursor.last_id, cursor.delivered, cursor.pending) == (ids[-1], len(ids), 0)
+        assert cursor.last_error == f"event {ids[0]}: http 502"
+        _stored(store, 3, 1)
+        assert cursors.every(store)[0].pending == 2
+    finally:
+        store.close()
