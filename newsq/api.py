@@ -179,7 +179,7 @@ def extract(html: str | bytes, url: str | None = None, *,
 
 
 def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
-             every: float = 0.5, chunk: int = 2000, rescan: float = 2.0,
+             every: float = 0.5, chunk: int = 2000, rescan: float = 10.0,
              on_poll: Callable[[int, int], None] | None = None) -> bool:  # fmt: skip
     """Poll the ledger, at first often, then every ``every`` seconds, until every one of
     ``urls`` (normalised) is terminal: True, or False once ``timeout`` passed.
@@ -187,15 +187,18 @@ def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
 
     Each poll reads the ledger's count of terminal outcomes (one command); the states of
     the pending URLs are read only when that count says they may all have ended, or
-    every ``rescan`` seconds (for ``on_poll``'s progress), and then at most ``chunk`` of
-    them a poll (a rolling window) by keys hashed once: waiting on a million URLs polls
-    cheaply and leaves Redis and the CPU to the workers.
+    every ``rescan`` seconds (a retry takes a URL off the count), and then at most
+    ``chunk`` of them a poll (a rolling window) by keys hashed once: waiting on a
+    million URLs polls cheaply and leaves Redis and the CPU to the workers. Between
+    reads, ``done`` is what the count added since the last pass (exact when nothing
+    else runs on this Redis; never all of them before a pass has seen it).
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     total = len(urls)
     pending = [ledger.key(url) for url in urls]
     cursor = 0
     seen, scanned = -1, -math.inf  # outcomes counted when the last pass began, and when
+    after = 0  # outcomes counted once the last pass was over
     pause = min(every, 0.02)  # a quick URL is seen done at once; a long wait polls `every`
     while pending:
         cursor = cursor if cursor < len(pending) else 0
@@ -208,8 +211,11 @@ def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
             left = [key for key, s in zip(window, states, strict=True) if s not in TERMINAL]
             pending[cursor : cursor + chunk] = left
             cursor += len(left)
+            if cursor >= len(pending):
+                ended = after = ledger.ended()
         if on_poll is not None:
-            on_poll(total - len(pending), total)
+            since = min(max(0, ended - after), len(pending) - 1) if pending else 0
+            on_poll(total - len(pending) + since, total)
         if not pending:
             break
         if deadline is not None and time.monotonic() > deadline:

@@ -84,12 +84,13 @@ elseif command == 'unclaim' then
   return dropped
 elseif command == 'begin' then
   local url_key, state, now = KEYS[1], ARGV[2], ARGV[3]
-  local old, t_start, has_url = unpack(redis.call('HMGET', url_key, 'state', 't_start', 'url'))
+  local old, t_start, has_url, deliveries = unpack(
+    redis.call('HMGET', url_key, 'state', 't_start', 'url', 'deliveries'))
   if old and TERMINAL[old] then
     return {old, 0}
   end
-  local deliveries = redis.call('HINCRBY', url_key, 'deliveries', 1)
-  local set = state_fields({}, state, now)
+  deliveries = (tonumber(deliveries) or 0) + 1
+  local set = state_fields({'deliveries', deliveries}, state, now)
   if not t_start then
     set[#set + 1] = 't_start'
     set[#set + 1] = now
