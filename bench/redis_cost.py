@@ -1,21 +1,22 @@
 """Redis's work per stored article, by script and command, for two checkouts side by side.
 
     python -m bench.redis_cost [--pages 605] [--workers 2] [--rounds 3] [--before DIR]
+                               [--after DIR] [--no-parts]
 
 ``--before DIR`` is another checkout of newsq (``git worktree add /work/tmp/rc-old
-<hash>``); without it only this checkout is measured. Each round runs ``newsq run
---urls FILE --workers W`` of every checkout, in alternating order, on the speed bench's
-pages (:mod:`bench.speed_pages`, served on loopback by :mod:`bench.speed_serve`) with
-the speed bench's settings (no host rate, robots off), each against a fresh private
-redis-server started here. A plain round gives the totals per stored article: Redis CPU
-(``INFO`` ``used_cpu_user + used_cpu_sys``, and ``/proc/PID/stat`` of the server as a
-check), commands (``INFO commandstats``, which counts the commands run inside Lua
-scripts too), round trips (``total_reads_processed``: a pipeline is one) and bytes on
-the wire. One more run per checkout has the slow log record every command
-(``slowlog-log-slower-than 0``): each top-level command and script call, with the
-commands it ran inside, goes to its part (a script by its SHA1, a ledger call by its
-operation, any other command by the key it names) with the microseconds Redis spent
-executing it. That run's CPU is not counted (the slow log costs some).
+<hash>``), ``--after DIR`` the one measured after it (default: this one). Each round
+runs ``newsq run --urls FILE --workers W`` of every checkout, in alternating order, on
+the speed bench's pages (:mod:`bench.speed_pages`, served on loopback by
+:mod:`bench.speed_serve`) with the speed bench's settings (no host rate, robots off),
+each against a fresh private redis-server started here. A plain round gives the totals
+per stored article: Redis CPU (``INFO`` ``used_cpu_user + used_cpu_sys``, and
+``/proc/PID/stat`` of the server as a check), commands (``INFO commandstats``, which
+counts the commands run inside Lua scripts too), round trips (``total_reads_processed``:
+a pipeline is one) and bytes on the wire. One more run per checkout has the slow log
+record every command (``slowlog-log-slower-than 0``): each top-level command and script
+call, with the commands it ran inside, goes to its part (a script by its SHA1, a ledger
+call by its operation, any other command by the key it names) with the microseconds
+Redis spent executing it. That run's CPU is not counted (the slow log costs some).
 """
 
 from __future__ import annotations
@@ -128,7 +129,9 @@ def run_once(checkout: Checkout, urls_file: Path, workers: int, tmp: Path,
         before, proc0 = _counters(client), _proc_cpu(server.proc.pid)
         started = time.perf_counter()
         with (tmp / f"{prefix}.log").open("wb") as log:
-            done = subprocess.run(cmd, env=env, cwd=checkout.tree, stdout=log, stderr=log)
+            # not from the checkout's folder: its newsq/ there, first on sys.path, lacks
+            # the config/, tasks/ and workers/ that its PYTHONPATH (a shim) holds
+            done = subprocess.run(cmd, env=env, cwd=tmp, stdout=log, stderr=log)
         wall = time.perf_counter() - started
         after, proc1 = _counters(client), _proc_cpu(server.proc.pid)
         if done.returncode != 0:
@@ -291,12 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="plain rounds per checkout")
     parser.add_argument("--before", type=Path, default=None, help="another checkout")
+    parser.add_argument("--after", type=Path, default=ROOT,
+                        help="the checkout measured after (default: this one)")  # fmt: skip
     parser.add_argument("--no-parts", action="store_true", help="skip the slow-log runs")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="newsq-rcost-") as name:
         tmp = Path(name)
-        checkouts = [Checkout.of("after", ROOT, tmp)]
+        checkouts = [Checkout.of("after", args.after.resolve(), tmp)]
         if args.before is not None:
             checkouts.insert(0, Checkout.of("before", args.before.resolve(), tmp))
         names = [c.name for c in checkouts]
