@@ -43,6 +43,9 @@ class FetchResult:
     retry_after: float | None = None
     """Seconds the server asked us to wait (Retry-After on 429/503), if any."""
     headers: dict[str, str] = field(default_factory=dict, repr=False)
+    raw: tuple[str, builtins.bytes] | None = field(default=None, repr=False)
+    """A page's HTTP head and body as fetched (``NEWSQ_KEEP_RAW=1``): for a replayable
+    WARC record (``newsq.store.warc``)."""
 
     @property
     def retryable(self) -> bool:

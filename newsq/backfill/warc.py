@@ -57,8 +57,6 @@ class Record:
     kind: str
     url: str | None
     outcome: Page | Skip | None
-    raw: tuple[str, bytes] | None = None
-    """The response's HTTP head and body as archived (kept with ``NEWSQ_KEEP_RAW=1``)."""
 
 
 def is_gzip(head: bytes) -> bool:
@@ -124,8 +122,7 @@ def read_records(stream: Stream, end: int, max_bytes: int) -> Iterator[Record]:
         kind = record.rec_type
         url = record.rec_headers.get_header("WARC-Target-URI")
         if kind == "response" and record.http_headers is not None:
-            outcome, raw = _response(record, max_bytes)
-            yield Record(offset, kind, url, outcome, raw)
+            yield Record(offset, kind, url, _response(record, max_bytes))
         elif kind == "revisit":
             profile = record.rec_headers.get_header("WARC-Profile") or ""
             detail = "revisit record" + (f" ({profile.rsplit('/', 1)[-1]})" if profile else "")
@@ -143,30 +140,28 @@ def _fetched_at(record: Any) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _response(record: Any, max_bytes: int) -> tuple[Page | Skip, tuple[str, bytes] | None]:
-    """The page of a response record, or why it is none (the fetch stage's checks and
-    reason codes: a status other than 200, a type that is not HTML, a body too large or
-    not text), with the record's HTTP head and body as archived."""
+def _response(record: Any, max_bytes: int) -> Page | Skip:
+    """The page of a response record, with its HTTP head and body as archived (for
+    ``NEWSQ_KEEP_RAW``), or why it is none (the fetch stage's checks and reason codes:
+    a status other than 200, a type that is not HTML, a body too large or not text)."""
     http = record.http_headers
     status = http.get_statuscode() or ""
-    head = http.to_str()
-    body = record.raw_stream.read(max_bytes + 1)
-    raw = (head, body[:max_bytes])
     if status != "200":
-        return Skip(errors.HTTP_ERROR, f"HTTP {status or 'status missing'}"), raw
+        return Skip(errors.HTTP_ERROR, f"HTTP {status or 'status missing'}")
     content_type = http.get_header("Content-Type")
     mtype, charset = media_type(content_type)
     if mtype is not None and mtype not in PAGE_TYPES:
-        return Skip(errors.BAD_CONTENT_TYPE, f"Content-Type {content_type}"), raw
+        return Skip(errors.BAD_CONTENT_TYPE, f"Content-Type {content_type}")
+    body = record.raw_stream.read(max_bytes + 1)
     try:
         decoded = _undo_encodings(http, body, max_bytes)
         if mtype is None and not looks_like_html(decoded):
-            return Skip(errors.BAD_CONTENT_TYPE, "Content-Type missing, body not HTML"), raw
+            return Skip(errors.BAD_CONTENT_TYPE, "Content-Type missing, body not HTML")
         text, _ = decode_html(decoded, charset)
     except BodyError as exc:
-        return Skip(exc.reason, str(exc)), raw
+        return Skip(exc.reason, str(exc))
     url = record.rec_headers.get_header("WARC-Target-URI") or ""
-    return Page(url, _fetched_at(record), text), raw
+    return Page(url, _fetched_at(record), text, (http.to_str() + "\r\n", body))
 
 
 def _undo_encodings(http: Any, body: bytes, max_bytes: int) -> bytes:

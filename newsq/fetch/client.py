@@ -156,6 +156,26 @@ def accepts(kind: Kind, mtype: str | None) -> bool:
     return mtype.startswith("text/")
 
 
+UNDONE = frozenset({"content-encoding", "transfer-encoding", "content-length"})
+"""Headers that no longer describe the body once its encodings are undone."""
+
+
+def raw_http(response: httpx.Response, body: bytes) -> tuple[str, bytes]:
+    """The HTTP head of ``response`` as it came, and ``body``: the bytes as fetched once
+    their transfer and content encodings were undone (the head says so: those headers
+    are kept renamed ``X-Newsq-Original-*``, with the body's own Content-Length), as
+    Common Crawl archives a page."""
+    version = response.http_version or "HTTP/1.1"
+    lines = [f"{version} {response.status_code} {response.reason_phrase}".rstrip()]
+    for name, value in response.headers.raw:
+        key, shown = name.decode("latin-1"), value.decode("latin-1")
+        if key.lower() in UNDONE:
+            key = f"X-Newsq-Original-{key}"
+        lines.append(f"{key}: {shown}")
+    lines.append(f"Content-Length: {len(body)}")
+    return "\r\n".join(lines) + "\r\n\r\n", body
+
+
 def ascii_int(value: str | None) -> int | None:
     """The number a header value of ASCII digits spells; None for anything else.
 
@@ -385,7 +405,8 @@ class Fetcher:
                 text, _ = decode_html(body, charset)
             except BodyError as exc:
                 raise _Failed(exc.reason, str(exc), status) from None
-            return self._success(state, start, b"", text, kept, size=len(body))
+            raw = raw_http(response, body) if self.settings.keep_raw else None
+            return self._success(state, start, b"", text, kept, size=len(body), raw=raw)
         return self._success(state, start, body, None, kept)
 
     def _stream_body(self, response: httpx.Response, deadline: float) -> bytes:
@@ -410,6 +431,7 @@ class Fetcher:
         headers: dict[str, str],
         *,
         size: int | None = None,
+        raw: tuple[str, bytes] | None = None,
     ) -> FetchResult:
         return FetchResult(
             url=state.url,
@@ -424,6 +446,7 @@ class Fetcher:
             text=text,
             body=None if text is not None else body,
             headers=headers,
+            raw=raw,
         )
 
     def _failure(

@@ -117,6 +117,9 @@ pages = sa.Table(
     sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("content_type", sa.Text),
     sa.Column("html_zlib", sa.LargeBinary, nullable=False),
+    # the HTTP head and body as fetched or archived (migration 0007), for a replayable WARC
+    sa.Column("http_head", sa.Text),
+    sa.Column("body_zlib", sa.LargeBinary),
     sa.PrimaryKeyConstraint("url", "content_hash", name="pk_pages"),
 )
 

@@ -1,11 +1,15 @@
 """``newsq export --warc FILE``: the kept raw pages of exported articles as WARC records.
 
 One ``warcinfo`` record, then one ``response`` record per exported article whose page
-was kept (``NEWSQ_KEEP_RAW=1`` when it was processed). The payload is the page's HTML
-as newsq decoded it, re-encoded as UTF-8 (the header says so); the HTTP status line
-is ``200 OK`` because only fetched-and-stored pages are kept. Records are written
-while the export streams, a batch at a time, so memory stays constant. A name ending
-in ``.gz`` gives a gzip-per-record WARC (``.warc.gz``).
+was kept (``NEWSQ_KEEP_RAW=1`` when it was processed). A page kept with its HTTP head
+and body (fetched or backfilled since migration 0007) is written as it came: the
+status line and headers the server sent and the body's bytes, in their own charset, so
+the record replays (a fetched body's transfer and content encodings are undone, and
+its head says so, as Common Crawl's records do). A page kept before that has only its
+decoded HTML: it is written re-encoded as UTF-8 under a ``200 OK`` (the record's
+``newsq-Payload-Note`` says so). Records are written while the export streams, a batch
+at a time, so memory stays constant. A name ending in ``.gz`` gives a gzip-per-record
+WARC (``.warc.gz``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from newsq.errors import ConfigError
 from newsq.store.database import Store
 
 BATCH = 200
+HTTP_VERSIONS = ["HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/2.0"]
 
 
 def _warc_date(value: Any) -> str:
@@ -60,7 +65,7 @@ class WarcArchive:
             yield from batch
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
-        from warcio.statusandheaders import StatusAndHeaders
+        from warcio.statusandheaders import StatusAndHeaders, StatusAndHeadersParser
 
         kept = self.store.pages_for([(r["url"], r["content_hash"]) for r in rows])
         for row in rows:
@@ -68,18 +73,23 @@ class WarcArchive:
             if page is None:
                 self.missing += 1
                 continue
-            body = zlib.decompress(page["html_zlib"])
-            content_type = page["content_type"] or "text/html; charset=utf-8"
-            http = StatusAndHeaders("200 OK", [("Content-Type", content_type),
-                                               ("Content-Length", str(len(body)))],
-                                    protocol="HTTP/1.1")  # fmt: skip
             headers = {
                 "WARC-Date": _warc_date(page["fetched_at"]),
                 "newsq-URL": row["url"],
                 "newsq-Story-ID": row["story_id"],
                 "newsq-Content-Hash": row["content_hash"],
-                "newsq-Payload-Note": "HTML as decoded by newsq, re-encoded as UTF-8",
             }
+            if page.get("http_head") and page.get("body_zlib") is not None:
+                head = io.BytesIO(page["http_head"].encode("latin-1"))
+                http = StatusAndHeadersParser(HTTP_VERSIONS, verify=False).parse(head)
+                body = zlib.decompress(page["body_zlib"])
+            else:
+                body = zlib.decompress(page["html_zlib"])
+                content_type = page["content_type"] or "text/html; charset=utf-8"
+                http = StatusAndHeaders("200 OK", [("Content-Type", content_type),
+                                                   ("Content-Length", str(len(body)))],
+                                        protocol="HTTP/1.1")  # fmt: skip
+                headers["newsq-Payload-Note"] = "HTML as decoded by newsq, re-encoded as UTF-8"
             uri = page["final_url"] or row["url"]
             record = self.writer.create_warc_record(
                 uri, "response", payload=io.BytesIO(body), http_headers=http,
