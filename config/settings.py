@@ -355,11 +355,13 @@ def _parsed(spec: SettingSpec, raw: str) -> Any:
         raise ConfigError(f"{spec.env}: {raw!r}: {exc}") from None
 
 
-def _printable(env: str, raw: str) -> None:
+def _printable(env: str, raw: str, shown: str | None = None) -> None:
     """``raw`` is printable: no setting takes a control character, and bytes that
-    are not UTF-8 (lone surrogates in ``os.environ``) cannot be sent to Redis or a log."""
+    are not UTF-8 (lone surrogates in ``os.environ``) cannot be sent to Redis or a log.
+    ``shown``: how the error names the value (a secret's is not printed)."""
     if not raw.isprintable():
-        raise ConfigError(f"{env}: {raw!r} holds a control character or bytes that are not UTF-8")
+        raise ConfigError(f"{env}: {shown or repr(raw)} holds a control character or bytes "
+                          "that are not UTF-8")  # fmt: skip
 
 
 def _module_name(env: str, raw: str) -> str:
@@ -663,8 +665,10 @@ class Settings:
         help="each event (as `newsq events` prints it) is POSTed to this URL, signed, in "
         "event id order, retried until it answers 2xx",
     )
-    webhook_secret: str | None = header_text(
+    webhook_secret: str | None = setting(
         None,
+        kind="secret",  # never shown in an error
+        parse=lambda e, r: r,
         help="the key of the HMAC-SHA256 signature of each webhook body "
         "(`X-Newsq-Signature: sha256=<hex>`); needed with `NEWSQ_WEBHOOK_URL`",
     )
@@ -716,7 +720,8 @@ class Settings:
         for spec in SETTINGS:
             raw = env.get(spec.env, "").strip()
             if raw:
-                _printable(spec.env, raw)  # so no parser sees a control character
+                # so no parser sees a control character
+                _printable(spec.env, raw, "its value" if spec.kind == "secret" else None)
                 values[spec.name] = _parsed(spec, raw)
         _check_redis_urls(values)
         if values.get("webhook_url") and not values.get("webhook_secret"):

@@ -25,7 +25,7 @@ from newsq.errors import ConfigError
 from newsq.store import cursors
 from newsq.store.database import Store
 from newsq.store.events import read
-from newsq.webhooks import Deliverer, WebhookConfig, check_target
+from newsq.webhooks import Deliverer, WebhookConfig, check_target, sign
 from tests.cli import newsq_env, run_newsq
 from tests.receiver import Receiver
 from tests.test_events import _row, _save
@@ -293,14 +293,22 @@ def test_a_private_target_is_refused_unless_allowed(
          "NEWSQ_WEBHOOK_URL: 'http:///in' has no host"),
         ({"NEWSQ_WEBHOOK_ALLOW": "hooks:web"},
          "NEWSQ_WEBHOOK_ALLOW: 'hooks:web' is not a host, host:port or CIDR network"),
-        ({"NEWSQ_WEBHOOK_SECRET": "caf\u00e9"},
-         "NEWSQ_WEBHOOK_SECRET: 'caf\u00e9' must be printable ASCII (it is an HTTP header)"),
+        ({"NEWSQ_WEBHOOK_SECRET": "s3cret\x07"},  # the secret is not shown
+         "NEWSQ_WEBHOOK_SECRET: its value holds a control character or bytes that are not UTF-8"),
     ],
 )  # fmt: skip
 def test_webhook_settings_are_checked_at_start_up(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as refused:
         Settings.from_env(env)
     assert str(refused.value) == message
+
+
+def test_a_secret_may_be_any_text_and_keys_the_signature_as_utf8() -> None:
+    settings = Settings.from_env({"NEWSQ_WEBHOOK_URL": "https://hooks.example/in",
+                                  "NEWSQ_WEBHOOK_SECRET": " caf\u00e9 "})  # fmt: skip
+    assert settings.webhook_secret == "caf\u00e9"
+    mac = hmac.new("caf\u00e9".encode(), b"{}", hashlib.sha256).hexdigest()
+    assert sign(b"{}", "caf\u00e9") == f"sha256={mac}"
 
 
 # -- the "done when": newsq demo, its events followed and its webhook -------------
