@@ -186,46 +186,39 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
     ``hand_off``: the body goes to Redis for a process task on any worker; without it,
     the page comes back in the step, for the caller to process at once (in memory).
     ``lease``: the politeness slot the frontier's dispatcher granted this delivery
-    (``newsq.fetch.frontier``); without one, the fetch asks for a slot, and a URL whose
-    host has none free waits in the frontier, in ``lane`` (a ``parked`` step).
+    (``newsq.fetch.frontier``); without one, the fetch asks for a slot first, and a URL
+    whose host has none free waits in the frontier, in ``lane`` (a ``parked`` step),
+    its ledger entry untouched: ``queued`` since its enqueue or retry (after a worker
+    died fetching it, ``fetching`` until its next delivery begins).
     """
-    previous, deliveries = rt.ledger.begin(url, FETCHING)
     host = host_of(url)
-    if lease is not None and deliveries != 1:
-        # not the delivery the slot was granted to (its worker died, or the frontier
-        # sent it twice): that slot's time has passed, and it may still count
+    if lease is None and (lease := rt.frontier.offer(host, url, attempt, lane)) is None:
+        rt.metrics.throttled(host)
+        return Step("parked", state=QUEUED)
+    previous, deliveries = rt.ledger.begin(url, FETCHING)
+    if deliveries == 0 or (step := poisoned(rt, url, deliveries)) is not None:
         rt.frontier.release(host, lease)
-        lease = None
-    if deliveries == 0:
-        return Step("done", state=previous)  # already terminal: a duplicate delivery
-    if (step := poisoned(rt, url, deliveries)) is not None:
-        if lease is not None:
-            rt.frontier.release(host, lease)
-        return step
+        # deliveries 0: already terminal, a duplicate delivery
+        return Step("done", state=previous) if deliveries == 0 else step
 
     robots_first = rt.robots_fetch_needed(url)
     if robots_first:
-        # the robots.txt request is one of the host's requests: it takes a slot too, and
+        # the robots.txt request is one of the host's requests: it takes the slot, and
         # the page then waits for the next one, first in its lane
-        if lease is None and (lease := rt.frontier.offer(host, url, attempt, lane)) is None:
-            return _parked(rt, url, host)
         try:
             robots = rt.robots_verdict(url)
         finally:
             rt.frontier.release(host, lease)
-        lease = None
     else:
         robots = rt.robots_verdict(url)
     if robots.failure is not None or not robots.allowed:
-        if lease is not None:
+        if not robots_first:
             rt.frontier.release(host, lease)
         if robots.failure is not None:  # robots.txt unreachable: disallowed for now, retried
             return _not_fetched(rt, url, robots.failure, attempt, of="robots.txt ")
         return finish(rt, url, SKIPPED, errors.ROBOTS_DISALLOWED, attempts=attempt)
-    if lease is None:
-        lease = rt.frontier.offer(host, url, attempt, lane, front=robots_first)
-        if lease is None:
-            return _parked(rt, url, host)
+    if robots_first and (lease := rt.frontier.offer(host, url, attempt, lane, front=True)) is None:
+        return _parked(rt, url, host)
     try:
         started = time.perf_counter()
         with rt.pool.network_wait():  # another task may start meanwhile
@@ -248,11 +241,10 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
 
 
 def _parked(rt: Runtime, url: str, host: str) -> Step:
-    """``url`` waits in its host's queue: ``queued`` again, a delivery that ended.
+    """``url``, begun, waits in its host's queue after its robots.txt: ``queued`` again.
 
-    After the park, not before: a crash in between leaves the URL ``fetching`` and in
-    the frontier, and its next delivery ignores the lease (its delivery count is off)
-    and parks it again; moved first, a fetch granted at once would be ``queued``."""
+    After the park, not before: moved first, a fetch granted at once would be
+    ``queued``; a crash in between leaves it ``fetching`` and in the frontier."""
     rt.ledger.move(url, QUEUED)
     rt.metrics.throttled(host)
     return Step("parked", state=QUEUED)

@@ -27,6 +27,7 @@ from celery import Task
 from newsq.config.celery import FETCH_MANY_TASK, FETCH_TASK, PROCESS_QUEUE, PROCESS_TASK, app
 from newsq.pipeline import fetch_step, process_step
 from newsq.tasks.context import countdown, lane_of, runtime, transient_errors
+from newsq.urls import host_of
 
 
 def _fetch_one(task: Task, url: str, attempt: int, retries: int,
@@ -34,6 +35,11 @@ def _fetch_one(task: Task, url: str, attempt: int, retries: int,
                lease: str | None = None) -> str | None:  # fmt: skip
     inline = PROCESS_QUEUE in task.app.amqp.queues.consume_from
     rt = runtime()
+    if lease is not None and (task.request.delivery_info or {}).get("redelivered"):
+        # delivered again (its worker died): the slot's time has passed; ask anew
+        with transient_errors(url, retry, retries):
+            rt.frontier.release(host_of(url), lease)
+        lease = None
     with transient_errors(url, retry, retries):
         step = fetch_step(rt, url, attempt, hand_off=not inline, lane=lane, lease=lease)
         if step.page is not None:  # on the pool's CPU lane (newsq.workers.admission)

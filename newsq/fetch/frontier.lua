@@ -6,26 +6,30 @@
 --   <p>:frontier:<host>:<lane>  list    "lane|attempt|url" waiting, lane 0 fresh, 9 bulk
 --   <p>:frontier:due            zset    hosts with URLs waiting -> when they may go next
 --   <p>:frontier:hosts          hash    those hosts -> "rate|cap" their parker gave
---   <p>:frontier:pending        list    "lease|host|rate|cap|lane|attempt|url" popped by
---                                       the last dispatch and not yet confirmed sent
+--   <p>:frontier:pending        string  JSON list of "lease|host|rate|cap|lane|attempt|url"
+--                                       popped by the last dispatch, until confirmed sent
 --   <p>:frontier:dispatcher     string  the dispatcher's lease: who may dispatch
 -- A host is in 'due' exactly when one of its lanes holds URLs; every call keeps that.
 --
 -- park:     ARGV = 'park', prefix, host, rate, cap, lease, ttl, lane, attempt, url, front
 --           a fetch asks for its host: when no URL of the host waits and grant()
---           allows, returns {1, '0'} (the lease is held); else queues the URL (at the
---           front of its lane when front = '1') and returns {0, "<seconds to its turn>"}
--- dispatch: ARGV = 'dispatch', prefix, holder, lease_ms, most, ttl, seed
---           only the holder of the dispatcher lease (taken when free, renewed here)
---           dispatches: first the records a dead holder popped and never confirmed go
---           back to the front of their lanes, then each due host gets a slot and gives
---           its next URL (fresh lane first), up to 'most' URLs; returns
---           {1, "<seconds to the next due host, -1 none>", record...} (the records are
---           also left in pending until the caller deletes it) or {0, "<seconds>"} for a
---           dispatcher that is not the holder
+--           allows, returns 1 (the lease is held); else queues the URL (at the front
+--           of its lane when front = '1') and returns 0
+-- dispatch: ARGV = 'dispatch', prefix, holder, lease_ms, most, ttl, seed, renew, sent,
+--           recover
+--           only the holder of the dispatcher lease (taken when free; renewed when
+--           renew = '1') dispatches: when recover = '1' what is pending (a holder
+--           before died, or the last send failed) goes back to the front of its lanes,
+--           else sent = '1' says the last call's URLs were sent; then each due host
+--           gets a slot and gives its next URL (fresh lane first), up to 'most' URLs,
+--           which replace what was pending; returns
+--           {1, "<seconds to the next due host, -1 none>", record...} or
+--           {0, "<seconds the lease has left>"} for a dispatcher that is not the holder
 -- resign:   ARGV = 'resign', prefix, holder   drops the lease if holder has it
--- release:  ARGV = 'release', prefix, host, lease   a fetch is done: its lease goes, and
---           a host waiting for a free slot is due now
+-- release:  ARGV = 'release', prefix, host, lease   a fetch of a host without a rate is
+--           done: its lease goes, and the host, if it waits for a free slot, is due now
+--           (a host with a rate is due at its next allowed time anyway: the caller
+--           only removes the lease)
 
 local command, prefix = ARGV[1], ARGV[2]
 local base = prefix .. ':frontier:'
@@ -40,62 +44,58 @@ local function lanes(host)
   return base .. host .. ':0', base .. host .. ':9'
 end
 
-local function waiting(host)
-  local fresh, bulk = lanes(host)
-  return redis.call('LLEN', fresh) + redis.call('LLEN', bulk)
-end
-
 if command == 'park' then
   local host, rate, cap, lease, ttl, lane = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-  local now = redis_now()
-  local wait
-  if waiting(host) == 0 then
+  local queued = redis.call('ZSCORE', due, host)  -- (a host is in 'due' while URLs wait)
+  if not queued then
+    local now = redis_now()
     local next_key, leases, rates, delay = polite(host)
-    local granted
-    granted, wait = grant(next_key, leases, rates, delay, host, rate, cap, lease, ttl, now)
+    local granted, wait = grant(next_key, leases, rates, delay, host, rate, cap, lease, ttl, now)
     if granted then
-      return {1, '0'}
+      return 1
     end
-  else
-    wait = (tonumber(redis.call('ZSCORE', due, host)) or now) - now
+    redis.call('ZADD', due, now + wait, host)
+    redis.call('HSET', hosts, host, rate .. '|' .. cap)
   end
   local queue = base .. host .. ':' .. (lane == '9' and '9' or '0')
   local entry = lane .. '|' .. ARGV[9] .. '|' .. ARGV[10]
-  if ARGV[11] == '1' then
-    redis.call('LPUSH', queue, entry)
-  else
-    redis.call('RPUSH', queue, entry)
-  end
-  redis.call('HSET', hosts, host, rate .. '|' .. cap)
-  redis.call('ZADD', due, 'NX', now + wait, host)
-  return {0, string.format('%.6f', wait)}
+  redis.call(ARGV[11] == '1' and 'LPUSH' or 'RPUSH', queue, entry)
+  return 0
 elseif command == 'dispatch' then
   local holder, lease_ms, most, ttl, seed = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
   local lock = base .. 'dispatcher'
   local current = redis.call('GET', lock)
-  if current and current ~= holder then
+  if not current then
+    redis.call('SET', lock, holder, 'PX', lease_ms)
+  elseif current ~= holder then
     return {0, string.format('%.6f', redis.call('PTTL', lock) / 1000)}
+  elseif ARGV[8] == '1' then
+    redis.call('PEXPIRE', lock, lease_ms)
   end
-  redis.call('SET', lock, holder, 'PX', lease_ms)
   local now = redis_now()
 
-  -- 1. what the last dispatch popped and never confirmed sent (its holder died)
-  local lost = redis.call('LRANGE', pending, 0, -1)
-  for i = #lost, 1, -1 do  -- backwards: LPUSH puts the first back first
-    local lease, host, rate, cap, entry = string.match(lost[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
-    local _, leases = polite(host)
-    redis.call('ZREM', leases, lease)
-    redis.call('LPUSH', base .. host .. ':' .. string.sub(entry, 1, 1), entry)
-    redis.call('HSET', hosts, host, rate .. '|' .. cap)
-    redis.call('ZADD', due, now, host)
-  end
-  if #lost > 0 then
-    redis.call('DEL', pending)
+  -- 1. what was popped and never confirmed sent: back to the front of its lanes
+  local held = false  -- pending holds records of the last call
+  if ARGV[10] == '1' then
+    local lost = redis.call('GET', pending)
+    lost = lost and cjson.decode(lost) or {}
+    for i = #lost, 1, -1 do  -- backwards: LPUSH puts the first back first
+      local lease, host, rate, cap, entry =
+        string.match(lost[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+      local _, leases = polite(host)
+      redis.call('ZREM', leases, lease)
+      redis.call('LPUSH', base .. host .. ':' .. string.sub(entry, 1, 1), entry)
+      redis.call('HSET', hosts, host, rate .. '|' .. cap)
+      redis.call('ZADD', due, now, host)
+    end
+    held = #lost > 0
+  else
+    held = ARGV[9] == '1'
   end
 
   -- 2. each due host's next URL, when its slot is granted
   local out = {1, ''}
-  local taken = 0
+  local records = {}
   local ready = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, most)
   for _, host in ipairs(ready) do
     local conf = redis.call('HGET', hosts, host) or '0|0'
@@ -103,33 +103,45 @@ elseif command == 'dispatch' then
     local next_key, leases, rates, delay = polite(host)
     local fresh, bulk = lanes(host)
     local again = now
-    while taken < most do
-      local lease = seed .. ':' .. taken
+    local more = 1
+    while #records < most do
+      local lease = seed .. ':' .. #records
       local granted, wait = grant(next_key, leases, rates, delay, host, rate, cap, lease, ttl, now)
       if not granted then
         again = now + wait
         break
       end
-      local entry = redis.call('LPOP', fresh) or redis.call('LPOP', bulk)
+      local entry
+      if redis.REDIS_VERSION_NUM and redis.REDIS_VERSION_NUM >= 0x070000 then
+        local popped = redis.call('LMPOP', 2, fresh, bulk, 'LEFT')
+        entry = popped and popped[2][1]
+      else
+        entry = redis.call('LPOP', fresh) or redis.call('LPOP', bulk)
+      end
+      more = redis.call('EXISTS', fresh, bulk)
       if not entry then  -- (cannot happen while 'due' holds the host: kept safe anyway)
         redis.call('ZREM', leases, lease)
         break
       end
-      taken = taken + 1
       local record = lease .. '|' .. host .. '|' .. conf .. '|' .. entry
-      redis.call('RPUSH', pending, record)
+      records[#records + 1] = record
       out[#out + 1] = record
-      if wait > 0 then  -- a rate: the next URL waits its interval
+      if wait > 0 or more == 0 then  -- a rate: the next URL waits its interval
         again = now + wait
         break
       end
     end
-    if waiting(host) > 0 then
+    if more > 0 then
       redis.call('ZADD', due, again, host)
     else
       redis.call('ZREM', due, host)
       redis.call('HDEL', hosts, host)
     end
+  end
+  if #records > 0 then  -- the last call's records, if any, were sent (or put back)
+    redis.call('SET', pending, cjson.encode(records))
+  elseif held then
+    redis.call('DEL', pending)
   end
   local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
   out[2] = first[2] and string.format('%.6f', math.max(tonumber(first[2]) - now, 0)) or '-1'

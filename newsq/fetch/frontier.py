@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -80,7 +81,7 @@ class Frontier:
         host = host.lower()
         lease = uuid.uuid4().hex
         polite = self._politeness
-        granted, wait = self._script(
+        granted = self._script(
             args=["park", self.prefix, host, f"{polite.rate_for(host):g}",
                   polite.concurrency_for(host), lease, polite.lease_ttl,
                   BULK_LANE if lane == BULK_LANE else FRESH_LANE, attempt, url,
@@ -88,20 +89,28 @@ class Frontier:
         )  # fmt: skip
         if int(granted):
             return lease
-        log.debug("%s: parked, its host %s's turn in %.3fs", url, host, float(wait))
+        log.debug("%s: waits for its host %s's turn", url, host)
         return None
 
     def release(self, host: str, lease: str) -> None:
         """Give back the slot ``lease`` of ``host`` (no-op when it expired)."""
-        self._script(args=["release", self.prefix, host.lower(), lease])
+        host = host.lower()
+        if self._politeness.rate_for(host) > 0:  # its rate, not a free slot, says when next
+            self._client.zrem(f"{self.prefix}:polite:leases:{host}", lease)
+        else:
+            self._script(args=["release", self.prefix, host, lease])
 
-    def dispatch(self, holder: str, most: int,
-                 lease_seconds: float) -> tuple[bool, float, list[Grant]]:  # fmt: skip
+    def dispatch(self, holder: str, most: int, lease_seconds: float, *,
+                 renew: bool = True, sent: bool = False,
+                 recover: bool = True) -> tuple[bool, float, list[Grant]]:  # fmt: skip
         """(holds the dispatcher lease, seconds to the next due host or to the lease's
-        end, -1 none, the URLs granted); the URLs stay pending until :meth:`sent`."""
+        end, -1 none, the URLs granted); the URLs stay pending until the next call says
+        ``sent`` (or :meth:`sent`); ``recover`` puts back what is pending instead;
+        ``renew`` extends the lease."""
         reply = self._script(
             args=["dispatch", self.prefix, holder, int(lease_seconds * 1000), most,
-                  self._politeness.lease_ttl, uuid.uuid4().hex],
+                  self._politeness.lease_ttl, uuid.uuid4().hex, int(renew), int(sent),
+                  int(recover)],
         )  # fmt: skip
         holds, wait, *records = reply
         return bool(int(holds)), float(wait), [_grant(r) for r in records]
@@ -157,6 +166,8 @@ class Dispatcher:
         self.most = most
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.holding = False
+        self._renewed = float("-inf")  # when the lease was last extended
+        self._sent = False  # the last dispatch's URLs are sent: the next call says so
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -171,20 +182,34 @@ class Dispatcher:
         if self._thread is not None:
             self._thread.join(timeout)
         try:
+            if self._sent:
+                self.frontier.sent()
             self.frontier.resign(self.holder)
         except redis.RedisError as exc:
             log.warning("frontier dispatcher: lease not handed back: %s", exc)
 
     def step(self) -> float:
         """One dispatch: the seconds to sleep before the next."""
-        holds, wait, grants = self.frontier.dispatch(self.holder, self.most, self.lease)
+        now = time.monotonic()
+        renew = now - self._renewed >= self.lease / 4
+        holds, wait, grants = self.frontier.dispatch(
+            self.holder, self.most, self.lease, renew=renew, sent=self._sent,
+            recover=not self.holding,
+        )  # fmt: skip
+        if holds and renew:
+            self._renewed = now
         if holds != self.holding:
             role = "took over" if holds else "stands by"
             log.info("frontier dispatcher %s %s", self.holder, role)
             self.holding = holds
+        self._sent = False
         if grants:
-            self.send(grants)
-            self.frontier.sent()
+            try:
+                self.send(grants)
+            except Exception:
+                self.holding = False  # the next call puts them back: recover
+                raise
+            self._sent = True
         if not holds:
             return self.poll
         if len(grants) >= self.most:

@@ -27,12 +27,14 @@ local function grant(next_key, leases, rates, delay_key, host, rate, cap, lease,
     interval = delay
   end
 
-  -- 1. concurrency: drop expired leases, then wait if every slot is taken
+  -- 1. concurrency: wait if every slot is taken by a lease that has not expired
   cap = tonumber(cap)
-  redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
   if cap > 0 and redis.call('ZCARD', leases) >= cap then
-    local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
-    return false, math.min(tonumber(first[2]) - now, math.max(interval, 0.25))
+    redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
+    if redis.call('ZCARD', leases) >= cap then
+      local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+      return false, math.min(tonumber(first[2]) - now, math.max(interval, 0.25))
+    end
   end
 
   -- 2. rate: one request per interval, no bursts beyond one

@@ -1,0 +1,316 @@
+"""What a URL of a busy, rate-limited host costs Redis: the frontier against countdowns.
+
+``python -m bench.frontier [--sizes 100,300] [--small-hosts 50] [--small-each 4]
+[--rate 5] [--old-sizes 50,100] [--old REV] [--full]``
+
+A farm of HTTP servers on loopback, one port per host (``host:port`` is newsq's unit of
+politeness): one big host and ``--small-hosts`` small ones. Every page answers 404, so a
+URL ends at the fetch stage (``failed``/``http_error``) and the figures are those of
+what a host's backlog changes: the enqueue, Celery's messages, the ledger, politeness
+and the frontier; the process stage's cost is the same per article whatever the
+backlog (``bench.redis_cost``). Each run starts its own redis-server (so ``INFO
+commandstats``, which counts the commands inside Lua scripts too, counts this run
+only) and two real ``newsq worker`` processes (fetch and process queues, 32 threads
+each, as ``newsq run`` does), ``NEWSQ_HOST_RATE`` = ``--rate``, robots.txt on; the URLs
+go in as ``newsq enqueue --urls`` sends them (bulk lane, 8 a message). Runs per design:
+
+    big     ``--sizes`` URLs of the big host alone: commands per URL at each backlog
+    small   ``--small-each`` URLs on each small host
+    mixed   the largest size on the big host and the small hosts' URLs, at once: when
+            the small hosts are drained, against the big host
+
+The old design (``--old REV``, by default the commit before the frontier: a throttled
+URL went back as a countdown task) runs the same from a ``git worktree`` of that
+commit, at ``--old-sizes`` (it is quadratic in the backlog). Per run: Redis commands
+per URL (all commands in the run, less the bench's own reads), the idle workers'
+commands per second (measured before, included in the total), seconds, and the most
+requests any host served in one second (sliding window), against ``--rate``.
+``--full`` is the issue's size: 10,000 URLs of the big host and 10,000 over 50 small
+hosts (2,000 s at 5/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import redis
+
+from newsq.config.celery import BULK, make_app
+from newsq.config.settings import Settings
+from newsq.feeds.intake import enqueue
+from newsq.feeds.send import send_fetches
+from newsq.ledger import Ledger
+from newsq.store.database import Store
+from newsq.workers.redis_server import RedisServer
+from tests.processes import running
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFIX = "bench"
+OLD_REV = "04a89a0^"  # the commit before "Frontier: URLs wait in their host's queue"
+WORKERS = 2
+
+
+class Farm:
+    """One HTTP server per host on loopback, answering 404; it notes each request's time."""
+
+    def __init__(self, hosts: int) -> None:
+        self.hits: dict[int, list[float]] = defaultdict(list)
+        self.lock = threading.Lock()
+        self.servers = [self._server() for _ in range(hosts)]
+        self.ports = [s.server_address[1] for s in self.servers]
+
+    def _server(self) -> ThreadingHTTPServer:
+        farm = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                with farm.lock:
+                    farm.hits[self.server.server_address[1]].append(time.monotonic())
+                self.send_response(404)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    def reset(self) -> None:
+        with self.lock:
+            self.hits.clear()
+
+    def most_in_a_second(self, port: int) -> int:
+        """The most requests ``port`` served within any one second."""
+        times = sorted(self.hits.get(port, []))
+        most, first = 0, 0
+        for last, t in enumerate(times):
+            while t - times[first] >= 1.0:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+
+@dataclass
+class Run:
+    design: str
+    phase: str
+    big: int
+    small: int
+    per_url: float
+    idle_per_s: float
+    seconds: float
+    small_done: float | None
+    big_done: float | None
+    big_peak: int
+    small_peak: int
+    calls: dict[str, int]
+
+
+@contextmanager
+def old_code(rev: str) -> Iterator[Path]:
+    """A folder to put on PYTHONPATH that imports ``newsq`` as of ``rev`` (a git worktree
+    of it, laid out as the installed package is: config, tasks, workers inside)."""
+    tmp = Path(tempfile.mkdtemp(prefix="newsq-old-"))
+    tree = tmp / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT,
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        shim = tmp / "shim" / "newsq"
+        shim.mkdir(parents=True)
+        for entry in [*(tree / "newsq").iterdir(), tree / "config", tree / "tasks",
+                      tree / "workers"]:  # fmt: skip
+            (shim / entry.name).symlink_to(entry)
+        yield shim.parent
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT,
+                       check=False, capture_output=True)  # fmt: skip
+
+
+def worker_env(url: str, database_url: str, rate: float, path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSQ_")}
+    env.update({
+        "NEWSQ_BROKER_URL": url,
+        "NEWSQ_DATABASE_URL": database_url,
+        "NEWSQ_KEY_PREFIX": PREFIX,
+        "NEWSQ_ALLOW_PRIVATE": "1",
+        "NEWSQ_HOST_RATE": f"{rate:g}",
+        "NEWSQ_ROBOTS": "1",
+        "NEWSQ_LOG_LEVEL": "INFO",
+        "NEWSQ_FETCH_RETRIES": "0",
+        "PYTHONPATH": str(path),
+    })  # fmt: skip
+    return env
+
+
+def _calls(client: redis.Redis) -> dict[str, int]:
+    stats: dict[str, dict[str, int]] = client.info("commandstats")  # type: ignore[assignment]
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def one_run(design: str, phase: str, farm: Farm, big: int, small_each: int,
+            args: argparse.Namespace, code: Path, tmp: Path) -> Run:  # fmt: skip
+    big_port, small_ports = farm.ports[0], farm.ports[1 : 1 + args.small_hosts]
+    big_urls = [f"http://127.0.0.1:{big_port}/big/{n}" for n in range(big)]
+    small_urls = [f"http://127.0.0.1:{p}/small/{n}" for p in small_ports for n in range(small_each)]
+    urls = big_urls + small_urls
+    name = f"{design}-{phase}-{big}-{len(small_urls)}"
+    with RedisServer() as server:
+        database_url = f"sqlite:///{tmp / f'{name}.db'}"
+        settings = replace(Settings(), broker_url=server.url, key_prefix=PREFIX,
+                           database_url=database_url)  # fmt: skip
+        client = redis.Redis.from_url(server.url)
+        env = worker_env(server.url, database_url, args.rate, code)
+        cmd = [sys.executable, "-m", "newsq", "worker", "--queues", "fetch,process",
+               "--pool", "threads", "--concurrency", "32"]  # fmt: skip
+        logs = [tmp / f"{name}-{i}.log" for i in range(WORKERS)]
+        with running(cmd, env, logs[0], cwd=tmp) as first, running(cmd, env, logs[1], cwd=tmp):
+            deadline = time.monotonic() + 120
+            while sum(log.read_text().count("warmed up") for log in logs) < WORKERS:
+                if first.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"bench: a worker did not start; see {logs[0]}")
+                time.sleep(0.2)
+            time.sleep(1.0)
+            client.config_resetstat()
+            time.sleep(3.0)
+            idle = sum(_calls(client).values()) / 3.0
+            farm.reset()
+            client.config_resetstat()
+            started = time.monotonic()
+            ledger = Ledger(client, PREFIX)
+            store = Store.from_url(database_url)
+            app = make_app(settings)
+            new: list[str] = []
+            enqueue(ledger, store, urls, send=new.append)
+            send_fetches(app, new, settings.fetch_batch, lane=BULK)  # as a URL file does
+            app.close()
+            polls = 0
+            limit = time.monotonic() + len(big_urls) / args.rate * 3 + 120
+            while time.monotonic() < limit:
+                counts = client.hgetall(f"{{{PREFIX}}}:counts")
+                polls += 1
+                done = sum(int(counts.get(s.encode(), 0)) for s in ("failed", "skipped",
+                           "stored", "duplicate"))  # fmt: skip
+                if done >= len(urls):
+                    break
+                time.sleep(0.5)
+            seconds = time.monotonic() - started
+            calls = _calls(client)
+            calls["hgetall"] -= polls
+            calls.pop("info", None)
+            calls.pop("config|resetstat", None)
+            if done < len(urls):
+                print(f"bench: {name}: {len(urls) - done} URLs unfinished after {seconds:.0f} s",
+                      file=sys.stderr)  # fmt: skip
+        t_done = [float(e.get("t_done") or "nan") for e in (ledger.get(u) or {} for u in urls)]
+        store.close()
+        client.close()
+    t0 = time.time() - (time.monotonic() - started)
+    big_t = [t - t0 for t in t_done[: len(big_urls)]]
+    small_t = [t - t0 for t in t_done[len(big_urls) :]]
+    return Run(
+        design, phase, len(big_urls), len(small_urls), sum(calls.values()) / len(urls), idle,
+        seconds, max(small_t) if small_t else None, max(big_t) if big_t else None,
+        farm.most_in_a_second(big_port) if big_urls else 0,
+        max((farm.most_in_a_second(p) for p in small_ports), default=0) if small_urls else 0,
+        calls,
+    )  # fmt: skip
+
+
+def table(runs: list[Run], rate: float) -> str:
+    head = ("design", "run", "big-host URLs", "small-host URLs", "Redis cmds/URL",
+            "idle cmds/s", "seconds", "small hosts done (s)", "big host done (s)",
+            f"most req/s big (limit {rate:g})", "most req/s small")  # fmt: skip
+    rows = [head]
+    for r in runs:
+        rows.append((r.design, r.phase, str(r.big), str(r.small), f"{r.per_url:.1f}",
+                     f"{r.idle_per_s:.0f}", f"{r.seconds:.1f}",
+                     "-" if r.small_done is None else f"{r.small_done:.1f}",
+                     "-" if r.big_done is None else f"{r.big_done:.1f}",
+                     str(r.big_peak) if r.big else "-",
+                     str(r.small_peak) if r.small else "-"))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+             for row in rows]  # fmt: skip
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.frontier",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--sizes", default="100,300", help="big-host backlogs, frontier")
+    parser.add_argument("--old-sizes", default="50,100", help="big-host backlogs, old design")
+    parser.add_argument("--small-hosts", type=int, default=50)
+    parser.add_argument("--small-each", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=5.0)
+    parser.add_argument("--old", default=OLD_REV, help="the old design's commit ('' skips it)")
+    parser.add_argument("--only", choices=("big", "small", "mixed"), help="one kind of run")
+    parser.add_argument("--detail", action="store_true", help="commands per URL by name, too")
+    parser.add_argument(
+        "--full", action="store_true", help="the issue's size: 10,000 + 50 × 200 (2,000 s a run)"
+    )
+    args = parser.parse_args(argv)
+    if args.full:
+        args.sizes, args.small_each, args.small_hosts = "1000,10000", 200, 50
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    old_sizes = [int(s) for s in args.old_sizes.split(",") if s]
+    farm = Farm(1 + args.small_hosts)
+    runs: list[Run] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="newsq-frontier-") as folder:
+            tmp = Path(folder)
+            designs = [("frontier", sizes, ROOT)]
+            with old_code(args.old) if args.old else nullcontext() as old:
+                if old is not None:
+                    designs.append(("old", old_sizes, old))
+                for design, big_sizes, code in designs:
+                    plan = [("big", n, 0) for n in big_sizes]
+                    plan += [
+                        ("small", 0, args.small_each),
+                        ("mixed", max(big_sizes), args.small_each),
+                    ]
+                    for phase, big, each in plan:
+                        if args.only and phase != args.only:
+                            continue
+                        run = one_run(design, phase, farm, big, each, args, code, tmp)
+                        print(f"{design} {phase}: {run.per_url:.1f} cmds/URL, {run.seconds:.1f} s",
+                              file=sys.stderr, flush=True)  # fmt: skip
+                        runs.append(run)
+    finally:
+        farm.close()
+    print(table(runs, args.rate))
+    if args.detail:
+        for r in runs:
+            top = sorted(r.calls.items(), key=lambda kv: -kv[1])[:30]
+            per = ", ".join(f"{k} {v / (r.big + r.small):.1f}" for k, v in top)
+            print(f"{r.design} {r.phase} {r.big}+{r.small}: {per}")
+
+
+if __name__ == "__main__":
+    main()
