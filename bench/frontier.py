@@ -44,6 +44,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import cast
 
 import redis
 
@@ -79,7 +80,9 @@ class Farm:
 
             def do_GET(self) -> None:
                 with farm.lock:
-                    farm.hits[self.server.server_address[1]].append(time.monotonic())
+                    farm.hits[cast(ThreadingHTTPServer, self.server).server_port].append(
+                        time.monotonic()
+                    )
                 self.send_response(404)
                 self.send_header("Content-Type", "text/html")
                 self.send_header("Content-Length", "0")
@@ -166,7 +169,7 @@ def worker_env(url: str, database_url: str, rate: float, path: Path) -> dict[str
 
 
 def _calls(client: redis.Redis) -> dict[str, int]:
-    stats: dict[str, dict[str, int]] = client.info("commandstats")  # type: ignore[assignment]
+    stats: dict[str, dict[str, int]] = client.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 

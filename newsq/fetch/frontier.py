@@ -125,7 +125,7 @@ class Frontier:
 
     def hosts_waiting(self) -> int:
         """How many hosts have URLs waiting in the frontier."""
-        return int(self._client.zcard(self.due_key))  # type: ignore[arg-type]
+        return int(self._client.zcard(self.due_key))
 
     def waiting(self, limit: int = 10_000) -> dict[str, int]:
         """URLs waiting in the frontier per host (up to ``limit`` hosts)."""
@@ -135,7 +135,8 @@ class Frontier:
 def waiting(client: redis.Redis, prefix: str, limit: int = 10_000) -> dict[str, int]:
     """URLs waiting in the frontier under ``prefix``, per host (up to ``limit`` hosts)."""
     base = f"{prefix}:frontier:"
-    hosts = [text(h) for h in client.zrange(f"{base}due", 0, limit - 1)]  # type: ignore[union-attr]
+    found: list[bytes] = client.zrange(f"{base}due", 0, limit - 1)  # type: ignore[assignment]
+    hosts = [text(h) for h in found]
     pipe = client.pipeline(transaction=False)
     for host in hosts:
         pipe.llen(f"{base}{host}:{FRESH_LANE}")
