@@ -21,7 +21,7 @@ import random
 import time
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -58,6 +58,8 @@ class Page:
     final_url: str
     fetched_at: datetime
     html: str
+    raw: tuple[str, bytes] | None = field(default=None, repr=False)
+    """Its HTTP head and body as fetched or archived, when kept (``NEWSQ_KEEP_RAW=1``)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class Copy:
 
     row: dict[str, Any]
     html: str
+    raw: tuple[str, bytes] | None = None
 
     @property
     def verdict(self) -> dict[str, Any]:
@@ -127,7 +130,7 @@ def finish(rt: Runtime, url: str, state: str, reason: str | None = None, *,
         fields = {"reason": reason, "detail": detail, **fields}
     else:
         started = time.perf_counter()
-        raw = _raw_page(copy.row, copy.html) if rt.settings.keep_raw else None
+        raw = _raw_page(copy.row, copy.html, copy.raw) if rt.settings.keep_raw else None
         rt.store.save_article(copy.row, {"url": url, "state": state, **copy.verdict}, raw)
         rt.metrics.stage_time("store", time.perf_counter() - started)
         fields = {**copy.verdict, **fields}
@@ -233,7 +236,7 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
         return _not_fetched(rt, url, result, attempt)
 
     if not hand_off:
-        page = Page(result.final_url or url, datetime.now(UTC), result.text or "")
+        page = Page(result.final_url or url, datetime.now(UTC), result.text or "", result.raw)
         return Step("next", page=page)
     payload = zlib.compress((result.text or "").encode("utf-8"), 1)
     meta = f"{result.final_url}\n{datetime.now(UTC).isoformat()}\n".encode()
@@ -282,8 +285,9 @@ def _load_body(rt: Runtime, url: str) -> Page | None:
     return Page(final_url.decode(), datetime.fromisoformat(fetched_at.decode()), html)
 
 
-def _raw_page(row: dict[str, Any], html: str) -> dict[str, Any]:
-    """The ``pages`` row of a stored copy: its HTML as decoded, UTF-8, zlib-compressed."""
+def _raw_page(row: dict[str, Any], html: str, raw: tuple[str, bytes] | None) -> dict[str, Any]:
+    """The ``pages`` row of a stored copy: its HTML as decoded, UTF-8, zlib-compressed,
+    and its HTTP head and body as fetched (or archived) when the page came with them."""
     return {
         "url": row["url"],
         "content_hash": row["content_hash"],
@@ -291,6 +295,8 @@ def _raw_page(row: dict[str, Any], html: str) -> dict[str, Any]:
         "fetched_at": row["fetched_at"],
         "content_type": "text/html; charset=utf-8",
         "html_zlib": zlib.compress(html.encode("utf-8"), 6),
+        "http_head": raw[0] if raw else None,
+        "body_zlib": zlib.compress(raw[1], 6) if raw else None,
     }
 
 
@@ -383,7 +389,7 @@ def process_step(rt: Runtime, url: str, page: Page | None = None, attempt: int =
         "match": verdict.kind,
         "fetched_at": fetched_at,
     }
-    step = finish(rt, url, state, copy=Copy(row, html), **extra)
+    step = finish(rt, url, state, copy=Copy(row, html, page.raw), **extra)
     if handed_off:
         rt.redis.delete(body_key(rt, url))
     return step
