@@ -44,6 +44,7 @@ from newsq.workers.redis_server import RedisServer
 CORPUS_STORIES = 121
 PREFIX = "bench"
 DEDUP_TAG = f"{{{PREFIX}:dedup}}"
+BOILERPLATE_TAG = f"{PREFIX}:bp:{{"  # then the site's hash tag
 SMALL_INDEX = (
     "(MEMORY USAGE; buckets are sized for NEWSQ_DEDUP_CAPACITY, so a small index pays a"
     " key per entry: at scale see bench.dedup_index_bench)"
@@ -63,24 +64,39 @@ def pairwise(truth: dict[str, str], found: dict[str, str]) -> dict[str, float]:
 
 
 class DedupMonitor:
-    """Counts, through MONITOR, the client commands (not Lua's own) on the dedup keys."""
+    """Counts, through MONITOR, the client commands (not Lua's own) on the dedup keys,
+    and the boilerplate script's calls and the commands run inside them."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.commands: Counter[str] = Counter()
+        self.boilerplate: Counter[str] = Counter()  # calls, and the Lua commands inside
+        self.reconnects = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._listen():
+                    return
+            except (redis.TimeoutError, redis.ConnectionError):
+                self.reconnects += 1  # a read timed out: MONITOR again, a few lost
+
+    def _listen(self) -> bool:
         with self.client.monitor() as mon:
             self._started.set()
             for event in mon.listen():
                 command = str(event.get("command", ""))
                 if self._stop.is_set() and command.startswith("ECHO bench-stop"):
-                    return
-                if event.get("client_type") == "lua" or DEDUP_TAG not in command:
+                    return True
+                lua = event.get("client_type") == "lua"
+                if BOILERPLATE_TAG in command:
+                    self.boilerplate["lua" if lua else "calls"] += 1
+                if lua or DEDUP_TAG not in command:
                     continue
                 self.commands[command.split(" ", 1)[0].upper()] += 1
+        return False
 
     def __enter__(self) -> DedupMonitor:
         self._started = threading.Event()
@@ -144,8 +160,8 @@ def run(args: argparse.Namespace) -> int:
             indexed = int(client.get(f"{DEDUP_TAG}:seq") or 0)
             memory, keys = dedup_memory(client)
             evalsha = client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
-            report(site, truth, stored, monitor.commands, indexed, memory, keys, evalsha,
-                   elapsed, args)  # fmt: skip
+            report(site, truth, stored, monitor, indexed, memory, keys, evalsha, elapsed,
+                   args)  # fmt: skip
     finally:
         client.close()
         server.stop()
@@ -153,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def report(site: SampleSite, truth: dict[str, str | None],
-           stored: dict[str, tuple[str, str | None, str | None]], commands: Counter[str],
+           stored: dict[str, tuple[str, str | None, str | None]], monitor: DedupMonitor,
            indexed: int, memory: int, keys: int, evalsha: int, elapsed: float,
            args: argparse.Namespace) -> None:  # fmt: skip
     """Print the benchmark table."""
@@ -178,6 +194,8 @@ def report(site: SampleSite, truth: dict[str, str | None],
     split = sorted(s for s, ids in ids_of.items() if len(ids) > 1)
     wrong = sum(sum(c.values()) - max(c.values()) for c in stories_in.values())
     articles = sum(1 for s, _, _ in stored.values() if s in ("stored", "duplicate"))
+    commands, bp = monitor.commands, monitor.boilerplate
+    cleaned = sum(1 for s, _, _ in stored.values() if s in ("stored", "duplicate", "skipped"))
     matches = Counter(m for s, _, m in stored.values() if s in ("stored", "duplicate"))
     exp = site.expected
     rows = [
@@ -197,7 +215,12 @@ def report(site: SampleSite, truth: dict[str, str | None],
         ("Redis bytes per indexed text", f"{memory / max(indexed, 1):.0f}  " + SMALL_INDEX),
         ("dedup round trips per article", f"{sum(commands.values()) / max(articles, 1):.3f}"
                                           f"  {dict(commands)} over {articles} articles"),
+        ("boilerplate calls per page", f"{bp['calls'] / max(cleaned, 1):.3f}  ({bp['calls']} over "
+                                       f"{cleaned} pages cleaned: a held page is looked at again)"),
+        ("Redis commands per boilerplate call", f"{bp['lua'] / max(bp['calls'], 1):.1f}"
+                                                "  (run inside its Lua script)"),
         ("EVALSHA calls, all scripts", f"{evalsha} (commandstats; dedup, boilerplate, ledger)"),
+        ("MONITOR reconnects", f"{monitor.reconnects}  (a few commands uncounted each)"),
     ]  # fmt: skip
     width = max(len(k) for k, _ in rows)
     print(f"| {'measure':<{width}} | value |\n|{'-' * (width + 2)}|-------|")

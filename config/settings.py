@@ -557,7 +557,9 @@ class Settings:
     boilerplate_site_pages: int = integer(
         8,
         minimum=2,
-        help="distinct pages a site must have before template paragraphs are dropped",
+        help="distinct pages under which a site is young: its short pages without known "
+        "template wait a few seconds for more of its pages (template paragraphs go from "
+        "a site's third page on)",
     )
     boilerplate_ttl_days: float = number(
         14.0,

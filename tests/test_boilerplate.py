@@ -160,13 +160,14 @@ def test_first_brief_of_a_site_waits_then_keeps_its_own_sentence(
     (the filter judged no site under 8 pages); it now waits for a few more pages."""
     bp = BoilerplateFilter(redis_client, settings, QUICK)
     first, url = _brief("Valley Post", 0)
-    assert isinstance(bp.strip(first, url=url), Hold)
+    waited = bp.strip(first, url=url)
     for n in (1, 2):  # more of the site's pages come in meanwhile
         page, page_url = _brief("Valley Post", n)
         bp.strip(page, url=page_url)
     again = bp.strip(first, url=url)  # the held page, looked at again
     assert isinstance(again, Article)
-    assert again.text == BRIEFS[0]
+    assert again.text == BRIEFS[0]  # its own sentence, not the blurb and appeal
+    assert isinstance(waited, Hold)
     third, third_url = _brief("Valley Post", 2)
     assert bp.strip(third, url=third_url) == dataclasses.replace(third, text=BRIEFS[2])
 
@@ -208,3 +209,44 @@ def test_long_pages_never_wait(redis_client: redis.Redis, settings: Settings) ->
     bp = BoilerplateFilter(redis_client, settings, QUICK)
     page = dataclasses.replace(_page(1), text="\n".join(_story(1) * 8))
     assert bp.strip(page, url=SITE_URL.format(n=1)) == page
+
+
+def test_a_held_brief_ends_stored_with_its_own_sentence(settings: Settings) -> None:
+    """Through the pipeline: a new site's first brief waits (its body in Redis, the URL
+    ``fetched``), is looked at again once more of the site's pages came, and is stored
+    with its own sentence; a page that waits is never lost."""
+    from datetime import UTC, datetime
+
+    from newsq.demo.pages import PageInfo, article_html, make_styles
+    from newsq.pipeline import fetch_step, process_step
+    from newsq.resources import Runtime
+    from tests.corpus_server import serve_pages
+
+    style = make_styles(2, about_box=True)[1]
+    when = datetime(2019, 11, 18, tzinfo=UTC)
+    pages = {
+        f"/briefs/{n}": article_html(
+            style, PageInfo(f"/briefs/{n}", f"Brief {n}", (text,), "Staff", when, "news")
+        ).encode()
+        for n, text in enumerate(BRIEFS)
+    }
+    rt = Runtime(dataclasses.replace(settings, robots=False))
+    try:
+        with serve_pages(pages) as base:
+            urls = [f"{base}{path}" for path in pages]
+            rt.ledger.enqueue(urls)
+            steps = []
+            for url in urls:
+                fetched = fetch_step(rt, url, hand_off=False)
+                steps.append(process_step(rt, url, fetched.page))
+            assert steps[0].action == "next" and steps[0].state == "fetched"  # held
+            assert 0 < steps[0].countdown <= 2.0
+            assert (rt.ledger.get(urls[0]) or {}).get("state") == "fetched"
+            assert steps[2].state == "stored"  # the third page: the furniture is known
+            for url, step in zip(urls, steps, strict=True):
+                if step.action == "next":
+                    assert process_step(rt, url).state == "stored"  # looked at again
+        texts = {row["url"]: row["text"] for row in rt.store.iter_articles(unique_only=False)}
+    finally:
+        rt.close()
+    assert [texts[url] for url in urls] == list(BRIEFS)

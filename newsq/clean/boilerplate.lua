@@ -3,17 +3,17 @@
 --                         its value: when the text was first seen)
 -- KEYS[2]  address marker (SET NX: is this page's canonical address new to the site?)
 -- KEYS[3]  site counter  (distinct pages of the site)
--- KEYS[4]  site's last new page (time; kept only while the site is young)
+-- KEYS[4]  when the site's last new page came
 -- KEYS[5..] paragraph counters (distinct pages carrying that paragraph)
 -- ARGV[1]  ttl in seconds, refreshed on every touch so live templates never expire
 -- ARGV[2]  now (seconds)
--- ARGV[3]  young: below this many pages the site's last new page is kept
--- ARGV[4]  '1': the page may wait (it is short): return when its text was first seen
+-- ARGV[3]  '1': the page may wait (it is short): return when its text was first seen
+--          and when the site's last new page came
 -- A page counts only when both its text and its address are new: a re-fetch, an
 -- exact copy under another address, or an updated version at the same address, once.
--- Returns {site_pages, first seen ('' unless asked), site's last new page ('' unless
--- young), count of KEYS[5], count of KEYS[6], ...} after this page.
-local ttl, now, young, may_wait = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
+-- Returns {site_pages, first seen, site's last new page ('' unless new or asked),
+-- count of KEYS[5], count of KEYS[6], ...} after this page.
+local ttl, now, may_wait = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local new_text = redis.call('SET', KEYS[1], now, 'NX', 'EX', ttl)
 local new_address = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ttl)
 local new = new_text and new_address
@@ -25,18 +25,16 @@ else
 end
 redis.call('EXPIRE', KEYS[3], ttl)
 local first, last = '', ''
-if pages < young then
-  if new_text then
-    first = now
-  elseif may_wait == '1' then
-    first = redis.call('GET', KEYS[1]) or ''
-  end
-  if new then
-    redis.call('SET', KEYS[4], now, 'EX', ttl)
-    last = now
-  else
-    last = redis.call('GET', KEYS[4]) or ''
-  end
+if new_text then
+  first = now
+elseif may_wait == '1' then
+  first = redis.call('GET', KEYS[1]) or ''
+end
+if new then
+  redis.call('SET', KEYS[4], now, 'EX', ttl)
+  last = now
+elseif may_wait == '1' then
+  last = redis.call('GET', KEYS[4]) or ''
 end
 local out = {pages, first, last}
 for i = 5, #KEYS do

@@ -7,7 +7,9 @@ paragraphs fade). One Lua script (``lua/boilerplate.lua``) records a page and re
 counts back in a single round trip, so every worker process shares the same picture.
 
 From a site's third page on, a paragraph found on half of its distinct pages (3 at
-least, ``HoldConfig.young_pages``) or on ``boilerplate_min_pages`` of them is dropped.
+least, ``HoldConfig.young_pages``; ``boilerplate_min_pages`` at most) is dropped; on a
+short page (a brief, under ``HoldConfig.short_chars``), where furniture is most of the
+text and makes two outlets' briefs copies of each other, on 3 pages.
 
 What counts as *distinct*: a page counts once its normalised whole text (lower-cased
 words only) AND its address (canonical URL, else the URL, without query or fragment)
@@ -18,13 +20,14 @@ template however often it is fetched. Limitation: a near copy of a story under a
 address (a re-post with edits) counts as another page; it takes 3 such re-posts on a
 young site, ``boilerplate_min_pages`` on an older one, before its paragraphs go.
 
-A site's first pages cannot be judged alone, and a short one (a brief) may be little
-more than the site's "about us" blurb and membership appeal. So a short page of a young
-site (under ``boilerplate_site_pages`` pages) in which no template was found *waits*
-(``Hold``) for more of the site's pages, while new ones keep coming
-(``HoldConfig.quiet_seconds``) and for at most ``max_seconds``, and is then judged with
-what is known: a brief keeps its own sentence and loses its site's furniture, and two
-outlets' briefs that share only their furniture are not sketched as copies.
+A site's first pages cannot be judged alone, and a short one may be little more than
+the site's "about us" blurb and membership appeal. So a short page in which no template
+was found *waits* (``Hold``) when its site is young (under ``boilerplate_site_pages``
+pages) or one of its lines is already on another of the site's pages: while the site's
+new pages keep coming (``HoldConfig.quiet_seconds``) and for at most ``max_seconds``
+after it was first seen. It is then judged with what is known, and nothing is lost: the
+pipeline keeps its body in Redis and looks again (``newsq.pipeline``). A brief so keeps
+its own sentence and loses its site's furniture before it is sketched for dedup.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ SCRIPT = resources.files("newsq.clean").joinpath("boilerplate.lua").read_text(en
 
 @dataclass(frozen=True)
 class HoldConfig:
-    """When a young site's short page waits for more of the site's pages."""
+    """When a short page waits for more of its site's pages."""
 
     young_pages: int = 3
     """A paragraph on fewer of a site's pages is never template."""
@@ -64,7 +67,7 @@ class HoldConfig:
 
 @dataclass(frozen=True)
 class Hold:
-    """Look at the page again in ``countdown`` seconds: its site is too young to judge."""
+    """Look at the page again in ``countdown`` seconds: its site's template is not known yet."""
 
     countdown: float
 
@@ -92,6 +95,20 @@ class BoilerplateFilter:
         # the hash tag keeps one site's keys in one cluster slot, as the script needs
         return ":".join((self._settings.key_prefix, "bp", f"{{{site}}}", *parts))
 
+    def _need(self, site_pages: int, short: bool) -> int:
+        """Distinct pages of the site a template paragraph is on (0: none can be yet).
+
+        On a short page furniture is most of the text and costs the most (two outlets'
+        briefs become copies): 3 pages are enough there. Else half the site's pages, 3
+        at least, ``boilerplate_min_pages`` at most: a need that grows no faster than a
+        template's count as the site's pages come."""
+        young = self._hold.young_pages
+        if site_pages < young:
+            return 0
+        if short:
+            return min(young, self._settings.boilerplate_min_pages)
+        return min(self._settings.boilerplate_min_pages, max(young, -(-site_pages // 2)))
+
     def strip(self, article: Article, *, url: str, may_wait: bool = True) -> Article | Drop | Hold:
         """``article`` without its site's template paragraphs (recording this page).
 
@@ -109,11 +126,11 @@ class BoilerplateFilter:
         if not site or not distinct:
             return article
         hold = self._hold
-        may_wait = may_wait and len(article.text) < hold.short_chars
+        short = len(article.text) < hold.short_chars
+        may_wait = may_wait and short
         address = (article.canonical_url or url).split("#", 1)[0].split("?", 1)[0]
         prints = [fingerprint(k) for k in distinct]
         now = time.time()
-        young = self._settings.boilerplate_site_pages
         counts = self._script(
             keys=[
                 self._key(site, "text", fingerprint("\n".join(keys))),
@@ -122,23 +139,20 @@ class BoilerplateFilter:
                 self._key(site, "last"),
                 *(self._key(site, "p", fp) for fp in prints),
             ],
-            args=[self._ttl, f"{now:.3f}", young, "1" if may_wait else "0"],
+            args=[self._ttl, f"{now:.3f}", "1" if may_wait else "0"],
         )
         site_pages, first, last = int(counts[0]), _time(counts[1]), _time(counts[2])
-        # on half the site's pages and 3 at least, or on boilerplate_min_pages: a need
-        # that grows no faster than a template's count as the site's pages come
-        need = 0
-        if site_pages >= hold.young_pages:
-            half = max(hold.young_pages, -(-site_pages // 2))
-            need = min(self._settings.boilerplate_min_pages, half)
+        seen = [int(count) for count in counts[3:]]
+        need = self._need(site_pages, short)
         template = {
-            key
-            for key, count in zip(distinct, counts[3:], strict=True)
-            if need and int(count) >= need
+            key for key, count in zip(distinct, seen, strict=True) if need and count >= need
         }
         if not template:
+            # a young site's page, or a line already on another of the site's pages:
+            # wait while its pages keep coming, and not too long
+            doubt = site_pages < self._settings.boilerplate_site_pages or max(seen) > 1
             waited, quiet = now - first, now - last
-            if may_wait and waited < hold.max_seconds and quiet < hold.quiet_seconds:
+            if may_wait and doubt and waited < hold.max_seconds and quiet < hold.quiet_seconds:
                 return Hold(min(hold.quiet_seconds, hold.max_seconds - waited))
             return article
         kept = [line for line, key in zip(lines, keys, strict=True) if key not in template]
