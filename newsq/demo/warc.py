@@ -49,9 +49,10 @@ def capture(url: str, timeout: float = 10.0) -> Capture:
 
 def write_warc(path: Path, captures: Iterable[Capture], *,
                revisits: Mapping[str, str] | None = None, gzip: bool = True,
-               when: datetime = WHEN) -> int:  # fmt: skip
-    """Write ``captures`` to ``path``; ``revisits`` maps URLs to the URL of a capture
-    they revisit (a revisit record each, at the end). Returns the records written."""
+               requests: bool = True, when: datetime = WHEN) -> int:  # fmt: skip
+    """Write ``captures`` to ``path``, each after its request record unless not
+    ``requests``; ``revisits`` maps URLs to the URL of a capture they revisit (a revisit
+    record each, at the end). Returns the records written."""
     date = when.strftime("%Y-%m-%dT%H:%M:%SZ")
     digests: dict[str, str] = {}
     with path.open("wb") as out:
@@ -65,14 +66,17 @@ def write_warc(path: Path, captures: Iterable[Capture], *,
             request = StatusAndHeaders(f"GET {parts.path or '/'} HTTP/1.1",
                                        [("Host", parts.netloc)], is_http_request=True)  # fmt: skip
             headers = {"WARC-Date": date}
-            writer.write_record(writer.create_warc_record(cap.url, "request", http_headers=request,
-                                                          warc_headers_dict=headers))  # fmt: skip
+            if requests:
+                asked = writer.create_warc_record(cap.url, "request", http_headers=request,
+                                                  warc_headers_dict=headers)  # fmt: skip
+                writer.write_record(asked)
+                count += 1
             response = writer.create_warc_record(cap.url, "response",
                                                  payload=io.BytesIO(cap.body), http_headers=http,
                                                  warc_headers_dict=headers)  # fmt: skip
             writer.write_record(response)
             digests[cap.url] = response.rec_headers.get_header("WARC-Payload-Digest")
-            count += 2
+            count += 1
         for url, original in (revisits or {}).items():
             revisit = writer.create_revisit_record(url, digests[original], original, date)
             revisit.rec_headers.replace_header("WARC-Date", date)
