@@ -293,3 +293,26 @@ def test_a_url_source_is_read_in_ranges_through_the_guarded_fetcher(
     assert totals["records"] == 2 * len(archive.urls) + 2
     assert totals["stored"] == archive.site.expected.stored
     assert all(a.startswith("bytes=") for a in _RangeHandler.asked)
+
+
+def test_no_wait_sends_the_spans_in_the_bulk_lane_and_returns(
+    archive: Archive, redis_url: str, key_prefix: str, sqlite_url: str, redis_client: Any
+) -> None:
+    from newsq.config.celery import queue_keys
+
+    env = local_env(redis_url, key_prefix, sqlite_url)
+    done = run_newsq("backfill", str(archive.path), "--no-wait", "--workers", "1", env=env)
+    assert done.returncode == 0, done.stderr
+    sent = int(done.stdout.split()[1])  # "sent N spans of 1 files (jobs ...)"
+    fresh, bulk = queue_keys(key_prefix, "process")
+    assert sent >= 1 and redis_client.llen(bulk) == sent and redis_client.llen(fresh) == 0
+    again = run_newsq("backfill", str(archive.path), "--no-wait", env=env)
+    assert again.returncode == 0  # the same file: the same job, its spans not done yet
+
+
+def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
+    done = run_newsq("backfill", str(tmp_path / "none.warc.gz"),
+                     env=newsq_env(NEWSQ_DATABASE_URL=f"sqlite:///{tmp_path}/n.db"))  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("newsq: ") and "none.warc.gz" in done.stderr
+    assert "Traceback" not in done.stderr
