@@ -209,6 +209,8 @@ def test_one_deliverer_sends_and_another_process_takes_over_when_it_dies(
         receiver.wait_for(4)
         assert not standby.held.is_set()  # the holder sent them; the standby waited
         assert _holder(settings).startswith(_held_by(proc.pid))
+        target = standby.config.target  # killed once it wrote its cursor: none sent twice
+        _until(lambda: cursors.load(store, target).last_id == receiver.taken()[-1], timeout=5)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         killed = time.monotonic()
