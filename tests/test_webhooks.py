@@ -431,3 +431,32 @@ def test_the_cursor_is_kept_on_sqlite_and_postgresql(
         assert cursors.every(store)[0].pending == 2
     finally:
         store.close()
+
+
+def test_with_redis_gone_the_deliverer_stops_sending_and_goes_on_when_it_is_back(
+    settings: Settings, store: Store, receiver: Receiver
+) -> None:
+    """The lease cannot be proven without Redis: no sending (another worker may hold
+    it once Redis is back), then the same deliverer takes it again and goes on."""
+    from newsq.workers.redis_server import RedisServer
+
+    own = RedisServer().start()
+    client = redis.Redis.from_url(own.url, socket_timeout=1)
+    config = _config(settings, receiver.url)
+    deliverer = Deliverer(config, store, client).start()
+    try:
+        _stored(store, 1, 1)
+        receiver.wait_for(2)
+        own.stop(keep_dir=True)
+        _until(lambda: not deliverer.held.is_set(), timeout=10)
+        _stored(store, 2, 1)
+        time.sleep(LEASE)
+        assert len(receiver.seen()) == 2  # nothing sent while the lease was unknown
+        own = RedisServer(port=own.port, dir=own.dir).start()
+        ids = [e["id"] for e in read(store)]
+        assert receiver.wait_for(len(ids)) == ids
+    finally:
+        deliverer.stop()
+        client.close()
+        own.stop()
+    assert receiver.seen() == ids

@@ -166,7 +166,7 @@ class Deliverer:
         while not self._stop.is_set():
             try:
                 mine = self.lease.acquire()
-            except redis.RedisError as exc:  # not provably ours: stop sending
+            except Exception as exc:  # not provably ours (Redis gone, ...): stop sending
                 log.warning("%s: webhook lease unknown: %s", self.config.target, exc)
                 mine = False
             if mine and not self.held.is_set():
@@ -188,7 +188,7 @@ class Deliverer:
             return
         try:
             cursors.advance(self.store, self.config.target, taken, count)
-        except (StoreUnavailable, sa.exc.SQLAlchemyError) as exc:
+        except Exception as exc:  # the store is unavailable: written on the next turn
             log.warning("%s: webhook cursor not written: %s", self.config.target, exc)
             with self._moved:
                 self._unrecorded += count
@@ -204,6 +204,10 @@ class Deliverer:
                 attempt = self._send_batch(attempt)
             except (StoreUnavailable, sa.exc.SQLAlchemyError) as exc:
                 log.warning("%s: webhook: store unavailable: %s", self.config.target, exc)
+                self._stop.wait(retry_delay(attempt, self.config.backoff_max))
+                attempt += 1
+            except Exception:  # a thread that died would hold the lease and send nothing
+                log.exception("%s: webhook: unexpected error; going on", self.config.target)
                 self._stop.wait(retry_delay(attempt, self.config.backoff_max))
                 attempt += 1
 
