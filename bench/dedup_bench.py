@@ -215,8 +215,9 @@ def report(site: SampleSite, truth: dict[str, str | None],
         ("Redis bytes per indexed text", f"{memory / max(indexed, 1):.0f}  " + SMALL_INDEX),
         ("dedup round trips per article", f"{sum(commands.values()) / max(articles, 1):.3f}"
                                           f"  {dict(commands)} over {articles} articles"),
-        ("boilerplate calls per page", f"{bp['calls'] / max(cleaned, 1):.3f}  ({bp['calls']} over "
-                                       f"{cleaned} pages cleaned: a held page is looked at again)"),
+        ("boilerplate calls per URL", f"{bp['calls'] / max(cleaned, 1):.3f}  ({bp['calls']} over "
+                                      f"{cleaned} URLs stored, duplicate or skipped; a page "
+                                      "that waits is looked at again)"),
         ("Redis commands per boilerplate call", f"{bp['lua'] / max(bp['calls'], 1):.1f}"
                                                 "  (run inside its Lua script)"),
         ("EVALSHA calls, all scripts", f"{evalsha} (commandstats; dedup, boilerplate, ledger)"),
