@@ -21,10 +21,13 @@ go in as ``newsq enqueue --urls`` sends them (bulk lane, 8 a message). Runs per 
 
 The old design (``--old REV``, by default the commit before the frontier: a throttled
 URL went back as a countdown task) runs the same from a ``git worktree`` of that
-commit, at ``--old-sizes`` (it is quadratic in the backlog). Per run: Redis commands
-per URL (all commands in the run, less the bench's own reads), the idle workers'
-commands per second (measured before, included in the total), seconds, and the most
-requests any host served in one second (sliding window), against ``--rate``.
+commit, at ``--old-sizes`` (each waiting URL asks again at each of its host's tokens:
+quadratic in the backlog until the workers' CPU caps how often they ask). Per run:
+Redis commands per URL (all commands in the run, less the bench's own reads), the idle
+workers' commands per second (measured before, included in the total), the workers'
+CPU per URL, seconds, when the last URL of the small hosts and of the big host ended,
+and the most requests any host served in one second (sliding window), against
+``--rate``.
 ``--full`` is the issue's size: 10,000 URLs of the big host and 10,000 over 50 small
 hosts (2,000 s at 5/s).
 """
@@ -40,12 +43,13 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import cast
 
+import psutil
 import redis
 
 from newsq.config.celery import BULK, make_app
@@ -130,6 +134,8 @@ class Run:
     big_peak: int
     small_peak: int
     calls: dict[str, int]
+    cpu_ms: float
+    """the workers' CPU (all their processes) per URL"""
 
 
 @contextmanager
@@ -168,6 +174,19 @@ def worker_env(url: str, database_url: str, rate: float, path: Path) -> dict[str
     return env
 
 
+def _cpu(pids: list[int]) -> float:
+    """CPU seconds used so far by ``pids`` and their children."""
+    total = 0.0
+    for pid in pids:
+        with suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                with suppress(psutil.Error):
+                    times = p.cpu_times()
+                    total += times.user + times.system
+    return total
+
+
 def _calls(client: redis.Redis) -> dict[str, int]:
     stats: dict[str, dict[str, int]] = client.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
@@ -189,7 +208,10 @@ def one_run(design: str, phase: str, farm: Farm, big: int, small_each: int,
         cmd = [sys.executable, "-m", "newsq", "worker", "--queues", "fetch,process",
                "--pool", "threads", "--concurrency", "32"]  # fmt: skip
         logs = [tmp / f"{name}-{i}.log" for i in range(WORKERS)]
-        with running(cmd, env, logs[0], cwd=tmp) as first, running(cmd, env, logs[1], cwd=tmp):
+        with (
+            running(cmd, env, logs[0], cwd=tmp) as first,
+            running(cmd, env, logs[1], cwd=tmp) as second,
+        ):
             deadline = time.monotonic() + 120
             while sum(log.read_text().count("warmed up") for log in logs) < WORKERS:
                 if first.poll() is not None or time.monotonic() > deadline:
@@ -199,6 +221,7 @@ def one_run(design: str, phase: str, farm: Farm, big: int, small_each: int,
             client.config_resetstat()
             time.sleep(3.0)
             idle = sum(_calls(client).values()) / 3.0
+            cpu_before = _cpu([first.pid, second.pid])
             farm.reset()
             client.config_resetstat()
             started = time.monotonic()
@@ -220,6 +243,7 @@ def one_run(design: str, phase: str, farm: Farm, big: int, small_each: int,
                     break
                 time.sleep(0.5)
             seconds = time.monotonic() - started
+            cpu = _cpu([first.pid, second.pid]) - cpu_before
             calls = _calls(client)
             calls["hgetall"] -= polls
             calls.pop("info", None)
@@ -238,18 +262,19 @@ def one_run(design: str, phase: str, farm: Farm, big: int, small_each: int,
         seconds, max(small_t) if small_t else None, max(big_t) if big_t else None,
         farm.most_in_a_second(big_port) if big_urls else 0,
         max((farm.most_in_a_second(p) for p in small_ports), default=0) if small_urls else 0,
-        calls,
+        calls, cpu * 1000 / len(urls),
     )  # fmt: skip
 
 
 def table(runs: list[Run], rate: float) -> str:
     head = ("design", "run", "big-host URLs", "small-host URLs", "Redis cmds/URL",
-            "idle cmds/s", "seconds", "small hosts done (s)", "big host done (s)",
+            "idle cmds/s", "worker CPU ms/URL", "seconds", "small hosts done (s)",
+            "big host done (s)",
             f"most req/s big (limit {rate:g})", "most req/s small")  # fmt: skip
     rows = [head]
     for r in runs:
         rows.append((r.design, r.phase, str(r.big), str(r.small), f"{r.per_url:.1f}",
-                     f"{r.idle_per_s:.0f}", f"{r.seconds:.1f}",
+                     f"{r.idle_per_s:.0f}", f"{r.cpu_ms:.1f}", f"{r.seconds:.1f}",
                      "-" if r.small_done is None else f"{r.small_done:.1f}",
                      "-" if r.big_done is None else f"{r.big_done:.1f}",
                      str(r.big_peak) if r.big else "-",

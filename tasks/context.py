@@ -89,7 +89,11 @@ def _start_dispatcher() -> None:
     consumed = app.amqp.queues.consume_from
     if _dispatcher is not None or (consumed and FETCH_QUEUE not in consumed):
         return
-    _dispatcher = Dispatcher(runtime().frontier, lambda grants: send_granted(app, grants))
+    try:
+        _dispatcher = Dispatcher(runtime().frontier, lambda grants: send_granted(app, grants))
+    except Exception as exc:  # no broker configured: the worker itself will say so
+        log.warning("frontier dispatcher not started: %s", exc)
+        return
     _dispatcher.start()
 
 

@@ -143,13 +143,13 @@ def test_the_dispatcher_lease_moves_on_when_its_holder_dies(
         first = redis_client.get(frontier.lease_key)
         assert first is not None and f":{proc.pid}:".encode() in first
         here = Dispatcher(frontier, lambda grants: None, lease=1.0, poll=0.2)
-        assert here.step() == here.poll and not here.holding  # stands by
+        assert here.step() == 0.5 and not here.holding  # stands by: asks every lease / 2
         proc.kill()
         proc.wait()
         killed = time.monotonic()
         while not here.holding and time.monotonic() - killed < 5:
             time.sleep(here.step())
-        assert here.holding and time.monotonic() - killed < 1.5
+        assert here.holding and time.monotonic() - killed < 1.0 + 0.5 + 0.5
         assert redis_client.get(frontier.lease_key) == here.holder.encode()
         here.stop()
         assert redis_client.get(frontier.lease_key) is None  # handed back on stop

@@ -13,8 +13,8 @@ backlog, and a slow host never holds up another (``frontier.lua``).
 At least once: a popped URL stays in the script's ``pending`` list until its task is
 sent; a dispatcher that dies in between leaves it there, and the next dispatch puts
 it back at the front of its host's queue. A fetch task lost with its worker is
-delivered again by Celery, and its lease, then stale, is not used
-(``newsq.pipeline.fetch_step``).
+delivered again by Celery, marked redelivered, and its lease, then stale, is given
+back unused (``newsq.tasks.fetch``).
 """
 
 from __future__ import annotations
@@ -154,8 +154,9 @@ class Dispatcher:
     """The frontier's dispatcher, as a daemon thread: only the lease holder dispatches.
 
     ``lease`` seconds without a renewal (the holder died) and another process's
-    dispatcher takes over; a holder wakes at its next due host, at least every
-    ``poll`` seconds, and renews the lease each time.
+    dispatcher takes over (those standing by ask every ``lease / 2`` seconds); a holder
+    wakes at its next due host, at least every ``poll`` seconds, and renews the lease
+    every ``lease / 4``.
     """
 
     def __init__(self, frontier: Frontier, send: Send, *, lease: float = 5.0,
@@ -211,8 +212,8 @@ class Dispatcher:
                 self.holding = False  # the next call puts them back: recover
                 raise
             self._sent = True
-        if not holds:
-            return self.poll
+        if not holds:  # standing by: ask often enough to take over soon after a death
+            return max(self.poll, self.lease / 2)
         if len(grants) >= self.most:
             return 0.0
         return self.poll if wait < 0 else min(wait, self.poll)
