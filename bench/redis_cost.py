@@ -10,13 +10,16 @@ the speed bench's pages (:mod:`bench.speed_pages`, served on loopback by
 :mod:`bench.speed_serve`) with the speed bench's settings (no host rate, robots off),
 each against a fresh private redis-server started here. A plain round gives the totals
 per stored article: Redis CPU (``INFO`` ``used_cpu_user + used_cpu_sys``, and
-``/proc/PID/stat`` of the server as a check), commands (``INFO commandstats``, which
-counts the commands run inside Lua scripts too), round trips (``total_reads_processed``:
-a pipeline is one) and bytes on the wire. One more run per checkout has the slow log
-record every command (``slowlog-log-slower-than 0``): each top-level command and script
-call, with the commands it ran inside, goes to its part (a script by its SHA1, a ledger
-call by its operation, any other command by the key it names) with the microseconds
-Redis spent executing it. That run's CPU is not counted (the slow log costs some).
+``/proc/PID/stat`` of the server as a check) and, of it, what the idle server spends in
+the same wall time (its housekeeping, measured for a few seconds before the run);
+commands (``INFO commandstats``, which counts the commands run inside Lua scripts
+too), round trips (``total_reads_processed``: a pipeline is one) and bytes on the wire.
+One more run per checkout has the slow log record every command
+(``slowlog-log-slower-than 0``): each top-level command and script call, with the
+commands it ran inside, goes to its part (a script by its SHA1, a ledger call by its
+operation, any other command by the key it names) with the microseconds Redis spent
+executing it. That run's CPU is not counted (the slow log costs some, most for the
+scripts that run many commands).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from bench.startup import shim
 from newsq.workers.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
+IDLE_SECONDS = 3.0
 BENCH_CLIENT = "redis-cost-bench"  # the bench's own commands are left out of the parts
 
 
@@ -73,6 +77,7 @@ class Totals:
 
     stored: int
     cpu_ms: float
+    idle_ms: float  # of it, what the idle server spends in the same wall time
     proc_cpu_ms: float
     commands: float
     round_trips: float
@@ -124,6 +129,9 @@ def run_once(checkout: Checkout, urls_file: Path, workers: int, tmp: Path,
         env["PYTHONPATH"] = str(checkout.pythonpath)
         cmd = [sys.executable, "-m", "newsq", "run", "--urls", str(urls_file),
                "--workers", str(workers), "--timeout", "900"]  # fmt: skip
+        idle0 = _counters(client)[0]
+        time.sleep(IDLE_SECONDS)  # the server's own housekeeping (serverCron) alone
+        idle_rate = (_counters(client)[0] - idle0) / IDLE_SECONDS
         if slowlog:
             client.slowlog_reset()
         before, proc0 = _counters(client), _proc_cpu(server.proc.pid)
@@ -139,7 +147,8 @@ def run_once(checkout: Checkout, urls_file: Path, workers: int, tmp: Path,
         stored = int(client.hget(f"{{{prefix}}}:counts", "stored") or 0)
         n = max(1, stored)
         totals = Totals(
-            stored, 1000 * (after[0] - before[0]) / n, 1000 * (proc1 - proc0) / n,
+            stored, 1000 * (after[0] - before[0]) / n, 1000 * idle_rate * wall / n,
+            1000 * (proc1 - proc0) / n,
             (after[1] - before[1]) / n, (after[2] - before[2]) / n,
             (after[3] - before[3]) / 1024 / n, wall,
         )  # fmt: skip
@@ -233,6 +242,7 @@ def _median(values: list[float]) -> float:
 def print_totals(names: list[str], rounds: dict[str, list[Totals]]) -> None:
     rows = (
         ("Redis CPU ms / stored article (INFO)", "cpu_ms", ".3f"),
+        ("  of it, the idle server's own in that time", "idle_ms", ".3f"),
         ("Redis CPU ms / stored article (/proc)", "proc_cpu_ms", ".2f"),
         ("Redis commands / stored article (incl. inside Lua)", "commands", ".1f"),
         ("round trips / stored article", "round_trips", ".2f"),
