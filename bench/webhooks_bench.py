@@ -1,6 +1,6 @@
 """What webhook delivery costs per event, next to bare POSTs to the same receiver.
 
-    python -m bench.webhooks_bench [--n 2000] [--rounds 3] [--latency MS]
+    python -m bench.webhooks_bench [--n 2000] [--rounds 3] [--latency MS] [--concurrency N]
 
 A receiver on loopback (http.server in a thread, answering 200 after ``--latency`` ms)
 and, alternated each round so the machine's other load falls on both:
@@ -38,6 +38,8 @@ from newsq.webhooks import Deliverer, WebhookConfig
 from newsq.webhooks.deliver import body_of
 from newsq.workers.redis_server import RedisServer
 
+_COUNT = threading.Lock()
+
 
 class _Receiver(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as a real receiver
@@ -51,7 +53,8 @@ class _Receiver(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
-        _Receiver.taken += 1  # one connection at a time here: no race
+        with _COUNT:
+            _Receiver.taken += 1
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -68,10 +71,11 @@ def _fill(store: Store, n: int) -> None:
         store.save_article(row, {"url": url, "state": "stored"})
 
 
-def _deliverer(store: Store, url: str, broker: str, n: int, prefix: str) -> float:
-    """Seconds per event for a deliverer to send all ``n``."""
+def _deliverer(store: Store, url: str, broker: str, n: int, prefix: str,
+               concurrency: int) -> float:  # fmt: skip
+    """Seconds per event for a deliverer (``concurrency`` stories at once) to send all ``n``."""
     config = WebhookConfig(url=url, secret="bench", allow=AllowPrivate(all=True),
-                           key_prefix=prefix)  # fmt: skip
+                           key_prefix=prefix, concurrency=concurrency)  # fmt: skip
     client = redis.Redis.from_url(broker)
     _Receiver.taken = 0
     started = time.perf_counter()
@@ -99,6 +103,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="events per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency", type=float, default=0.0, help="receiver's ms per POST")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="the deliverer's stories at once"
+    )
     args = parser.parse_args()
     _Receiver.latency = args.latency / 1000
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
@@ -114,12 +121,13 @@ def main() -> None:
                 _fill(store, args.n)
                 times["bare POSTs"].append(_bare(store, url, args.n))
                 times["deliverer"].append(_deliverer(store, url, redis_server.url, args.n,
-                                                     f"bench{r}"))  # fmt: skip
+                                                     f"bench{r}", args.concurrency))  # fmt: skip
                 store.close()
     finally:
         redis_server.stop()
         server.shutdown()
-    print(f"{args.n} events x {args.rounds} rounds, receiver latency {args.latency:g} ms")
+    print(f"{args.n} events x {args.rounds} rounds, receiver latency {args.latency:g} ms, "
+          f"deliverer concurrency {args.concurrency}")  # fmt: skip
     print(f"| {'side':10s} | best events/s | median events/s |")
     print("|---|---|---|")
     for side, took in times.items():

@@ -700,6 +700,13 @@ class Settings:
         help="seconds the one webhook deliverer's Redis lease lasts unrenewed: another "
         "worker takes over that long after its holder died",
     )
+    webhook_concurrency: int = integer(
+        1,
+        minimum=1,
+        maximum=64,
+        help="stories whose events are POSTed at once, each story's one after another in "
+        "id order; `1` sends every event in id order",
+    )
     webhook_drain: float = number(
         30.0,
         maximum=SECONDS_MAXIMUM,

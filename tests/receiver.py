@@ -31,6 +31,10 @@ class Receiver:
     def __init__(self, port: int = 0, hang: float = 2.0) -> None:
         self.port = port
         self.hang = hang
+        self.delay = 0.0
+        """Seconds each answer takes."""
+        self.in_flight = 0
+        self.most_in_flight = 0
         self.answers: list[int | str] = []
         self.requests: list[Request] = []
         self.holding = threading.Event()
@@ -52,6 +56,16 @@ class Receiver:
                 with receiver._lock:
                     answer = receiver.answers.pop(0) if receiver.answers else 200
                     receiver.requests.append(request)  # as it comes: a hang is seen at once
+                    receiver.in_flight += 1
+                    receiver.most_in_flight = max(receiver.most_in_flight, receiver.in_flight)
+                try:
+                    self._answer(request, answer)
+                finally:
+                    with receiver._lock:
+                        receiver.in_flight -= 1
+
+            def _answer(self, request: Request, answer: int | str) -> None:
+                time.sleep(receiver.delay)
                 if answer == "hold":
                     receiver.holding.set()
                     receiver.release.wait(30)

@@ -460,3 +460,31 @@ def test_with_redis_gone_the_deliverer_stops_sending_and_goes_on_when_it_is_back
         client.close()
         own.stop()
     assert receiver.seen() == ids
+
+
+def test_stories_side_by_side_keep_each_storys_events_in_order(
+    settings: Settings, store: Store, receiver: Receiver
+) -> None:
+    """``NEWSQ_WEBHOOK_CONCURRENCY=4``: up to four POSTs at once, never two of one
+    story, each story's in id order; a failure sends it again with what came after it,
+    and every event is taken."""
+    receiver.delay = 0.05
+    receiver.answers = [200, 200, 500]  # the third to arrive fails once
+    _stored(store, 1, 8)  # 8 stories, an article and a copy each
+    events = {e["id"]: e for e in read(store)}
+    deliverer = _started(settings, store, receiver.url, concurrency=4)
+    try:
+        _until(lambda: set(receiver.taken()) == set(events))
+        target = deliverer.config.target
+        _until(lambda: cursors.load(store, target).last_id == max(events), timeout=5)
+    finally:
+        deliverer.stop()
+    assert 1 < receiver.most_in_flight <= 4
+    by_story: dict[str, list[int]] = {}
+    for request in receiver.requests:
+        by_story.setdefault(request.event["story_id"], []).append(request.event["id"])
+    for story, ids in by_story.items():
+        assert ids == sorted(ids), f"{story}'s events out of order: {ids}"
+    failed = next(r.event["id"] for r in receiver.requests if r.status == 500)
+    assert receiver.seen().count(failed) == 2  # the failed one, sent again once
+    assert cursors.load(store, target).last_error == f"event {failed}: http 500"

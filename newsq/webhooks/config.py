@@ -25,6 +25,8 @@ class WebhookConfig:
     backoff_max: float = 60.0
     lease: float = 10.0
     drain: float = 30.0
+    concurrency: int = 1
+    """Stories sent at once (1: every event in id order)."""
     key_prefix: str = "newsq"
     user_agent: str = "newsq"
 
@@ -36,7 +38,8 @@ class WebhookConfig:
         return cls(url=settings.webhook_url, secret=settings.webhook_secret or "",
                    allow=settings.webhook_allow, timeout=settings.webhook_timeout,
                    backoff_max=settings.webhook_backoff_max, lease=settings.webhook_lease,
-                   drain=settings.webhook_drain, key_prefix=settings.key_prefix,
+                   drain=settings.webhook_drain, concurrency=settings.webhook_concurrency,
+                   key_prefix=settings.key_prefix,
                    user_agent=settings.user_agent)  # fmt: skip
 
     @property

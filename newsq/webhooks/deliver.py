@@ -1,4 +1,5 @@
-"""Webhook delivery: the store's events POSTed one at a time, in event id order.
+"""Webhook delivery: the store's events POSTed one at a time, in event id order (or
+``concurrency`` stories at once, each story's events still one after another in order).
 
 One deliverer per deployment sends (it holds a Redis lease, :mod:`.lease`); every
 worker runs one, and those not holding the lease wait to take it over. The holder reads
@@ -26,6 +27,7 @@ import random
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -119,9 +121,12 @@ class Deliverer:
         self.lease = Lease(client, config.lease_key, config.lease)
         self.held = threading.Event()
         self._stop = threading.Event()
-        self._backend = GuardedBackend(config.allow, resolver_threads=1)
+        side_by_side = config.concurrency
+        self._pool = ThreadPoolExecutor(side_by_side) if side_by_side > 1 else None
+        self._backend = GuardedBackend(config.allow, resolver_threads=min(side_by_side, 8))
+        limits = httpx.Limits(max_connections=max(side_by_side, 2))
         self._http = httpx.Client(
-            transport=_PinnedTransport(self._backend, httpx.Limits(max_connections=2)),
+            transport=_PinnedTransport(self._backend, limits),
             timeout=config.timeout,
             follow_redirects=False,  # a redirect is a failure: no hop to elsewhere
             trust_env=False,
@@ -133,6 +138,8 @@ class Deliverer:
         """The last event id the target took, by this deliverer."""
         self._unrecorded = 0
         """Events taken since the cursor was last written."""
+        self._beyond: set[int] = set()
+        """Events taken past the first one not taken (``concurrency`` > 1)."""
 
     def start(self) -> Deliverer:
         threads = (("keeper", self._keep), ("sender", self._send), ("recorder", self._record))
@@ -156,6 +163,8 @@ class Deliverer:
             except redis.RedisError as exc:
                 log.warning("%s: webhook lease not released: %s", self.config.target, exc)
         self.held.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         self._http.close()
         self._backend.close()
 
@@ -222,6 +231,8 @@ class Deliverer:
         if not batch:
             self._stop.wait(POLL)
             return 0
+        if self.config.concurrency > 1:
+            return self._send_side_by_side(batch, attempt)
         for event in batch:
             while True:
                 if self._stop.is_set() or not self.held.is_set():
@@ -238,6 +249,47 @@ class Deliverer:
                 self._stop.wait(retry_delay(attempt, self.config.backoff_max))
                 attempt += 1
         return 0
+
+    def _send_side_by_side(self, batch: list[dict[str, Any]], attempt: int) -> int:
+        """``batch``'s stories ``concurrency`` at a time, each story's events one after
+        another in id order, each story stopping at its first failure. The cursor moves
+        over the events taken up to the first one that was not; those taken after that
+        one are remembered (:attr:`_beyond`) and not sent again."""
+        taken = {e["id"] for e in batch if e["id"] in self._beyond}
+        stories: dict[str, list[dict[str, Any]]] = {}
+        for event in batch:
+            if event["id"] not in taken:
+                stories.setdefault(event["story_id"] or f"#{event['id']}", []).append(event)
+        failures: list[tuple[int, str]] = []
+
+        def send(events: list[dict[str, Any]]) -> None:
+            for event in events:
+                if self._stop.is_set() or not self.held.is_set():
+                    return
+                error = self.post(event)
+                if error is not None:
+                    failures.append((event["id"], error))  # list.append: atomic
+                    return
+                taken.add(event["id"])
+
+        assert self._pool is not None
+        list(self._pool.map(send, stories.values()))
+        moved = next((n for n, e in enumerate(batch) if e["id"] not in taken), len(batch))
+        if moved:
+            with self._moved:
+                self._taken = batch[moved - 1]["id"]
+                self._unrecorded += moved
+        self._beyond = {i for i in taken if i > self._taken}
+        if moved == len(batch):
+            return 0
+        if not failures:  # stopped, or the lease was lost
+            return attempt
+        first, error = min(failures)
+        target = self.config.target
+        log.warning("%s: webhook event %s: %s; retrying", target, first, error)
+        cursors.failed(self.store, target, f"event {first}: {error}")
+        self._stop.wait(retry_delay(attempt, self.config.backoff_max))
+        return attempt + 1
 
     def post(self, event: dict[str, Any]) -> str | None:
         """POST one event; None when the target took it (2xx), else why not."""
