@@ -96,6 +96,11 @@ class DedupConfig:
     def short_jaccard(self) -> float:
         return self.jaccard + self.short_jaccard_margin
 
+    def lua_table(self) -> str:
+        """:meth:`lua_params` as a Lua table constructor, for the script's text."""
+        params = json.loads(self.lua_params())
+        return "{" + ", ".join(f"{name} = {value!r}" for name, value in params.items()) + "}"
+
     def lua_params(self) -> str:
         """The parameters ``dedup.lua`` reads, by name: one JSON object (see its header)."""
         return json.dumps(

@@ -11,33 +11,33 @@
 -- <gen> is a time generation; a key expires (EXPIREAT) a full window after its
 -- generation ends, and lookups read generations now .. now-G, newest first: one HMGET
 -- of every field this copy may match per generation, one HSET of what it adds.
--- The layout before the table (read, never written; ARGV[13] = "1" while any live
+-- The layout before the table (read, never written; ARGV[12] = "1" while any live
 -- generation still holds some of it, see index.py):
 --   <base>:k:<gen>:<bucket>    the same entries, in small hashes by digest
 --   <base>:f:<gen>             a filter of one bit per field put in <gen> (see bit_of)
 --
--- ARGV: 1 params: the decision's parameters by name, a JSON object made once per index
---         (DedupConfig.lua_params: generations, buckets, doc_buckets, filter_bits,
---         bands (full ones), jaccard, containment, short_jaccard, min_shingles,
---         long_shingles, long_jaccard, long_containment, min_lower)
---       then this copy's: 2 gen  3 expire_at  4 url  5 story_new (8 bytes)
---         6 url_f  7 final_f  8 canon_f  9 text_f (8-byte digests, "" for none)
---         10 th8  11 nshingles  12 sig (2 bytes a value)  13 legacy ("1" or "0")
---         14.. band digests: `bands` full ones, then the lead's (none: an empty text)
+-- PARAMS: the decision's parameters by name, a Lua table written into this text once per
+--   index (DedupConfig.lua_params: generations, buckets, doc_buckets, filter_bits,
+--   bands (full ones), jaccard, containment, short_jaccard, min_shingles,
+--   long_shingles, long_jaccard, long_containment, min_lower): nothing to decode a call
+-- ARGV: this copy's: 1 gen  2 expire_at  3 url  4 story_new (8 bytes)
+--   5 url_f  6 final_f  7 canon_f  8 text_f (8-byte digests, "" for none)
+--   9 th8  10 nshingles  11 sig (2 bytes a value)  12 legacy ("1" or "0")
+--   13.. band digests: `bands` full ones, then the lead's (none: an empty text)
 -- Returns {kind, story id (16 hex), duplicate_of or "", similarity (per mille)}.
 
 local base = KEYS[1]
-local P = cjson.decode(ARGV[1])
+local P = PARAMS  -- DedupConfig.lua_params, written into this text by index.py
 local G, nb, db, bits = P.generations, P.buckets, P.doc_buckets, P.filter_bits
 local j_thr, c_thr, short_j = P.jaccard, P.containment, P.short_jaccard
 local min_sh, long_sh = P.min_shingles, P.long_shingles
 local long_j, long_c = P.long_jaccard, P.long_containment
 local MIN_LOWER = P.min_lower  -- see near_score
-local gen, expire_at = tonumber(ARGV[2]), ARGV[3]
-local url, story_new = ARGV[4], ARGV[5]
-local url_f, final_f, canon_f, text_f = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local th, nsh, sig, legacy = ARGV[10], tonumber(ARGV[11]), ARGV[12], ARGV[13] == "1"
-local BAND0 = 14  -- ARGV index of the first band digest
+local gen, expire_at = tonumber(ARGV[1]), ARGV[2]
+local url, story_new = ARGV[3], ARGV[4]
+local url_f, final_f, canon_f, text_f = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local th, nsh, sig, legacy = ARGV[9], tonumber(ARGV[10]), ARGV[11], ARGV[12] == "1"
+local BAND0 = 13  -- ARGV index of the first band digest
 local n_lead = math.max(#ARGV - BAND0 + 1 - P.bands, 0)  -- lead band digests (the last)
 local byte, sub = string.byte, string.sub
 local K = #sig / 2

@@ -22,7 +22,8 @@ EVALSHA: two workers holding copies of one story at the same instant cannot both
 ``new``. A decide is one round trip (two after a Redis restart lost the script).
 
 Every parameter of the decision is a field of :class:`~newsq.dedup.config.DedupConfig`,
-made from the settings (``NEWSQ_DEDUP_*``); the script gets them by name.
+made from the settings (``NEWSQ_DEDUP_*``); the script gets them by name, written into
+its text (:func:`script_for`).
 
 Layout and limits:
 
@@ -81,6 +82,12 @@ LEGACY_CHECK_SECONDS = 60.0
 SCRIPT = resources.files("newsq.dedup").joinpath("dedup.lua").read_text(encoding="utf-8")
 
 
+def script_for(config: DedupConfig) -> str:
+    """``dedup.lua`` with ``config``'s parameters written into it: a Lua table made once,
+    not a JSON argument decoded on every call (~5 % of a decide, 300 bytes sent)."""
+    return f"local PARAMS = {config.lua_table()}\n{SCRIPT}"
+
+
 def url_key(url: str | None) -> str | None:
     """One spelling for the pages that are the same page, or None for no usable URL.
 
@@ -134,8 +141,8 @@ class DedupIndex:
         self.config = DedupConfig.from_settings(settings)
         self.clock = clock
         self.base = f"{{{settings.key_prefix}:dedup}}"
-        self.params = self.config.lua_params()  # the script's ARGV[1]
-        self.sha: str = redis_client.script_load(SCRIPT)
+        self.script = script_for(self.config)
+        self.sha: str = redis_client.script_load(self.script)
         self._legacy: tuple[float, bool] = (-math.inf, False)  # (checked at, found)
 
     def legacy(self) -> bool:
@@ -178,7 +185,7 @@ class DedupIndex:
         try:
             reply = self.redis.evalsha(self.sha, 1, self.base, *args)
         except redis.exceptions.NoScriptError:
-            self.sha = self.redis.script_load(SCRIPT)
+            self.sha = self.redis.script_load(self.script)
             reply = self.redis.evalsha(self.sha, 1, self.base, *args)
         verdict = parse_reply(reply)
         log.debug("dedup %s: %s %s", url, verdict.kind, verdict.duplicate_of or "")
@@ -204,7 +211,7 @@ class DedupIndex:
             if k:
                 keys.add(k)
         return [
-            self.params, gen, expire_at, url, bytes.fromhex(story_id_for(url)),
+            gen, expire_at, url, bytes.fromhex(story_id_for(url)),
             _digest(b"u", own), *aliases, _digest(b"t", sk.text_hash), sk.text_hash[:8],
             sk.shingles, sk.packed_sig(), "1" if self.legacy() else "0", *sk.bands,
             *sk.lead_bands,
