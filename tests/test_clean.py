@@ -140,10 +140,54 @@ def test_empty_or_non_html_is_dropped(html: str) -> None:
         "Follow Newsbeat on Instagram, Facebook, Twitter and YouTube.",
         "Copyright ©2019 Dow Jones & Company, Inc. All Rights Reserved",
         "Like this story? Share it with a friend!",
+        # other languages, blog widgets, paywall and app appeals
+        "Lesen Sie auch: Bahn streicht Verbindungen im Norden",
+        "Das könnte Sie auch interessieren",
+        "Weitere aktuelle Themen aus der Arbeitswelt",
+        "Teilen mit:",
+        "3 Bloggern gefällt das.",
+        "Wird geladen …",
+        "Kategorie: News",
+        "Unterstütze das Magazin",
+        "*Werbung. Dieser Beitrag enthält Werbung für eine Marke.",
+        "À lire aussi : le gouvernement recule",
+        "PUEDES VER: el ministerio responde a las críticas",
+        "Mire: el cantante da positivo",
+        "¿Ya sabías que tenemos canal de Telegram? Únete desde tu celular.",
+        "Subscribe now to our e-edition for the full story.",
+        "To view the full story, please subscribe to the Times.",
+        "For the latest news download our apps for iOS and Android.",
+        "Sign up to get the best content of the week",
+        "Submit your letter to the editor via this form",
+        "This post contains references to products from one of our advertisers.",
     ],
 )
 def test_promo_lines_recognised(line: str) -> None:
     assert is_promo(None, line)
+
+
+def test_promo_blocks_of_a_german_blog_dropped_from_the_text() -> None:
+    body = [
+        "Der Stadtrat hat am Dienstag beschlossen, die alte Brücke über den Fluss bis "
+        "zum Sommer zu sanieren, nachdem Gutachter schwere Schäden gefunden hatten.",
+        "Die Kosten von rund zwei Millionen Euro teilen sich Stadt und Land, sagte der "
+        "Bürgermeister nach der Sitzung vor Journalisten im Rathaus.",
+        "Während der Arbeiten wird der Verkehr über die Umgehungsstraße geleitet; "
+        "Fußgänger können eine Behelfsbrücke neben der Baustelle nutzen.",
+    ]
+    furniture = ["Lesen Sie auch: Neue Radwege für die Innenstadt", "Teilen mit:",
+                 "5 Bloggern gefällt das.", "Unterstütze unseren Blog"]  # fmt: skip
+    paragraphs = "".join(f"<p>{t}</p>" for t in [*body[:2], furniture[0], body[2], *furniture[1:]])
+    html = (
+        '<html lang="de"><head><title>Brücke wird saniert</title></head><body>'
+        f"<article><h1>Brücke wird saniert</h1>{paragraphs}</article></body></html>"
+    )
+    article = extract(html, "https://blog.example.de/2024/brucke")
+    assert isinstance(article, Article)
+    for text in body:
+        assert text in article.text
+    for text in furniture:
+        assert text not in article.text
 
 
 @pytest.mark.parametrize(
@@ -152,6 +196,12 @@ def test_promo_lines_recognised(line: str) -> None:
         "Read the full statement, the spokesman said, before the vote on Tuesday.",
         "The company said more than 200 people signed up for the trial.",
         "Tags were found on 40 of the birds released last spring.",
+        "Die Kategorie der Hilfen wurde im Mai erweitert, sagte die Ministerin.",
+        "Lesen und Schreiben lernen die Kinder im ersten Jahr.",
+        "El ministerio dijo que puede ver los resultados en marzo.",
+        "The app launched on iOS last year and reached Android users in May, "
+        "the company said in a statement after a long delay and a redesign of its "
+        "payments, which regulators had questioned for months in three countries.",
     ],
 )
 def test_article_sentences_not_taken_for_promo(line: str) -> None:

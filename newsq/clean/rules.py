@@ -51,6 +51,17 @@ PROMO_LINE = re.compile(
       (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)\w*\.?\ \d{1,2}(?:st|nd|rd|th)?,?\ \d{4}\b
       [\d\s:/|apm.,-]{0,20}(?:updated\ [\w\s]{0,20}ago)?$
     | this\ (?:article|story)\ has\ been\ sent\ to\b.{0,120}$
+    | (?:à\ |a\ )?lire\ aussi\b.{0,200}$
+    | (?:lesen\ sie\ (?:auch|mehr)|lies\ auch|mehr\ zum\ thema|auch\ interessant
+      |das\ könnte\ sie\ (?:auch\ )?interessieren|vorschau\ auf\ den\ nächsten\ artikel
+      |weitere\ (?:aktuelle\ )?(?:themen|artikel|beiträge|nachrichten)
+      |(?:lee|ver|vea)\ también|te\ puede\ interesar|puedes\ ver|mire)\b.{0,200}$
+    | (?:categor(?:y|ies|ía|ías)|kategorien?|rubrik|temas|themen|schlagw(?:ö|oe)rter)
+      \s*(?::.{0,80})?$
+    | (?:teilen\ mit|share\ this|gefällt\ mir|like\ this|wird\ geladen|loading)\W{0,5}$
+    | .{0,40}\b(?:bloggern?\ gefällt\ das|bloggers?\ like\ this)\W{0,3}$
+    | \*?(?:werbung|anzeige|advertisement|sponsored|publicidad)\b.{0,200}$
+    | unterstütze(?:n\ sie)?\b.{0,80}$
     )""",
     re.IGNORECASE | re.VERBOSE,
 )
@@ -61,7 +72,18 @@ APPEAL = re.compile(
     r"|\bnewsletter\W{0,3}$"
     r"|\b(?:if\ you\ (?:enjoyed|liked|value)\ this\ (?:article|story)"
     r"|support\ (?:our|independent)\ journalism)\b"
-    r"|\b(?:get|download)\ the\ .{0,30}\bapp\W{0,3}$",
+    r"|\b(?:get|download)\ the\ .{0,30}\bapp\W{0,3}$"
+    r"|\bsubscri\w+\b.{0,80}\b(?:full\ story|log\ ?in|access|edition|welcome\ gift)\b"
+    r"|\b(?:full\ story|log\ ?in)\b.{0,80}\bsubscri\w+"
+    r"|\b(?:download|get|install)\b.{0,60}\bapps?\b.{0,40}\b(?:ios|android)\b"
+    r"|\bsign\ up\b.{0,40}\b(?:best|latest|content|updates|alerts)\b"
+    r"|\bsubmit\ (?:your|a)\ (?:letter|story|tip|news)\b"
+    r"|^(?:do\ you\ )?want\ to\ (?:be\ informed|stay\ (?:informed|updated))"
+    r"|^follow\ .{0,60}\bon\ (?:twitter|facebook|instagram|youtube|telegram|whatsapp)\b"
+    r"|\b(?:únete|suscríbete|abonnieren\ sie|abonniere|abonnez-vous|inscrivez-vous)\b"
+    r"|\b(?:telegram|whatsapp)[-\ ](?:kanal|channel)\b|\bcanal\ de\ (?:telegram|whatsapp)\b"
+    r"|\bthis\ (?:post|article|page)\ (?:contains|may\ contain)\ (?:affiliate|references\ to"
+    r"\ products|advertising|sponsored)",
     re.IGNORECASE | re.VERBOSE,
 )
 # A short heading that introduces a block of links to other stories.
