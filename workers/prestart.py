@@ -20,7 +20,6 @@ import os
 import sys
 
 PRELOAD = (
-    "celery.bin.celery",
     "celery.apps.worker",
     "celery.worker.consumer.consumer",
     "celery.concurrency.thread",

@@ -3,7 +3,7 @@
 ``celery -A newsq worker`` and ``newsq worker`` run the same code: importing
 :mod:`newsq.celery` connects the handlers below, and ``newsq worker`` only picks
 defaults (pool, concurrency, hostname), checks the broker once (``--broker-wait``) and
-hands Celery its command line.
+starts Celery's worker with the options its command line would give it.
 
     import_modules       before the tasks load: the metrics' multiprocess folder
     celeryd_init,        newsq's one-line (or JSON) logging instead of Celery's
@@ -247,16 +247,20 @@ def run_worker(settings: Settings, queues: str, concurrency: int | None,
         check(settings)
     wait_for_broker(app, broker_wait)  # this module connected the start-up signals
 
-    argv = [
-        "worker",
-        "--queues", ",".join(names),
-        "--pool", pool,
-        "--concurrency", str(concurrency),
-        "--hostname", f"newsq-{'-'.join(names)}-{os.getpid()}@%h",
-        "--without-gossip",
-        "--without-mingle",
-        "--loglevel", settings.log_level,
-        *(["--beat"] if beat else []),
-    ]  # fmt: skip
-    app.worker_main(argv)
-    return 0
+    # what `celery worker --queues ... --pool ...` does, without Celery's command line:
+    # importing it (celery.bin) loads its shells' click_repl and prompt_toolkit too
+    from celery.concurrency import get_implementation
+    from celery.utils.nodenames import default_nodename, host_format
+
+    worker = app.Worker(
+        queues=names,
+        pool_cls=get_implementation(pool),
+        concurrency=concurrency,
+        hostname=host_format(default_nodename(f"newsq-{'-'.join(names)}-{os.getpid()}@%h")),
+        without_gossip=True,
+        without_mingle=True,
+        loglevel=settings.log_level,
+        beat=beat,
+    )
+    worker.start()
+    return int(worker.exitcode or 0)
