@@ -183,18 +183,20 @@ def requeue_stuck(ledger: Ledger, older_than: float, send: Callable[[str], None]
 
 
 def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True,
-               lane: int = 0, lease: str | None = None) -> Step:  # fmt: skip
+               lane: int = 0, lease: str | None = None, interval: float = 0.0) -> Step:  # fmt: skip
     """Fetch ``url`` and leave its body for the process step.
 
     ``hand_off``: the body goes to Redis for a process task on any worker; without it,
     the page comes back in the step, for the caller to process at once (in memory).
-    ``lease``: the politeness slot the frontier's dispatcher granted this delivery
-    (``newsq.fetch.frontier``); without one, the fetch asks for a slot first, and a URL
+    ``lease``: the concurrency slot the frontier's dispatcher granted this delivery, of
+    a host then ``interval`` s between requests (``newsq.fetch.frontier``): the request
+    takes its rate time as it starts; without one, the fetch asks for a slot first, and a URL
     whose host has none free waits in the frontier, in ``lane`` (a ``parked`` step),
     its ledger entry untouched: ``queued`` since its enqueue or retry (after a worker
     died fetching it, ``fetching`` until its next delivery begins).
     """
     host = host_of(url)
+    dispatched = lease is not None
     if lease is None and (lease := rt.frontier.offer(host, url, attempt, lane)) is None:
         rt.metrics.throttled(host)
         return Step("parked", state=QUEUED)
@@ -205,6 +207,8 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
     if (step := poisoned(rt, url, deliveries)) is not None:
         rt.frontier.release(host, lease)
         return step
+    if dispatched and (lease := _claim(rt, url, host, lease, interval, attempt, lane)) is None:
+        return _parked(rt, url, host)
 
     robots_first = rt.robots_fetch_needed(url)
     if robots_first:
@@ -243,6 +247,24 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
     rt.redis.set(body_key(rt, url), meta + payload, ex=rt.settings.visibility_timeout * 2)
     rt.ledger.move(url, FETCHED, final_url=result.final_url, attempts=attempt + 1)
     return Step("next")
+
+
+CLAIM_WAIT_MOST = 2.0
+"""Longest a dispatched fetch waits, in its thread, for its host's rate time; longer
+(many tasks of the host came out of a queue at once) and it waits in the frontier."""
+
+
+def _claim(rt: Runtime, url: str, host: str, lease: str, interval: float, attempt: int,
+           lane: int) -> str | None:  # fmt: skip
+    """The lease to fetch ``url`` with, once its host's rate time is taken; None when it
+    went back to the frontier, first in its lane."""
+    while (wait := rt.frontier.claim(host, interval)) > 0:
+        if wait > CLAIM_WAIT_MOST:
+            rt.frontier.release(host, lease)
+            return rt.frontier.offer(host, url, attempt, lane, front=True)
+        with rt.pool.network_wait():
+            time.sleep(wait)
+    return lease
 
 
 def _parked(rt: Runtime, url: str, host: str) -> Step:

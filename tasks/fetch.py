@@ -32,7 +32,7 @@ from newsq.urls import host_of
 
 def _fetch_one(task: Task, url: str, attempt: int, retries: int,
                retry: Callable[[float], Exception], lane: int,
-               lease: str | None = None) -> str | None:  # fmt: skip
+               lease: str | None = None, interval: float = 0.0) -> str | None:  # fmt: skip
     inline = PROCESS_QUEUE in task.app.amqp.queues.consume_from
     rt = runtime()
     if lease is not None and (task.request.delivery_info or {}).get("redelivered"):
@@ -41,7 +41,8 @@ def _fetch_one(task: Task, url: str, attempt: int, retries: int,
             rt.frontier.release(host_of(url), lease)
         lease = None
     with transient_errors(url, retry, retries):
-        step = fetch_step(rt, url, attempt, hand_off=not inline, lane=lane, lease=lease)
+        step = fetch_step(rt, url, attempt, hand_off=not inline, lane=lane, lease=lease,
+                          interval=interval)  # fmt: skip
         if step.page is not None:  # on the pool's CPU lane (newsq.workers.admission)
             step = rt.on_cpu(process_step, rt, url, step.page, attempt)
     if step.action == "next":
@@ -52,11 +53,14 @@ def _fetch_one(task: Task, url: str, attempt: int, retries: int,
 
 
 @app.task(name=FETCH_TASK, bind=True, max_retries=None)
-def fetch(self: Task, url: str, attempt: int = 0, lease: str | None = None) -> str | None:
-    """``lease``: the politeness slot the frontier granted (``newsq.fetch.frontier``);
-    a retry goes without it, as its time has passed."""
-    retry = lambda delay: self.retry(args=(url, attempt), countdown=delay)  # noqa: E731
-    return _fetch_one(self, url, attempt, self.request.retries, retry, lane_of(self), lease)
+def fetch(self: Task, url: str, attempt: int = 0, lease: str | None = None,
+          interval: float = 0.0, lane: int | None = None) -> str | None:  # fmt: skip
+    """``lease``, ``interval``, ``lane``: the concurrency slot the frontier granted, its
+    host's interval then, the lane the URL waited in (``newsq.fetch.frontier``); a
+    retry goes without them, as the slot's time has passed."""
+    lane = lane_of(self) if lane is None else lane
+    retry = lambda delay: self.retry(args=(url, attempt), countdown=delay, priority=lane)  # noqa: E731
+    return _fetch_one(self, url, attempt, self.request.retries, retry, lane, lease, interval)
 
 
 class _Later(Exception):

@@ -96,6 +96,24 @@ def test_fresh_urls_leave_before_the_bulk_and_hosts_do_not_wait_for_each_other(
     assert {g.lane for _, g in sent.grants if g.url.endswith("/news")} == {FRESH_LANE}
 
 
+def test_dispatched_fetches_that_waited_in_a_queue_make_no_burst(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    frontier = _frontier(redis_client, settings, host_rate=10.0, host_concurrency=10)
+    assert frontier.offer("a.example", "https://a.example/0", 0, BULK_LANE)
+    for n in range(1, 4):
+        assert frontier.offer("a.example", f"https://a.example/{n}", 0, BULK_LANE) is None
+    sent = Sent(redis_client)
+    _drain(Dispatcher(frontier, sent), sent, 3, timeout=5)
+    grants = [g for _, g in sent.grants]
+    assert {g.interval for g in grants} == {0.1}
+    # the three tasks reach their workers together (a queue held them): one goes now,
+    # the next waits the host's interval after it
+    waits = [frontier.claim("a.example", g.interval) for g in grants]
+    assert waits[0] == 0.0 or waits[0] <= 0.1
+    assert all(0.05 < w <= 0.1 for w in waits[1:])
+
+
 def test_a_url_popped_and_never_sent_goes_back_first(
     redis_client: redis.Redis, settings: Settings
 ) -> None:
@@ -178,7 +196,8 @@ def test_fetch_steps_park_and_the_dispatched_ones_fetch_with_their_slot(
         _drain(Dispatcher(rt.frontier, sent), sent, 3, timeout=10)
         grants = [g for _, g in sent.grants]
         assert [g.url for g in grants] == urls[1:]
-        steps = [fetch_step(rt, g.url, g.attempt, lease=g.lease) for g in grants]
+        steps = [fetch_step(rt, g.url, g.attempt, lease=g.lease, interval=g.interval)
+                 for g in grants]  # fmt: skip
         assert {s.action for s in steps} == {"next"}
         assert max(site.requests.values()) == 1 and len(site.requests) == 4
         rt.close()

@@ -63,10 +63,11 @@ def send_fetches(app: Celery, urls: Sequence[str], batch: int = 1, *,
 
 def send_granted(app: Celery, grants: Sequence[Grant]) -> None:
     """Send each URL the frontier's dispatcher took, with its politeness slot, as a
-    ``newsq.fetch`` in the lane it waited in."""
-    from newsq.config.celery import FETCH_QUEUE, FETCH_TASK
+    ``newsq.fetch`` in the fresh lane (its host's turn is now: behind a backlog it would
+    come too late), naming the lane it waited in for the stages after it."""
+    from newsq.config.celery import FETCH_QUEUE, FETCH_TASK, FRESH
 
     with app.producer_or_acquire() as producer:
         for g in grants:
-            app.send_task(FETCH_TASK, args=(g.url, g.attempt, g.lease), queue=FETCH_QUEUE,
-                          producer=producer, priority=g.lane)  # fmt: skip
+            app.send_task(FETCH_TASK, args=(g.url, g.attempt, g.lease, g.interval, g.lane),
+                          queue=FETCH_QUEUE, producer=producer, priority=FRESH)  # fmt: skip

@@ -6,8 +6,9 @@
 --   <p>:frontier:<host>:<lane>  list    "lane|attempt|url" waiting, lane 0 fresh, 9 bulk
 --   <p>:frontier:due            zset    hosts with URLs waiting -> when they may go next
 --   <p>:frontier:hosts          hash    those hosts -> "rate|cap" their parker gave
---   <p>:frontier:pending        string  JSON list of "lease|host|rate|cap|lane|attempt|url"
---                                       popped by the last dispatch, until confirmed sent
+--   <p>:frontier:pending        string  JSON list of "lease|host|rate|cap|interval|lane|
+--                                       attempt|url" popped by the last dispatch, until
+--                                       confirmed sent
 --   <p>:frontier:dispatcher     string  the dispatcher's lease: who may dispatch
 -- A host is in 'due' exactly when one of its lanes holds URLs; every call keeps that.
 --
@@ -21,10 +22,14 @@
 --           renew = '1') dispatches: when recover = '1' what is pending (a holder
 --           before died, or the last send failed) goes back to the front of its lanes,
 --           else sent = '1' says the last call's URLs were sent; then each due host
---           gets a slot and gives its next URL (fresh lane first), up to 'most' URLs,
---           which replace what was pending; returns
+--           whose rate and concurrency allow a request gives its next URL (fresh lane
+--           first) with a concurrency lease, and is due again an interval later, up to
+--           'most' URLs, which replace what was pending; returns
 --           {1, "<seconds to the next due host, -1 none>", record...} or
 --           {0, "<seconds the lease has left>"} for a dispatcher that is not the holder
+-- claim:    ARGV = 'claim', prefix, host, interval   a dispatched fetch starts its request:
+--           takes the host's rate time; returns "0", or "<seconds to wait>" when the
+--           host's last request was too recent (the fetch waited in a queue meanwhile)
 -- resign:   ARGV = 'resign', prefix, holder   drops the lease if holder has it
 -- release:  ARGV = 'release', prefix, host, lease   a fetch of a host without a rate is
 --           done: its lease goes, and the host, if it waits for a free slot, is due now
@@ -81,7 +86,7 @@ elseif command == 'dispatch' then
     lost = lost and cjson.decode(lost) or {}
     for i = #lost, 1, -1 do  -- backwards: LPUSH puts the first back first
       local lease, host, rate, cap, entry =
-        string.match(lost[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+        string.match(lost[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|[^|]*|(.*)$')
       local _, leases = polite(host)
       redis.call('ZREM', leases, lease)
       redis.call('LPUSH', base .. host .. ':' .. string.sub(entry, 1, 1), entry)
@@ -104,10 +109,14 @@ elseif command == 'dispatch' then
     local fresh, bulk = lanes(host)
     local again = now
     local more = 1
+    local interval = interval_of(rates, delay, host, rate)
     while #records < most do
-      local lease = seed .. ':' .. #records
-      local granted, wait = grant(next_key, leases, rates, delay, host, rate, cap, lease, ttl, now)
-      if not granted then
+      -- pace: one URL an interval, with a free concurrency slot; not while the host's
+      -- last request (its fetch takes the rate's time as it starts: 'claim') leaves
+      -- more than an interval to wait, as its fetch would only wait in its thread
+      local tat = tonumber(redis.call('GET', next_key) or '0') or 0
+      local wait = math.max(tat - interval - now, lease_wait(leases, cap, now, interval))
+      if wait > 0 then
         again = now + wait
         break
       end
@@ -120,14 +129,15 @@ elseif command == 'dispatch' then
       end
       more = redis.call('EXISTS', fresh, bulk)
       if not entry then  -- (cannot happen while 'due' holds the host: kept safe anyway)
-        redis.call('ZREM', leases, lease)
         break
       end
-      local record = lease .. '|' .. host .. '|' .. conf .. '|' .. entry
+      local lease = seed .. ':' .. #records
+      take_lease(leases, lease, ttl, now)
+      local record = table.concat({lease, host, conf, string.format('%.6f', interval), entry}, '|')
       records[#records + 1] = record
       out[#out + 1] = record
-      if wait > 0 or more == 0 then  -- a rate: the next URL waits its interval
-        again = now + wait
+      if interval > 0 or more == 0 then  -- a rate: the next URL waits its interval
+        again = now + interval
         break
       end
     end
@@ -146,6 +156,9 @@ elseif command == 'dispatch' then
   local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
   out[2] = first[2] and string.format('%.6f', math.max(tonumber(first[2]) - now, 0)) or '-1'
   return out
+elseif command == 'claim' then
+  local next_key = polite(ARGV[3])
+  return string.format('%.6f', rate_wait(next_key, tonumber(ARGV[4]), redis_now()))
 elseif command == 'resign' then
   local lock = base .. 'dispatcher'
   if redis.call('GET', lock) == ARGV[3] then

@@ -5,10 +5,12 @@ parks its URL in the host's queue (:meth:`Frontier.offer`, one Lua call that als
 asks politeness) and its task ends. One :class:`Dispatcher` per cluster (a thread in
 every worker process; the holder of a renewing Redis lease works, the others stand by
 and take over within seconds of its death) takes the hosts whose time has come, gives
-each a politeness slot, pops its next URL (fresh lane before bulk) and sends it as a
-fetch task carrying the slot's lease: the fetch asks nothing more and releases the
-lease after its request. So a URL costs the same few commands however long its host's
-backlog, and a slow host never holds up another (``frontier.lua``).
+each a concurrency slot when its rate allows, pops its next URL (fresh lane before
+bulk) and sends it as a fetch task carrying the slot's lease; the fetch takes the
+rate's time as its request starts (:meth:`Frontier.claim`: a task that waited in a
+queue cannot make a burst), and releases the lease after the request. So a URL costs
+the same few commands however long its host's backlog, and a slow host never holds up
+another (``frontier.lua``).
 
 At least once: a popped URL stays in the script's ``pending`` list until its task is
 sent; a dispatcher that dies in between leaves it there, and the next dispatch puts
@@ -51,11 +53,13 @@ class Grant:
     lane: int
     lease: str
     host: str
+    interval: float
+    """the host's seconds between requests when it was dispatched (0: no limit)"""
 
 
 def _grant(record: bytes | str) -> Grant:
-    lease, host, _rate, _cap, lane, attempt, url = text(record).split("|", 6)
-    return Grant(url, int(attempt), int(lane), lease, host)
+    lease, host, _rate, _cap, interval, lane, attempt, url = text(record).split("|", 7)
+    return Grant(url, int(attempt), int(lane), lease, host, float(interval))
 
 
 class Frontier:
@@ -91,6 +95,14 @@ class Frontier:
             return lease
         log.debug("%s: waits for its host %s's turn", url, host)
         return None
+
+    def claim(self, host: str, interval: float) -> float:
+        """A dispatched fetch of ``host`` starts its request: 0.0 when it may (the rate's
+        time is taken), else the seconds to wait (it waited in a queue meanwhile, and
+        another request of the host went first)."""
+        if interval <= 0:
+            return 0.0
+        return float(self._script(args=["claim", self.prefix, host.lower(), f"{interval:.6f}"]))
 
     def release(self, host: str, lease: str) -> None:
         """Give back the slot ``lease`` of ``host`` (no-op when it expired)."""

@@ -10,9 +10,13 @@
 -- delay    string  Crawl-delay from robots.txt for this host, seconds
 --
 -- grant() returns true and the host's interval when a fetch may start now (the lease
--- is taken, the next allowed time set), else false and the seconds to wait.
+-- is taken, the next allowed time set), else false and the seconds to wait. The
+-- frontier's dispatcher uses its parts: it takes the lease, and the fetch it sends
+-- takes the rate's time as its request starts (frontier.lua 'claim').
 
-local function grant(next_key, leases, rates, delay_key, host, rate, cap, lease, ttl, now)
+-- The host's interval between requests: 1 / its rate (a run-time override first), or
+-- its Crawl-delay when longer; 0 = no limit.
+local function interval_of(rates, delay_key, host, rate)
   rate = tonumber(rate)
   local override = redis.call('HGET', rates, host)
   if override then
@@ -26,31 +30,53 @@ local function grant(next_key, leases, rates, delay_key, host, rate, cap, lease,
   if delay > interval then
     interval = delay
   end
+  return interval
+end
 
-  -- 1. concurrency: wait if every slot is taken by a lease that has not expired
+-- Concurrency: 0 when a lease is free, else the seconds to wait for one.
+local function lease_wait(leases, cap, now, interval)
   cap = tonumber(cap)
   if cap > 0 and redis.call('ZCARD', leases) >= cap then
     redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
     if redis.call('ZCARD', leases) >= cap then
       local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
-      return false, math.min(tonumber(first[2]) - now, math.max(interval, 0.25))
+      return math.max(math.min(tonumber(first[2]) - now, math.max(interval, 0.25)), 0.001)
     end
   end
+  return 0
+end
 
-  -- 2. rate: one request per interval, no bursts beyond one
+local function take_lease(leases, lease, ttl, now)
+  ttl = tonumber(ttl)
+  redis.call('ZADD', leases, now + ttl, lease)
+  redis.call('PEXPIRE', leases, math.ceil(ttl * 1000) + 1000)
+end
+
+-- Rate, as the request starts: one per interval, no bursts beyond one. 0 when the
+-- request may start now (its time is taken), else the seconds to wait.
+local function rate_wait(next_key, interval, now)
   if interval > 0 then
     local tat = tonumber(redis.call('GET', next_key) or '0') or 0
     if tat > now then
-      return false, tat - now
+      return tat - now
     end
     redis.call('SET', next_key, string.format('%.6f', now + interval),
                'PX', math.ceil(interval * 1000) + 1000)
   end
+  return 0
+end
 
-  -- 3. take a lease
-  ttl = tonumber(ttl)
-  redis.call('ZADD', leases, now + ttl, lease)
-  redis.call('PEXPIRE', leases, math.ceil(ttl * 1000) + 1000)
+local function grant(next_key, leases, rates, delay_key, host, rate, cap, lease, ttl, now)
+  local interval = interval_of(rates, delay_key, host, rate)
+  local wait = lease_wait(leases, cap, now, interval)
+  if wait > 0 then
+    return false, wait
+  end
+  wait = rate_wait(next_key, interval, now)
+  if wait > 0 then
+    return false, wait
+  end
+  take_lease(leases, lease, ttl, now)
   return true, interval
 end
 
