@@ -101,7 +101,7 @@ def test_copies_of_one_story_never_make_template(
         for k in range(4)
     ]
     for k, copy in enumerate(copies):
-        result = bp.strip(copy, url=SITE_URL.format(n=f"42?ref={k}"))
+        result = bp.strip(copy, url=SITE_URL.format(n=f"42?ref={k}"), may_wait=False)
         assert isinstance(result, Article)
         for paragraph in _story(42):
             assert paragraph in result.text
@@ -250,3 +250,21 @@ def test_a_held_brief_ends_stored_with_its_own_sentence(settings: Settings) -> N
     finally:
         rt.close()
     assert [texts[url] for url in urls] == list(BRIEFS)
+
+
+def test_a_brief_whose_headline_is_its_sentence_keeps_it(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    """The repeat of the headline is dropped from a page's text, so a brief whose
+    headline is its one sentence came out as its site's furniture alone."""
+    bp = BoilerplateFilter(redis_client, settings, QUICK)
+    for n in (1, 2):
+        page, url = _brief("Harbor Courier", n)
+        bp.strip(page, url=url)
+    page, url = _brief("Harbor Courier", 0)
+    furniture_only = dataclasses.replace(page, title=BRIEFS[0], text=page.text.split("\n", 1)[1])
+    assert bp.strip(furniture_only, url=url) == dataclasses.replace(page, title=BRIEFS[0],
+                                                                   text=BRIEFS[0])  # fmt: skip
+    label = dataclasses.replace(furniture_only, title="Library east branch")  # no sentence
+    dropped = bp.strip(label, url=url + "?again")
+    assert isinstance(dropped, Drop) and dropped.reason == errors.NO_CONTENT

@@ -22,12 +22,14 @@ young site, ``boilerplate_min_pages`` on an older one, before its paragraphs go.
 
 A site's first pages cannot be judged alone, and a short one may be little more than
 the site's "about us" blurb and membership appeal. So a short page in which no template
-was found *waits* (``Hold``) when its site is young (under ``boilerplate_site_pages``
-pages) or one of its lines is already on another of the site's pages: while the site's
-new pages keep coming (``HoldConfig.quiet_seconds``) and for at most ``max_seconds``
-after it was first seen. It is then judged with what is known, and nothing is lost: the
-pipeline keeps its body in Redis and looks again (``newsq.pipeline``). A brief so keeps
-its own sentence and loses its site's furniture before it is sketched for dedup.
+was found *waits* (``Hold``) when its site is young (under twice
+``boilerplate_site_pages`` pages) or one of its lines is already on another of the
+site's pages: while the site's new pages keep coming (``HoldConfig.quiet_seconds``) and
+for at most ``max_seconds`` after it was first seen. It is then judged with what is
+known, and nothing is lost: the pipeline keeps its body in Redis and looks again
+(``newsq.pipeline``). A brief so keeps its own sentence and loses its site's furniture
+before it is sketched for dedup; one whose headline is its sentence (the text's repeat
+of the headline is dropped) gets its headline as its text.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from importlib import resources
+from typing import TypeGuard
 
 import redis
 
@@ -63,6 +66,9 @@ class HoldConfig:
     """It waits while the site had a new page within this long (and looks again then)."""
     max_seconds: float = 15.0
     """It waits at most this long after it was first seen."""
+    young_factor: int = 2
+    """A site is young, and its short pages may wait, until it has this many times
+    ``boilerplate_site_pages`` pages."""
 
 
 @dataclass(frozen=True)
@@ -148,9 +154,11 @@ class BoilerplateFilter:
             key for key, count in zip(distinct, seen, strict=True) if need and count >= need
         }
         if not template:
-            # a young site's page, or a line already on another of the site's pages:
-            # wait while its pages keep coming, and not too long
-            doubt = site_pages < self._settings.boilerplate_site_pages or max(seen) > 1
+            # a young site's page (its furniture may be on none of its pages seen yet: a
+            # site's first pages may be in other markup), or a line already on another
+            # of the site's pages: wait while its pages keep coming, and not too long
+            young = site_pages < hold.young_factor * self._settings.boilerplate_site_pages
+            doubt = young or max(seen) > 1
             waited, quiet = now - first, now - last
             if may_wait and doubt and waited < hold.max_seconds and quiet < hold.quiet_seconds:
                 return Hold(min(hold.quiet_seconds, hold.max_seconds - waited))
@@ -164,8 +172,22 @@ class BoilerplateFilter:
         )
         text = "\n".join(kept).strip()
         if not norm(text):
+            if _is_sentence(article.title):  # a brief whose headline is its news (its
+                return replace(article, text=article.title.strip())  # body repeated it)
             return Drop(errors.NO_CONTENT, "only site template text left")
         return replace(article, text=text)
+
+
+def _is_sentence(title: str | None) -> TypeGuard[str]:
+    """True for a headline that is a whole sentence (8 words or more, ending as one).
+
+    Text equal to the headline is dropped from the body (trafilatura drops a repeat of
+    the heading, newsq's rules the heading), so a brief whose headline is its one
+    sentence comes out as its site's furniture alone: its headline is then its text.
+    """
+    if not title:
+        return False
+    return len(norm(title).split()) >= 8 and title.rstrip()[-1:] in (".", "!", "?")
 
 
 def _time(value: bytes | str | int | None) -> float:

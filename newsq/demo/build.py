@@ -293,7 +293,9 @@ class Builder:
     def _member_briefs(self, gold: dict[str, dict[str, str]], spare: list[str]) -> None:
         """Briefs of one or two real sentences, from corpus stories not on the site
         (``spare``), at one outlet each; about one in four is syndicated word for word
-        to one or two others. With the outlets' about-us box they are mostly furniture."""
+        to one or two others. With the outlets' about-us box they are mostly furniture,
+        and a one-sentence brief whose headline is that sentence comes out as nothing
+        else (its repeat of the headline is dropped)."""
         wanted = self.spec.member_briefs
         texts: list[str] = []
         for doc in spare:
@@ -304,6 +306,8 @@ class Builder:
             raise ValueError(f"{wanted} member briefs asked, the spare stories give {len(texts)}")
         for n, text in enumerate(texts):
             headline = " ".join(text.split()[:8]).rstrip(",.;:") + "..."
+            if len(_SENTENCE.split(text)) == 1 and self.rng.random() < 0.4:
+                headline = text  # a brief whose headline is its news, repeated as its body
             when = EPOCH + timedelta(minutes=self.rng.randrange(0, 3 * 24 * 60))
             story = _Story(f"mbrief{n:03d}", Copy(headline, (text,)), "Staff Writer", when,
                            b"", "news")  # fmt: skip
