@@ -202,3 +202,40 @@ def test_fetch_steps_park_and_the_dispatched_ones_fetch_with_their_slot(
         assert max(site.requests.values()) == 1 and len(site.requests) == 4
         rt.close()
     assert not set(rt.ledger.states(urls)) & TERMINAL  # fetched, not yet processed
+
+
+def _commands(client: redis.Redis) -> int:
+    stats: dict[str, dict[str, int]] = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+
+def test_a_waiting_url_costs_the_same_whatever_its_hosts_backlog(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    """Parked, dispatched, claimed and released: per URL the same commands for a backlog
+    of 10 and of 40 (they grew with it when every waiting URL asked at each token)."""
+    per_url = []
+    for n, host in ((10, "ten.example"), (40, "forty.example")):
+        frontier = _frontier(redis_client, settings, host_rate=200.0, host_concurrency=10)
+        before = _commands(redis_client)
+        assert frontier.offer(host, f"https://{host}/0", 0, BULK_LANE)
+        for i in range(1, n):
+            assert frontier.offer(host, f"https://{host}/{i}", 0, BULK_LANE) is None
+        done: list[Grant] = []
+
+        def send(grants: Sequence[Grant], done: list[Grant] = done, f: Frontier = frontier) -> None:
+            for g in grants:  # what each dispatched fetch does around its request
+                while f.claim(g.host, g.interval) > 0:
+                    time.sleep(0.001)
+                f.release(g.host, g.lease)
+                done.append(g)
+
+        dispatcher = Dispatcher(frontier, send)
+        deadline = time.monotonic() + 10
+        while len(done) < n - 1 and time.monotonic() < deadline:
+            time.sleep(min(dispatcher.step(), 0.005))
+        dispatcher.stop()
+        assert len(done) == n - 1
+        per_url.append((_commands(redis_client) - before) / n)
+    assert per_url[1] <= per_url[0] * 1.15, per_url
+    assert per_url[1] < 30, per_url
