@@ -180,15 +180,18 @@ def _key_part(key: str, prefix: str) -> str:
     return f"other key {shape[:40]}"
 
 
+KNOWN_PARTS = frozenset({"dedup", "politeness", "frontier", "boilerplate"})
 NO_KEY = frozenset({"ping", "info", "client", "script", "select", "hello", "command",
                     "config", "slowlog", "time", "echo", "readonly"})  # fmt: skip
 
 
 def _script_part(checkout: Checkout, args: list[str], prefix: str) -> str:
     name = checkout.scripts.get(args[1].lower())
-    if name is None:  # a script not in a .lua file of its own: by the first key it names
+    if name is None:  # a script made at run time (dedup's has its parameters written
+        # in) or not of a .lua file of its own: by the first key it names
         first = args[3] if args[2].isdigit() and int(args[2]) > 0 and len(args) > 3 else ""
-        return f"{_key_part(first, prefix)} (script {args[1][:8]})"
+        part = _key_part(first, prefix)
+        return part if part in KNOWN_PARTS else f"{part} (script {args[1][:8]})"
     if name != "ledger":
         return name
     numkeys = int(args[2]) if args[2].isdigit() else 0
