@@ -93,14 +93,19 @@ def test_a_url_costs_a_few_commands_from_take_to_stored(
     assert len(list(redis_client.scan_iter(match=series))) == 1  # ...added once a second
 
 
+def _enqueued(client: redis.Redis, prefix: str, urls: list[str]) -> Ledger:
+    ledger = Ledger(client, prefix)
+    ledger.enqueue(urls)
+    return ledger
+
+
 def test_the_throughput_series_is_added_within_a_second(
     redis_client: redis.Redis, key_prefix: str
 ) -> None:
     from newsq.throughput import FLUSH_SECONDS, Throughput
 
-    ledger = Ledger(redis_client, key_prefix)
     urls = [f"http://example.com/{i}" for i in range(5)]
-    ledger.enqueue(urls)
+    ledger = _enqueued(redis_client, key_prefix, urls)
     for url in urls:
         ledger.move(url, "stored")
     ledger.move(urls[0], "failed")  # already terminal: not counted again
@@ -136,9 +141,8 @@ def test_waiting_reads_the_states_only_when_they_may_all_have_ended(
 
     from newsq.api import wait_for
 
-    ledger = Ledger(redis_client, key_prefix)
     urls = [f"http://example.com/w/{i}" for i in range(200)]
-    ledger.enqueue(urls)
+    ledger = _enqueued(redis_client, key_prefix, urls)
     polls: list[int] = []
 
     def finish() -> None:
