@@ -47,16 +47,18 @@ class Recorder:
         self.client = client
         self.tag = tag  # the ledger's {prefix}
         self.every = every
+        self._reset()
+        _LIVE.add(self)
+
+    def _reset(self) -> None:
+        """A fresh start, also in a forked child: the parent's counts are the parent's to
+        add, its timer thread is not there, and its lock may have been held by it."""
         self._lock = threading.Lock()
         self._counts: Counter[tuple[int, str]] = Counter()  # (second, state) -> outcomes
         self._timer: threading.Timer | None = None
-        self._pid = os.getpid()
-        _LIVE.add(self)
 
     def add(self, state: str, now: float) -> None:
         with self._lock:
-            if self._pid != os.getpid():  # a forked child: the parent's counts are its own
-                self._counts, self._timer, self._pid = Counter(), None, os.getpid()
             self._counts[(int(now), state)] += 1
             if self._timer is None:
                 self._timer = threading.Timer(self.every, self.flush)
@@ -70,7 +72,7 @@ class Recorder:
             timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
-        if not counts or self._pid != os.getpid():
+        if not counts:
             return
         pipe = self.client.pipeline(transaction=False)
         minutes = set()
@@ -92,6 +94,14 @@ _LIVE: weakref.WeakSet[Recorder] = weakref.WeakSet()
 def _flush_all() -> None:
     for recorder in list(_LIVE):
         recorder.flush()
+
+
+def _after_fork() -> None:
+    for recorder in list(_LIVE):
+        recorder._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class Throughput:

@@ -160,3 +160,49 @@ def test_waiting_reads_the_states_only_when_they_may_all_have_ended(
     assert polls == sorted(polls) and len(set(polls)) > 5  # progress between the reads
     # before: every poll read every pending URL, ~100 per poll here
     assert spent <= len(polls) + 3 * len(urls), (spent, len(polls))
+
+
+def test_a_forked_child_counts_its_own_outcomes_only(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    """A prefork child starts its recorder afresh: no lock held by the parent's timer,
+    none of the parent's counts added twice."""
+    import os
+    import threading
+
+    from newsq.throughput import Throughput
+
+    urls = [f"http://example.com/f/{i}" for i in range(3)]
+    ledger = _enqueued(redis_client, key_prefix, urls)
+    ledger.move(urls[0], "stored")  # counted in the parent, its timer running
+    held, release = threading.Event(), threading.Event()
+
+    def flushing() -> None:  # holds the lock at the fork, as a flushing timer may
+        with ledger.throughput._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=flushing)
+    holder.start()
+    held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: moves the others and adds only those
+        try:
+            for url in urls[1:]:
+                ledger.move(url, "stored")
+            ledger.flush()
+        finally:
+            os._exit(0)
+    release.set()
+    holder.join()
+    deadline = time.monotonic() + 10
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if done[0] == 0:  # stuck on the lock the parent held
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert done[0] == pid and done[1] == 0, "the child never finished its moves"
+    series = Throughput(lambda: redis_client, key_prefix)
+    assert series.counts(60)["stored"] == 2
+    ledger.flush()
+    assert series.counts(60)["stored"] == 3
