@@ -52,6 +52,7 @@ from typing import cast
 import psutil
 import redis
 
+from bench.tables import markdown
 from newsq.config.celery import BULK, make_app
 from newsq.config.settings import Settings
 from newsq.feeds.intake import enqueue
@@ -279,11 +280,7 @@ def table(runs: list[Run], rate: float) -> str:
                      "-" if r.big_done is None else f"{r.big_done:.1f}",
                      str(r.big_peak) if r.big else "-",
                      str(r.small_peak) if r.small else "-"))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-             for row in rows]  # fmt: skip
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return markdown(rows)
 
 
 def main(argv: list[str] | None = None) -> None:

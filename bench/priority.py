@@ -43,6 +43,7 @@ from pathlib import Path
 import redis
 
 from bench.speed_serve import Served, _wait_port
+from bench.tables import markdown
 from newsq.config.celery import BULK, FRESH, make_app
 from newsq.config.settings import Settings
 from newsq.feeds.intake import enqueue
@@ -236,11 +237,7 @@ def table(runs: list[Run], backlog: int) -> str:
             f"{r.backlog_done} of {backlog}",
             f"{r.backlog_done / max(r.backlog_s, 1e-9):.0f}",
         ))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-             for row in rows]  # fmt: skip
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return markdown(rows)
 
 
 def main(argv: list[str] | None = None) -> None:

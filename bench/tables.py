@@ -1,0 +1,14 @@
+"""Benchmark output: rows as a Markdown table, columns padded to line up."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def markdown(rows: Sequence[Sequence[str]]) -> str:
+    """``rows`` (the first is the head) as a Markdown table."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+             for row in rows]  # fmt: skip
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
