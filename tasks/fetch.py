@@ -45,8 +45,9 @@ def _fetch_one(task: Task, url: str, attempt: int, retries: int,
                           interval=interval)  # fmt: skip
         if step.page is not None:  # on the pool's CPU lane (newsq.workers.admission)
             step = rt.on_cpu(process_step, rt, url, step.page, attempt)
-    if step.action == "next":
-        app.send_task(PROCESS_TASK, args=(url,), queue=PROCESS_QUEUE, priority=lane)
+    if step.action == "next":  # a countdown: the page waits for more of its site's
+        app.send_task(PROCESS_TASK, args=(url,), queue=PROCESS_QUEUE, priority=lane,
+                      countdown=countdown(step.countdown) if step.countdown else None)  # fmt: skip
     elif step.action == "retry":
         fetch.apply_async((url, attempt + 1), countdown=countdown(step.countdown), priority=lane)
     return step.state  # parked: the frontier's dispatcher sends it on at its host's turn
