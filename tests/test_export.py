@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -236,9 +237,18 @@ def test_pipeline_keeps_raw_pages_and_warc_reads_back(settings: Settings, tmp_pa
     with serve_pages(served) as base:
         urls = [f"{base}{path}" for path in served]
         rt.ledger.enqueue(urls)
+        held = []
         for url in urls:
             assert fetch_step(rt, url).action == "next"
-            assert process_step(rt, url).state in ("stored", "duplicate")
+            step = process_step(rt, url)
+            if step.action == "next":  # a new site's short page waits for its template
+                held.append(url)
+            else:
+                assert step.state in ("stored", "duplicate")
+        for url in held:  # looked at again once the site has been quiet for a while
+            while (step := process_step(rt, url)).action == "next":
+                time.sleep(step.countdown)
+            assert step.state in ("stored", "duplicate")
     rt.close()
     warc = tmp_path / "pages.warc.gz"
     env = _env(settings.database_url)
