@@ -165,8 +165,10 @@ def requeue(ledger: Ledger, urls: Iterable[str], send: Callable[[str], None]) ->
 
 
 def requeue_stuck(ledger: Ledger, older_than: float, send: Callable[[str], None],
-                  limit: int = 1_000_000) -> list[str]:  # fmt: skip
-    """Re-enqueue the non-terminal URLs not updated for ``older_than`` seconds.
+                  limit: int = 1_000_000,
+                  waiting: Callable[[str], bool] | None = None) -> list[str]:  # fmt: skip
+    """Re-enqueue the non-terminal URLs not updated for ``older_than`` seconds, but for
+    those ``waiting`` says are slow, not lost (their host's frontier queue holds URLs).
 
     A URL that made no progress for longer than the visibility timeout lost its
     message (a broker restart without persistence, a publish that never happened).
@@ -174,6 +176,8 @@ def requeue_stuck(ledger: Ledger, older_than: float, send: Callable[[str], None]
     idempotent. Returns the URLs sent again ([] when none were stuck).
     """
     stuck = [url for url, _, _ in ledger.stuck(older_than, limit=limit)]
+    if waiting is not None:
+        stuck = [url for url in stuck if not waiting(url)]
     if stuck:
         log.warning("re-enqueueing %d URLs stuck for over %.0fs", len(stuck), older_than)
     return requeue(ledger, stuck, send)

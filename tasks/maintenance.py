@@ -5,8 +5,9 @@ no progress for ``NEWSQ_STUCK_AFTER`` seconds (default twice the visibility time
 their message was lost, e.g. by a broker restarted without persistence. It is the
 periodic form of ``newsq retry --stuck`` and calls the same function. While a queue
 holds a backlog it does nothing: a URL waiting behind thousands of others is slow,
-not lost, and sending it again would only grow the backlog; so is a URL waiting in the
-frontier for its host's turn (``newsq.fetch.frontier``).
+not lost, and sending it again would only grow the backlog; so is a URL of a host whose
+frontier queue holds URLs waiting for its turn (``newsq.fetch.frontier``), which is
+left out, while the other hosts' stuck URLs are sent again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from newsq.config.celery import BULK, QUEUES, REQUEUE_STUCK_TASK, app, queue_key
 from newsq.feeds.send import send_fetches
 from newsq.pipeline import requeue_stuck
 from newsq.tasks.context import runtime
+from newsq.urls import host_of
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +33,15 @@ def backlog(client: redis.Redis, prefix: str) -> int:
 @app.task(name=REQUEUE_STUCK_TASK)
 def requeue_stuck_task() -> int:
     rt = runtime()
-    # URLs waiting in the frontier for their host's turn are slow, not lost, too
-    waiting = backlog(rt.broker, rt.settings.key_prefix) + rt.frontier.hosts_waiting()
-    if waiting:
-        log.info("stuck URLs not checked: %d messages (or frontier hosts) still queued", waiting)
+    if queued := backlog(rt.broker, rt.settings.key_prefix):
+        log.info("stuck URLs not checked: %d messages still queued", queued)
         return 0
+    # a parked URL does not touch the ledger while its host's queue drains: one of a
+    # host with URLs waiting is slow, not lost (a frontier never empty must not stop
+    # the recovery of every other host's lost messages)
+    hosts = set(rt.frontier.waiting())
     urls: list[str] = []
-    requeue_stuck(rt.ledger, rt.settings.stuck_threshold, urls.append)
+    requeue_stuck(rt.ledger, rt.settings.stuck_threshold, urls.append,
+                  waiting=lambda url: host_of(url) in hosts)  # fmt: skip
     send_fetches(app, urls, rt.settings.fetch_batch, lane=BULK)
     return len(urls)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 import redis
 
 from newsq.config.settings import Settings
@@ -239,3 +240,30 @@ def test_a_waiting_url_costs_the_same_whatever_its_hosts_backlog(
         per_url.append((_commands(redis_client) - before) / n)
     assert per_url[1] <= per_url[0] * 1.15, per_url
     assert per_url[1] < 30, per_url
+
+
+def test_requeue_stuck_leaves_waiting_hosts_alone_and_recovers_the_others(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A URL parked in its host's frontier queue makes no ledger progress while the
+    queue drains: beat's requeue_stuck must leave it, and still send again a stuck URL
+    of any other host (it stopped for every host while any frontier held a URL)."""
+    from newsq.tasks import maintenance
+
+    settings = dataclasses.replace(settings, stuck_after=0.2, host_rate=0.01)
+    rt = Runtime(settings)
+    try:
+        busy, lost = "http://busy.example/a", "http://quiet.example/b"
+        rt.ledger.enqueue([busy, lost])
+        first = rt.frontier.offer("busy.example", "http://busy.example/first", 0, BULK_LANE)
+        assert first is not None  # the host's one slot: what comes next waits for it
+        assert rt.frontier.offer("busy.example", busy, 0, BULK_LANE) is None
+        time.sleep(0.4)  # both URLs now look stuck in the ledger
+        sent: list[str] = []
+        monkeypatch.setattr(maintenance, "runtime", lambda: rt)
+        monkeypatch.setattr(maintenance, "send_fetches",
+                            lambda app, urls, *a, **k: sent.extend(urls))  # fmt: skip
+        assert maintenance.requeue_stuck_task() == 1
+        assert sent == [lost]
+    finally:
+        rt.close()
