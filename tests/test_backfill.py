@@ -10,12 +10,11 @@ from __future__ import annotations
 import itertools
 import random
 import re
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +35,7 @@ from newsq.pipeline import process_step
 from newsq.resources import Runtime
 from newsq.urls import normalize
 from tests.cli import local_env, newsq_env, run_newsq
+from tests.servers import serve_handler
 
 SPEC = SiteSpec(stories=6, outlets=3, seed=3)
 
@@ -270,10 +270,8 @@ def test_a_url_source_is_read_in_ranges_through_the_guarded_fetcher(
     archive: Archive, settings: Settings
 ) -> None:
     _RangeHandler.data = archive.path.read_bytes()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/site.warc.gz"
-    try:
+    with serve_handler(_RangeHandler) as base:
+        url = f"{base}/site.warc.gz"
         guarded = replace(settings, allow_private=AllowPrivate())
         with Fetcher(guarded) as fetcher, pytest.raises(ConfigError, match="blocked_address"):
             describe(url, fetcher)  # loopback, not allowed: refused as a page would be
@@ -287,9 +285,6 @@ def test_a_url_source_is_read_in_ranges_through_the_guarded_fetcher(
             _run_span(rt, span)
         totals = Progress(rt.redis, settings.key_prefix).settled([spans[0].job], rt.ledger)
         rt.close()
-    finally:
-        server.shutdown()
-        server.server_close()
     assert totals["records"] == 2 * len(archive.urls) + 2
     assert totals["stored"] == archive.site.expected.stored
     assert all(a.startswith("bytes=") for a in _RangeHandler.asked)

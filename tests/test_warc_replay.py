@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import nullcontext
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from newsq.demo.warc import Capture, write_warc
 from newsq.pipeline import fetch_step, process_step
 from newsq.resources import Runtime
 from newsq.store.export import export_store
+from tests.servers import serve_handler
 
 TEXT = (
     "Le conseil municipal a voté jeudi soir le budget de l'année prochaine, après un débat "
@@ -57,17 +56,6 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def _origin() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def _exported(rt: Runtime, path: Path) -> dict[str, Any]:
     """The response records of ``newsq export --all --warc``, by WARC-Target-URI."""
     export_store(rt.store, rt.store.iter_articles(unique_only=False), "jsonl",
@@ -83,7 +71,7 @@ def _exported(rt: Runtime, path: Path) -> dict[str, Any]:
 def test_a_fetched_page_is_archived_with_its_head_and_bytes(settings: Settings,
                                                             tmp_path: Path) -> None:  # fmt: skip
     rt = Runtime(dataclasses.replace(settings, keep_raw=True, robots=False))
-    with _origin() as base:
+    with serve_handler(_Handler) as base:
         url = f"{base}/budget"
         rt.ledger.enqueue([url])
         step = fetch_step(rt, url, hand_off=False)  # processed where it was fetched
