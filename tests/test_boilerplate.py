@@ -12,6 +12,7 @@ from newsq import errors
 from newsq.clean.boilerplate import BoilerplateFilter, Hold, HoldConfig
 from newsq.config.settings import Settings
 from newsq.records import Article, Drop
+from tests.redis_counts import commands_run
 
 TEMPLATE = "Sign up for the Morning Briefing: the five stories you need, in your inbox daily."
 FOOTER = "Copyright 2019 Example Gazette. All rights reserved."
@@ -76,7 +77,7 @@ def test_template_dropped_across_processes_article_kept(
     assert any(TEMPLATE not in text for text in texts)
     for n, text in zip([0, 2, 4, 6, 1, 3, 5, 7], texts, strict=True):
         assert all(paragraph in text for paragraph in _story(n))
-    pages = redis_client.get(f"{settings.key_prefix}:bp:{{example-gazette.test}}:pages")
+    pages = redis_client.hget(f"{settings.key_prefix}:bp:{{example-gazette.test}}:site", "pages")
     assert int(pages or 0) == 8
 
     bp = BoilerplateFilter(redis_client, settings)
@@ -268,3 +269,51 @@ def test_a_brief_whose_headline_is_its_sentence_keeps_it(
     label = dataclasses.replace(furniture_only, title="Library east branch")  # no sentence
     dropped = bp.strip(label, url=url + "?again")
     assert isinstance(dropped, Drop) and dropped.reason == errors.NO_CONTENT
+
+
+def test_a_page_costs_the_same_commands_whatever_its_paragraphs(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    """Issue 18: a key per paragraph took an INCR and an EXPIRE each (37 commands for a
+    page of 17); the site's table takes one HMGET and one HSET for them all."""
+    bp = BoilerplateFilter(redis_client, _settings(settings))
+    bp.strip(_page(99), url=SITE_URL.format(n=99), may_wait=False)  # the script loaded
+    per_page = []
+    for n, extra in ((0, 2), (1, 40)):
+        page = _page(n)
+        page = dataclasses.replace(
+            page,
+            text="\n".join(
+                [page.text, *_story(1000 + n)[:1]]
+                + [f"Paragraph {k} of page {n}, its own." for k in range(extra)]
+            ),
+        )
+        before = commands_run(redis_client)
+        bp.strip(page, url=SITE_URL.format(n=n), may_wait=False)
+        per_page.append(commands_run(redis_client) - before - 1)  # less the EVALSHA itself
+    assert per_page[0] == per_page[1] <= 8, per_page
+    keys = redis_client.keys(f"{settings.key_prefix}:bp:*")
+    assert 2 <= len(keys) <= 3, keys  # the site's hash and one or two generations
+
+
+def test_a_template_in_use_stays_and_an_unused_one_fades(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    """Counts read from the generation before are written on into the current one; a
+    paragraph no new page carried for two generations is forgotten."""
+    settings = dataclasses.replace(_settings(settings), boilerplate_ttl_days=1 / 86400)
+    bp = BoilerplateFilter(redis_client, settings)  # generations of 1 s
+    for n in range(4):
+        bp.strip(_page(n), url=SITE_URL.format(n=n), may_wait=False)
+    time.sleep(1 - time.time() % 1 + 0.05)  # into the next generation
+    kept = bp.strip(_page(4), url=SITE_URL.format(n=4), may_wait=False)
+    assert isinstance(kept, Article) and TEMPLATE not in kept.text
+    started = time.monotonic()
+    n = 5
+    while time.monotonic() - started < 2.1:  # the site's pages go on, without the template
+        bp.strip(_page(n, template=False), url=SITE_URL.format(n=n), may_wait=False)
+        n += 1
+        time.sleep(0.3)
+    faded = bp.strip(_page(n), url=SITE_URL.format(n=n), may_wait=False)
+    assert isinstance(faded, Article) and TEMPLATE in faded.text
+    assert faded.text.split("\n")[1:2] == [TEMPLATE]

@@ -22,6 +22,7 @@ from newsq.fetch.politeness import Politeness
 from newsq.records import QUEUED, TERMINAL
 from newsq.resources import Runtime
 from tests.faults.site import Site, serve
+from tests.redis_counts import commands_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -205,11 +206,6 @@ def test_fetch_steps_park_and_the_dispatched_ones_fetch_with_their_slot(
     assert not set(rt.ledger.states(urls)) & TERMINAL  # fetched, not yet processed
 
 
-def _commands(client: redis.Redis) -> int:
-    stats: dict[str, dict[str, int]] = client.info("commandstats")
-    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
-
-
 def test_a_waiting_url_costs_the_same_whatever_its_hosts_backlog(
     redis_client: redis.Redis, settings: Settings
 ) -> None:
@@ -218,7 +214,7 @@ def test_a_waiting_url_costs_the_same_whatever_its_hosts_backlog(
     per_url = []
     for n, host in ((10, "ten.example"), (40, "forty.example")):
         frontier = _frontier(redis_client, settings, host_rate=200.0, host_concurrency=10)
-        before = _commands(redis_client)
+        before = commands_run(redis_client)
         assert frontier.offer(host, f"https://{host}/0", 0, BULK_LANE)
         for i in range(1, n):
             assert frontier.offer(host, f"https://{host}/{i}", 0, BULK_LANE) is None
@@ -237,7 +233,7 @@ def test_a_waiting_url_costs_the_same_whatever_its_hosts_backlog(
             time.sleep(min(dispatcher.step(), 0.005))
         dispatcher.stop()
         assert len(done) == n - 1
-        per_url.append((_commands(redis_client) - before) / n)
+        per_url.append((commands_run(redis_client) - before) / n)
     assert per_url[1] <= per_url[0] * 1.15, per_url
     assert per_url[1] < 30, per_url
 

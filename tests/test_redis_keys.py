@@ -91,7 +91,7 @@ def test_the_readme_table_reads_as_patterns() -> None:
     assert len(rows) >= 25
     assert row_of("p:q:fetch", "p", rows) == Row("newsq:q:fetch", True)
     assert row_of("{p}:url:0a1b", "p", rows) == Row("{newsq}:url:<id>", False)
-    assert row_of("p:bp:{127.0.0.1:80}:p:0a", "p", rows) == Row("newsq:bp:{<site>}:p:<hash>", False)
+    assert row_of("p:bp:{127.0.0.1:80}:g:20", "p", rows) == Row("newsq:bp:{<site>}:g:<gen>", False)
     assert row_of("p:q:fetch:x", "p", rows) is None
     bulk = queue_keys("p", "fetch")[1]  # the queue's bulk lane, named with kombu's separator
     assert row_of(bulk, "p", rows) == Row("newsq:q:fetch<sep>9", True)
@@ -135,5 +135,5 @@ def test_a_run_leaves_no_key_without_a_bound(
     shown = {row.shown for row in found.values() if row is not None}
     assert {"{newsq}:url:<id>", "{newsq}:tput:<minute>", "newsq:polite:next:<host>",
             "newsq:polite:crawl-delay:<host>", "newsq:robots:<origin>",
-            "newsq:bp:{<site>}:p:<hash>", "{newsq:dedup}:t:<gen>",
+            "newsq:bp:{<site>}:g:<gen>", "{newsq:dedup}:t:<gen>",
             "newsq:q:unacked", "newsq:q:_kombu.binding.<exchange>"} <= shown  # fmt: skip

@@ -1,48 +1,82 @@
 -- Cross-page boilerplate: count, per site, the distinct pages each paragraph is on.
--- KEYS[1]  text marker   (SET NX: is this page's normalised text new to the site?
---                         its value: when the text was first seen)
--- KEYS[2]  address marker (SET NX: is this page's canonical address new to the site?)
--- KEYS[3]  site counter  (distinct pages of the site)
--- KEYS[4]  when the site's last new page came
--- KEYS[5..] paragraph counters (distinct pages carrying that paragraph)
--- ARGV[1]  ttl in seconds, refreshed on every touch so live templates never expire
+-- KEYS[1]  the site's hash: pages (distinct pages seen), last (when its last new
+--          page came); EXPIRE ttl, refreshed on every touch
+-- KEYS[2]  the site's table of this generation: fields t<hash> (this text was seen:
+--          when), a<hash> (this address was seen), p<hash> (distinct pages carrying
+--          that paragraph)
+-- KEYS[3]  the table of the generation before, read for what this one lacks
+-- ARGV[1]  ttl in seconds
 -- ARGV[2]  now (seconds)
 -- ARGV[3]  '1': the page may wait (it is short): return when its text was first seen
 --          and when the site's last new page came
+-- ARGV[4]  when this generation's table expires (unix seconds): the end of the next
+--          generation, so a field lives a ttl at least after its last write
+-- ARGV[5]  t<hash> of the page's text, ARGV[6] a<hash> of its address
+-- ARGV[7..] p<hash> of each distinct paragraph
 -- A page counts only when both its text and its address are new: a re-fetch, an
 -- exact copy under another address, or an updated version at the same address, once.
+-- A count read from the generation before is written on into this one, so a template
+-- in use never fades; one untouched for a generation does.
 -- Returns {site_pages, first seen, site's last new page ('' unless new or asked),
--- count of KEYS[5], count of KEYS[6], ...} after this page.
+-- count of ARGV[7], count of ARGV[8], ...} after this page.
 local ttl, now, may_wait = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local new_text = redis.call('SET', KEYS[1], now, 'NX', 'EX', ttl)
-local new_address = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ttl)
-local new = new_text and new_address
-local pages
-if new then
-  pages = redis.call('INCR', KEYS[3])
-else
-  pages = tonumber(redis.call('GET', KEYS[3]) or '0')
+local fields = {}
+for i = 5, #ARGV do
+  fields[#fields + 1] = ARGV[i]
 end
-redis.call('EXPIRE', KEYS[3], ttl)
+local values = redis.call('HMGET', KEYS[2], unpack(fields))
+local missing, at = {}, {}
+for i = 1, #fields do
+  if not values[i] then
+    missing[#missing + 1] = fields[i]
+    at[#at + 1] = i
+  end
+end
+if #missing > 0 and KEYS[3] ~= KEYS[2] then
+  local before = redis.call('HMGET', KEYS[3], unpack(missing))
+  for j = 1, #missing do
+    values[at[j]] = before[j]
+  end
+end
+local site = redis.call('HMGET', KEYS[1], 'pages', 'last')
+local new_text, new_address = not values[1], not values[2]
+local new = new_text and new_address
+local pages = tonumber(site[1] or '0')
 local first, last = '', ''
 if new_text then
   first = now
 elseif may_wait == '1' then
-  first = redis.call('GET', KEYS[1]) or ''
+  first = values[1]
 end
 if new then
-  redis.call('SET', KEYS[4], now, 'EX', ttl)
+  pages = pages + 1
   last = now
+  redis.call('HSET', KEYS[1], 'pages', pages, 'last', now)
 elseif may_wait == '1' then
-  last = redis.call('GET', KEYS[4]) or ''
+  last = site[2] or ''
 end
+redis.call('EXPIRE', KEYS[1], ttl)
 local out = {pages, first, last}
-for i = 5, #KEYS do
+local write = {}
+if new_text then
+  write[#write + 1] = fields[1]
+  write[#write + 1] = now
+end
+if new_address then
+  write[#write + 1] = fields[2]
+  write[#write + 1] = '1'
+end
+for i = 3, #fields do
+  local count = tonumber(values[i] or '0')
   if new then
-    out[i - 1] = redis.call('INCR', KEYS[i])
-    redis.call('EXPIRE', KEYS[i], ttl)
-  else
-    out[i - 1] = tonumber(redis.call('GET', KEYS[i]) or '0')
+    count = count + 1
+    write[#write + 1] = fields[i]
+    write[#write + 1] = count
   end
+  out[i + 1] = count
+end
+if #write > 0 then
+  redis.call('HSET', KEYS[2], unpack(write))
+  redis.call('EXPIREAT', KEYS[2], ARGV[4])
 end
 return out

@@ -1,10 +1,13 @@
 """Boilerplate learned across a site's pages: paragraphs on many distinct pages are template.
 
-Per site (the URL's host, else the article's ``site``), Redis keeps for each paragraph
-fingerprint the number of distinct pages carrying it, and the number of distinct pages
-of the site, all with an expiry refreshed on use (live templates stay, one-off article
-paragraphs fade). One Lua script (``lua/boilerplate.lua``) records a page and reads the
-counts back in a single round trip, so every worker process shares the same picture.
+Per site (the URL's host, else the article's ``site``), Redis keeps the number of
+distinct pages of the site and, for each paragraph fingerprint, the number of distinct
+pages carrying it: fields of one hash per site per generation (``boilerplate_ttl_days``
+long), written on into the current one when read from the one before, so live templates
+stay and one-off article paragraphs fade a generation or two after their last page.
+One Lua script (``boilerplate.lua``) records a page and reads the counts back in a
+single round trip (one HMGET and one HSET, not a command per paragraph), so every worker
+process shares the same picture.
 
 From a site's third page on, a paragraph found on half of its distinct pages (3 at
 least, ``HoldConfig.young_pages``; ``boilerplate_min_pages`` at most) is dropped; on a
@@ -135,17 +138,23 @@ class BoilerplateFilter:
         short = len(article.text) < hold.short_chars
         may_wait = may_wait and short
         address = (article.canonical_url or url).split("#", 1)[0].split("?", 1)[0]
-        prints = [fingerprint(k) for k in distinct]
         now = time.time()
+        generation = int(now // self._ttl)
         counts = self._script(
             keys=[
-                self._key(site, "text", fingerprint("\n".join(keys))),
-                self._key(site, "addr", fingerprint(address.rstrip("/").lower())),
-                self._key(site, "pages"),
-                self._key(site, "last"),
-                *(self._key(site, "p", fp) for fp in prints),
+                self._key(site, "site"),
+                self._key(site, "g", str(generation)),
+                self._key(site, "g", str(generation - 1)),
             ],
-            args=[self._ttl, f"{now:.3f}", "1" if may_wait else "0"],
+            args=[
+                self._ttl,
+                f"{now:.3f}",
+                "1" if may_wait else "0",
+                (generation + 2) * self._ttl,
+                "t" + fingerprint("\n".join(keys)),
+                "a" + fingerprint(address.rstrip("/").lower()),
+                *("p" + fingerprint(k) for k in distinct),
+            ],
         )
         site_pages, first, last = int(counts[0]), _time(counts[1]), _time(counts[2])
         seen = [int(count) for count in counts[3:]]
