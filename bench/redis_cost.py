@@ -174,7 +174,7 @@ def _key_part(key: str, prefix: str) -> str:
     for mark, part in ((":q:", "celery (broker)"), (":body:", "page hand-off"),
                        (":polite:", "politeness"), (":robots", "politeness"),
                        (":frontier", "frontier"), (":bp:", "boilerplate")):  # fmt: skip
-        if key.startswith(prefix) and mark in key:
+        if key.startswith((prefix, f"{{{prefix}:fetch}}")) and mark in key:
             return part
     shape = re.sub(r"[0-9a-f]{6,}|\d+", "*", key.removeprefix(prefix))
     return f"other key {shape[:40]}"

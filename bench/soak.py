@@ -91,7 +91,8 @@ class Snapshot:
 KINDS = (("ledger entries", f"{{{PREFIX}}}:url:"), ("ledger, other", f"{{{PREFIX}}}:"),
          ("dedup counter", f"{{{PREFIX}:dedup}}:seq"), ("dedup index", f"{{{PREFIX}:dedup}}"),
          ("boilerplate", f"{PREFIX}:bp:"),
-         ("politeness, robots", f"{PREFIX}:polite:"), ("politeness, robots", f"{PREFIX}:robots"),
+         ("politeness, robots", f"{{{PREFIX}:fetch}}:polite:"),
+         ("politeness, robots", f"{PREFIX}:robots"), ("frontier", f"{{{PREFIX}:fetch}}:frontier:"),
          ("page bodies", f"{PREFIX}:body:"), ("queues", f"{PREFIX}:q:"))  # fmt: skip
 
 

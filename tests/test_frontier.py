@@ -132,7 +132,7 @@ def test_a_url_popped_and_never_sent_goes_back_first(
     _drain(Dispatcher(frontier, sent), sent, 2, timeout=5)
     assert sent.urls() == ["https://a.example/1", "https://a.example/2"]
     assert {g.attempt for _, g in sent.grants} == {3}
-    leases = redis_client.zrange(f"{settings.key_prefix}:polite:leases:a.example", 0, -1)
+    leases = redis_client.zrange(f"{frontier.prefix}:polite:leases:a.example", 0, -1)
     assert popped[0].lease.encode() not in leases  # the lost one's slot was given back
 
 

@@ -15,6 +15,7 @@ import newsq
 from newsq.config.celery import BULK, FRESH, queue_keys
 from newsq.config.settings import Settings
 from newsq.feeds.send import FRESH_MOST, lane_for
+from newsq.fetch.politeness import fetch_tag
 from newsq.ledger import Ledger
 from newsq.records import TERMINAL
 from tests.cli import local_env
@@ -117,7 +118,8 @@ def test_a_fetch_put_off_until_its_hosts_turn_keeps_its_lane(
         cmd = [sys.executable, "-m", "newsq", "worker", "--queues", "fetch",
                "--pool", "threads", "--concurrency", "4"]  # fmt: skip
         host = site.base.split("://", 1)[1]
-        fresh, bulk = (f"{settings.key_prefix}:frontier:{host}:{lane}" for lane in (FRESH, BULK))
+        fresh, bulk = (f"{fetch_tag(settings.key_prefix)}:frontier:{host}:{lane}"
+                       for lane in (FRESH, BULK))  # fmt: skip
         waiting: list[bytes] = []
         with running(cmd, env, tmp_path / "worker.log"):
             deadline = time.monotonic() + 60

@@ -133,7 +133,7 @@ def test_a_run_leaves_no_key_without_a_bound(
     unbounded = [k for k, ttl in left.items() if ttl == -1 and not found[k].forever]  # type: ignore[union-attr]
     assert sorted(unbounded) == [], "no expiry, though its README row gives one"
     shown = {row.shown for row in found.values() if row is not None}
-    assert {"{newsq}:url:<id>", "{newsq}:tput:<minute>", "newsq:polite:next:<host>",
-            "newsq:polite:crawl-delay:<host>", "newsq:robots:<origin>",
+    assert {"{newsq}:url:<id>", "{newsq}:tput:<minute>", "{newsq:fetch}:polite:next:<host>",
+            "{newsq:fetch}:polite:crawl-delay:<host>", "newsq:robots:<origin>",
             "newsq:bp:{<site>}:g:<gen>", "{newsq:dedup}:t:<gen>",
             "newsq:q:unacked", "newsq:q:_kombu.binding.<exchange>"} <= shown  # fmt: skip

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from newsq.config.celery import FETCH_QUEUE, LANES, QUEUES, queue_keys
 from newsq.fetch import frontier
+from newsq.fetch.politeness import fetch_tag
 from newsq.ledger import Ledger
 from newsq.metrics import dedup_ratio
 from newsq.store import cursors
@@ -127,7 +128,7 @@ def throttled_hosts(client: redis.Redis, key_prefix: str, hosts: list[str]) -> s
     """The ``hosts`` whose politeness bucket is running now (their next turn is set)."""
     pipe = client.pipeline(transaction=False)
     for host in hosts:
-        pipe.exists(f"{key_prefix}:polite:next:{host.lower()}")
+        pipe.exists(f"{fetch_tag(key_prefix)}:polite:next:{host.lower()}")
     return {h for h, live in zip(hosts, pipe.execute(), strict=True) if live}
 
 

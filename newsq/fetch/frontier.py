@@ -33,7 +33,7 @@ from importlib import resources
 
 import redis
 
-from newsq.fetch.politeness import Politeness
+from newsq.fetch.politeness import Politeness, fetch_tag
 from newsq.replies import text
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,12 @@ class Frontier:
     def __init__(self, client: redis.Redis, politeness: Politeness) -> None:
         self._client = client
         self._politeness = politeness
-        self.prefix = politeness.prefix
+        self.prefix = politeness.prefix  # the fetch tag: the script names keys from it
         self._script = client.register_script(_SCRIPT)
         self.due_key = f"{self.prefix}:frontier:due"
         self.pending_key = f"{self.prefix}:frontier:pending"
         self.lease_key = f"{self.prefix}:frontier:dispatcher"
+        self._route = [self.due_key]  # a key of the script's slot: Redis Cluster sends it there
 
     def queue_key(self, host: str, lane: int) -> str:
         return f"{self.prefix}:frontier:{host}:{BULK_LANE if lane == BULK_LANE else FRESH_LANE}"
@@ -86,6 +87,7 @@ class Frontier:
         lease = uuid.uuid4().hex
         polite = self._politeness
         granted = self._script(
+            keys=self._route,
             args=["park", self.prefix, host, f"{polite.rate_for(host):g}",
                   polite.concurrency_for(host), lease, polite.lease_ttl,
                   BULK_LANE if lane == BULK_LANE else FRESH_LANE, attempt, url,
@@ -102,7 +104,8 @@ class Frontier:
         another request of the host went first)."""
         if interval <= 0:
             return 0.0
-        return float(self._script(args=["claim", self.prefix, host.lower(), f"{interval:.6f}"]))
+        claim = ["claim", self.prefix, host.lower(), f"{interval:.6f}"]
+        return float(self._script(keys=self._route, args=claim))
 
     def release(self, host: str, lease: str) -> None:
         """Give back the slot ``lease`` of ``host`` (no-op when it expired)."""
@@ -110,7 +113,7 @@ class Frontier:
         if self._politeness.rate_for(host) > 0:  # its rate, not a free slot, says when next
             self._client.zrem(f"{self.prefix}:polite:leases:{host}", lease)
         else:
-            self._script(args=["release", self.prefix, host, lease])
+            self._script(keys=self._route, args=["release", self.prefix, host, lease])
 
     def dispatch(self, holder: str, most: int, lease_seconds: float, *,
                  renew: bool = True, sent: bool = False,
@@ -120,6 +123,7 @@ class Frontier:
         ``sent`` (or :meth:`sent`); ``recover`` puts back what is pending instead;
         ``renew`` extends the lease."""
         reply = self._script(
+            keys=self._route,
             args=["dispatch", self.prefix, holder, int(lease_seconds * 1000), most,
                   self._politeness.lease_ttl, uuid.uuid4().hex, int(renew), int(sent),
                   int(recover)],
@@ -133,7 +137,7 @@ class Frontier:
 
     def resign(self, holder: str) -> None:
         """Give up the dispatcher lease, if ``holder`` has it: another takes over at once."""
-        self._script(args=["resign", self.prefix, holder])
+        self._script(keys=self._route, args=["resign", self.prefix, holder])
 
     def hosts_waiting(self) -> int:
         """How many hosts have URLs waiting in the frontier."""
@@ -141,12 +145,16 @@ class Frontier:
 
     def waiting(self, limit: int = 10_000) -> dict[str, int]:
         """URLs waiting in the frontier per host (up to ``limit`` hosts)."""
-        return waiting(self._client, self.prefix, limit)
+        return _waiting(self._client, self.prefix, limit)
 
 
-def waiting(client: redis.Redis, prefix: str, limit: int = 10_000) -> dict[str, int]:
-    """URLs waiting in the frontier under ``prefix``, per host (up to ``limit`` hosts)."""
-    base = f"{prefix}:frontier:"
+def waiting(client: redis.Redis, key_prefix: str, limit: int = 10_000) -> dict[str, int]:
+    """URLs waiting in the frontier of ``key_prefix``, per host (up to ``limit`` hosts)."""
+    return _waiting(client, fetch_tag(key_prefix), limit)
+
+
+def _waiting(client: redis.Redis, tag: str, limit: int) -> dict[str, int]:
+    base = f"{tag}:frontier:"
     found: list[bytes] = client.zrange(f"{base}due", 0, limit - 1)  # type: ignore[assignment]
     hosts = [text(h) for h in found]
     pipe = client.pipeline(transaction=False)

@@ -45,26 +45,32 @@ MAX_CRAWL_DELAY = 60.0
 so a delay of years cannot hold its URLs back for ever."""
 
 
-def _keys(prefix: str, host: str) -> list[str]:
+def fetch_tag(key_prefix: str) -> str:
+    """The hash tag of every politeness and frontier key: a dispatch reads the
+    politeness of each host it takes, so on Redis Cluster they share one slot."""
+    return f"{{{key_prefix}:fetch}}"
+
+
+def _keys(tag: str, host: str) -> list[str]:
     return [
-        f"{prefix}:polite:next:{host}",
-        f"{prefix}:polite:leases:{host}",
-        f"{prefix}:polite:rates",
-        crawl_delay_key(prefix, host),
+        f"{tag}:polite:next:{host}",
+        f"{tag}:polite:leases:{host}",
+        f"{tag}:polite:rates",
+        f"{tag}:polite:crawl-delay:{host}",
     ]
 
 
-def crawl_delay_key(prefix: str, host: str) -> str:
+def crawl_delay_key(key_prefix: str, host: str) -> str:
     """The Redis key holding ``host``'s Crawl-delay in seconds."""
-    return f"{prefix}:polite:crawl-delay:{host}"
+    return f"{fetch_tag(key_prefix)}:polite:crawl-delay:{host}"
 
 
 def record_crawl_delay(
-    client: redis.Redis, prefix: str, host: str, seconds: float | None, ttl: int
+    client: redis.Redis, key_prefix: str, host: str, seconds: float | None, ttl: int
 ) -> None:
     """Make ``host``'s interval at least ``seconds``, at most ``MAX_CRAWL_DELAY``, for
     ``ttl`` seconds (None clears it)."""
-    key = crawl_delay_key(prefix, host)
+    key = crawl_delay_key(key_prefix, host)
     if seconds is None or not seconds > 0:  # NaN too
         client.delete(key)
     else:
@@ -79,7 +85,7 @@ class Politeness:
     ) -> None:
         self._client = client
         self._settings = settings
-        self.prefix = self._prefix = settings.key_prefix
+        self.prefix = fetch_tag(settings.key_prefix)  # what the frontier's keys begin with
         self._script = client.register_script(_SCRIPT)
         self._rates = dict(settings.host_rates)
         self._sites = sites_of(settings.sites_file)
@@ -113,7 +119,7 @@ class Politeness:
         host = host.lower()
         lease = uuid.uuid4().hex
         granted, wait = self._script(
-            keys=_keys(self._prefix, host),
+            keys=_keys(self.prefix, host),
             args=[
                 host,
                 self.rate_for(host),
@@ -139,7 +145,7 @@ class Politeness:
             if held == []:
                 del self._leases[host]
         if lease is not None:
-            self._client.zrem(f"{self._prefix}:polite:leases:{host}", lease)
+            self._client.zrem(f"{self.prefix}:polite:leases:{host}", lease)
 
     def wait(self, host: str, timeout: float) -> bool:
         """Block until a slot for ``host`` is granted (True) or ``timeout`` passes (False)."""
@@ -153,7 +159,7 @@ class Politeness:
 
     def set_rate(self, host: str, rate: float | None) -> None:
         """Override ``host``'s rate for every worker (None removes the override)."""
-        key = f"{self._prefix}:polite:rates"
+        key = f"{self.prefix}:polite:rates"
         if rate is None:
             self._client.hdel(key, host.lower())
         else:
@@ -161,4 +167,4 @@ class Politeness:
 
     def set_crawl_delay(self, host: str, seconds: float | None, ttl: int = 86400) -> None:
         """Raise ``host``'s interval to ``seconds`` for ``ttl`` seconds (robots Crawl-delay)."""
-        record_crawl_delay(self._client, self._prefix, host.lower(), seconds, ttl)
+        record_crawl_delay(self._client, self._settings.key_prefix, host.lower(), seconds, ttl)

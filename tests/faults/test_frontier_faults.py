@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from newsq.fetch import frontier
+from newsq.fetch.politeness import fetch_tag
 from tests.faults.harness import Workers, enqueue, finish, ledger_for, unacked_urls, wait_for
 from tests.faults.site import Site
 
@@ -33,7 +34,7 @@ def test_sigkill_the_worker_holding_a_hosts_urls(site: Site, fault_env: dict[str
         wait_for(ledger, site.urls, done=len(site.urls) // 4, timeout=120)
         waiting = frontier.waiting(client, prefix)
         assert sum(waiting.values()) > 50, f"the host's URLs are not in the frontier: {waiting}"
-        holder = client.get(f"{prefix}:frontier:dispatcher")
+        holder = client.get(f"{fetch_tag(prefix)}:frontier:dispatcher")
         assert holder and f":{workers.procs['fetch'].pid}:".encode() in holder
         workers.kill(signal.SIGKILL, names=("fetch",))
         workers.wait(10, names=("fetch",))
@@ -45,7 +46,8 @@ def test_sigkill_the_worker_holding_a_hosts_urls(site: Site, fault_env: dict[str
                          parked_at_kill=parked, in_flight_at_kill=len(held))  # fmt: skip
         assert figures["dispatcher_took_over"] >= 2  # the dead one, then the new one
         assert frontier.waiting(client, prefix) == {}
-        assert not client.exists(f"{prefix}:frontier:due", f"{prefix}:frontier:hosts")
+        assert not client.exists(f"{fetch_tag(prefix)}:frontier:due",
+                                 f"{fetch_tag(prefix)}:frontier:hosts")  # fmt: skip
         assert max(site.requests.values()) <= 2  # a page fetched at most once more
     finally:
         workers.stop()
