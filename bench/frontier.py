@@ -57,7 +57,7 @@ from newsq.config.celery import BULK, make_app
 from newsq.config.settings import Settings
 from newsq.feeds.intake import enqueue
 from newsq.feeds.send import send_fetches
-from newsq.ledger import Ledger
+from newsq.ledger import Ledger, read_counts
 from newsq.store.database import Store
 from newsq.workers.redis_server import RedisServer
 from tests.processes import running
@@ -236,10 +236,9 @@ def one_run(design: str, phase: str, farm: Farm, big: int, small_each: int,
             polls = 0
             limit = time.monotonic() + len(big_urls) / args.rate * 3 + 120
             while time.monotonic() < limit:
-                counts = client.hgetall(f"{{{PREFIX}}}:counts")
+                counts = read_counts(client, PREFIX)
                 polls += 1
-                done = sum(int(counts.get(s.encode(), 0)) for s in ("failed", "skipped",
-                           "stored", "duplicate"))  # fmt: skip
+                done = sum(counts[s] for s in ("failed", "skipped", "stored", "duplicate"))
                 if done >= len(urls):
                     break
                 time.sleep(0.5)

@@ -30,7 +30,7 @@ from typing import Any
 
 import redis
 
-from newsq.ledger import Ledger
+from newsq.ledger import Ledger, entry_pattern
 from newsq.records import DUPLICATE, FETCHING, STORED
 from newsq.store.database import Store
 from newsq.workers.redis_server import RedisServer
@@ -90,7 +90,7 @@ def _expired(client: redis.Redis, ledger: Ledger, within: float) -> bool:
     """Wait until no entry is left (Redis drops expired keys in its own time)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if next(client.scan_iter(match=f"{ledger.tag}:url:*", count=5000), None) is None:
+        if next(client.scan_iter(match=entry_pattern(ledger.prefix), count=5000), None) is None:
             return True
         time.sleep(0.5)
     return False

@@ -49,7 +49,7 @@ from newsq.config.settings import Settings
 from newsq.feeds.intake import enqueue
 from newsq.feeds.poll import add_feed
 from newsq.feeds.send import send_fetches
-from newsq.ledger import Ledger
+from newsq.ledger import Ledger, read_counts
 from newsq.records import TERMINAL
 from newsq.store.database import Store
 from newsq.workers.redis_server import RedisServer, free_port
@@ -189,7 +189,7 @@ def one_run(lane: int, args: argparse.Namespace, base: str, bulk: list[str],
                "--pool", "threads", "--concurrency", "32", "--beat"]  # fmt: skip
         log = tmp / f"{name}-worker.log"
         with running(cmd, worker_env(settings), log) as proc:
-            while not int(client.hget(f"{{{PREFIX}}}:counts", "stored") or 0):
+            while not read_counts(client, PREFIX)["stored"]:
                 if proc.poll() is not None:
                     raise SystemExit(f"bench: the worker exited; see {log}")
                 time.sleep(0.1)

@@ -45,6 +45,7 @@ from bench.speed import newsq_env
 from bench.speed_pages import write_pages
 from bench.speed_serve import page_server
 from bench.startup import shim
+from newsq.ledger import read_counts
 from newsq.workers.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,7 +145,10 @@ def run_once(checkout: Checkout, urls_file: Path, workers: int, tmp: Path,
         after, proc1 = _counters(client), _proc_cpu(server.proc.pid)
         if done.returncode != 0:
             raise SystemExit(f"bench: newsq run of {checkout.name} failed: {tmp / prefix}.log")
-        stored = int(client.hget(f"{{{prefix}}}:counts", "stored") or 0)
+        # a checkout of before the ledger buckets kept one counts hash
+        stored = read_counts(client, prefix)["stored"] + int(
+            client.hget(f"{{{prefix}}}:counts", "stored") or 0
+        )
         n = max(1, stored)
         totals = Totals(
             stored, 1000 * (after[0] - before[0]) / n, 1000 * idle_rate * wall / n,
@@ -167,6 +171,8 @@ def _key_part(key: str, prefix: str) -> str:
     """The part a command belongs to, by the key it names."""
     if key.startswith(f"{{{prefix}:dedup}}"):
         return "dedup"
+    if key.startswith(f"{{{prefix}:l:"):
+        return "ledger (direct)"
     if key.startswith(f"{{{prefix}}}:tput"):
         return "throughput"
     if key.startswith(f"{{{prefix}}}"):

@@ -47,6 +47,7 @@ from bench.speed_probe import (
     percentile,
 )
 from bench.speed_serve import Served, delay_proxy, page_server
+from newsq.ledger import entry_pattern, read_counts
 from newsq.workers.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,8 +102,7 @@ def _measure_run(name: str, client: redis.Redis, prefix: str, body: object) -> R
     delta = RedisCounters.take(client).minus(before)
     done = latencies(client, prefix)
     times, timeline = _span(client, prefix)
-    raw_counts = client.hgetall(f"{{{prefix}}}:counts")
-    counts = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw_counts.items()}
+    counts = read_counts(client, prefix)
     articles = counts.get("stored", 0) + counts.get("duplicate", 0)
     note = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
     calls = sorted(delta.calls.items(), key=lambda kv: -kv[1])
@@ -127,7 +127,7 @@ def _measure_run(name: str, client: redis.Redis, prefix: str, body: object) -> R
 def _span(client: redis.Redis, prefix: str) -> tuple[float, str]:
     """The work span (first URL taken to last done), and the pages done in each tenth
     of it (a slow start or a long tail shows there)."""
-    keys = list(client.scan_iter(match=f"{{{prefix}}}:url:*", count=1000))
+    keys = list(client.scan_iter(match=entry_pattern(prefix), count=1000))
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.hmget(key, "t_start", "t_done")

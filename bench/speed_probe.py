@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import psutil
 import redis
 
+from newsq.ledger import entry_pattern
 from newsq.records import TERMINAL
 
 
@@ -144,7 +145,7 @@ def cpu_seconds(pids: Iterable[int]) -> float:
 def latencies(client: redis.Redis, prefix: str) -> list[float]:
     """Enqueue-to-terminal seconds of every terminal URL in the ledger."""
     out = []
-    keys = list(client.scan_iter(match=f"{{{prefix}}}:url:*", count=1000))
+    keys = list(client.scan_iter(match=entry_pattern(prefix), count=1000))
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.hmget(key, "state", "t_enq", "t_upd")

@@ -292,11 +292,16 @@ def _redis_url(env: str, raw: str) -> str:
 def _sentinel_url(env: str, raw: str) -> str:
     from newsq.connections import SentinelURL
 
+    return _read_by(SentinelURL.parse, "Sentinel", env, raw)
+
+
+def _read_by(parse: Callable[[str], object], kind: str, env: str, raw: str) -> str:
+    """``raw`` when ``parse`` reads it, else its ValueError as one line naming ``env``."""
     try:
-        SentinelURL.parse(raw)
+        parse(raw)
     except ValueError as exc:
         why = "the port must be 1 to 65535" if "Port" in str(exc) else str(exc)
-        raise ConfigError(f"{env}: {_masked(raw)!r} is not a usable Sentinel URL: "
+        raise ConfigError(f"{env}: {_masked(raw)!r} is not a usable {kind} URL: "
                           f"{_masked(why)}") from None  # fmt: skip
     return raw
 
@@ -307,6 +312,16 @@ def _any_redis_url(env: str, raw: str) -> str:
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "sentinel://")
+STATE_SCHEMES = (*REDIS_SCHEMES, "redis+cluster://", "rediss+cluster://")
+
+
+def _state_url(env: str, raw: str) -> str:
+    """The broker's kinds of URL, or a Redis Cluster's (``redis+cluster://``)."""
+    from newsq.connections import ClusterURL, is_cluster_url
+
+    if not is_cluster_url(raw):
+        return _any_redis_url(env, raw)
+    return _read_by(ClusterURL.parse, "Redis Cluster", env, raw)
 
 
 def _master_name(env: str, raw: str) -> str:
@@ -409,9 +424,9 @@ class Settings:
     )
     state_url: str | None = url(
         None,
-        REDIS_SCHEMES,
-        shown="a redis:// or sentinel:// URL",
-        check=_any_redis_url,
+        STATE_SCHEMES,
+        shown="a redis://, sentinel:// or redis+cluster:// URL",
+        check=_state_url,
         help="Redis URL of the shared state (ledger, dedup index, politeness, robots.txt, "
         "boilerplate, counters), when it is not the broker's",
     )

@@ -1,5 +1,6 @@
 -- newsq URL ledger: every URL's state, moved atomically with the state counters.
--- Keys share one hash tag ({prefix}) so each script stays on one Redis Cluster slot.
+-- The keys of one call are a URL's entry and its bucket's counters, under the bucket's
+-- hash tag ({prefix:l:<b>}): each call stays on one Redis Cluster slot.
 -- An entry lives while its URL is in flight; reaching a terminal state gives it an
 -- EXPIRE of the retention (the store's urls table is the durable record), in the same
 -- call that makes it terminal; leaving one (a retry) removes the expiry.

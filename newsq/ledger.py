@@ -5,8 +5,14 @@ per state and a sorted set of URLs not yet in a terminal state (by last update),
 ``newsq status`` answers at once and stuck URLs can be found; and the dead list, the
 URLs given up as poison within the retention. Every state change is one Lua call, so
 the counters never drift from the hashes and concurrent enqueuers agree on which URLs
-are new. All keys carry one hash tag (``{prefix}``): on Redis Cluster the
-ledger lives on one shard.
+are new.
+
+The ledger is split in :data:`BUCKETS` buckets by a hash of the URL, each with its own
+counters and active set under its own hash tag (``{prefix:l:<bucket>}``), so a URL's
+Lua call names keys of one slot and on a Redis Cluster the ledger spreads over the
+shards: the buckets' tags are picked so they lie evenly across the slot space (a
+cluster's masters hold ranges of it). Reading the counts sums the buckets, in one round
+trip; an enqueue sends one call per bucket, in one round trip per server.
 
 The ledger is the live view: a URL's hash lives while the URL is in flight and for the
 retention (``NEWSQ_LEDGER_RETENTION_DAYS``) after it reached a terminal state, then
@@ -19,12 +25,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from typing import Any
 
 import redis
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
+from newsq.connections import run_script
 from newsq.records import STATES, TERMINAL
 from newsq.replies import text
 from newsq.throughput import Recorder
@@ -36,6 +47,70 @@ RETENTION_DAYS = 7.0
 
 Recorded = Callable[[Sequence[str]], set[str]]
 """``recorded(urls)``: those of ``urls`` the store holds a terminal record of."""
+
+
+BUCKETS = 12
+"""Ledger buckets: 12 lie evenly on 2, 3, 4, 6 or 12 masters that split the slots evenly."""
+
+
+def bucket_tags(prefix: str, buckets: int = BUCKETS) -> tuple[str, ...]:
+    """Each bucket's hash tag, ``{prefix:l:<b>}`` or ``{prefix:l:<b>.<n>}``: the first
+    whose slot lies in the b-th of ``buckets`` equal parts of the slot space."""
+    width = REDIS_CLUSTER_HASH_SLOTS / buckets
+    tags = []
+    for b in range(buckets):
+        for n in range(100_000):  # about `buckets` tries each
+            tag = f"{prefix}:l:{b}" + (f".{n}" if n else "")
+            if int(key_slot(tag.encode()) // width) == b:
+                tags.append(f"{{{tag}}}")
+                break
+    return tuple(tags)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One bucket's keys: its URLs' entries begin with ``tag``."""
+
+    tag: str
+
+    @property
+    def counts(self) -> str:
+        return f"{self.tag}:counts"
+
+    @property
+    def active(self) -> str:
+        return f"{self.tag}:active"
+
+    @property
+    def reasons(self) -> str:
+        return f"{self.tag}:reasons"
+
+
+@cache
+def buckets_of(prefix: str) -> tuple[Bucket, ...]:
+    return tuple(Bucket(tag) for tag in bucket_tags(prefix))
+
+
+def _summed(replies: Iterable[Mapping[bytes, bytes]]) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for reply in replies:
+        for name, value in reply.items():
+            out[text(name)] += int(value)
+    return out
+
+
+def read_counts(client: redis.Redis, prefix: str) -> dict[str, int]:
+    """URLs per state in the ledger of ``prefix``, every bucket summed (one round trip)."""
+    pipe = client.pipeline(transaction=False)
+    for bucket in buckets_of(prefix):
+        pipe.hgetall(bucket.counts)
+    counts = _summed(pipe.execute())
+    return {s: counts.get(s, 0) for s in STATES}
+
+
+def entry_pattern(prefix: str) -> str:
+    """A SCAN pattern of every URL entry in ``prefix``'s ledger."""
+    return f"{{{prefix}:l:*}}:url:*"
 
 
 def expiry_seconds(days: float) -> int:
@@ -50,17 +125,26 @@ class Ledger:
                  retention_days: float = RETENTION_DAYS) -> None:  # fmt: skip
         self.redis = client
         self.retention = expiry_seconds(retention_days)
-        self.tag = f"{{{prefix}}}"
-        self.counts_key = f"{self.tag}:counts"
-        self.active_key = f"{self.tag}:active"
-        self.reasons_key = f"{self.tag}:reasons"
+        self.prefix = prefix
+        self.tag = f"{{{prefix}}}"  # the dead list's and the throughput series'
+        self.buckets = buckets_of(prefix)
         self.dead_key = f"{self.tag}:dead:since"
         self.old_dead_key = f"{self.tag}:dead"  # a set, before the dead list was bounded
         self.script = client.register_script(_SCRIPT)
         self.throughput = Recorder(client, self.tag)  # this process's terminal outcomes
 
+    def bucket(self, url: str) -> Bucket:
+        return self.buckets[int(url_id(url)[:8], 16) % len(self.buckets)]
+
     def key(self, url: str) -> str:
-        return f"{self.tag}:url:{url_id(url)}"
+        ident = url_id(url)
+        return f"{self.buckets[int(ident[:8], 16) % len(self.buckets)].tag}:url:{ident}"
+
+    def _by_bucket(self, urls: Iterable[str]) -> dict[Bucket, list[str]]:
+        out: dict[Bucket, list[str]] = defaultdict(list)
+        for url in urls:
+            out[self.bucket(url)].append(url)
+        return out
 
     def enqueue(self, urls: Sequence[str], *, recorded: Recorded | None = None,
                 batch: int = 500) -> list[bool]:  # fmt: skip
@@ -75,16 +159,25 @@ class Ledger:
         for i in range(0, len(urls), batch):
             chunk = urls[i : i + batch]
             stamp = repr(time.time())  # the claim's mark: unclaim drops only its own claims
-            keys = [self.counts_key, self.active_key, *(self.key(u) for u in chunk)]
-            flags = [bool(f) for f in self.script(keys=keys, args=["enqueue", stamp, *chunk])]
-            claimed = [u for u, new in zip(chunk, flags, strict=True) if new]
+            groups = self._by_bucket(dict.fromkeys(chunk))  # a URL twice: claimed once
+            replies = self._call(groups, "enqueue", stamp, with_urls=True)
+            new = {u for group, flags in zip(groups.values(), replies, strict=True)
+                   for u, flag in zip(group, flags, strict=True) if flag}  # fmt: skip
+            claimed = [u for u in chunk if u in new]
             known = recorded(claimed) if recorded is not None and claimed else set()
             if known:
-                keys = [self.counts_key, self.active_key, *(self.key(u) for u in known)]
-                self.script(keys=keys, args=["unclaim", stamp])
-                flags = [new and u not in known for u, new in zip(chunk, flags, strict=True)]
-            out.extend(flags)
+                self._call(self._by_bucket(known), "unclaim", stamp, with_urls=False)
+            first = {u: j for j, u in reversed(list(enumerate(chunk)))}
+            out.extend(u in new and u not in known and first[u] == j for j, u in enumerate(chunk))
         return out
+
+    def _call(self, groups: Mapping[Bucket, Sequence[str]], command: str, stamp: str, *,
+              with_urls: bool) -> list[Any]:  # fmt: skip
+        """``command`` on each bucket's URLs: one call per bucket, one round trip."""
+        calls = [([b.counts, b.active, *(self.key(u) for u in group)],
+                  [command, stamp, *(group if with_urls else ())])
+                 for b, group in groups.items()]  # fmt: skip
+        return run_script(self.redis, self.script, calls)
 
     def begin(self, url: str, state: str) -> tuple[str | None, int]:
         """A worker takes ``url``: returns (previous state, deliveries so far).
@@ -92,8 +185,9 @@ class Ledger:
         A URL already in a terminal state is left as it is and returned with 0
         deliveries: the caller skips the work (a duplicate delivery).
         """
+        bucket = self.bucket(url)
         old, deliveries = self.script(
-            keys=[self.key(url), self.counts_key, self.active_key],
+            keys=[self.key(url), bucket.counts, bucket.active],
             args=["begin", state, time.time(), url],
         )
         return (text(old) if old else None), int(deliveries)
@@ -113,7 +207,8 @@ class Ledger:
         args: list[Any] = ["move", state, now, "1" if force else "0", self.retention, url]
         for name, value in fields.items():
             args += [name, "" if value is None else value]
-        keys = [self.key(url), self.counts_key, self.active_key, self.reasons_key]
+        bucket = self.bucket(url)
+        keys = [self.key(url), bucket.counts, bucket.active, bucket.reasons]
         old = text(self.script(keys=keys, args=args)) or None
         if state in TERMINAL and (force or old not in TERMINAL):  # else: left as it was
             self.throughput.add(state, now)
@@ -131,12 +226,9 @@ class Ledger:
 
     def note_many(self, fields: Mapping[str, Mapping[str, str]]) -> None:
         """:meth:`note` for many URLs at once: one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for url, values in fields.items():
-            if values:
-                pairs = [item for pair in values.items() for item in pair]
-                self.script(keys=[self.key(url)], args=["note", *pairs], client=pipe)
-        pipe.execute()
+        calls = [([self.key(url)], ["note", *(item for pair in values.items() for item in pair)])
+                 for url, values in fields.items() if values]  # fmt: skip
+        run_script(self.redis, self.script, calls)
 
     def release(self, url: str) -> None:
         """Hand back a delivery that ended in a handled error (not a crash)."""
@@ -157,24 +249,32 @@ class Ledger:
         return [text(s) if s else None for s in pipe.execute()]
 
     def counts(self) -> dict[str, int]:
-        raw = self.redis.hgetall(self.counts_key)
-        counts = {text(k): int(v) for k, v in raw.items()}
-        return {s: counts.get(s, 0) for s in STATES}
+        return read_counts(self.redis, self.prefix)
 
     def ended(self) -> int:
-        """Terminal outcomes so far, of every URL (one command): a waiter reads the
-        states of its URLs again only once enough of them may have ended."""
-        values: list[bytes | None] = self.redis.hmget(self.counts_key, sorted(TERMINAL))  # type: ignore[assignment]
-        return sum(int(v or 0) for v in values)
+        """Terminal outcomes so far, of every URL (a command per bucket, one round
+        trip): a waiter reads the states of its URLs again only once enough of them may
+        have ended."""
+        pipe = self.redis.pipeline(transaction=False)
+        for bucket in self.buckets:
+            pipe.hmget(bucket.counts, sorted(TERMINAL))
+        return sum(int(v or 0) for values in pipe.execute() for v in values)
 
     def reasons(self) -> dict[str, int]:
-        raw = self.redis.hgetall(self.reasons_key)
-        return {text(k): int(v) for k, v in raw.items() if int(v)}
+        pipe = self.redis.pipeline(transaction=False)
+        for bucket in self.buckets:
+            pipe.hgetall(bucket.reasons)
+        return {k: n for k, n in sorted(_summed(pipe.execute()).items()) if n}
 
     def stuck(self, older_than: float, limit: int = 100) -> list[tuple[str, str, float]]:
-        """Non-terminal URLs not updated for ``older_than`` seconds: (url, state, age)."""
+        """Non-terminal URLs not updated for ``older_than`` seconds: (url, state, age),
+        the longest waiting first."""
         now = time.time()
-        keys: list[bytes] = self.redis.zrangebyscore(self.active_key, 0, now - older_than, 0, limit)  # type: ignore[assignment]
+        pipe = self.redis.pipeline(transaction=False)
+        for bucket in self.buckets:
+            pipe.zrangebyscore(bucket.active, 0, now - older_than, 0, limit, withscores=True)
+        found = sorted((score, key) for rows in pipe.execute() for key, score in rows)
+        keys = [key for _, key in found[:limit]]
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
             pipe.hmget(key, "url", "state", "t_upd")

@@ -125,6 +125,7 @@ class RedisStateCollector(Collector):
         import redis
 
         from newsq.config.celery import LANES, queue_keys
+        from newsq.ledger import read_counts
 
         try:
             pipe = self.broker.pipeline(transaction=False)
@@ -132,7 +133,7 @@ class RedisStateCollector(Collector):
                 for key in queue_keys(self.key_prefix, queue):  # both lanes
                     pipe.llen(key)
             lengths = pipe.execute()
-            raw_counts: dict[bytes, bytes] = self.client.hgetall(f"{{{self.key_prefix}}}:counts")  # type: ignore[assignment]
+            counts = read_counts(self.client, self.key_prefix)
             lanes = len(LANES)
             depths = [sum(lengths[i : i + lanes]) for i in range(0, len(lengths), lanes)]
         except redis.RedisError:
@@ -143,7 +144,6 @@ class RedisStateCollector(Collector):
         for queue, n in zip(self.queues, depths, strict=True):
             depth.add_metric([queue], float(n))
         yield depth
-        counts = {k.decode(): int(v) for k, v in raw_counts.items()}
         states = GaugeMetricFamily(
             "newsq_ledger_urls", "URLs by state in the ledger (cluster-wide)", labels=["state"]
         )

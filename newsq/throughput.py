@@ -1,7 +1,7 @@
 """A small time series of terminal outcomes in Redis, for rates over the last minute.
 
 Each outcome adds one to a per-second counter: field ``<state>:<second>`` of a hash
-per minute (``{prefix}:tput:<minute>``, on the ledger's hash tag), which expires after
+per minute (``{prefix}:tput:<minute>``, on the dead list's hash tag), which expires after
 a few minutes. The ledger's move to a terminal state counts it in its process's
 :class:`Recorder`, which adds what it counted to Redis once a second in one pipeline
 (a few commands a second per process, not two per URL). Reading sums the seconds of
@@ -83,7 +83,8 @@ class Recorder:
             pipe.expire(minute_key(self.tag, minute), KEEP_SECONDS)
         try:
             pipe.execute()
-        except redis.RedisError as exc:  # a rate shown a second later or not at all
+        # (a cluster that cannot be reached raises no RedisError)
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
             log.debug("throughput: %d outcomes not added: %s", sum(counts.values()), exc)
 
 

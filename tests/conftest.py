@@ -10,6 +10,7 @@ removes what it made.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 
 from newsq.config.settings import Settings
 from newsq.workers.redis_server import RedisServer
+from tests.cluster_server import LocalCluster
 from tests.servers import PostgresServer
 
 
@@ -33,6 +35,16 @@ def redis_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A Redis Cluster of three masters on loopback (skipped without redis-server and
+    redis-cli); each test keeps to its own key prefix there too."""
+    if not (shutil.which("redis-server") and shutil.which("redis-cli")):
+        pytest.skip("no redis-server and redis-cli to make a Redis Cluster with")
+    with LocalCluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture

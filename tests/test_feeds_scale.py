@@ -360,7 +360,8 @@ def test_a_queued_origin_row_does_not_make_a_url_known(
         url = "https://news.example/a"
         origin = {url: Origin("https://news.example/rss", "A", NOW)}
         assert enqueue(ledger, store, [url], send=lambda _: None, origins=origin).new == [url]
-        redis_client.delete(ledger.key(url), ledger.counts_key, ledger.active_key)
+        bucket = ledger.bucket(url)
+        redis_client.delete(ledger.key(url), bucket.counts, bucket.active)
         assert enqueue(ledger, store, [url], send=lambda _: None).new == [url]
         store.record_outcome({"url": url, "state": "stored"})
         redis_client.delete(ledger.key(url))

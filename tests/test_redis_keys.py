@@ -90,12 +90,12 @@ def test_the_readme_table_reads_as_patterns() -> None:
     rows = readme_rows()
     assert len(rows) >= 25
     assert row_of("p:q:fetch", "p", rows) == Row("newsq:q:fetch", True)
-    assert row_of("{p}:url:0a1b", "p", rows) == Row("{newsq}:url:<id>", False)
+    assert row_of("{p:l:3.53}:url:0a1b", "p", rows) == Row("{newsq:l:<bucket>}:url:<id>", False)
     assert row_of("p:bp:{127.0.0.1:80}:g:20", "p", rows) == Row("newsq:bp:{<site>}:g:<gen>", False)
     assert row_of("p:q:fetch:x", "p", rows) is None
     bulk = queue_keys("p", "fetch")[1]  # the queue's bulk lane, named with kombu's separator
     assert row_of(bulk, "p", rows) == Row("newsq:q:fetch<sep>9", True)
-    assert row_of("{p}:url:0a1b", "q", rows) is None
+    assert row_of("{p:l:3}:url:0a1b", "q", rows) is None
 
 
 @pytest.mark.slow
@@ -133,7 +133,8 @@ def test_a_run_leaves_no_key_without_a_bound(
     unbounded = [k for k, ttl in left.items() if ttl == -1 and not found[k].forever]  # type: ignore[union-attr]
     assert sorted(unbounded) == [], "no expiry, though its README row gives one"
     shown = {row.shown for row in found.values() if row is not None}
-    assert {"{newsq}:url:<id>", "{newsq}:tput:<minute>", "{newsq:fetch}:polite:next:<host>",
-            "{newsq:fetch}:polite:crawl-delay:<host>", "newsq:robots:<origin>",
+    assert {"{newsq:l:<bucket>}:url:<id>", "{newsq}:tput:<minute>",
+            "{newsq:fetch}:polite:next:<host>", "{newsq:fetch}:polite:crawl-delay:<host>",
+            "newsq:robots:<origin>",
             "newsq:bp:{<site>}:g:<gen>", "{newsq:dedup}:t:<gen>",
             "newsq:q:unacked", "newsq:q:_kombu.binding.<exchange>"} <= shown  # fmt: skip

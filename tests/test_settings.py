@@ -148,7 +148,7 @@ def test_a_bad_value_is_refused_naming_its_variable(env: str, raw: str, message:
         ("NEWSQ_BROKER_URL", "sentinel://s1/zero", "the database 'zero' is not a number"),
         ("NEWSQ_BROKER_URL", "sentinel://;", "names no host"),
         ("NEWSQ_BROKER_URL", "sentinel://s1:26379", "needs NEWSQ_SENTINEL_MASTER"),
-        ("NEWSQ_STATE_URL", "amqp://x", "is not a redis:// or sentinel:// URL"),
+        ("NEWSQ_STATE_URL", "amqp://x", "is not a redis://, sentinel:// or redis+cluster:// URL"),
         ("NEWSQ_STATE_URL", "redis://state:0", "the port must be 1 to 65535"),
         ("NEWSQ_SENTINEL_MASTER", "my master", "is not a Sentinel master name"),
         ("NEWSQ_DATABASE_URL", "postgresql://u@db:pg/news", "the port must be 1 to 65535"),

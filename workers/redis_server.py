@@ -86,8 +86,10 @@ class RedisServer:
     """
 
     def __init__(self, *, appendonly: bool = False, port: int | None = None,
-                 dir: Path | None = None, pass_fds: tuple[int, ...] = ()) -> None:  # fmt: skip
+                 dir: Path | None = None, pass_fds: tuple[int, ...] = (),
+                 extra: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.port = port or free_port()
+        self.extra = extra  # more redis-server arguments (a test cluster's node)
         self.appendonly = appendonly
         self.dir = dir or Path(tempfile.mkdtemp(prefix="newsq-redis-"))
         self.pass_fds = pass_fds
@@ -116,6 +118,7 @@ class RedisServer:
             # an expired generation of the dedup index is one big hash: free it in the
             # background, not in the event loop
             "--lazyfree-lazy-expire", "yes",
+            *self.extra,
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             args,

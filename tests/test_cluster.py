@@ -1,0 +1,140 @@
+"""The shared state on a real Redis Cluster of three masters (``redis+cluster://``):
+every call's keys on one slot, the ledger spread over the masters, and a whole run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from newsq.config.settings import Settings
+from newsq.connections import state_redis
+from newsq.errors import ConfigError
+from newsq.ledger import Ledger
+from tests.cli import local_env, run_newsq
+from tests.cluster_server import LocalCluster
+from tests.faults.site import Site, serve
+from tests.test_redis_keys import readme_rows, row_of
+
+
+@pytest.fixture
+def cluster_prefix(redis_cluster: LocalCluster) -> Iterator[str]:
+    """A key prefix of this test's own on the cluster; its keys are deleted afterwards."""
+    prefix = f"nqc{uuid.uuid4().hex[:10]}"
+    yield prefix
+    for port in redis_cluster.ports:
+        node = redis_cluster.client(port)
+        for key in list(node.scan_iter(match=f"*{prefix}*", count=1000)):
+            node.delete(key)
+        node.close()
+
+
+def _keys_by_master(cluster: LocalCluster, prefix: str) -> dict[int, list[str]]:
+    out = {}
+    for port in cluster.ports:
+        node = cluster.client(port)
+        out[port] = [k.decode() for k in node.scan_iter(match=f"*{prefix}*", count=1000)]
+        node.close()
+    return out
+
+
+def test_a_cluster_url_gives_a_cluster_client(redis_cluster: LocalCluster) -> None:
+    settings = Settings(broker_url="redis://127.0.0.1:1/0", state_url=redis_cluster.url)
+    client = state_redis(settings)
+    assert isinstance(client, RedisCluster)
+    assert len(client.get_primaries()) == 3
+    client.close()
+    env = {"NEWSQ_BROKER_URL": "redis://b:6379/0"}
+    parsed = Settings.from_env({**env, "NEWSQ_STATE_URL": "redis+cluster://a:7000,b:7001"})
+    assert parsed.state_url == "redis+cluster://a:7000,b:7001"
+    for bad, why in (("redis+cluster://a:7000/2", "only database 0"),
+                     ("redis+cluster://a", "is not HOST:PORT"),
+                     ("redis+cluster://:secret@a:0", "port must be 1 to 65535")):  # fmt: skip
+        with pytest.raises(ConfigError, match=why) as raised:
+            Settings.from_env({**env, "NEWSQ_STATE_URL": bad})
+        assert "secret" not in str(raised.value)
+    with pytest.raises(ConfigError, match="NEWSQ_BROKER_URL"):  # kombu takes no cluster
+        Settings.from_env({"NEWSQ_BROKER_URL": "redis+cluster://a:7000"})
+
+
+def test_the_ledger_spreads_over_the_masters_and_reads_as_one(
+    redis_cluster: LocalCluster, cluster_prefix: str
+) -> None:
+    client = state_redis(Settings(broker_url="redis://x:1/0", state_url=redis_cluster.url))
+    ledger = Ledger(client, cluster_prefix, retention_days=1)
+    urls = [f"https://news.example/{i}" for i in range(300)]
+    assert ledger.enqueue([*urls, urls[0]]) == [True] * 300 + [False]  # one call a bucket
+    assert ledger.enqueue(urls[:5], recorded=lambda claimed: set(claimed)) == [False] * 5
+    for url in urls[:40]:
+        ledger.begin(url, "fetching")
+    ledger.note_many({url: {"last_error": "timeout"} for url in urls[:40]})
+    for url in urls[:30]:
+        ledger.move(url, "failed", reason="timeout")
+    ledger.move(urls[30], "stored", story_id="s")
+    assert (ledger.get(urls[35]) or {})["last_error"] == "timeout"
+    counts = ledger.counts()
+    assert (counts["queued"], counts["fetching"], counts["failed"], counts["stored"]) == (
+        260, 9, 30, 1)  # fmt: skip
+    assert ledger.ended() == 31 and ledger.reasons() == {"failed:timeout": 30}
+    assert {u for u, _, _ in ledger.stuck(0, limit=1000)} == set(urls[31:])
+    # the longest waiting: one never taken, not one taken since (31 to 39)
+    assert next(u for u, _, _ in ledger.stuck(0, limit=1)) in urls[40:]
+    ledger.add_dead(urls[0])
+    assert ledger.dead() == [urls[0]]
+    ledger.flush()
+    per_master = {p: len(k) for p, k in _keys_by_master(redis_cluster, cluster_prefix).items()}
+    entries = Counter(ledger.key(u) for u in urls)
+    assert len(entries) == 300 and all(n > 60 for n in per_master.values()), per_master
+    client.close()
+
+
+@pytest.mark.slow
+def test_a_run_with_its_state_on_a_cluster(
+    redis_cluster: LocalCluster, cluster_prefix: str, redis_url: str, sqlite_url: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """``newsq run`` on a plain broker and a three-master cluster for the state, robots
+    and politeness on: stories and their copies stored once each, no CROSSSLOT, every
+    key the README's, the state on every master, and status and stats read it back."""
+    built = Site(stories=8, copies=3, missing=1).build()
+    built.pages["/robots.txt"] = b"User-agent: *\nCrawl-delay: 0.01\n"
+    env = {**local_env(redis_url, cluster_prefix, sqlite_url), "NEWSQ_ROBOTS": "1",
+           "NEWSQ_HOST_RATE": "200", "NEWSQ_STATE_URL": redis_cluster.url}  # fmt: skip
+    with serve(built) as site:
+        listing = tmp_path / "urls.txt"
+        listing.write_text("\n".join(site.urls) + "\n")
+        done = run_newsq("run", "--urls", str(listing), "--workers", "2", env=env)
+        assert done.returncode == 0, done.stderr
+        assert "CROSSSLOT" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+        status = run_newsq("status", env=env)
+        assert status.returncode == 0, status.stderr
+        counts = json.loads(status.stdout)
+        stats = run_newsq("stats", "--once", env=env)
+        assert stats.returncode == 0 and "stored" in stats.stdout, stats.stderr
+        one = run_newsq("status", f"{site.base}/copy/1", env=env)
+    states = counts["states"]  # the ledger's, summed over its buckets
+    assert (states["stored"], states["duplicate"], states["failed"]) == (8, 3, 1), counts
+    assert json.loads(one.stdout)["duplicate_of"] == f"{site.base}/story/1", one.stdout
+    exported = subprocess.run([sys.executable, "-m", "newsq", "export"], env=env, text=True,
+                              capture_output=True, check=True).stdout.splitlines()  # fmt: skip
+    assert len(exported) == 8
+
+    keys = _keys_by_master(redis_cluster, cluster_prefix)
+    assert all(keys.values()), {p: len(k) for p, k in keys.items()}  # on every master
+    rows = readme_rows()
+    unknown = sorted(
+        k for ks in keys.values() for k in ks if row_of(k, cluster_prefix, rows) is None
+    )
+    assert unknown == [], "not in the README"
+    assert not [k for ks in keys.values() for k in ks if f"{cluster_prefix}:q:" in k]  # broker's
+    broker = redis.Redis.from_url(redis_url)
+    assert not [k for k in broker.scan_iter(match=f"*{cluster_prefix}*") if b":q:" not in k]
+    broker.close()
