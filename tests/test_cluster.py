@@ -19,6 +19,7 @@ from newsq.config.settings import Settings
 from newsq.connections import state_redis
 from newsq.errors import ConfigError
 from newsq.ledger import Ledger
+from newsq.workers.redis_server import free_port
 from tests.cli import local_env, run_newsq
 from tests.cluster_server import LocalCluster
 from tests.faults.site import Site, serve
@@ -63,6 +64,17 @@ def test_a_cluster_url_gives_a_cluster_client(redis_cluster: LocalCluster) -> No
         assert "secret" not in str(raised.value)
     with pytest.raises(ConfigError, match="NEWSQ_BROKER_URL"):  # kombu takes no cluster
         Settings.from_env({"NEWSQ_BROKER_URL": "redis+cluster://a:7000"})
+
+
+def test_a_cluster_that_cannot_be_reached_is_one_line(redis_url: str, tmp_path: Path) -> None:
+    """redis-py's RedisClusterException is no RedisError: newsq says it as one."""
+    nowhere = f"redis+cluster://127.0.0.1:{free_port()}"
+    env = {**local_env(redis_url, "nqc-none", f"sqlite:///{tmp_path}/s.db"),
+           "NEWSQ_STATE_URL": nowhere}  # fmt: skip
+    done = run_newsq("stats", "--once", env=env, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "cannot reach Redis: Redis Cluster unreachable" in done.stderr
 
 
 def test_the_ledger_spreads_over_the_masters_and_reads_as_one(
