@@ -25,7 +25,7 @@ from newsq import errors
 from newsq.backfill.progress import Progress, Span, job_id, split
 from newsq.backfill.source import describe
 from newsq.backfill.step import span_step
-from newsq.backfill.warc import read_records, record_start, scan_from
+from newsq.backfill.warc import Skip, read_records, record_start, scan_from
 from newsq.config.settings import AllowPrivate, Settings
 from newsq.demo.site import SampleSite, SiteSpec
 from newsq.demo.warc import capture, write_warc
@@ -195,46 +195,72 @@ class _Killed(BaseException):
     """The worker dies (not an error a task handles)."""
 
 
+def _dies_on_call(fn: Any, n: int, *, done: bool) -> Any:
+    """``fn``, but its ``n``-th call ends in the worker's death: after its work when
+    ``done``, else before it."""
+    calls = 0
+
+    def dying(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == n:
+            if done:
+                fn(*args)
+            raise _Killed
+        return fn(*args)
+
+    return dying
+
+
+def _pages_before(path: Path, records: int) -> int:
+    """How many of the first ``records`` records of the file at ``path`` are pages."""
+    with path.open("rb") as stream:
+        first = list(itertools.islice(read_records(stream, path.stat().st_size, 10**7), records))
+    return sum(1 for r in first if r.outcome is not None and not isinstance(r.outcome, Skip))
+
+
+@pytest.mark.parametrize("where", ["count", "process"])
 def test_a_span_killed_between_store_and_count_stores_nothing_twice(
-    archive: Archive, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rt = Runtime(settings)
+    archive: Archive, settings: Settings, database_url: str, where: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Killed as it counts its second batch (all of it stored), or in the middle of
+    its second batch (a page stored, the batch's later URLs claimed, none counted):
+    on SQLite and on PostgreSQL."""
+    import newsq.backfill.step as step
+
+    rt = Runtime(replace(settings, database_url=database_url))
     source = str(archive.path)
     (span,) = _spans(source, archive.path.stat().st_size, True, 1)
     progress = Progress(rt.redis, settings.key_prefix)
     progress.plan([span], archive.path.stat().st_size)
-    count = Progress.count
-    calls = 0
-
-    def dies_on_the_tenth(self: Progress, *args: Any) -> bool:
-        nonlocal calls
-        calls += 1
-        if calls == 10:  # its record is stored, its count not written: killed there
-            raise _Killed
-        return count(self, *args)
-
-    monkeypatch.setattr(Progress, "count", dies_on_the_tenth)
+    if where == "count":
+        dies = _dies_on_call(Progress.count_many, 2, done=False)  # its records all stored
+        monkeypatch.setattr(Progress, "count_many", dies)
+    else:  # the third page of the second batch stored, the batch's later URLs claimed
+        dies = _dies_on_call(process_step, _pages_before(archive.path, step.BATCH) + 3, done=True)
+        monkeypatch.setattr(step, "process_step", dies)
     held = _Held(rt)  # process tasks sent before the worker died are not lost with it
     with pytest.raises(_Killed):
         span_step(rt, span, lambda url: nullcontext(), held)
-    stored_before = len(_articles(settings.database_url))
+    stored_before = len(_articles(database_url))
     assert stored_before > 0
-    monkeypatch.setattr(Progress, "count", count)
+    monkeypatch.undo()
     span_step(rt, span, lambda url: nullcontext(), held)  # delivered again
     held.run()
 
-    rows = _articles(settings.database_url)
+    rows = _articles(database_url)
     assert len({r.url for r in rows}) == len(rows) > stored_before
     totals = progress.settled([span.job], rt.ledger)
     assert totals["records"] == 2 * len(archive.urls) + 2  # each record counted once
     assert totals["stored"] == archive.site.expected.stored
     assert totals["stored"] + totals["duplicate"] == len(rows)
-    engine = sa.create_engine(settings.database_url)
+    rt.close()
+    engine = sa.create_engine(database_url)
     with engine.connect() as conn:
         events = conn.execute(sa.text("SELECT count(*) FROM events")).scalar()
     engine.dispose()
     assert events == len(rows)  # one event per row written, none twice
-    rt.close()
 
 
 class _RangeHandler(BaseHTTPRequestHandler):

@@ -1,9 +1,10 @@
 -- newsq backfill's progress, one hash per job (a WARC file): its plan, counters by
 -- outcome, and a done mark per range; plus a hash per range in work of the record
--- offsets already counted, so a range delivered again counts each record once.
+-- offsets already counted, so a range delivered again counts each record once. Both
+-- keys of a job share its hash tag (one slot on a Redis Cluster).
 --
--- count:  KEYS = job, seen   ARGV = ttl, offset, outcome ('' for a record that is no
---         capture); counts the record once, returns 1 when it was new
+-- count:  KEYS = job, seen   ARGV = ttl, then offset, outcome pairs ('' for a record
+--         that is no capture); counts each record once, returns how many were new
 -- done:   KEYS = job, seen   ARGV = ttl, range index, bytes; marks the range done once
 --         (its counters added), drops its seen offsets, returns 1 when it was new
 
@@ -11,15 +12,20 @@ local command = ARGV[1]
 local job, seen, ttl = KEYS[1], KEYS[2], ARGV[2]
 
 if command == 'count' then
-  if redis.call('HSETNX', seen, ARGV[3], ARGV[4]) == 0 then
-    return 0
+  local new = 0
+  for i = 3, #ARGV, 2 do
+    if redis.call('HSETNX', seen, ARGV[i], ARGV[i + 1]) == 1 then
+      new = new + 1
+      if ARGV[i + 1] ~= '' then
+        redis.call('HINCRBY', job, ARGV[i + 1], 1)
+      end
+    end
   end
-  redis.call('EXPIRE', seen, ttl)
-  redis.call('HINCRBY', job, 'records', 1)
-  if ARGV[4] ~= '' then
-    redis.call('HINCRBY', job, ARGV[4], 1)
+  if new > 0 then
+    redis.call('EXPIRE', seen, ttl)
+    redis.call('HINCRBY', job, 'records', new)
   end
-  return 1
+  return new
 elseif command == 'done' then
   redis.call('DEL', seen)
   if redis.call('HSETNX', job, 'done:' .. ARGV[3], 1) == 0 then

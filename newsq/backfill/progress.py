@@ -68,7 +68,8 @@ class Progress:
         self.script = client.register_script(_SCRIPT)
 
     def key(self, job: str) -> str:
-        return f"{self.prefix}:backfill:{job}"
+        """The job's hash; its other keys start with it (one hash tag: one slot)."""
+        return f"{{{self.prefix}:backfill:{job}}}"
 
     def _seen(self, span: Span) -> str:
         return f"{self.key(span.job)}:seen:{span.index}"
@@ -97,9 +98,14 @@ class Progress:
         """The offsets of ``span``'s records counted by an earlier delivery of it."""
         return {int(k) for k in self.redis.hkeys(self._seen(span))}
 
-    def count(self, span: Span, offset: int, outcome: str) -> bool:
+    def count_many(self, span: Span, outcomes: Iterable[tuple[int, str]]) -> int:
+        """Count each (record offset, outcome) of ``span`` once; returns how many were
+        new (in one call: a batch of records is counted together)."""
+        pairs = [item for offset, outcome in outcomes for item in (offset, outcome)]
+        if not pairs:
+            return 0
         keys = [self.key(span.job), self._seen(span)]
-        return bool(self.script(keys=keys, args=["count", KEEP_SECONDS, offset, outcome]))
+        return int(self.script(keys=keys, args=["count", KEEP_SECONDS, *pairs]))
 
     def hold(self, span: Span, url: str) -> None:
         """Keep ``url``, whose page the process step put off: its outcome comes later."""
