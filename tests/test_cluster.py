@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from newsq.config.settings import Settings
 from newsq.connections import state_redis
@@ -38,11 +39,13 @@ def cluster_prefix(redis_cluster: LocalCluster) -> Iterator[str]:
         node.close()
 
 
-def _keys_by_master(cluster: LocalCluster, prefix: str) -> dict[int, list[str]]:
+def _keys_by_master(cluster: LocalCluster, prefix: str) -> dict[int, dict[str, int]]:
+    """Each master's keys of ``prefix`` and their TTLs (-1: none)."""
     out = {}
     for port in cluster.ports:
         node = cluster.client(port)
-        out[port] = [k.decode() for k in node.scan_iter(match=f"*{prefix}*", count=1000)]
+        keys = [k.decode() for k in node.scan_iter(match=f"*{prefix}*", count=1000)]
+        out[port] = {key: int(node.ttl(key)) for key in keys}
         node.close()
     return out
 
@@ -108,6 +111,44 @@ def test_the_ledger_spreads_over_the_masters_and_reads_as_one(
     client.close()
 
 
+def _move_slot(cluster: LocalCluster, slot: int, to_port: int) -> None:
+    """Hand an empty slot to the master on ``to_port`` (every node told)."""
+    target = cluster.client(to_port)
+    node_id = target.execute_command("CLUSTER MYID")
+    target.close()
+    for port in [to_port, *(p for p in cluster.ports if p != to_port)]:
+        node = cluster.client(port)
+        node.execute_command("CLUSTER SETSLOT", slot, "NODE", node_id)
+        node.close()
+
+
+def test_a_call_whose_slot_moved_goes_again_where_it_now_is(
+    redis_cluster: LocalCluster, cluster_prefix: str
+) -> None:
+    """An enqueue's calls go to each master in a pipeline of its own, by the slots the
+    client last learnt; a slot moved since answers MOVED and its call is sent again."""
+    client = state_redis(Settings(broker_url="redis://x:1/0", state_url=redis_cluster.url))
+    ledger = Ledger(client, cluster_prefix)
+    bucket = ledger.buckets[0]
+    slot = key_slot(bucket.counts.encode())
+    owner = client.get_node_from_key(bucket.counts).port  # type: ignore[attr-defined]
+    other = next(p for p in redis_cluster.ports if p != owner)
+    urls = [f"https://news.example/{i}" for i in range(60)]
+    mine = [u for u in urls if ledger.bucket(u) == bucket]
+    _move_slot(redis_cluster, slot, other)
+    try:
+        assert ledger.enqueue(urls) == [True] * 60  # the client still thinks `owner`
+        assert ledger.counts()["queued"] == 60 and mine
+        node = redis_cluster.client(other)
+        assert int(node.hget(bucket.counts, "queued") or 0) == len(mine)
+        node.close()
+    finally:
+        for key in [bucket.counts, bucket.active, *(ledger.key(u) for u in mine)]:
+            client.delete(key)
+        _move_slot(redis_cluster, slot, owner)
+        client.close()
+
+
 @pytest.mark.slow
 def test_a_run_with_its_state_on_a_cluster(
     redis_cluster: LocalCluster, cluster_prefix: str, redis_url: str, sqlite_url: str,
@@ -142,11 +183,20 @@ def test_a_run_with_its_state_on_a_cluster(
     keys = _keys_by_master(redis_cluster, cluster_prefix)
     assert all(keys.values()), {p: len(k) for p, k in keys.items()}  # on every master
     rows = readme_rows()
-    unknown = sorted(
-        k for ks in keys.values() for k in ks if row_of(k, cluster_prefix, rows) is None
-    )
-    assert unknown == [], "not in the README"
+    found = {
+        k: (row_of(k, cluster_prefix, rows), ttl) for ks in keys.values() for k, ttl in ks.items()
+    }
+    assert sorted(k for k, (row, _) in found.items() if row is None) == [], "not in the README"
+    unbounded = [k for k, (row, ttl) in found.items() if ttl == -1 and row and not row.forever]
+    assert unbounded == [], "no expiry, though its README row gives one"
     assert not [k for ks in keys.values() for k in ks if f"{cluster_prefix}:q:" in k]  # broker's
     broker = redis.Redis.from_url(redis_url)
     assert not [k for k in broker.scan_iter(match=f"*{cluster_prefix}*") if b":q:" not in k]
+
+    retried = run_newsq("retry", f"{site.base}/gone/0", env=env)  # no worker runs now
+    assert retried.stdout.strip() == "re-enqueued 1", retried.stderr
+    after = json.loads(run_newsq("status", env=env).stdout)["states"]
+    assert (after["failed"], after["queued"]) == (0, 1)  # moved, in its bucket
+    for key in list(broker.scan_iter(match=f"*{cluster_prefix}*")):  # the retry's message
+        broker.delete(key)
     broker.close()
