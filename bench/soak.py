@@ -88,7 +88,7 @@ class Snapshot:
         return sum(b for _, b in self.kinds.values())
 
 
-KINDS = (("ledger entries", f"{{{PREFIX}}}:url:"), ("ledger, other", f"{{{PREFIX}}}:"),
+KINDS = (("ledger, other", f"{{{PREFIX}}}:"),
          ("dedup counter", f"{{{PREFIX}:dedup}}:seq"), ("dedup index", f"{{{PREFIX}:dedup}}"),
          ("boilerplate", f"{PREFIX}:bp:"),
          ("politeness, robots", f"{{{PREFIX}:fetch}}:polite:"),
@@ -97,6 +97,8 @@ KINDS = (("ledger entries", f"{{{PREFIX}}}:url:"), ("ledger, other", f"{{{PREFIX
 
 
 def kind_of(key: str) -> str:
+    if key.startswith(f"{{{PREFIX}:l:"):  # a ledger bucket's
+        return "ledger entries" if ":url:" in key else "ledger, other"
     return next((name for name, start in KINDS if key.startswith(start)), "Celery, other")
 
 
