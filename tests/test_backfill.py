@@ -337,3 +337,35 @@ def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("newsq: ") and "none.warc.gz" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_stats_shows_running_and_finished_backfill_jobs(
+    archive: Archive, settings: Settings, redis_url: str, key_prefix: str
+) -> None:
+    rt = Runtime(settings)
+    progress = Progress(rt.redis, settings.key_prefix)
+    size = archive.path.stat().st_size
+    (whole,) = _spans(str(archive.path), size, True, 1)
+    progress.plan([whole], size)
+    _run_span(rt, whole)  # finished
+    plain = archive.plain.stat().st_size
+    spans = _spans(str(archive.plain), plain, False, 3)
+    progress.plan(spans, plain)
+    _run_span(rt, spans[0])  # running: one range of three done
+    rt.close()
+
+    env = newsq_env(NEWSQ_BROKER_URL=redis_url, NEWSQ_KEY_PREFIX=key_prefix,
+                    NEWSQ_DATABASE_URL=settings.database_url, COLUMNS="200")  # fmt: skip
+    done = run_newsq("stats", "--once", env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in done.stdout.splitlines()]
+    rows = {row[0]: row[1:] for row in cells if len(row) == 11}
+    records = 2 * len(archive.urls) + 2
+    finished = rows.get("site.warc.gz")
+    assert finished, done.stdout
+    assert finished[:2] == ["done", str(records)] and int(finished[2]) > 0, done.stdout
+    assert int(finished[6]) > 1 and "revisit 1" in finished[9], done.stdout
+    assert finished[8].endswith("/s") and float(finished[8][:-2]) > 0
+    running = rows["site.warc"]
+    assert running[0] == "1 / 3" and 0 < int(running[1]) < records
+    assert running[2] == "0" and int(running[4]) > 0  # its pages all stored by the first

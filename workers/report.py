@@ -15,6 +15,7 @@ from newsq.records import STATES
 from newsq.store.database import Store
 
 if TYPE_CHECKING:
+    from newsq.backfill.progress import JobView
     from newsq.store.cursors import Cursor
     from newsq.workers.stats import SharedStory, Snapshot
 
@@ -111,6 +112,34 @@ def stories_table(stories: list[SharedStory], title: str) -> Table:
     return table
 
 
+BACKFILL_COLUMNS = ("ranges", "read", "stored", "duplicates", "known", "held", "skipped",
+                    "failed", "rate")  # fmt: skip
+BACKFILL_CAPTION = (
+    "known: URLs met before; held: pages put off to learn their site's template "
+    "(outcome in the ledger); rate: records/s of its latest run"
+)
+
+
+def backfill_table(jobs: list[JobView]) -> Table:
+    """One row per ``newsq backfill`` job, newest first: its records by outcome."""
+    table = Table(title="backfill jobs", title_justify="left", caption_justify="left",
+                  caption=BACKFILL_CAPTION)  # fmt: skip
+    table.add_column("file", overflow="fold", ratio=2)
+    for name in BACKFILL_COLUMNS:
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("skipped by reason", overflow="fold", ratio=2)
+    for job in jobs:
+        c = job.counts
+        skipped = {k.partition(":")[2]: v for k, v in sorted(c.items()) if k.startswith("skipped:")}
+        failed = sum(v for k, v in c.items() if k.startswith("failed:"))
+        ranges = "done" if job.finished else f"{c.get('ranges_done', 0)} / {c.get('ranges', 0)}"
+        counts = [c.get(k, 0) for k in ("records", "stored", "duplicate", "known", "held")]
+        table.add_row(job.source.rsplit("/", 1)[-1], ranges, *map(str, counts),
+                      str(sum(skipped.values())), str(failed), f"{job.rate:.1f}/s",
+                      ", ".join(f"{k} {v}" for k, v in skipped.items()))  # fmt: skip
+    return table
+
+
 def _pairs(title: str, rows: Iterable[tuple[str, str]], caption: str | None = None) -> Table:
     table = Table(title=title, title_justify="left", show_header=False, box=None,
                   pad_edge=False, caption=caption, caption_justify="left")  # fmt: skip
@@ -148,6 +177,8 @@ def stats_view(snap: Snapshot) -> Group:
         parts.append(_pairs("webhooks (delivered / pending)", [
             (c.target, f"{c.delivered} / {c.pending}" + _last_error(c)) for c in snap.webhooks
         ]))  # fmt: skip
+    if snap.backfills:
+        parts.append(backfill_table(snap.backfills))
     if snap.stories:
         parts.append(stories_table(snap.stories, "biggest stories"))
     stamp = time.strftime("%H:%M:%S", time.localtime(snap.taken_at))

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import redis
 import sqlalchemy as sa
 
+from newsq.backfill.progress import JobView, Progress
 from newsq.config.celery import FETCH_QUEUE, LANES, QUEUES, queue_keys
 from newsq.fetch import frontier
 from newsq.fetch.politeness import fetch_tag
@@ -53,6 +54,8 @@ class Snapshot:
     throttle: Throttle | None = None
     webhooks: list[Cursor] = field(default_factory=list)
     """Each webhook target's delivery: events taken, pending, its last error."""
+    backfills: list[JobView] = field(default_factory=list)
+    """The ``newsq backfill`` jobs given last, running or finished."""
 
 
 @dataclass(frozen=True)
@@ -228,4 +231,5 @@ class StatsSource:
             failing_hosts=self._slow[1],
             stories=self._slow[2],
             webhooks=cursors.every(self.store),
+            backfills=Progress(self.client, self.key_prefix).jobs(),
         )

@@ -5,8 +5,9 @@
 --
 -- count:  KEYS = job, seen   ARGV = ttl, then offset, outcome pairs ('' for a record
 --         that is no capture); counts each record once, returns how many were new
--- done:   KEYS = job, seen   ARGV = ttl, range index, bytes; marks the range done once
---         (its counters added), drops its seen offsets, returns 1 when it was new
+-- done:   KEYS = job, seen   ARGV = ttl, range index, bytes, now (seconds); marks the
+--         range done once (its counters added, the job's 'last' time set), drops its
+--         seen offsets, returns 1 when it was new
 
 local command = ARGV[1]
 local job, seen, ttl = KEYS[1], KEYS[2], ARGV[2]
@@ -33,6 +34,9 @@ elseif command == 'done' then
   end
   redis.call('HINCRBY', job, 'ranges_done', 1)
   redis.call('HINCRBY', job, 'bytes_done', ARGV[4])
+  if ARGV[5] then
+    redis.call('HSET', job, 'last', ARGV[5])
+  end
   redis.call('EXPIRE', job, ttl)
   return 1
 end

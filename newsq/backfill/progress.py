@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,25 @@ if TYPE_CHECKING:
 _SCRIPT = (resources.files("newsq.backfill") / "progress.lua").read_text()
 KEEP_SECONDS = 7 * 86400
 """How long a job's progress is kept after its last range is done."""
+_META = ("plan", "error", "started", "last", "base")  # a job's fields that count nothing
+JOBS_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class JobView:
+    """One job as ``newsq stats`` shows it: its file, counters and rate."""
+
+    job: str
+    source: str
+    counts: dict[str, int]
+    started: float
+    """When the latest ``newsq backfill`` of it planned its work (seconds since the epoch)."""
+    rate: float
+    """Records per second since then (to its last range done, once finished)."""
+
+    @property
+    def finished(self) -> bool:
+        return self.counts.get("ranges_done", 0) >= self.counts.get("ranges", 0)
 
 
 @dataclass(frozen=True)
@@ -71,6 +91,11 @@ class Progress:
         """The job's hash; its other keys start with it (one hash tag: one slot)."""
         return f"{{{self.prefix}:backfill:{job}}}"
 
+    @property
+    def jobs_key(self) -> str:
+        """The jobs by when they were last given (a sorted set), for ``newsq stats``."""
+        return f"{{{self.prefix}:backfill}}:jobs"
+
     def _seen(self, span: Span) -> str:
         return f"{self.key(span.job)}:seen:{span.index}"
 
@@ -89,7 +114,13 @@ class Progress:
         self.redis.hsetnx(key, "ranges", len(spans))
         self.redis.hsetnx(key, "bytes", size)
         done = self.redis.hmget(key, [f"done:{s.index}" for s in spans])
-        return [s for s, mark in zip(spans, done, strict=True) if not mark]
+        todo = [s for s, mark in zip(spans, done, strict=True) if not mark]
+        if todo:  # this run's rate counts from here, and from the records counted so far
+            now = time.time()
+            base = int(self.redis.hget(key, "records") or 0)
+            self.redis.hset(key, mapping={"started": f"{now:.3f}", "base": base})
+            self.redis.zadd(self.jobs_key, {first.job: now})
+        return todo
 
     def is_done(self, span: Span) -> bool:
         return bool(self.redis.hexists(self.key(span.job), f"done:{span.index}"))
@@ -121,7 +152,7 @@ class Progress:
     def done(self, span: Span) -> bool:
         keys = [self.key(span.job), self._seen(span)]
         return bool(self.script(keys=keys, args=["done", KEEP_SECONDS, span.index,
-                                                 span.end - span.start]))  # fmt: skip
+                                                 span.end - span.start, time.time()]))  # fmt: skip
 
     def totals(self, jobs: Iterable[str]) -> dict[str, int]:
         """The counters of ``jobs`` added up (the plan and done marks left out)."""
@@ -129,7 +160,7 @@ class Progress:
         for job in jobs:
             for name, value in self.redis.hgetall(self.key(job)).items():
                 field = text(name)
-                if field not in ("plan", "error") and not field.startswith("done:"):
+                if field not in _META and not field.startswith("done:"):
                     out[field] = out.get(field, 0) + int(value)
         return out
 
@@ -151,3 +182,30 @@ class Progress:
         """What ended a span of ``jobs`` early (a file gone, no WARC file), if anything."""
         found = [self.redis.hget(self.key(job), "error") for job in jobs]
         return [text(e) for e in found if e]
+
+    def jobs(self, limit: int = JOBS_SHOWN) -> list[JobView]:
+        """The ``limit`` jobs given last, newest first (those expired are forgotten)."""
+        newest: list[bytes] = self.redis.zrevrange(self.jobs_key, 0, limit - 1)  # type: ignore[assignment]
+        names = [text(j) for j in newest]
+        pipe = self.redis.pipeline(transaction=False)
+        for job in names:
+            pipe.hgetall(self.key(job))
+        views, gone = [], []
+        for job, raw in zip(names, pipe.execute(), strict=True):
+            fields = {text(k): text(v) for k, v in raw.items()}
+            if "plan" not in fields:
+                gone.append(job)
+                continue
+            views.append(_view(job, fields))
+        if gone:
+            self.redis.zrem(self.jobs_key, *gone)
+        return views
+
+
+def _view(job: str, fields: dict[str, str]) -> JobView:
+    counts = {k: int(v) for k, v in fields.items() if k not in _META and not k.startswith("done:")}
+    started = float(fields.get("started") or 0)
+    view = JobView(job, json.loads(fields["plan"]).get("source", "?"), counts, started, 0.0)
+    end = float(fields.get("last") or started) if view.finished else time.time()
+    read = counts.get("records", 0) - int(fields.get("base") or 0)
+    return replace(view, rate=read / (end - started) if end > started else 0.0)
