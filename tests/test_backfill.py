@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -29,7 +30,7 @@ from newsq.backfill.warc import Skip, read_records, record_start, scan_from
 from newsq.config.settings import AllowPrivate, Settings
 from newsq.demo.site import SampleSite, SiteSpec
 from newsq.demo.warc import capture, write_warc
-from newsq.errors import ConfigError
+from newsq.errors import ConfigError, Retryable
 from newsq.fetch.client import Fetcher
 from newsq.pipeline import process_step
 from newsq.resources import Runtime
@@ -314,6 +315,36 @@ def test_a_url_source_is_read_in_ranges_through_the_guarded_fetcher(
     assert totals["records"] == 2 * len(archive.urls) + 2
     assert totals["stored"] == archive.site.expected.stored
     assert all(a.startswith("bytes=") for a in _RangeHandler.asked)
+
+
+def test_range_reads_take_the_hosts_politeness_slots(archive: Archive, settings: Settings) -> None:
+    """A Range request waits for a slot of its host as a page fetch does: with the one
+    slot held (another fetch of that host), none is sent and the span is retried."""
+    from newsq.fetch.politeness import Politeness
+
+    _RangeHandler.data = archive.path.read_bytes()
+    polite = replace(settings, host_concurrency=1, fetch_timeout=1.0)
+    with serve_handler(_RangeHandler) as base:
+        url = f"{base}/site.warc.gz"
+        with Fetcher(polite) as fetcher:
+            size, _ = describe(url, fetcher)
+        rt = Runtime(polite)
+        (span,) = _spans(url, size, True, 1)
+        Progress(rt.redis, settings.key_prefix).plan([span], size)
+        other = Politeness(rt.redis, polite)
+        host = urlsplit(url).netloc
+        assert other.acquire(host) == 0.0  # a page fetch of the host holds its one slot
+        _RangeHandler.asked.clear()
+        with pytest.raises(Retryable, match="no politeness slot"):
+            span_step(rt, span, lambda url: nullcontext(), _Held(rt))
+        assert _RangeHandler.asked == []
+        other.release(host)
+        _run_span(rt, span)  # the slot free: read through
+        totals = Progress(rt.redis, settings.key_prefix).totals([span.job])
+        assert rt.politeness.acquire(host) == 0.0  # every slot the reads took is back
+        rt.politeness.release(host)
+        rt.close()
+    assert totals["records"] == 2 * len(archive.urls) + 2 and _RangeHandler.asked
 
 
 def test_no_wait_sends_the_spans_in_the_bulk_lane_and_returns(

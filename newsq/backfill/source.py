@@ -1,15 +1,21 @@
 """Where a WARC file's bytes come from: a local path, or an http(s) URL read in byte
 ranges through the guarded fetcher (:class:`~newsq.fetch.client.Fetcher`: SSRF checks on
-every hop, the timeout, the size cap), a ``Range`` request at a time."""
+every hop, the timeout, the size cap), a ``Range`` request at a time, each in one of its
+host's politeness slots (:class:`~newsq.fetch.politeness.Politeness`: the rate and
+concurrency that page fetches of that host share)."""
 
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from newsq.errors import ConfigError, Retryable
 from newsq.fetch.client import Fetcher
 from newsq.records import FetchResult
+from newsq.urls import host_of
+
+if TYPE_CHECKING:
+    from newsq.fetch.politeness import Politeness
 
 CHUNK = 4 * 1024 * 1024
 """Bytes asked for in one Range request (at most ``NEWSQ_MAX_BYTES``)."""
@@ -31,17 +37,29 @@ class RangeReader:
     """A forward-only binary stream over ``url`` from ``offset``: each read past what
     was fetched asks for the next ``chunk`` bytes with a Range request."""
 
-    def __init__(self, fetcher: Fetcher, url: str, offset: int, chunk: int = CHUNK) -> None:
+    def __init__(self, fetcher: Fetcher, url: str, offset: int, chunk: int = CHUNK,
+                 politeness: Politeness | None = None) -> None:  # fmt: skip
         self.fetcher, self.url, self.chunk = fetcher, url, chunk
+        self.politeness = politeness
         self.pos = offset  # of the first byte not yet returned
         self.buffer = b""
         self.eof = False
 
     def _fill(self) -> None:
         first = self.pos + len(self.buffer)
-        result = self.fetcher.fetch(self.url, kind="archive", headers={
-            "Range": f"bytes={first}-{first + self.chunk - 1}", "Accept-Encoding": "identity",
-        })  # fmt: skip
+        asked = {"Range": f"bytes={first}-{first + self.chunk - 1}", "Accept-Encoding": "identity"}
+        host = host_of(self.url)
+        # a host's slot as a page fetch takes it: no longer than a fetch may take, else
+        # the span is retried later (it goes on after the records it counted)
+        if self.politeness is not None and not self.politeness.wait(
+            host, self.fetcher.settings.fetch_timeout
+        ):
+            raise Retryable(f"{self.url}: no politeness slot of {host} came free")
+        try:
+            result = self.fetcher.fetch(self.url, kind="archive", headers=asked)
+        finally:
+            if self.politeness is not None:
+                self.politeness.release(host)
         if result.status == 416:  # the range starts past the end: the file's end
             self.eof = True
             return
@@ -77,12 +95,14 @@ def ranged_body(result: FetchResult, first: int) -> bytes:
     return result.body or b""
 
 
-def open_at(source: str, offset: int, fetcher: Fetcher | None) -> Stream:
-    """``source``'s bytes from ``offset`` on (a URL needs ``fetcher``)."""
+def open_at(source: str, offset: int, fetcher: Fetcher | None,
+            politeness: Politeness | None = None) -> Stream:  # fmt: skip
+    """``source``'s bytes from ``offset`` on (a URL needs ``fetcher``; with
+    ``politeness``, each of its requests takes one of its host's slots)."""
     if is_url(source):
         if fetcher is None:
             raise ValueError("a URL source needs a fetcher")
-        return RangeReader(fetcher, source, offset)
+        return RangeReader(fetcher, source, offset, politeness=politeness)
     handle = open(source, "rb")  # noqa: SIM115  (the caller closes it)
     handle.seek(offset)
     return handle

@@ -75,8 +75,8 @@ def span_step(rt: Runtime, span: Span, guard: Guard, hand_on: HandOn) -> int:
 def _read_span(rt: Runtime, span: Span, progress: Progress, guard: Guard,
                hand_on: HandOn) -> int:  # fmt: skip
     counted = progress.counted(span)
-    fetcher = rt.fetcher if is_url(span.source) else None
-    stream = open_at(span.source, scan_from(span.start, span.gzipped), fetcher)
+    fetcher, polite = (rt.fetcher, rt.politeness) if is_url(span.source) else (None, None)
+    stream = open_at(span.source, scan_from(span.start, span.gzipped), fetcher, polite)
     try:
         first = record_start(stream, span.start, span.gzipped)
     finally:
@@ -84,7 +84,7 @@ def _read_span(rt: Runtime, span: Span, progress: Progress, guard: Guard,
     if first is None or first >= span.end:
         return 0
     done = 0
-    stream = open_at(span.source, first, fetcher)
+    stream = open_at(span.source, first, fetcher, polite)
     try:
         records = read_records(stream, span.end, rt.settings.max_bytes)
         fresh = (r for r in records if r.offset not in counted)
