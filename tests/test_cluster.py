@@ -105,7 +105,10 @@ def test_the_ledger_spreads_over_the_masters_and_reads_as_one(
     ledger.add_dead(urls[0])
     assert ledger.dead() == [urls[0]]
     ledger.flush()
-    per_master = {p: len(k) for p, k in _keys_by_master(redis_cluster, cluster_prefix).items()}
+    by_master = _keys_by_master(redis_cluster, cluster_prefix)
+    per_master = {p: len(k) for p, k in by_master.items()}
+    scanned = {k.decode() for k in client.scan_iter(match=f"*{cluster_prefix}*", count=1000)}
+    assert scanned == {k for keys in by_master.values() for k in keys}  # every master's
     entries = Counter(ledger.key(u) for u in urls)
     assert len(entries) == 300 and all(n > 60 for n in per_master.values()), per_master
     client.close()
