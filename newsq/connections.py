@@ -14,9 +14,11 @@ and asks again whenever a connection to it fails, so a failover costs a retry.
 
 The state's URL may instead name a Redis Cluster, ``redis+cluster://[USER:PASSWORD@]HOST:PORT
 [,HOST2:PORT2...]`` (``rediss+cluster://`` for TLS): any of its nodes, from which
-redis-py's :class:`~redis.cluster.RedisCluster` learns the rest. Every state key carries a
-hash tag that names what it belongs to, and each script's keys share one, so the state
-spreads over the shards (the README's "What newsq keeps in Redis").
+redis-py's :class:`~redis.cluster.RedisCluster` learns the rest; a plain ``redis://``
+state URL of a node whose ``INFO`` says ``cluster_enabled:1`` is read the same way.
+Every state key carries a hash tag that names what it belongs to, and each script's keys
+share one, so the state spreads over the shards (the README's "What newsq keeps in
+Redis").
 """
 
 from __future__ import annotations
@@ -117,6 +119,15 @@ class ClusterURL:
             raise ValueError("it names no node")
         return cls(tuple(nodes), username, password, scheme.startswith("rediss"))
 
+    @classmethod
+    def of_node(cls, url: str) -> ClusterURL:
+        """A ``redis://`` URL of one node, read as the cluster's."""
+        parts = urlsplit(url)
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password is not None else None
+        node = (parts.hostname or "localhost", parts.port or 6379)
+        return cls((node,), username, password, parts.scheme == "rediss")
+
 
 def is_cluster_url(url: str | None) -> bool:
     return bool(url) and str(url).startswith(CLUSTER_SCHEMES)
@@ -186,11 +197,36 @@ def state_url(settings: Settings) -> str | None:
 
 
 def state_redis(settings: Settings, **options: Any) -> redis.Redis:
-    """A client of the shared state's Redis (see the module docstring)."""
+    """A client of the shared state's Redis (see the module docstring). A ``redis://``
+    ``NEWSQ_STATE_URL`` that names a node of a Redis Cluster gives a cluster client too."""
     url = state_url(settings)
     if not url:
         raise ConfigError("the shared state needs NEWSQ_BROKER_URL (a redis:// URL)")
+    if settings.state_url and _cluster_node(url):
+        return _cluster_for(ClusterURL.of_node(url), **options)
     return redis_for(url, settings.sentinel_master, **options)
+
+
+_NODES: dict[str, bool] = {}  # URL -> whether it is a cluster node, as a server answered
+
+
+def _cluster_node(url: str) -> bool:
+    """Whether the server at a ``redis://`` URL of database 0 runs in cluster mode
+    (``INFO cluster``, asked once a process); False when it cannot be asked now."""
+    import redis
+
+    plain = url.startswith(("redis://", "rediss://"))
+    if not plain or urlsplit(url).path.strip("/") not in ("", "0"):  # a cluster has db 0
+        return False
+    if url not in _NODES:
+        client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        try:
+            _NODES[url] = int(client.info("cluster").get("cluster_enabled", 0)) == 1
+        except redis.RedisError:  # unreachable: the plain client says so when used
+            return False
+        finally:
+            client.close()
+    return _NODES[url]
 
 
 def broker_redis(settings: Settings, **options: Any) -> redis.Redis:

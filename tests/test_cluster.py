@@ -69,6 +69,23 @@ def test_a_cluster_url_gives_a_cluster_client(redis_cluster: LocalCluster) -> No
         Settings.from_env({"NEWSQ_BROKER_URL": "redis+cluster://a:7000"})
 
 
+def test_a_redis_url_of_a_cluster_node_gives_a_cluster_client(
+    redis_cluster: LocalCluster, redis_url: str
+) -> None:
+    """Told by the node's INFO (``cluster_enabled:1``); a plain server, or one that
+    cannot be asked, keeps a plain client."""
+    node = f"redis://127.0.0.1:{redis_cluster.ports[1]}/0"
+    client = state_redis(Settings(broker_url=redis_url, state_url=node))
+    assert isinstance(client, RedisCluster) and len(client.get_primaries()) == 3
+    client.close()
+    for url in (redis_url, f"redis://127.0.0.1:{free_port()}/0"):
+        plain = state_redis(Settings(broker_url=redis_url, state_url=url))
+        assert isinstance(plain, redis.Redis)
+        plain.close()
+    broker_only = state_redis(Settings(broker_url=node))  # the state on the broker: no asking
+    assert isinstance(broker_only, redis.Redis)
+
+
 def test_a_cluster_that_cannot_be_reached_is_one_line(redis_url: str, tmp_path: Path) -> None:
     """redis-py's RedisClusterException is no RedisError: newsq says it as one."""
     nowhere = f"redis+cluster://127.0.0.1:{free_port()}"
