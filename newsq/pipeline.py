@@ -92,6 +92,24 @@ def body_key(rt: Runtime, url: str) -> str:
     return f"{rt.settings.key_prefix}:body:{url_id(url)}"
 
 
+def _keep_body(rt: Runtime, url: str, page: Page) -> None:
+    """``page`` in Redis for a process task to come, with its HTTP head and bytes as
+    fetched when ``NEWSQ_KEEP_RAW`` keeps them (so its export replays: a key beside)."""
+    payload = zlib.compress(page.html.encode("utf-8"), 1)
+    meta = f"{page.final_url}\n{page.fetched_at.isoformat()}\n".encode()
+    ttl = rt.settings.visibility_timeout * 2
+    rt.redis.set(body_key(rt, url), meta + payload, ex=ttl)
+    if page.raw is not None and rt.settings.keep_raw:
+        head = page.raw[0].encode("utf-8", "surrogateescape")
+        packed = len(head).to_bytes(4, "big") + head + page.raw[1]
+        rt.redis.set(f"{body_key(rt, url)}:raw", zlib.compress(packed, 1), ex=ttl)
+
+
+def _drop_body(rt: Runtime, url: str) -> None:
+    for key in (body_key(rt, url), f"{body_key(rt, url)}:raw"):  # two slots on a Cluster
+        rt.redis.delete(key)
+
+
 VERDICT = ("story_id", "duplicate_of", "similarity", "match")  # of a copy, in its URL's record
 
 
@@ -246,9 +264,8 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
     if not hand_off:
         page = Page(result.final_url or url, datetime.now(UTC), result.text or "", result.raw)
         return Step("next", page=page)
-    payload = zlib.compress((result.text or "").encode("utf-8"), 1)
-    meta = f"{result.final_url}\n{datetime.now(UTC).isoformat()}\n".encode()
-    rt.redis.set(body_key(rt, url), meta + payload, ex=rt.settings.visibility_timeout * 2)
+    page = Page(result.final_url or url, datetime.now(UTC), result.text or "", result.raw)
+    _keep_body(rt, url, page)
     rt.ledger.move(url, FETCHED, final_url=result.final_url, attempts=attempt + 1)
     return Step("next")
 
@@ -303,12 +320,20 @@ def _not_fetched(rt: Runtime, url: str, result: FetchResult, attempt: int, of: s
 
 
 def _load_body(rt: Runtime, url: str) -> Page | None:
-    raw = rt.redis.get(body_key(rt, url))
-    if not isinstance(raw, bytes):
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.get(body_key(rt, url))
+    pipe.get(f"{body_key(rt, url)}:raw")
+    body, kept = pipe.execute()
+    if not isinstance(body, bytes):
         return None
-    final_url, fetched_at, payload = raw.split(b"\n", 2)
+    final_url, fetched_at, payload = body.split(b"\n", 2)
     html = zlib.decompress(payload).decode("utf-8")
-    return Page(final_url.decode(), datetime.fromisoformat(fetched_at.decode()), html)
+    raw = None
+    if isinstance(kept, bytes):
+        packed = zlib.decompress(kept)
+        size = int.from_bytes(packed[:4], "big")
+        raw = (packed[4 : 4 + size].decode("utf-8", "surrogateescape"), packed[4 + size :])
+    return Page(final_url.decode(), datetime.fromisoformat(fetched_at.decode()), html, raw)
 
 
 def _raw_page(row: dict[str, Any], html: str, raw: tuple[str, bytes] | None) -> dict[str, Any]:
@@ -334,9 +359,7 @@ def _hold(rt: Runtime, url: str, page: Page, countdown: float, handed_off: bool,
     if handed_off:
         rt.ledger.release(url)
     else:
-        payload = zlib.compress(page.html.encode("utf-8"), 1)
-        meta = f"{page.final_url}\n{page.fetched_at.isoformat()}\n".encode()
-        rt.redis.set(body_key(rt, url), meta + payload, ex=rt.settings.visibility_timeout * 2)
+        _keep_body(rt, url, page)
         rt.ledger.move(url, FETCHED, **extra)
     log.info("%s: held %.1fs for more pages of its site", url, countdown)
     return Step("next", countdown=countdown, state=FETCHED)
@@ -383,7 +406,7 @@ def process_step(rt: Runtime, url: str, page: Page | None = None, attempt: int =
     if isinstance(cleaned, Drop):
         step = finish(rt, url, SKIPPED, cleaned.reason, detail=cleaned.detail or None, **extra)
         if handed_off:
-            rt.redis.delete(body_key(rt, url))
+            _drop_body(rt, url)
         return step
     article = cleaned
 
@@ -417,5 +440,5 @@ def process_step(rt: Runtime, url: str, page: Page | None = None, attempt: int =
     }
     step = finish(rt, url, state, copy=Copy(row, html, page.raw), **extra)
     if handed_off:
-        rt.redis.delete(body_key(rt, url))
+        _drop_body(rt, url)
     return step

@@ -1,7 +1,7 @@
 """``newsq export --warc`` writes replayable records: the head and bytes as they came.
 
-A page fetched (in the default layout: processed where it was fetched) or backfilled
-from a WARC file with ``NEWSQ_KEEP_RAW=1`` is archived with its server's status line
+A page fetched (processed where it was fetched, or handed off through Redis) or
+backfilled from a WARC file with ``NEWSQ_KEEP_RAW=1`` is archived with its server's status line
 and headers and its body's own bytes, in its own charset; before, every record was a
 made-up ``200 OK`` with the HTML re-encoded as UTF-8.
 """
@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from newsq.backfill.progress import Progress, job_id, split
@@ -68,19 +69,22 @@ def _exported(rt: Runtime, path: Path) -> dict[str, Any]:
         }
 
 
-def test_a_fetched_page_is_archived_with_its_head_and_bytes(settings: Settings,
-                                                            tmp_path: Path) -> None:  # fmt: skip
+@pytest.mark.parametrize("hand_off", [False, True])
+def test_a_fetched_page_is_archived_with_its_head_and_bytes(settings: Settings, tmp_path: Path,
+                                                            hand_off: bool) -> None:  # fmt: skip
+    """Processed where it was fetched, or handed off through Redis (the split layout,
+    and a page held for its site's template: its head and bytes kept beside its text)."""
     rt = Runtime(dataclasses.replace(settings, keep_raw=True, robots=False))
     with serve_handler(_Handler) as base:
         url = f"{base}/budget"
         rt.ledger.enqueue([url])
-        step = fetch_step(rt, url, hand_off=False)  # processed where it was fetched
+        step = fetch_step(rt, url, hand_off=hand_off)
         for _ in range(50):  # its host's turn, should the frontier have parked it
             if step.action != "parked":
                 break
             time.sleep(0.2)
-            step = fetch_step(rt, url, hand_off=False)
-        assert step.page is not None, step
+            step = fetch_step(rt, url, hand_off=hand_off)
+        assert step.action == "next" and (step.page is None) == hand_off, step
         done = process_step(rt, url, step.page)
         while done.action == "next":  # held for its young site's template: its turn again
             time.sleep(done.countdown)
