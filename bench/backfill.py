@@ -8,7 +8,9 @@ nginx (or the fallback server, said on stderr) for ``newsq run``. Both run embed
 with ``--workers N`` in this one run, one after the other, and the table gives:
 
 - records/s of the backfill (whole command, start-up included) and pages/s of both
-  on the same HTML pages: the backfill must be faster, it fetches nothing;
+  on the same HTML pages: the backfill must be faster, it fetches nothing; the CPU
+  seconds of each command (its workers and Redis, not the page server) and the load
+  average as it ended;
 - dedup precision and recall on the known copies (a copy found: its story is its
   original's; a false one: two pages of different originals in one story), both runs;
 - events: ``newsq events`` lines against articles stored plus copies recorded.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -38,6 +41,9 @@ from tests.corpus_server import corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 HTML = (("Content-Type", "text/html; charset=utf-8"),)
+HOST_SLOTS = 64
+"""Fetches in flight for the one host: its politeness off (no rate, slots for every
+fetch thread), so ``newsq run`` is the cost of fetching, not of a host's limits."""
 NOTE = "<p>Editor's note: this story was updated with comment from the agency.</p>"
 
 
@@ -116,24 +122,35 @@ def write_archive(data: Corpus, base: str, path: Path) -> int:
 def _env(db: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSQ_")}
     env.update({"NEWSQ_DATABASE_URL": f"sqlite:///{db}", "NEWSQ_ALLOW_PRIVATE": "1",
-                "NEWSQ_HOST_RATE": "0", "NEWSQ_ROBOTS": "0", "NEWSQ_MAX_AGE_DAYS": "0",
+                "NEWSQ_HOST_RATE": "0", "NEWSQ_HOST_CONCURRENCY": str(HOST_SLOTS),
+                "NEWSQ_ROBOTS": "0", "NEWSQ_MAX_AGE_DAYS": "0",
                 "PYTHONPATH": str(ROOT)})  # fmt: skip
     return env
 
 
-def _newsq(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
-    started = time.perf_counter()
+def _cpu() -> float:
+    """CPU seconds of this process's children that ended (each newsq command, its
+    workers and its Redis with it; not the page server)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def _newsq(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str, float]:
+    """(wall seconds, stdout, CPU seconds) of one newsq command."""
+    started, cpu = time.perf_counter(), _cpu()
     done = subprocess.run([sys.executable, "-m", "newsq", *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=7200)  # fmt: skip
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"bench: newsq {args[0]} failed:\n{done.stderr[-2000:]}")
-    return wall, done.stdout
+    return wall, done.stdout, _cpu() - cpu
 
 
 @dataclass
 class Outcome:
     wall: float
+    cpu: float
+    load: float
     stored: int
     copies: int
     events: int
@@ -141,7 +158,9 @@ class Outcome:
     recall: float
 
 
-def judge(db: Path, base: str, data: Corpus, wall: float, cwd: Path) -> Outcome:
+def judge(db: Path, base: str, data: Corpus, run: tuple[float, float, float],
+          cwd: Path) -> Outcome:  # fmt: skip
+    """The outcome of one run, ``run``: its (wall s, CPU s, load average)."""
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT url, duplicate_of FROM articles")).all()
@@ -151,9 +170,9 @@ def judge(db: Path, base: str, data: Corpus, wall: float, cwd: Path) -> Outcome:
     right = sum(1 for r in copies if truth.get(r.url) == truth.get(r.duplicate_of))
     groups = len(set(truth.values()))
     should = len(truth) - groups  # every page of a story but its first is a copy
-    _, out = _newsq(["events"], _env(db), cwd)
+    _, out, _ = _newsq(["events"], _env(db), cwd)
     events = sum(1 for line in out.splitlines() if line.strip())
-    return Outcome(wall, len(rows) - len(copies), len(copies), events,
+    return Outcome(*run, len(rows) - len(copies), len(copies), events,
                    right / max(1, len(copies)), right / max(1, should))  # fmt: skip
 
 
@@ -168,10 +187,10 @@ def _one(kind: str, folder: Path, warc: Path, base: str, data: Corpus,
     else:
         cmd = ["run", "--urls", str(warc.parent / "urls.txt"), "--workers", str(args.workers),
                "--timeout", "7200"]  # fmt: skip
-    wall, out = _newsq(cmd, _env(db), folder)
+    wall, out, cpu = _newsq(cmd, _env(db), folder)
     if kind == "backfill":
         print(out.rstrip(), file=sys.stderr)
-    return judge(db, base, data, wall, folder)
+    return judge(db, base, data, (wall, cpu, os.getloadavg()[0]), folder)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,16 +225,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"backfill of {records} WARC records ({len(html)} HTML pages, {other} other), "
           f"--workers {args.workers}, pages from {served.kind}, {args.rounds} rounds")  # fmt: skip
     print()
-    print("| run | wall s | records/s | HTML pages/s | stored | copies | precision | recall "
-          "| events | stored + copies |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| run | wall s | CPU s | load | records/s | HTML pages/s | stored | copies "
+          "| precision | recall | events | stored + copies |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for kind, o in results:
         rate = f"{records / o.wall:.1f}" if kind == "backfill" else "-"
-        print(f"| newsq {kind} | {o.wall:.1f} | {rate} | {len(html) / o.wall:.1f} | {o.stored} | "
-              f"{o.copies} | {o.precision:.3f} | {o.recall:.3f} | {o.events} | "
-              f"{o.stored + o.copies} |")  # fmt: skip
+        print(f"| newsq {kind} | {o.wall:.1f} | {o.cpu:.1f} | {o.load:.1f} | {rate} | "
+              f"{len(html) / o.wall:.1f} | {o.stored} | {o.copies} | {o.precision:.3f} | "
+              f"{o.recall:.3f} | {o.events} | {o.stored + o.copies} |")  # fmt: skip
     walls = {k: sum(o.wall for n, o in results if n == k) for k in ("backfill", "run")}
-    print(f"\nHTML pages/s, backfill / run (all rounds): {walls['run'] / walls['backfill']:.2f}x")
+    cpus = {k: sum(o.cpu for n, o in results if n == k) for k in ("backfill", "run")}
+    print(f"\nHTML pages/s, backfill / run (all rounds): {walls['run'] / walls['backfill']:.2f}x; "
+          f"CPU, backfill / run: {cpus['backfill'] / cpus['run']:.2f}x")  # fmt: skip
     return 0
 
 
