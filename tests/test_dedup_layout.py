@@ -1,11 +1,14 @@
-"""The dedup index's layout in Redis: a decide costs a dozen commands, and copies indexed
-by the layout before the table (small hashes by digest, a filter per generation) are
-still found."""
+"""The dedup index's layout in Redis: a decide costs a dozen commands, an article a few
+hundred bytes, and copies indexed by the layouts before (a table of one field per entry;
+small hashes by digest and a filter per generation) are still found."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from collections.abc import Callable
 
+import pytest
 import redis
 
 from newsq.config.settings import Settings
@@ -43,10 +46,27 @@ def test_a_new_article_costs_a_dozen_redis_commands(
     assert list(redis_client.scan_iter(match=f"{base}:f:*")) == []  # never written
 
 
+def to_one_field_tables(client: redis.Redis, index: DedupIndex) -> None:
+    """Unpack every table as the version before packing wrote it: one field per entry,
+    ``<base>:t:<gen>``, a docid in decimal for a text or band digest."""
+    for key in list(client.scan_iter(match=f"{index.base}:b:*")):
+        gen = key.decode().rsplit(":", 1)[1]
+        table, expire_at = f"{index.base}:t:{gen}", client.expiretime(key)
+        for field, value in client.hgetall(key).items():
+            if len(field) == 8:  # a url record, as it was
+                client.hset(table, field, value)
+                continue
+            for at in range(0, len(value), 13):
+                client.hset(table, value[at : at + 8], int.from_bytes(value[at + 8 : at + 13]))
+        client.expireat(table, expire_at)
+        client.delete(key)
+
+
 def to_previous_layout(client: redis.Redis, index: DedupIndex) -> None:
     """Move every table entry to the layout of before the table, as the previous version
     wrote it: a small hash by the digest's bytes 1-3, a filter bit by its bytes 4-7."""
     config = index.config
+    to_one_field_tables(client, index)
     for key in list(client.scan_iter(match=f"{index.base}:t:*")):
         gen = key.decode().rsplit(":", 1)[1]
         expire_at = client.expiretime(key)
@@ -61,15 +81,21 @@ def to_previous_layout(client: redis.Redis, index: DedupIndex) -> None:
         client.delete(key)
 
 
-def test_copies_indexed_by_the_previous_layout_are_still_found(
-    redis_client: redis.Redis, settings: Settings
+@pytest.mark.parametrize(
+    ("move", "layouts"), [(to_previous_layout, "k"), (to_one_field_tables, "t")]
+)
+def test_copies_indexed_by_a_previous_layout_are_still_found(
+    redis_client: redis.Redis,
+    settings: Settings,
+    move: Callable[[redis.Redis, DedupIndex], None],
+    layouts: str,
 ) -> None:
     old = DedupIndex(redis_client, settings)
     stories = GOLD[30:36]
     firsts = [put(old, url, text) for url, text in stories]
-    to_previous_layout(redis_client, old)
+    move(redis_client, old)
     index = DedupIndex(redis_client, settings)  # a worker of the new version
-    assert index.legacy()
+    assert index.legacy() == layouts
     rng = random.Random(3)
     for (url, text), first in zip(stories, firsts, strict=True):
         assert put(index, url, text) == first  # a replay: the first verdict again
@@ -80,6 +106,22 @@ def test_copies_indexed_by_the_previous_layout_are_still_found(
     fresh_url, fresh_text = GOLD[40]
     fresh = put(index, fresh_url, fresh_text)  # new ones go to the table, found as ever
     assert put(index, "https://copy.example/x", fresh_text).story_id == fresh.story_id
+
+
+def test_text_and_band_entries_are_packed_a_few_bytes_each(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    """Issue 18: one field per entry made the table a full hash, ~60 bytes an entry
+    (2.1 KB an article with its doc record, 0.8 KB before the table)."""
+    settings = dataclasses.replace(settings, dedup_capacity=400)
+    index = DedupIndex(redis_client, settings)
+    texts = [f"{text}\n\nEdition {n}: {' '.join(f'w{n}x{k}' for k in range(40))}."
+             for n, (_, text) in enumerate(GOLD[:100])]  # fmt: skip
+    for n, text in enumerate(texts):
+        put(index, f"https://outlet.example/{n}", text)
+    tables = list(redis_client.scan_iter(match=f"{index.base}:[bt]:*"))
+    used = sum(redis_client.memory_usage(key, samples=0) or 0 for key in tables)
+    assert used / len(texts) < 26 * 30, used / len(texts)  # 26 entries an article
 
 
 def test_without_the_previous_layout_the_index_does_not_look_for_it(

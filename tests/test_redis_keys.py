@@ -136,5 +136,5 @@ def test_a_run_leaves_no_key_without_a_bound(
     assert {"{newsq:l:<bucket>}:url:<id>", "{newsq}:tput:<minute>",
             "{newsq:fetch}:polite:next:<host>", "{newsq:fetch}:polite:crawl-delay:<host>",
             "newsq:robots:<origin>",
-            "newsq:bp:{<site>}:g:<gen>", "{newsq:dedup}:t:<gen>",
+            "newsq:bp:{<site>}:g:<gen>", "{newsq:dedup}:b:<gen>",
             "newsq:q:unacked", "newsq:q:_kombu.binding.<exchange>"} <= shown  # fmt: skip

@@ -55,6 +55,7 @@ class DedupConfig:
     entries_per_article: int = 20  # small entries (url, text, bands) an article puts
     bucket_fill: int = 80  # target entries per small hash: under listpack's 128
     filter_bits_per_article: int = 256  # of a generation's filter (~26 fields: ~10% false hits)
+    table_fill: int = 16  # packed text and band entries per field of a generation's table
 
     def __post_init__(self) -> None:
         if not 1 <= self.shingle <= SHINGLE_MAX:
@@ -88,6 +89,13 @@ class DedupConfig:
         return max(1, math.ceil(per_generation / self.bucket_fill))
 
     @property
+    def table_buckets(self) -> int:
+        """Fields of packed entries per generation's table, for ``capacity`` articles per
+        window: ``table_fill`` entries each (its text and bands: an article's 25)."""
+        per_generation = self.capacity * (1 + self.bands + self.lead_bands) / self.generations
+        return min(9_999_999, max(1, math.ceil(per_generation / self.table_fill)))
+
+    @property
     def filter_bits(self) -> int:
         """Bits of a generation's filter (32 bytes per article at capacity)."""
         return math.ceil(self.capacity * self.filter_bits_per_article / self.generations)
@@ -107,6 +115,7 @@ class DedupConfig:
             {
                 "generations": self.generations,
                 "buckets": self.buckets,
+                "table_buckets": self.table_buckets,
                 "doc_buckets": self.doc_buckets,
                 "filter_bits": self.filter_bits,
                 "bands": self.bands,

@@ -3,32 +3,39 @@
 -- Called by newsq/dedup/index.py (see its docstring for the layout). Every key shares the
 -- hash tag of KEYS[1] ("{<prefix>:dedup}"), so the script runs on one node in Cluster.
 --   <base>:seq                 doc id counter (no expiry)
---   <base>:t:<gen>             the table: one hash per generation, 8-byte digest -> value:
---       url / final / canonical digests -> url record "<o|a><kind><th8><sim4><docid>"
+--   <base>:b:<gen>             the table: one hash per generation
+--       url / final / canonical digests (8 bytes) -> url record
+--                                          "<o|a><kind><th8><sim4><docid>"
 --                                          (o: the copy's own url, a: an alias)
---       text digest, band digests       -> docid
+--       "<bucket>" (decimal, of a digest's bytes 1-3) -> packed entries, 13 bytes each:
+--                                          a text or band digest (8), its docid (5)
 --   <base>:d:<gen>:<bucket>    doc records: docid -> story(8) nsh(4) sig(2K) root url
 -- <gen> is a time generation; a key expires (EXPIREAT) a full window after its
 -- generation ends, and lookups read generations now .. now-G, newest first: one HMGET
--- of every field this copy may match per generation, one HSET of what it adds.
--- The layout before the table (read, never written; ARGV[12] = "1" while any live
--- generation still holds some of it, see index.py):
+-- of every field this copy may match per generation, one HSET of what it adds. Text
+-- and band entries, 25 an article, are packed ~table_fill to a field: as one field
+-- each they cost ~60 bytes (a full hash's entry), packed ~14.
+-- The layouts before (read, never written; ARGV[12] holds "t" while a live
+-- generation has a table of one field per entry, "k" while it has the small hashes,
+-- see index.py):
+--   <base>:t:<gen>             one field per entry: the digest -> url record or docid
 --   <base>:k:<gen>:<bucket>    the same entries, in small hashes by digest
 --   <base>:f:<gen>             a filter of one bit per field put in <gen> (see bit_of)
 --
 -- PARAMS: the decision's parameters by name, a Lua table written into this text once per
 --   index (DedupConfig.lua_params: generations, buckets, doc_buckets, filter_bits,
---   bands (full ones), jaccard, containment, short_jaccard, min_shingles,
+--   table_buckets, bands (full ones), jaccard, containment, short_jaccard, min_shingles,
 --   long_shingles, long_jaccard, long_containment, min_lower): nothing to decode a call
 -- ARGV: this copy's: 1 gen  2 expire_at  3 url  4 story_new (8 bytes)
 --   5 url_f  6 final_f  7 canon_f  8 text_f (8-byte digests, "" for none)
---   9 th8  10 nshingles  11 sig (2 bytes a value)  12 legacy ("1" or "0")
+--   9 th8  10 nshingles  11 sig (2 bytes a value)  12 layouts before to read ("tk")
 --   13.. band digests: `bands` full ones, then the lead's (none: an empty text)
 -- Returns {kind, story id (16 hex), duplicate_of or "", similarity (per mille)}.
 
 local base = KEYS[1]
 local P = PARAMS  -- DedupConfig.lua_params, written into this text by index.py
 local G, nb, db, bits = P.generations, P.buckets, P.doc_buckets, P.filter_bits
+local tb = P.table_buckets
 local j_thr, c_thr, short_j = P.jaccard, P.containment, P.short_jaccard
 local min_sh, long_sh = P.min_shingles, P.long_shingles
 local long_j, long_c = P.long_jaccard, P.long_containment
@@ -36,34 +43,87 @@ local MIN_LOWER = P.min_lower  -- see near_score
 local gen, expire_at = tonumber(ARGV[1]), ARGV[2]
 local url, story_new = ARGV[3], ARGV[4]
 local url_f, final_f, canon_f, text_f = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local th, nsh, sig, legacy = ARGV[9], tonumber(ARGV[10]), ARGV[11], ARGV[12] == "1"
+local th, nsh, sig = ARGV[9], tonumber(ARGV[10]), ARGV[11]
+local old_table = string.find(ARGV[12], "t", 1, true)  -- read the tables before packing
+local legacy = string.find(ARGV[12], "k", 1, true)  -- read the small hashes and filters
 local BAND0 = 13  -- ARGV index of the first band digest
 local n_lead = math.max(#ARGV - BAND0 + 1 - P.bands, 0)  -- lead band digests (the last)
 local byte, sub = string.byte, string.sub
 local K = #sig / 2
 local NAMES = {n = "new", u = "url", e = "exact", m = "near", r = "revision"}
 
-local function tkey(g) return base .. ":t:" .. g end
+local REC = 13  -- a packed entry: digest (8 bytes), docid (5)
+
+local function bkey(g) return base .. ":b:" .. g end
+
+-- The table field packing digest `f`'s entry.
+local function bucket_of(f)
+  local b1, b2, b3 = byte(f, 1, 3)
+  return tostring((b1 * 65536 + b2 * 256 + b3) % tb)
+end
+
+-- The docid of digest `f` in packed entries `s`, or nil.
+local function unpack_id(s, f)
+  local i = 1
+  while true do
+    i = string.find(s, f, i, true)
+    if not i then return nil end
+    if (i - 1) % REC == 0 then
+      local a, b, c, d, e = byte(s, i + 8, i + 12)
+      return string.format("%.0f", (((a * 256 + b) * 256 + c) * 256 + d) * 256 + e)
+    end
+    i = i + 1
+  end
+end
 
 local memo, memo_gen = {}, {}  -- field -> value or false, and the generation it is in
+local bucket, current = {}, {}  -- packed field -> its bucket; bucket -> entries in gen
+local fields = {}  -- every field a decide may look up: url ones, then packed ones
 do
-  local fields = {}  -- every field a decide may look up
-  for _, f in ipairs({url_f, final_f, canon_f, text_f}) do
-    if f ~= "" then fields[#fields + 1] = f end
+  local direct, names, named = {}, {}, {}
+  for _, f in ipairs({url_f, final_f, canon_f}) do
+    if f ~= "" then direct[#direct + 1] = f end
   end
-  for i = BAND0, #ARGV do fields[#fields + 1] = ARGV[i] end
+  local packed = {}
+  if text_f ~= "" then packed[1] = text_f end
+  for i = BAND0, #ARGV do packed[#packed + 1] = ARGV[i] end
+  for _, f in ipairs(packed) do
+    local b = bucket_of(f)
+    bucket[f] = b
+    if not named[b] then names[#names + 1], named[b] = b, true end
+  end
+  for _, f in ipairs(direct) do fields[#fields + 1] = f end
+  for _, f in ipairs(packed) do fields[#fields + 1] = f end
   for _, f in ipairs(fields) do memo[f] = false end
-  for g = gen, gen - G, -1 do  -- newest first: the first value found wins
-    local got = redis.call("HMGET", tkey(g), unpack(fields))
-    for i, f in ipairs(fields) do
-      if got[i] and not memo[f] then memo[f], memo_gen[f] = got[i], g end
+  local function offer(f, v, g)  -- newest first: the first value found wins
+    if v and not (memo[f] and memo_gen[f] >= g) then memo[f], memo_gen[f] = v, g end
+  end
+  local reads = {}
+  for _, f in ipairs(direct) do reads[#reads + 1] = f end
+  for _, b in ipairs(names) do reads[#reads + 1] = b end
+  for g = gen, gen - G, -1 do
+    local got = redis.call("HMGET", bkey(g), unpack(reads))
+    for i, f in ipairs(direct) do offer(f, got[i], g) end
+    local entries = {}
+    for j, b in ipairs(names) do entries[b] = got[#direct + j] end
+    if g == gen then current = entries end
+    for _, f in ipairs(packed) do
+      local s = entries[bucket[f]]
+      if s then offer(f, unpack_id(s, f), g) end
+    end
+  end
+  if old_table then
+    -- the table of one field per entry; where a generation has both, the packed one wins
+    for g = gen, gen - G, -1 do
+      local got = redis.call("HMGET", base .. ":t:" .. g, unpack(fields))
+      for i, f in ipairs(fields) do offer(f, got[i], g) end
     end
   end
   if legacy then
-    -- The layout before the table: small hashes by digest (bucket of the digest's bytes
+    -- The layout before the tables: small hashes by digest (bucket of the digest's bytes
     -- 1-3), and per generation a filter string of one bit per field put (bit of its
     -- bytes 4-7) that says where an HGET may find it. A legacy value wins only where it
-    -- is newer than the table's (a generation both layouts wrote: the table's).
+    -- is newer than a table's (a generation both layouts wrote: the table's).
     local args = {}
     for _, f in ipairs(fields) do
       local b4, b5, b6, b7 = byte(f, 4, 7)
@@ -107,6 +167,7 @@ local function doc(id, from)
 end
 
 local new_fields, new_values = {}, {}  -- this call's puts, in order: one HSET
+local grown = {}  -- buckets this call added packed entries to, in order
 
 local function put(field, value)
   if new_values[field] == nil then new_fields[#new_fields + 1] = field end
@@ -114,18 +175,31 @@ local function put(field, value)
   memo[field], memo_gen[field] = value, gen
 end
 
+-- Puts a text or band digest's docid, packed into its bucket's field.
+local function put_id(field, id)
+  local b, n = bucket[field], tonumber(id)
+  local high = math.floor(n / 4294967296)
+  if not grown[b] then grown[#grown + 1], grown[b] = b, true end
+  current[b] = (current[b] or "") .. field .. struct.pack(">BI4", high, n - high * 4294967296)
+  memo[field], memo_gen[field] = id, gen
+end
+
 -- Writes this call's puts (before every return that follows a put).
 local function flush()
-  if #new_fields == 0 then return end
+  if #new_fields == 0 and #grown == 0 then return end
   local args = {}
   for _, f in ipairs(new_fields) do
     args[#args + 1] = f
     args[#args + 1] = new_values[f]
   end
-  local key = tkey(gen)
+  for _, b in ipairs(grown) do
+    args[#args + 1] = b
+    args[#args + 1] = current[b]
+  end
+  local key = bkey(gen)
   redis.call("HSET", key, unpack(args))
   redis.call("EXPIREAT", key, expire_at)
-  new_fields, new_values = {}, {}
+  new_fields, new_values, grown = {}, {}, {}
 end
 
 -- doc record fields
@@ -202,7 +276,7 @@ end
 
 local function index_bands(id)
   for i = BAND0, #ARGV do
-    if not find(ARGV[i]) then put(ARGV[i], id) end
+    if not find(ARGV[i]) then put_id(ARGV[i], id) end
   end
 end
 
@@ -218,7 +292,7 @@ if own then
     local j = compare(d_sig(d), d_nsh(d))
     local sim = permille(j)
     local id = index_doc(d_story(d), d_root(d))
-    if not find(text_f) then put(text_f, id) end
+    if not find(text_f) then put_id(text_f, id) end
     index_bands(id)
     put(url_f, "or" .. th .. sim .. id)
     flush()
@@ -286,7 +360,7 @@ local ref = match_id
 if not text_doc then
   -- the url record points at a doc holding this verdict's story, so a replay agrees
   ref = index_doc(story, root)
-  put(text_f, ref)
+  put_id(text_f, ref)
   index_bands(ref)
 end
 put(url_f, "o" .. kind .. th .. sim .. ref)

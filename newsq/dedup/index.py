@@ -39,18 +39,21 @@ Layout and limits:
   an entry is remembered for at least ``dedup_window_days`` and at most
   ``1 + 1/generations`` of it, and memory is bounded by the window.
 - The entries of a generation (url, text and band digests) are fields of one hash,
-  its table (``<base>:t:<gen>``): a decide reads every field it may match with one
+  its table (``<base>:b:<gen>``): a decide reads every field it may match with one
   HMGET per live generation and writes what it adds with one HSET, about a dozen
-  commands in all. A table is a full hash (no compact listpack encoding at this size):
-  about 60 bytes an entry. Deleting an expired generation frees its table at once;
-  set ``lazyfree-lazy-expire yes`` on a Redis of your own (newsq's own Redis does) so
-  that happens in the background.
-- The layout before the table (small hashes by digest, ``<base>:k:<gen>:<bucket>``,
-  and a filter per generation, ``<base>:f:<gen>``, of ``filter_bits_per_article``)
-  is still read while a live generation holds some of it: the index looks for those
-  filters once a minute (:meth:`DedupIndex.legacy`) and the script reads them as it
-  used to, so copies indexed before an upgrade are still found for the rest of their
-  window. Nothing writes that layout any more.
+  commands in all. An article's text and band entries (25 of its ~26) are packed
+  ``table_fill`` to a field (13 bytes each, the field picked by the digest), so they
+  cost ~14 bytes each instead of a full hash's ~60 (no compact listpack encoding at
+  this size) and a decide still reads one HMGET per generation. Deleting an expired
+  generation frees its table at once; set ``lazyfree-lazy-expire yes`` on a Redis of
+  your own (newsq's own Redis does) so that happens in the background.
+- The layouts before are still read while a live generation holds some of them: the
+  table of one field per entry (``<base>:t:<gen>``), and small hashes by digest
+  (``<base>:k:<gen>:<bucket>``) with a filter per generation (``<base>:f:<gen>``, of
+  ``filter_bits_per_article``). The index looks for them once a minute
+  (:meth:`DedupIndex.legacy`) and the script reads them as those versions wrote them,
+  so copies indexed before an upgrade are still found for the rest of their window.
+  Nothing writes them any more.
 """
 
 from __future__ import annotations
@@ -143,18 +146,23 @@ class DedupIndex:
         self.base = f"{{{settings.key_prefix}:dedup}}"
         self.script = script_for(self.config)
         self.sha: str = redis_client.script_load(self.script)
-        self._legacy: tuple[float, bool] = (-math.inf, False)  # (checked at, found)
+        self._legacy: tuple[float, str] = (-math.inf, "")  # (checked at, found)
 
-    def legacy(self) -> bool:
-        """Whether a live generation holds entries of the layout before the table (looked
-        up at most once a minute: that layout is only ever read, so it only goes)."""
+    def legacy(self) -> str:
+        """The layouts before that a live generation holds: "t" for tables of one field
+        per entry, "k" for small hashes and filters ("" for none; looked up at most once
+        a minute: those layouts are only ever read, so they only go)."""
         checked, found = self._legacy
         now = self.clock()
         if now - checked < LEGACY_CHECK_SECONDS:
             return found
         gen = int(now // self.config.generation_seconds)
-        keys = [f"{self.base}:f:{g}" for g in range(gen, gen - self.config.generations - 1, -1)]
-        found = bool(self.redis.exists(*keys))
+        live = range(gen, gen - self.config.generations - 1, -1)
+        found = "".join(
+            layout
+            for layout, kind in (("t", "t"), ("k", "f"))
+            if self.redis.exists(*(f"{self.base}:{kind}:{g}" for g in live))
+        )
         self._legacy = (now, found)
         return found
 
@@ -213,7 +221,7 @@ class DedupIndex:
         return [
             gen, expire_at, url, bytes.fromhex(story_id_for(url)),
             _digest(b"u", own), *aliases, _digest(b"t", sk.text_hash), sk.text_hash[:8],
-            sk.shingles, sk.packed_sig(), "1" if self.legacy() else "0", *sk.bands,
+            sk.shingles, sk.packed_sig(), self.legacy(), *sk.bands,
             *sk.lead_bands,
         ]  # fmt: skip
 
