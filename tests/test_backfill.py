@@ -161,6 +161,30 @@ def test_backfill_stores_what_run_stores_from_the_same_pages(
     assert _articles(backfilled) == rows  # the file done already: nothing more stored
 
 
+@pytest.mark.slow
+def test_backfill_embedded_on_postgresql(
+    archive: Archive, tmp_path: Path, postgres_url: str
+) -> None:
+    """The embedded command on a PostgreSQL store (its state kept in NAME.redis in the
+    working folder): the same outcomes as on SQLite, and a second run adds nothing."""
+    env = newsq_env(NEWSQ_DATABASE_URL=postgres_url)
+    done = run_newsq("backfill", str(archive.path), "--workers", "2", env=env, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert any(p.suffix == ".redis" and p.is_dir() for p in tmp_path.iterdir())
+    rows = _articles(postgres_url)
+    expected = archive.site.expected
+    assert len({r.url for r in rows}) == len(rows)
+    assert sum(1 for r in rows if r.duplicate_of is None) == expected.stored, done.stdout
+    assert _outcomes(postgres_url)[normalize(archive.revisited)] == ("skipped", errors.REVISIT)
+    assert re.search(rf"^  stored +{expected.stored}$", done.stdout, re.M), done.stdout
+    again = run_newsq("backfill", str(archive.path), "--workers", "1", env=env, cwd=str(tmp_path))
+    assert again.returncode == 0, again.stderr
+    assert {(r.url, r.story_id) for r in _articles(postgres_url)} == {
+        (r.url, r.story_id) for r in rows
+    }
+    assert len(_articles(postgres_url)) == len(rows)  # the file done already: nothing more stored
+
+
 def _spans(source: str, size: int, gzipped: bool, pieces: int) -> list[Span]:
     return split(job_id(source, size), source, size, gzipped, pieces, 1)
 
