@@ -11,6 +11,7 @@ import itertools
 import random
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -424,3 +425,38 @@ def test_stats_shows_running_and_finished_backfill_jobs(
     running = rows["site.warc"]
     assert running[0] == "1 / 3" and 0 < int(running[1]) < records
     assert running[2] == "0" and int(running[4]) > 0  # its pages all stored by the first
+
+
+def test_a_span_on_a_redis_cluster(
+    archive: Archive, settings: Settings, redis_cluster: Any
+) -> None:
+    """The state on a Redis Cluster of three masters: a job's progress keys on one
+    slot, its claims wherever they hash, every record counted once (no CROSSSLOT)."""
+    from redis.crc import key_slot
+
+    prefix = f"nqb{uuid.uuid4().hex[:10]}"
+    rt = Runtime(replace(settings, state_url=redis_cluster.url, key_prefix=prefix))
+    try:
+        size = archive.path.stat().st_size
+        spans = _spans(str(archive.path), size, True, 2)
+        progress = Progress(rt.redis, prefix)
+        progress.plan(spans, size)
+        for span in spans:
+            _run_span(rt, span)
+        totals = progress.settled([spans[0].job], rt.ledger)
+        (job,) = progress.jobs()
+        assert job.finished and job.counts["records"] == totals["records"]
+    finally:
+        rt.close()
+        keys = []
+        for port in redis_cluster.ports:
+            node = redis_cluster.client(port)
+            found = [k.decode() for k in node.scan_iter(match=f"*{prefix}*", count=1000)]
+            keys += found
+            for key in found:
+                node.delete(key)
+            node.close()
+    assert totals["records"] == 2 * len(archive.urls) + 2
+    assert totals["stored"] == archive.site.expected.stored
+    job_keys = [k for k in keys if k.startswith(f"{{{prefix}:backfill:{spans[0].job}}}")]
+    assert job_keys and len({key_slot(k.encode()) for k in job_keys}) == 1
