@@ -16,8 +16,12 @@ $(BIN)/newsq: pyproject.toml requirements.lock requirements-dev.lock
 demo: $(BIN)/newsq
 	$(BIN)/newsq demo
 
+# most tests wait on the worker processes and servers they start: two test processes
+# halve the wall time on two cores (each starts its own Redis and PostgreSQL)
+TEST_JOBS ?= 2
+
 test: $(BIN)/newsq
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_JOBS)
 
 # mypy cannot follow setuptools' package-dir, so it checks a view of the installed
 # layout (newsq/ with config/, tasks/, workers/ linked in) made in build/typecheck.
