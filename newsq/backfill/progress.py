@@ -120,6 +120,7 @@ class Progress:
             base = int(self.redis.hget(key, "records") or 0)
             self.redis.hset(key, mapping={"started": f"{now:.3f}", "base": base})
             self.redis.zadd(self.jobs_key, {first.job: now})
+            self.redis.zremrangebyscore(self.jobs_key, 0, now - KEEP_SECONDS)  # kept no longer
         return todo
 
     def is_done(self, span: Span) -> bool:
