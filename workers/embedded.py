@@ -168,6 +168,7 @@ class LocalCluster:
         import redis
 
         from newsq.ledger import Ledger
+        from newsq.migrate import upgrade
 
         kept = self.kept = KeptRedis(folder, "newsq run")
         kept.lock(on_wait=lambda owner: print(
@@ -182,6 +183,7 @@ class LocalCluster:
                     print(f"newsq: the store has no URLs; starting its embedded state in "
                           f"{folder} afresh", file=sys.stderr)  # fmt: skip
                     client.flushdb()
+                upgrade(client, self.settings.key_prefix)  # a state kept by a version before
                 ledger = Ledger(client, self.settings.key_prefix)
                 self.unfinished = [left for left, _, _ in ledger.stuck(0.0, limit=10**9)]
             finally:

@@ -9,8 +9,9 @@ starts Celery's worker with the options its command line would give it.
     celeryd_init,        newsq's one-line (or JSON) logging instead of Celery's
     setup_logging
     worker_init          newsq's adaptive pool for ``--pool threads``; inline time
-                         limits when one worker consumes both queues; the metrics
-                         server; the clean stage's libraries, imported once
+                         limits when one worker consumes both queues; the Redis keys
+                         of an older layout moved; the metrics server; the clean
+                         stage's libraries, imported once
     worker_ready,        the start-up's objects frozen out of garbage collection
     worker_process_init  (the process's resources are warmed in ``tasks/context.py``)
     worker_ready,        the webhook's deliverer (``NEWSQ_WEBHOOK_URL``), a thread of
@@ -134,6 +135,7 @@ def _worker_init(sender: Any = None, **_: Any) -> None:
         for name, limits in task_annotations(settings, inline=True).items():
             for key, value in limits.items():
                 setattr(sender.app.tasks[name], key, value)
+    upgrade_state(settings)
     port = start_metrics_server(settings) if settings.metrics_port else None
     # the clean stage's libraries (trafilatura, lxml, the language model) load and warm
     # here, once, before the pool starts: not on every process's or thread's first page;
@@ -146,6 +148,23 @@ def _worker_init(sender: Any = None, **_: Any) -> None:
     log.info("newsq worker: queues %s, pool %s, concurrency %s, metrics %s, log %s",
              ",".join(consumed), pool, sender.concurrency, port or "off",
              settings.log_format)  # fmt: skip
+
+
+def upgrade_state(settings: Settings) -> None:
+    """The Redis keys of an older layout moved to today's, once (:mod:`newsq.migrate`),
+    before this worker takes a task; a state not reachable yet is the tasks' to report."""
+    import redis
+
+    from newsq.connections import state_redis
+    from newsq.migrate import upgrade
+
+    client = state_redis(settings)
+    try:
+        upgrade(client, settings.key_prefix)
+    except redis.RedisError as exc:
+        log.warning("newsq worker: keys of an older layout not looked for: %s", exc)
+    finally:
+        client.close()
 
 
 def start_metrics_server(settings: Settings) -> int | None:
