@@ -279,10 +279,11 @@ def _claim(rt: Runtime, url: str, host: str, lease: str, interval: float, attemp
            lane: int) -> str | None:  # fmt: skip
     """The lease to fetch ``url`` with, once its host's rate time is taken; None when it
     went back to the frontier, first in its lane."""
-    while (wait := rt.frontier.claim(host, interval)) > 0:
-        if wait > CLAIM_WAIT_MOST:
-            rt.frontier.release(host, lease)
-            return rt.frontier.offer(host, url, attempt, lane, front=True)
+    wait = rt.frontier.claim(host, interval, CLAIM_WAIT_MOST)
+    if wait > CLAIM_WAIT_MOST:
+        rt.frontier.release(host, lease)
+        return rt.frontier.offer(host, url, attempt, lane, front=True)
+    if wait > 0:  # its slot is taken: it starts then
         with rt.pool.network_wait():
             time.sleep(wait)
     return lease

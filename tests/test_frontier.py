@@ -17,7 +17,14 @@ import pytest
 import redis
 
 from newsq.config.settings import Settings
-from newsq.fetch.frontier import BULK_LANE, FRESH_LANE, Dispatcher, Frontier, Grant
+from newsq.fetch.frontier import (
+    BULK_LANE,
+    DISPATCH_AHEAD,
+    FRESH_LANE,
+    Dispatcher,
+    Frontier,
+    Grant,
+)
 from newsq.fetch.politeness import Politeness
 from newsq.records import QUEUED, TERMINAL
 from newsq.resources import Runtime
@@ -66,10 +73,15 @@ def test_parked_urls_come_out_in_order_at_the_hosts_rate(
     _drain(dispatcher, sent, 5, timeout=10)
     dispatcher.stop()  # says the last URLs were sent
     assert sent.urls() == urls[1:]
-    times = [t for t, _ in sent.grants]
-    # (times of sending, a little after each grant: the grants are 0.1 s apart)
-    assert all(b - a >= 0.07 for a, b in itertools.pairwise(times))
-    assert 0.38 <= times[-1] - times[0] < 0.4 + 0.3  # at the rate, and not much slower
+    # sent within a second of their slots (a dispatch gives those of the next second),
+    # each fetch then takes its slot: 0.1 s apart, at the rate and not much slower
+    starts = []
+    for _, g in sent.grants:
+        wait = frontier.claim("a.example", g.interval, 2.0)
+        seconds, micros = redis_client.time()
+        starts.append(seconds + micros / 1e6 + wait)
+    assert all(0.095 <= b - a <= 0.105 for a, b in itertools.pairwise(starts)), starts
+    assert max(s - t for s, (t, _) in zip(starts, sent.grants, strict=True)) <= 1.0 + 0.15
     assert frontier.waiting() == {}
     assert redis_client.exists(frontier.due_key, frontier.pending_key) == 0
 
@@ -110,10 +122,32 @@ def test_dispatched_fetches_that_waited_in_a_queue_make_no_burst(
     grants = [g for _, g in sent.grants]
     assert {g.interval for g in grants} == {0.1}
     # the three tasks reach their workers together (a queue held them): one goes now,
-    # the next waits the host's interval after it
-    waits = [frontier.claim("a.example", g.interval) for g in grants]
-    assert waits[0] == 0.0 or waits[0] <= 0.1
-    assert all(0.05 < w <= 0.1 for w in waits[1:])
+    # each next one takes the slot an interval after the one before
+    waits = [frontier.claim("a.example", g.interval, 2.0) for g in grants]
+    assert waits[0] <= 0.1
+    assert all(0.05 < b - a <= 0.1 for a, b in itertools.pairwise(waits)), waits
+    assert frontier.claim("a.example", 0.1, 0.2) > 0.2  # too far off: not taken
+    assert 0.25 < frontier.claim("a.example", 0.1, 2.0) <= 0.4
+
+
+def test_one_dispatch_gives_a_busy_host_its_next_seconds_slots(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    """Issue 18: a dispatch gave a host with a rate one URL, so each URL of a backlog
+    paid a whole dispatch (~15 commands); it gives those whose slots start within
+    DISPATCH_AHEAD, each fetch then waiting for its own slot."""
+    frontier = _frontier(redis_client, settings, host_rate=5.0, host_concurrency=10)
+    assert frontier.offer("busy.example", "https://busy.example/0", 0, BULK_LANE)
+    for n in range(1, 20):
+        assert frontier.offer("busy.example", f"https://busy.example/{n}", 0, BULK_LANE) is None
+    time.sleep(0.25)  # the host's next slot has come
+    holds, _, grants = frontier.dispatch("me", 500, 5.0)
+    assert holds
+    ahead = int(DISPATCH_AHEAD * 5)
+    assert ahead <= len(grants) <= ahead + 1, grants  # the first waits at most an interval
+    waits = [frontier.claim("busy.example", g.interval, 2.0) for g in grants]
+    assert all(0.15 < b - a <= 0.2 for a, b in itertools.pairwise(waits)), waits
+    assert waits[-1] <= DISPATCH_AHEAD + 0.2
 
 
 def test_a_url_popped_and_never_sent_goes_back_first(
@@ -125,7 +159,7 @@ def test_a_url_popped_and_never_sent_goes_back_first(
         assert frontier.offer("a.example", f"https://a.example/{n}", 3, BULK_LANE) is None
     time.sleep(0.03)
     holds, _, popped = frontier.dispatch("dead-holder", 10, lease_seconds=0.2)
-    assert holds and [g.url for g in popped] == ["https://a.example/1"]
+    assert holds and [g.url for g in popped] == ["https://a.example/1", "https://a.example/2"]
     # the holder dies before sending: no sent(); its lease runs out, another takes over
     time.sleep(0.25)
     sent = Sent(redis_client)
@@ -133,7 +167,7 @@ def test_a_url_popped_and_never_sent_goes_back_first(
     assert sent.urls() == ["https://a.example/1", "https://a.example/2"]
     assert {g.attempt for _, g in sent.grants} == {3}
     leases = redis_client.zrange(f"{frontier.prefix}:polite:leases:a.example", 0, -1)
-    assert popped[0].lease.encode() not in leases  # the lost one's slot was given back
+    assert not {g.lease.encode() for g in popped} & set(leases)  # the lost ones' slots: back
 
 
 _HOLDER = """
@@ -222,8 +256,7 @@ def test_a_waiting_url_costs_the_same_whatever_its_hosts_backlog(
 
         def send(grants: Sequence[Grant], done: list[Grant] = done, f: Frontier = frontier) -> None:
             for g in grants:  # what each dispatched fetch does around its request
-                while f.claim(g.host, g.interval) > 0:
-                    time.sleep(0.001)
+                time.sleep(f.claim(g.host, g.interval, 2.0))  # until its slot
                 f.release(g.host, g.lease)
                 done.append(g)
 

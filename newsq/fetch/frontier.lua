@@ -17,19 +17,20 @@
 --           allows, returns 1 (the lease is held); else queues the URL (at the front
 --           of its lane when front = '1') and returns 0
 -- dispatch: ARGV = 'dispatch', prefix, holder, lease_ms, most, ttl, seed, renew, sent,
---           recover
+--           recover, ahead
 --           only the holder of the dispatcher lease (taken when free; renewed when
 --           renew = '1') dispatches: when recover = '1' what is pending (a holder
 --           before died, or the last send failed) goes back to the front of its lanes,
 --           else sent = '1' says the last call's URLs were sent; then each due host
---           whose rate and concurrency allow a request gives its next URL (fresh lane
---           first) with a concurrency lease, and is due again an interval later, up to
---           'most' URLs, which replace what was pending; returns
+--           whose rate and concurrency allow a request gives its next URLs (fresh lane
+--           first) with a concurrency lease each: a host with a rate those whose slots
+--           start within 'ahead' seconds (one at least), and is due again 'ahead'
+--           before its next slot; up to 'most' URLs, which replace what was pending; returns
 --           {1, "<seconds to the next due host, -1 none>", record...} or
 --           {0, "<seconds the lease has left>"} for a dispatcher that is not the holder
--- claim:    ARGV = 'claim', prefix, host, interval   a dispatched fetch starts its request:
---           takes the host's rate time; returns "0", or "<seconds to wait>" when the
---           host's last request was too recent (the fetch waited in a queue meanwhile)
+-- claim:    ARGV = 'claim', prefix, host, interval, most   a dispatched fetch takes its
+--           host's next slot: returns "<seconds until it starts>" (0: now), or, when
+--           that is over 'most', the same without taking it (grant.lua's reserve)
 -- resign:   ARGV = 'resign', prefix, holder   drops the lease if holder has it
 -- release:  ARGV = 'release', prefix, host, lease   a fetch of a host without a rate is
 --           done: its lease goes, and the host, if it waits for a free slot, is due now
@@ -68,6 +69,7 @@ if command == 'park' then
   return 0
 elseif command == 'dispatch' then
   local holder, lease_ms, most, ttl, seed = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+  local ahead = tonumber(ARGV[11] or '0') or 0
   local lock = base .. 'dispatcher'
   local current = redis.call('GET', lock)
   if not current then
@@ -108,14 +110,25 @@ elseif command == 'dispatch' then
     local next_key, leases, rates, delay = polite(host)
     local fresh, bulk = lanes(host)
     local again = now
-    local more = 1
     local interval = interval_of(rates, delay, host, rate)
+    -- a host with a rate gives, in one call, the URLs whose slots start within 'lead'
+    -- (an interval at least): each fetch takes its slot as it starts ('claim'),
+    -- waiting in its thread until then. Its next slot and free leases are read once.
+    local lead = interval > 0 and math.max(interval, ahead) or 0
+    local tat = math.max(tonumber(redis.call('GET', next_key) or '0') or 0, now)
+    local cap_n, free, taken, popped_all = tonumber(cap), nil, 0, false
     while #records < most do
-      -- pace: one URL an interval, with a free concurrency slot; not while the host's
-      -- last request (its fetch takes the rate's time as it starts: 'claim') leaves
-      -- more than an interval to wait, as its fetch would only wait in its thread
-      local tat = tonumber(redis.call('GET', next_key) or '0') or 0
-      local wait = math.max(tat - interval - now, lease_wait(leases, cap, now, interval))
+      local wait = tat - lead - now
+      if free == 0 and taken > 0 then
+        -- its leases all taken here: due again as the last one's slot starts, when the
+        -- ones before it have started (and, quick, given theirs back)
+        if interval > 0 then again = tat - interval end
+        break
+      end
+      if wait <= 0 and cap_n > 0 and (free == nil or free <= 0) then
+        local lw = lease_wait(leases, cap, now, interval)
+        if lw > 0 then wait = lw else free = cap_n - redis.call('ZCARD', leases) end
+      end
       if wait > 0 then
         again = now + wait
         break
@@ -127,22 +140,27 @@ elseif command == 'dispatch' then
       else
         entry = redis.call('LPOP', fresh) or redis.call('LPOP', bulk)
       end
-      more = redis.call('EXISTS', fresh, bulk)
-      if not entry then  -- (cannot happen while 'due' holds the host: kept safe anyway)
+      if not entry then  -- the host's lanes are empty
+        popped_all = true
         break
       end
       local lease = seed .. ':' .. #records
-      take_lease(leases, lease, ttl, now)
+      redis.call('ZADD', leases, now + tonumber(ttl), lease)
+      taken = taken + 1
+      if free then free = free - 1 end
       local record = table.concat({lease, host, conf, string.format('%.6f', interval), entry}, '|')
       records[#records + 1] = record
       out[#out + 1] = record
-      if interval > 0 or more == 0 then  -- a rate: the next URL waits its interval
-        again = now + interval
-        break
+      if interval > 0 then  -- the next URL's slot: an interval later
+        tat = tat + interval
+        again = tat - lead
       end
     end
-    if more > 0 then
-      redis.call('ZADD', due, again, host)
+    if taken > 0 then
+      redis.call('PEXPIRE', leases, math.ceil(tonumber(ttl) * 1000) + 1000)
+    end
+    if not popped_all and redis.call('EXISTS', fresh, bulk) > 0 then
+      redis.call('ZADD', due, math.max(again, now), host)
     else
       redis.call('ZREM', due, host)
       redis.call('HDEL', hosts, host)
@@ -158,7 +176,8 @@ elseif command == 'dispatch' then
   return out
 elseif command == 'claim' then
   local next_key = polite(ARGV[3])
-  return string.format('%.6f', rate_wait(next_key, tonumber(ARGV[4]), redis_now()))
+  local wait = reserve(next_key, tonumber(ARGV[4]), redis_now(), tonumber(ARGV[5]))
+  return string.format('%.6f', wait)
 elseif command == 'resign' then
   local lock = base .. 'dispatcher'
   if redis.call('GET', lock) == ARGV[3] then

@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 _FILES = resources.files("newsq.fetch")
 _SCRIPT = (_FILES / "grant.lua").read_text() + (_FILES / "frontier.lua").read_text()
 
+DISPATCH_AHEAD = 1.0
+"""A host with a rate is given, in one dispatch, the URLs whose slots start within this
+many seconds (each waits for its slot in its fetch's thread): fewer dispatches a URL."""
+
 FRESH_LANE, BULK_LANE = 0, 9  # newsq.config.celery's FRESH and BULK, as the queues name them
 
 
@@ -98,13 +102,13 @@ class Frontier:
         log.debug("%s: waits for its host %s's turn", url, host)
         return None
 
-    def claim(self, host: str, interval: float) -> float:
-        """A dispatched fetch of ``host`` starts its request: 0.0 when it may (the rate's
-        time is taken), else the seconds to wait (it waited in a queue meanwhile, and
-        another request of the host went first)."""
+    def claim(self, host: str, interval: float, most: float) -> float:
+        """A dispatched fetch of ``host`` takes its host's next request slot: the seconds
+        until it starts (0.0: now; wait that long, then fetch), or, over ``most``, the
+        seconds to it without taking it (the fetch should go back to the frontier)."""
         if interval <= 0:
             return 0.0
-        claim = ["claim", self.prefix, host.lower(), f"{interval:.6f}"]
+        claim = ["claim", self.prefix, host.lower(), f"{interval:.6f}", f"{most:.6f}"]
         return float(self._script(keys=self._route, args=claim))
 
     def release(self, host: str, lease: str) -> None:
@@ -126,7 +130,7 @@ class Frontier:
             keys=self._route,
             args=["dispatch", self.prefix, holder, int(lease_seconds * 1000), most,
                   self._politeness.lease_ttl, uuid.uuid4().hex, int(renew), int(sent),
-                  int(recover)],
+                  int(recover), f"{DISPATCH_AHEAD:g}"],
         )  # fmt: skip
         holds, wait, *records = reply
         return bool(int(holds)), float(wait), [_grant(r) for r in records]

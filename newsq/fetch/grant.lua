@@ -66,6 +66,23 @@ local function rate_wait(next_key, interval, now)
   return 0
 end
 
+-- Rate, for a dispatched fetch: takes the host's next slot (one an interval after the
+-- last taken) and returns the seconds until it starts; when that is over 'most', takes
+-- nothing and returns it (the fetch goes back to the frontier). One call a fetch: the
+-- fetches of one dispatch wait their own slots, not for each other in turn.
+local function reserve(next_key, interval, now, most)
+  if interval <= 0 then
+    return 0
+  end
+  local start = math.max(tonumber(redis.call('GET', next_key) or '0') or 0, now)
+  if start - now > most then
+    return start - now
+  end
+  redis.call('SET', next_key, string.format('%.6f', start + interval),
+             'PX', math.ceil((start + interval - now) * 1000) + 1000)
+  return start - now
+end
+
 local function grant(next_key, leases, rates, delay_key, host, rate, cap, lease, ttl, now)
   local interval = interval_of(rates, delay_key, host, rate)
   local wait = lease_wait(leases, cap, now, interval)
