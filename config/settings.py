@@ -582,6 +582,13 @@ class Settings:
         maximum=DAYS_MAXIMUM,
         help="how long per-site paragraph fingerprints are kept",
     )
+    boilerplate_hold_seconds: float = number(
+        15.0,
+        maximum=600.0,
+        help="longest a young site's short page waits for more of its pages while they "
+        "are on their way (queued for the host or being fetched), so its site's template "
+        "is known when it is judged; 0: never waits",
+    )
     ledger_retention_days: float = number(
         7.0,
         minimum=DAYS_MINIMUM,

@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from newsq import errors
@@ -352,6 +353,21 @@ def _raw_page(row: dict[str, Any], html: str, raw: tuple[str, bytes] | None) -> 
     }
 
 
+def _more_coming(rt: Runtime, hosts: set[str]) -> bool:
+    """Whether more pages of ``hosts`` may be on their way: a URL of theirs waits in the
+    frontier or is being fetched, or any task waits in the broker's queues (which do not
+    say their hosts). Asked only before a page would be held."""
+    from newsq.config.celery import QUEUES, queue_keys  # Celery's: loaded in a worker
+
+    if rt.frontier.busy(hosts):
+        return True
+    pipe = rt.broker.pipeline(transaction=False)
+    for queue in QUEUES:
+        for key in queue_keys(rt.settings.key_prefix, queue):
+            pipe.llen(key)
+    return any(int(n) for n in pipe.execute())
+
+
 def _hold(rt: Runtime, url: str, page: Page, countdown: float, handed_off: bool,
           extra: dict[str, Any]) -> Step:  # fmt: skip
     """``url``'s page waits for more pages of its site (``newsq.clean.boilerplate``): its
@@ -398,7 +414,8 @@ def process_step(rt: Runtime, url: str, page: Page | None = None, attempt: int =
     # 2. the site's own template, learned across its pages; a young site's short page
     # waits for a few more of them (its text may be mostly the site's furniture)
     if isinstance(cleaned, Article):
-        judged = rt.boilerplate.strip(cleaned, url=final_url)
+        coming = partial(_more_coming, rt, {host_of(url), host_of(final_url)})
+        judged = rt.boilerplate.strip(cleaned, url=final_url, coming=coming)
         if isinstance(judged, Hold):
             return _hold(rt, url, page, judged.countdown, handed_off, extra)
         cleaned = judged

@@ -185,6 +185,60 @@ def test_a_lone_short_page_waits_only_while_its_site_is_quiet_briefly(
     assert bp.strip(page, url=url) == page
 
 
+def test_a_lone_short_page_with_nothing_of_its_site_coming_goes_on_at_once(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    """A short page of a new site waited 2 s even when no other page of its site was on
+    its way (``newsq run`` of one URL): waiting could teach nothing. It waits only while
+    more may come."""
+    bp = BoilerplateFilter(redis_client, settings, QUICK)
+    page, url = _brief("Quiet Ledger", 0)
+    assert bp.strip(page, url=url, coming=lambda: False) == page
+    other, other_url = _brief("Busy Ledger", 0)
+    assert isinstance(bp.strip(other, url=other_url, coming=lambda: True), Hold)
+    # a page of the site that came after it keeps it waiting, whatever is on the way
+    later, later_url = _brief("Busy Ledger", 1)
+    bp.strip(later, url=later_url, may_wait=False)
+    assert isinstance(bp.strip(other, url=other_url, coming=lambda: False), Hold)
+
+
+def test_the_hold_setting_bounds_the_wait_and_zero_turns_it_off(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    off = BoilerplateFilter(redis_client, dataclasses.replace(settings, boilerplate_hold_seconds=0))
+    page, url = _brief("Setting Gazette", 0)
+    assert off.strip(page, url=url, coming=lambda: True) == page
+    short = BoilerplateFilter(
+        redis_client, dataclasses.replace(settings, boilerplate_hold_seconds=1)
+    )
+    page, url = _brief("Setting Herald", 0)
+    hold = short.strip(page, url=url, coming=lambda: True)
+    assert isinstance(hold, Hold) and 0 < hold.countdown <= 1.0
+
+
+def test_a_lone_brief_through_the_pipeline_is_stored_without_waiting(settings: Settings) -> None:
+    """Through the pipeline, with nothing else of its site queued, in flight or in the
+    broker's queues: the new site's one brief is stored in the same step."""
+    from newsq.pipeline import fetch_step, process_step
+    from newsq.resources import Runtime
+    from tests.corpus_server import serve_pages
+
+    page, _ = _brief("Solo Tribune", 0)
+    html = f"<html><head><title>{page.title}</title></head><body><article>"
+    html += "".join(f"<p>{line}</p>" for line in page.text.split("\n"))
+    html += "</article></body></html>"
+    rt = Runtime(dataclasses.replace(settings, robots=False))
+    try:
+        with serve_pages({"/brief": html.encode()}) as base:
+            url = f"{base}/brief"
+            rt.ledger.enqueue([url])
+            fetched = fetch_step(rt, url, hand_off=False)
+            step = process_step(rt, url, fetched.page)
+    finally:
+        rt.close()
+    assert (step.action, step.state) == ("done", "stored"), step
+
+
 def test_a_short_page_waits_at_most_max_seconds(
     redis_client: redis.Redis, settings: Settings
 ) -> None:
@@ -221,6 +275,7 @@ def test_a_held_brief_ends_stored_with_its_own_sentence(settings: Settings) -> N
     from newsq.demo.pages import PageInfo, article_html, make_styles
     from newsq.pipeline import fetch_step, process_step
     from newsq.resources import Runtime
+    from newsq.urls import host_of
     from tests.corpus_server import serve_pages
 
     style = make_styles(2, about_box=True)[1]
@@ -236,10 +291,14 @@ def test_a_held_brief_ends_stored_with_its_own_sentence(settings: Settings) -> N
         with serve_pages(pages) as base:
             urls = [f"{base}{path}" for path in pages]
             rt.ledger.enqueue(urls)
+            host = host_of(urls[0])
             steps = []
             for url in urls:
+                # another fetch of the site is in flight meanwhile: more of it is coming
+                other = rt.frontier.offer(host, f"{base}/elsewhere", 0, 0)
                 fetched = fetch_step(rt, url, hand_off=False)
                 steps.append(process_step(rt, url, fetched.page))
+                rt.frontier.release(host, other or "")
             assert steps[0].action == "next" and steps[0].state == "fetched"  # held
             assert 0 < steps[0].countdown <= 2.0
             assert (rt.ledger.get(urls[0]) or {}).get("state") == "fetched"
@@ -303,6 +362,7 @@ def test_a_template_in_use_stays_and_an_unused_one_fades(
     paragraph no new page carried for two generations is forgotten."""
     settings = dataclasses.replace(_settings(settings), boilerplate_ttl_days=1 / 86400)
     bp = BoilerplateFilter(redis_client, settings)  # generations of 1 s
+    time.sleep(1 - time.time() % 1 + 0.05)  # the four pages in one generation
     for n in range(4):
         bp.strip(_page(n), url=SITE_URL.format(n=n), may_wait=False)
     time.sleep(1 - time.time() % 1 + 0.05)  # into the next generation
@@ -317,3 +377,20 @@ def test_a_template_in_use_stays_and_an_unused_one_fades(
     faded = bp.strip(_page(n), url=SITE_URL.format(n=n), may_wait=False)
     assert isinstance(faded, Article) and TEMPLATE in faded.text
     assert faded.text.split("\n")[1:2] == [TEMPLATE]
+
+
+def test_the_frontier_says_a_host_is_busy_while_its_url_waits_or_is_fetched(
+    settings: Settings,
+) -> None:
+    from newsq.resources import Runtime
+
+    rt = Runtime(dataclasses.replace(settings, host_rate=1.0))
+    try:
+        host, idle = "busy.example.test", "idle.example.test"
+        lease = rt.frontier.offer(host, f"https://{host}/1", 0, 0)  # fetched now
+        assert lease is not None and rt.frontier.busy({host, idle})
+        assert rt.frontier.offer(host, f"https://{host}/2", 0, 0) is None  # waits its turn
+        rt.frontier.release(host, lease)
+        assert rt.frontier.busy({host}) and not rt.frontier.busy({idle})
+    finally:
+        rt.close()

@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import resources
 from typing import TypeGuard
@@ -96,7 +97,8 @@ class BoilerplateFilter:
                  hold: HoldConfig | None = None) -> None:  # fmt: skip
         self._redis = redis_client
         self._settings = settings
-        self._hold = hold or HoldConfig()
+        most = settings.boilerplate_hold_seconds
+        self._hold = hold or HoldConfig(quiet_seconds=min(2.0, most), max_seconds=most)
         self._script = redis_client.register_script(SCRIPT)
         self._ttl = max(1, int(settings.boilerplate_ttl_days * 86400))
 
@@ -118,14 +120,18 @@ class BoilerplateFilter:
             return min(young, self._settings.boilerplate_min_pages)
         return min(self._settings.boilerplate_min_pages, max(young, -(-site_pages // 2)))
 
-    def strip(self, article: Article, *, url: str, may_wait: bool = True) -> Article | Drop | Hold:
+    def strip(self, article: Article, *, url: str, may_wait: bool = True,
+              coming: Callable[[], bool] | None = None) -> Article | Drop | Hold:  # fmt: skip
         """``article`` without its site's template paragraphs (recording this page).
 
         Returns the article unchanged when it has no site or too few pages of it were
         seen, ``Drop(no_content)`` when nothing but template is left, and ``Hold`` when
         the page should wait for more of its site's pages (``may_wait``: a short page of
-        a young site). A Redis error propagates (``redis.RedisError``): the caller
-        retries the task.
+        a young site). ``coming()``, asked only then, says whether more of the site's
+        pages are on their way (queued for the host or being fetched): when none are and
+        no new page of the site came after this one, waiting cannot teach anything and
+        the page is judged at once. A Redis error propagates (``redis.RedisError``): the
+        caller retries the task.
         """
         # host and port: two servers on one host are two sites with two templates
         site = host_of(url).removeprefix("www.") or (article.site or "").strip().lower()
@@ -136,7 +142,7 @@ class BoilerplateFilter:
             return article
         hold = self._hold
         short = len(article.text) < hold.short_chars
-        may_wait = may_wait and short
+        may_wait = may_wait and short and hold.max_seconds > 0
         address = (article.canonical_url or url).split("#", 1)[0].split("?", 1)[0]
         now = time.time()
         generation = int(now // self._ttl)
@@ -148,7 +154,7 @@ class BoilerplateFilter:
             ],
             args=[
                 self._ttl,
-                f"{now:.3f}",
+                f"{now:.6f}",  # to the microsecond: "a later page came" is last > first
                 "1" if may_wait else "0",
                 (generation + 2) * self._ttl,
                 "t" + fingerprint("\n".join(keys)),
@@ -169,7 +175,9 @@ class BoilerplateFilter:
             young = site_pages < hold.young_factor * self._settings.boilerplate_site_pages
             doubt = young or max(seen) > 1
             waited, quiet = now - first, now - last
-            if may_wait and doubt and waited < hold.max_seconds and quiet < hold.quiet_seconds:
+            wait = may_wait and doubt and waited < hold.max_seconds and quiet < hold.quiet_seconds
+            # a lone page (no later page of its site came, none is on the way) goes on
+            if wait and (last > first or coming is None or coming()):
                 return Hold(min(hold.quiet_seconds, hold.max_seconds - waited))
             return article
         kept = [line for line, key in zip(lines, keys, strict=True) if key not in template]

@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -81,6 +81,16 @@ class Frontier:
 
     def queue_key(self, host: str, lane: int) -> str:
         return f"{self.prefix}:frontier:{host}:{BULK_LANE if lane == BULK_LANE else FRESH_LANE}"
+
+    def busy(self, hosts: Iterable[str]) -> bool:
+        """Whether a URL of one of ``hosts`` waits in its queue or is being fetched (a
+        request lease not expired yet): more of those hosts' pages are on their way."""
+        pipe = self._client.pipeline(transaction=False)
+        now = time.time()
+        for host in {h.lower() for h in hosts}:
+            pipe.exists(self.queue_key(host, FRESH_LANE), self.queue_key(host, BULK_LANE))
+            pipe.zcount(f"{self.prefix}:polite:leases:{host}", f"({now:.6f}", "+inf")
+        return any(int(n) for n in pipe.execute())
 
     def offer(self, host: str, url: str, attempt: int, lane: int, *,
               front: bool = False) -> str | None:  # fmt: skip
