@@ -188,6 +188,9 @@ class Runtime:
 
     def close(self) -> None:
         """Release what was made: HTTP connections, database pool, Redis pool."""
+        ledger = self._made.get("ledger")
+        if ledger is not None:  # its outcomes not in the series yet, while Redis is open
+            ledger.flush()
         for name in ("fetcher", "store", "redis", "broker"):
             resource = self._made.pop(name, None)
             if resource is not None:

@@ -7,6 +7,7 @@ import time
 
 import redis
 
+from newsq.config.settings import Settings
 from newsq.ledger import Ledger
 
 
@@ -116,6 +117,24 @@ def test_the_throughput_series_is_added_within_a_second(
     while series.counts(60)["stored"] < 5 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert series.counts(60) == {"stored": 5, "duplicate": 0, "failed": 0, "skipped": 0}
+
+
+def test_closing_the_runtime_adds_its_outcomes_to_the_series(settings: Settings) -> None:
+    """They waited for the recorder's timer, which then wrote through the closed client
+    (on a Redis Cluster client: an AttributeError in the timer's thread)."""
+    from newsq.resources import Runtime
+    from newsq.throughput import Throughput
+
+    rt = Runtime(settings)
+    url = "http://example.com/closed"
+    rt.ledger.enqueue([url])
+    rt.ledger.move(url, "stored")
+    rt.close()
+    client = redis.Redis.from_url(settings.broker_url or "")
+    try:
+        assert Throughput(lambda: client, settings.key_prefix).counts(60)["stored"] == 1
+    finally:
+        client.close()
 
 
 def test_a_retried_url_leaves_its_terminal_state_and_keeps_its_entry(
