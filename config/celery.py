@@ -29,14 +29,18 @@ queue consumes both of its lanes: the lane is no part of its command line.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from kombu import Exchange, Queue
 
 from newsq.config.settings import Settings, get_settings
 from newsq.errors import ConfigError
+
+if TYPE_CHECKING:
+    import redis
 
 FETCH_QUEUE = "fetch"
 PROCESS_QUEUE = "process"
@@ -46,6 +50,7 @@ QUEUES = (FETCH_QUEUE, PROCESS_QUEUE)
 FRESH = 0
 BULK = 9
 LANES = (FRESH, BULK)
+LANE_NAMES = {FRESH: "fresh", BULK: "bulk"}  # as newsq stats and the metrics say them
 LANE_SEP = "\x06\x16"  # kombu's Redis transport: between a queue's name and its lane
 
 # Task names, the one place they are written: messages already queued carry them, so
@@ -79,6 +84,18 @@ def max_countdown(settings: Settings) -> float:
 def queue_keys(key_prefix: str, queue: str) -> tuple[str, ...]:
     """The Redis lists that hold ``queue``'s waiting messages: its fresh lane, its bulk."""
     return tuple(f"{key_prefix}:q:{queue}{f'{LANE_SEP}{lane}' if lane else ''}" for lane in LANES)
+
+
+def queue_depths(client: redis.Redis, key_prefix: str,
+                 queues: Sequence[str] = QUEUES) -> dict[str, dict[str, int]]:  # fmt: skip
+    """Messages waiting in each queue, not yet taken by a worker, by lane name:
+    ``{"fetch": {"fresh": 2, "bulk": 0}, ...}``."""
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
+        for key in queue_keys(key_prefix, queue):
+            pipe.llen(key)
+    lengths = iter(pipe.execute())
+    return {q: {LANE_NAMES[lane]: int(next(lengths)) for lane in LANES} for q in queues}
 
 
 def _sentinel(settings: Settings) -> bool:

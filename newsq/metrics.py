@@ -10,7 +10,8 @@ worker. What is exported:
   newsq_throttled_total{host}                fetches postponed by per-host politeness
   newsq_extracted_total{site}                pages cleaned (articles and empty pages)
   newsq_extract_missing_total{site,field}    of those, pages without text, title or date
-  newsq_queue_depth{queue}                   messages waiting in a broker queue (scrape time)
+  newsq_queue_depth{queue,lane}              messages waiting in a queue's lane, fresh or bulk
+                                             (scrape time; sum by queue for the queue's)
   newsq_ledger_urls{state}                   URLs by state, cluster-wide (scrape time)
   newsq_dedup_ratio                          duplicates / (stored + duplicates), cluster-wide
 
@@ -124,25 +125,21 @@ class RedisStateCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         import redis
 
-        from newsq.config.celery import LANES, queue_keys
+        from newsq.config.celery import queue_depths
         from newsq.ledger import read_counts
 
         try:
-            pipe = self.broker.pipeline(transaction=False)
-            for queue in self.queues:
-                for key in queue_keys(self.key_prefix, queue):  # both lanes
-                    pipe.llen(key)
-            lengths = pipe.execute()
+            depths = queue_depths(self.broker, self.key_prefix, self.queues)
             counts = read_counts(self.client, self.key_prefix)
-            lanes = len(LANES)
-            depths = [sum(lengths[i : i + lanes]) for i in range(0, len(lengths), lanes)]
         except redis.RedisError:
             return
         depth = GaugeMetricFamily(
-            "newsq_queue_depth", "Messages waiting in a broker queue", labels=["queue"]
-        )
-        for queue, n in zip(self.queues, depths, strict=True):
-            depth.add_metric([queue], float(n))
+            "newsq_queue_depth", "Messages waiting in a broker queue's lane (fresh, bulk)",
+            labels=["queue", "lane"],
+        )  # fmt: skip
+        for queue, lanes in depths.items():
+            for lane, n in lanes.items():
+                depth.add_metric([queue, lane], float(n))
         yield depth
         states = GaugeMetricFamily(
             "newsq_ledger_urls", "URLs by state in the ledger (cluster-wide)", labels=["state"]

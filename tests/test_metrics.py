@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from newsq.config.celery import QUEUES, queue_keys
 from newsq.ledger import Ledger
-from newsq.metrics import OTHER, BoundedLabels, dedup_ratio, metric_names
+from newsq.metrics import OTHER, BoundedLabels, RedisStateCollector, dedup_ratio, metric_names
 from newsq.records import TERMINAL
 from tests.corpus_server import corpus, serve_pages
 
@@ -42,6 +42,19 @@ def test_labels_are_bounded() -> None:
     ]  # fmt: skip
     assert dedup_ratio({"stored": 3, "duplicate": 1}) == 0.25
     assert dedup_ratio({}) == 0.0
+
+
+def test_queue_depth_is_read_per_lane(redis_client: redis.Redis, key_prefix: str) -> None:
+    fetch_fresh, fetch_bulk = queue_keys(key_prefix, "fetch")
+    redis_client.rpush(fetch_fresh, "m1", "m2")
+    redis_client.rpush(fetch_bulk, "m3")
+    redis_client.rpush(queue_keys(key_prefix, "process")[1], "m4", "m5", "m6")
+    families = RedisStateCollector(redis_client, key_prefix, QUEUES).collect()
+    depth = next(f for f in families if f.name == "newsq_queue_depth")
+    assert {(s.labels["queue"], s.labels["lane"]): s.value for s in depth.samples} == {
+        ("fetch", "fresh"): 2, ("fetch", "bulk"): 1,
+        ("process", "fresh"): 0, ("process", "bulk"): 3,
+    }  # fmt: skip
 
 
 def _free_port() -> int:
@@ -123,7 +136,7 @@ def test_worker_serves_summed_metrics_of_its_children(
     host = base.removeprefix("http://")
     assert _total(samples, "newsq_extracted_total", site=host) == 6
     # read from Redis at scrape time
-    assert ("newsq_queue_depth", (("queue", "fetch"),)) in samples
+    assert ("newsq_queue_depth", (("lane", "bulk"), ("queue", "fetch"))) in samples
     assert _total(samples, "newsq_queue_depth") == 0
     assert _total(samples, "newsq_ledger_urls", state="stored") == counts["stored"]
     ratio = counts["duplicate"] / 6

@@ -67,7 +67,7 @@ def test_metrics_read_the_queues_on_the_broker_and_the_counts_on_the_state(
         for m in RedisStateCollector(state, key_prefix, ["fetch"], broker).collect()
         for s in m.samples
     }
-    assert samples[("newsq_queue_depth", ("fetch",))] == 2
+    assert samples[("newsq_queue_depth", ("fetch", "fresh"))] == 2
     assert samples[("newsq_ledger_urls", ("stored",))] == 3
     assert samples[("newsq_dedup_ratio", ())] == 0.25
 

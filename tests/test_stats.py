@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from newsq.config.celery import queue_keys
 from newsq.ledger import Ledger
 from newsq.metrics import Metrics
 from newsq.store.database import Store
@@ -76,7 +77,9 @@ def test_stats_once_prints_a_known_state(redis_url: str, redis_client: redis.Red
     ledger.move(skipped[0], "skipped", reason="no_content")
     metrics.outcome("skipped", "no_content")
     ledger.flush()  # the throughput series, as a worker adds it once a second
-    redis_client.rpush(f"{key_prefix}:q:fetch", "m1", "m2", "m3")
+    fetch_fresh, fetch_bulk = queue_keys(key_prefix, "fetch")
+    redis_client.rpush(fetch_fresh, "m1", "m2")
+    redis_client.rpush(fetch_bulk, "m3")
     store.close()
 
     env = newsq_env(NEWSQ_BROKER_URL=redis_url, NEWSQ_KEY_PREFIX=key_prefix,
@@ -92,6 +95,8 @@ def test_stats_once_prints_a_known_state(redis_url: str, redis_client: redis.Red
 
     assert re.search(r"queue fetch \(waiting / taken\)\s+3 / 0\s", out), out
     assert re.search(r"queue process \(waiting / taken\)\s+0 / 0\s", out), out
+    assert re.search(r"fetch waiting, fresh / bulk\s+2 / 1\s", out), out
+    assert re.search(r"process waiting, fresh / bulk\s+0 / 0\s", out), out
     # 6 stored or duplicate, all within the last seconds: over the shortest span, 5 s
     assert value("articles/s (last min)") == "1.2"
     assert value("dedup ratio") == "33.3%"

@@ -154,8 +154,7 @@ def stats_view(snap: Snapshot) -> Group:
     """The ``newsq stats`` screen: queues and rates, states, failures, stories."""
     rates = snap.rates
     flow = _pairs("pipeline", [
-        *((f"queue {name} (waiting / taken)",
-           f"{depth} / {snap.reserved.get(name, 0)}") for name, depth in snap.queues.items()),
+        *(row for name, lanes in snap.queues.items() for row in _queue_rows(snap, name, lanes)),
         ("URLs done/s (last min)", f"{rates['urls']:.1f}"),
         ("articles/s (last min)", f"{rates['articles']:.1f}"),
         ("failed/s (last min)", f"{rates['failed']:.1f}"),
@@ -183,6 +182,17 @@ def stats_view(snap: Snapshot) -> Group:
         parts.append(stories_table(snap.stories, "biggest stories"))
     stamp = time.strftime("%H:%M:%S", time.localtime(snap.taken_at))
     return Group(f"[bold]newsq stats[/bold]  {stamp}", *parts)
+
+
+def _queue_rows(snap: Snapshot, name: str, lanes: Mapping[str, int]) -> list[tuple[str, str]]:
+    """A queue's waiting and taken messages, then its waiting ones by lane."""
+    return [
+        (
+            f"queue {name} (waiting / taken)",
+            f"{sum(lanes.values())} / {snap.reserved.get(name, 0)}",
+        ),
+        (f"  {name} waiting, fresh / bulk", f"{lanes.get('fresh', 0)} / {lanes.get('bulk', 0)}"),
+    ]
 
 
 def _last_error(cursor: Cursor) -> str:

@@ -21,7 +21,7 @@ import redis
 import sqlalchemy as sa
 
 from newsq.backfill.progress import JobView, Progress
-from newsq.config.celery import FETCH_QUEUE, LANES, QUEUES, queue_keys
+from newsq.config.celery import FETCH_QUEUE, QUEUES, queue_depths
 from newsq.fetch import frontier
 from newsq.fetch.politeness import fetch_tag
 from newsq.ledger import Ledger
@@ -41,7 +41,8 @@ RESERVED_READ = 5000  # unacked messages parsed per refresh; a sample beyond tha
 class Snapshot:
     """Everything one refresh of ``newsq stats`` prints."""
 
-    queues: dict[str, int]
+    queues: dict[str, dict[str, int]]
+    """Messages waiting in each broker queue, by lane (``fresh``, ``bulk``)."""
     states: dict[str, int]
     rates: dict[str, float]
     dedup_ratio: float
@@ -66,16 +67,6 @@ class Throttle:
     waiting: int
     hosts: int
     host_rate: float
-
-
-def queue_depths(client: redis.Redis, key_prefix: str) -> dict[str, int]:
-    """Messages waiting in each broker queue (both lanes), not yet taken by a worker."""
-    pipe = client.pipeline(transaction=False)
-    for queue in QUEUES:
-        for key in queue_keys(key_prefix, queue):
-            pipe.llen(key)
-    lengths = iter(pipe.execute())
-    return {q: sum(int(next(lengths)) for _ in LANES) for q in QUEUES}
 
 
 @dataclass(frozen=True)
