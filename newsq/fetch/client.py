@@ -227,8 +227,9 @@ class _NoCookies(CookiePolicy):
         return False
 
 
-class _PinnedTransport(httpx.HTTPTransport):
-    """httpx's transport over a connection pool that connects through ``backend``."""
+class PinnedTransport(httpx.HTTPTransport):
+    """httpx's transport over a connection pool that connects through ``backend``: each
+    connection goes to the address the guard checked (the fetcher's, the webhooks')."""
 
     def __init__(self, backend: GuardedBackend, limits: httpx.Limits) -> None:
         super().__init__(limits=limits, trust_env=False)
@@ -252,7 +253,7 @@ class Fetcher:
         self._sites = sites_of(settings.sites_file)
         self._backend = GuardedBackend(settings.allow_private)
         self._client = httpx.Client(
-            transport=_PinnedTransport(self._backend, POOL_LIMITS),
+            transport=PinnedTransport(self._backend, POOL_LIMITS),
             follow_redirects=False,
             trust_env=False,
             event_hooks={"response": [_check_location]},

@@ -37,7 +37,7 @@ import sqlalchemy as sa
 
 from newsq.config.settings import Settings
 from newsq.errors import ConfigError, StoreUnavailable
-from newsq.fetch.client import _PinnedTransport
+from newsq.fetch.client import PinnedTransport
 from newsq.fetch.netguard import BlockedAddress, GuardedBackend, Refused, check_address, prepare
 from newsq.store import cursors
 from newsq.store.database import Store
@@ -126,7 +126,7 @@ class Deliverer:
         self._backend = GuardedBackend(config.allow, resolver_threads=min(side_by_side, 8))
         limits = httpx.Limits(max_connections=max(side_by_side, 2))
         self._http = httpx.Client(
-            transport=_PinnedTransport(self._backend, limits),
+            transport=PinnedTransport(self._backend, limits),
             timeout=config.timeout,
             follow_redirects=False,  # a redirect is a failure: no hop to elsewhere
             trust_env=False,
