@@ -45,13 +45,14 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import cast
 
 import psutil
 import redis
 
+from bench import serve
 from bench.tables import markdown
 from newsq.config.celery import BULK, make_app
 from newsq.config.settings import Settings
@@ -80,7 +81,7 @@ class Farm:
     def _server(self) -> ThreadingHTTPServer:
         farm = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(serve.Handler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
@@ -88,18 +89,9 @@ class Farm:
                     farm.hits[cast(ThreadingHTTPServer, self.server).server_port].append(
                         time.monotonic()
                     )
-                self.send_response(404)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self.reply(404, b"", "text/html")
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return server
+        return serve.start(Handler)
 
     def reset(self) -> None:
         with self.lock:
@@ -117,8 +109,7 @@ class Farm:
 
     def close(self) -> None:
         for server in self.servers:
-            server.shutdown()
-            server.server_close()
+            serve.stop(server)
 
 
 @dataclass

@@ -30,18 +30,17 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import redis
 
+from bench import serve
 from bench.speed_serve import Served, _wait_port
 from bench.tables import markdown
 from newsq.config.celery import BULK, FRESH, make_app
@@ -126,25 +125,12 @@ class Feed:
 
 @contextmanager
 def feed_server(feed: Feed) -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(serve.Handler):
         def do_GET(self) -> None:
-            body = feed.body()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/rss+xml")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(200, feed.body(), "application/rss+xml")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/feed.xml"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve.serving(Handler) as base:
+        yield f"{base}/feed.xml"
 
 
 def worker_env(settings: Settings) -> dict[str, str]:

@@ -20,8 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
+from bench import serve
 from newsq.demo.edits import Copy, syndicate
 from newsq.demo.pages import SECTIONS, PageInfo, Style, article_html, make_styles, rss_xml
 from newsq.demo.site import loopback_aliases
@@ -183,17 +184,14 @@ class Farm:
         aliases = loopback_aliases()
         for n, outlet in enumerate(self.outlets):
             host = f"127.0.0.{n + 2}" if aliases else "127.0.0.1"
-            server = ThreadingHTTPServer((host, 0), _handler(self, n))
-            server.daemon_threads = True
-            outlet.base = f"http://{host}:{server.server_address[1]}"
-            threading.Thread(target=server.serve_forever, daemon=True).start()
+            server = serve.start(_handler(self, n), host)
+            outlet.base = serve.base_url(server)
             self._servers.append(server)
         try:
             yield self
         finally:
             for server in self._servers:
-                server.shutdown()
-                server.server_close()
+                serve.stop(server)
 
     def feed_urls(self) -> list[str]:
         feeds = [o.base + "/feed.xml" for o in self.outlets]
@@ -208,8 +206,8 @@ def _etag(body: bytes) -> str:
     return '"' + hashlib.sha1(body).hexdigest()[:16] + '"'
 
 
-def _handler(farm: Farm, outlet: int) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def _handler(farm: Farm, outlet: int) -> type[serve.Handler]:
+    class Handler(serve.Handler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
@@ -221,7 +219,7 @@ def _handler(farm: Farm, outlet: int) -> type[BaseHTTPRequestHandler]:
             if path in ("/feed.xml", "/sitemap.xml"):
                 self._listing(path, now)
             elif path == "/robots.txt":
-                self._send(200, b"User-agent: *\nAllow: /\n", "text/plain")
+                self.reply(200, b"User-agent: *\nAllow: /\n", "text/plain")
             else:
                 if farm.latency[1] > 0:
                     time.sleep(random.uniform(*farm.latency))
@@ -229,7 +227,7 @@ def _handler(farm: Farm, outlet: int) -> type[BaseHTTPRequestHandler]:
                 if body is not None:
                     with farm.lock:
                         farm.requests[farm.outlets[outlet].base + path] += 1
-                self._send(200 if body else 404, body or b"not here", "text/html; charset=utf-8")
+                self.reply(200 if body else 404, body or b"not here", "text/html; charset=utf-8")
 
         def _listing(self, path: str, now: float) -> None:
             feed = farm.outlets[outlet].base + path
@@ -246,22 +244,7 @@ def _handler(farm: Farm, outlet: int) -> type[BaseHTTPRequestHandler]:
                 headers["Last-Modified"] = format_datetime(datetime.fromtimestamp(changed, UTC),
                                                            usegmt=True)  # fmt: skip
             kind = "application/xml" if sitemap else "application/rss+xml"
-            self._send(304 if fresh else 200, b"" if fresh else body, kind, headers)
-
-        def _send(self, code: int, body: bytes, kind: str,
-                  headers: dict[str, str] | None = None) -> None:  # fmt: skip
-            self.send_response(code)
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            if code != 304:
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if code != 304:
-                self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
+            self.reply(304 if fresh else 200, b"" if fresh else body, kind, headers)
 
     return Handler
 

@@ -31,13 +31,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from bench import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = (
@@ -52,26 +52,17 @@ PAGE = (
 ).encode()
 
 
-class _Page(BaseHTTPRequestHandler):
+class _Page(serve.Handler):
     def do_GET(self) -> None:
         if self.path == "/robots.txt":
             self.send_error(404)
             return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(PAGE)))
-        self.end_headers()
-        self.wfile.write(PAGE)
-
-    def log_message(self, *_: object) -> None:
-        pass
+        self.reply(200, PAGE, "text/html; charset=utf-8")
 
 
 def serve_page() -> str:
     """Serve :data:`PAGE` at every path on a loopback port, in a thread: the base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}"
+    return serve.base_url(serve.start(_Page))
 
 
 def shim(tree: Path, into: Path) -> Path:

@@ -23,13 +23,12 @@ import tempfile
 import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import redis
 
+from bench import serve
 from newsq.config.settings import AllowPrivate
 from newsq.store import cursors
 from newsq.store.database import Store
@@ -41,7 +40,7 @@ from newsq.workers.redis_server import RedisServer
 _COUNT = threading.Lock()
 
 
-class _Receiver(BaseHTTPRequestHandler):
+class _Receiver(serve.Handler):
     protocol_version = "HTTP/1.1"  # keep-alive, as a real receiver
     latency = 0.0
     taken = 0
@@ -55,9 +54,6 @@ class _Receiver(BaseHTTPRequestHandler):
         self.end_headers()
         with _COUNT:
             _Receiver.taken += 1
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 def _fill(store: Store, n: int) -> None:
@@ -108,10 +104,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     _Receiver.latency = args.latency / 1000
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server = serve.start(_Receiver)
+    url = f"{serve.base_url(server)}/hook"
     times: dict[str, list[float]] = {"deliverer": [], "bare POSTs": []}
     redis_server = RedisServer().start()
     try:
@@ -125,7 +119,7 @@ def main() -> None:
                 store.close()
     finally:
         redis_server.stop()
-        server.shutdown()
+        serve.stop(server)
     print(f"{args.n} events x {args.rounds} rounds, receiver latency {args.latency:g} ms, "
           f"deliverer concurrency {args.concurrency}")  # fmt: skip
     print(f"| {'side':10s} | best events/s | median events/s |")
