@@ -109,3 +109,55 @@ def test_a_run_of_urls_starts_no_more_workers_than_urls() -> None:
     assert processes_needed(args(url=["http://a.example/1"])) == 1
     assert processes_needed(args(url=[f"http://a.example/{n}" for n in range(9)])) == 4
     assert processes_needed(args(url=["http://a.example/1"], feed=["http://a.example/rss"])) == 4
+
+
+def _in_child(code: str) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.split()
+
+
+def test_the_language_model_is_read_once_by_the_start_thread_and_waited_for() -> None:
+    out = _in_child(
+        "import threading\n"
+        "from newsq.workers.prestart import read_language_model\n"
+        "from newsq.clean import metadata\n"
+        "reader = read_language_model()\n"
+        "got = []\n"
+        "pages = [threading.Thread(target=lambda: got.append(metadata.language_identifier()))\n"
+        "         for _ in range(4)]\n"
+        "[t.start() for t in pages]; [t.join() for t in pages]; reader.join()\n"
+        "print(len({id(g) for g in got}), metadata._read_model.cache_info().misses)\n"
+    )
+    assert out == ["1", "1"]  # one identifier, read once, every page waited for it
+
+
+def test_a_fork_while_the_model_is_read_waits_and_the_child_inherits_it() -> None:
+    """A prefork pool forks its children after the start-up: none may inherit the
+    model's lock held by the reading thread, nor miss the model."""
+    out = _in_child(
+        "import os\n"
+        "from newsq.workers.prestart import read_language_model\n"
+        "from newsq.clean import metadata\n"
+        "read_language_model()\n"
+        "while not metadata._MODEL_LOCK.locked():  # the thread reads the model now\n"
+        "    pass\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0 if metadata._read_model.cache_info().currsize == 1 else 3)\n"
+        "print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
+    assert out == ["0"]
+
+
+def test_the_warm_up_page_does_not_wait_for_the_language_model() -> None:
+    """The clean stage's warm-up (a worker's start, before it takes a task) reads no
+    model: the start's own thread does, beside it."""
+    out = _in_child(
+        "from newsq.clean.extract import warm_up\n"
+        "from newsq.clean import metadata\n"
+        "warm_up()\n"
+        "print(metadata._read_model.cache_info().currsize)\n"
+    )
+    assert out == ["0"]

@@ -18,6 +18,7 @@ import importlib
 import json
 import os
 import sys
+import threading
 
 PRELOAD = (
     "celery.apps.worker",
@@ -37,6 +38,19 @@ PRELOAD = (
 or Celery app."""
 
 
+def read_language_model() -> threading.Thread:
+    """Import the metadata step and read py3langid's model in a thread: its file reads
+    and LZMA decompression (without the GIL) go on beside the caller's imports and
+    start, on the other core; a page that needs the model waits for it."""
+
+    def read() -> None:
+        importlib.import_module("newsq.clean.metadata").language_identifier()
+
+    thread = threading.Thread(target=read, name="newsq-langid", daemon=True)
+    thread.start()
+    return thread
+
+
 def preload() -> None:
     """Import :data:`PRELOAD` and run the clean stage on one small page (trafilatura and
     lxml set up their own state on first use)."""
@@ -50,6 +64,7 @@ def preload() -> None:
 
 
 def main(argv: list[str]) -> int:
+    read_language_model()  # from the first instant: beside the imports
     preload()
     line = sys.stdin.readline()
     if not line.strip():

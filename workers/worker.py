@@ -43,6 +43,7 @@ from newsq.config.settings import Settings, get_settings
 from newsq.errors import ConfigError
 from newsq.records import QUEUED
 from newsq.workers.logs import setup_logging
+from newsq.workers.prestart import read_language_model
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,8 @@ def _worker_init(sender: Any = None, **_: Any) -> None:
     consumed = sorted(sender.app.amqp.queues.consume_from or QUEUES)
     from celery.concurrency.thread import TaskPool as CeleryThreads
 
-    if sender.pool_cls is CeleryThreads:  # --pool threads means newsq's adaptive pool
+    threads = sender.pool_cls is CeleryThreads
+    if threads:  # --pool threads means newsq's adaptive pool
         from newsq.workers.pool import TaskPool
 
         sender.pool_cls = TaskPool
@@ -137,12 +139,19 @@ def _worker_init(sender: Any = None, **_: Any) -> None:
                 setattr(sender.app.tasks[name], key, value)
     upgrade_state(settings)
     port = start_metrics_server(settings) if settings.metrics_port else None
-    # the clean stage's libraries (trafilatura, lxml, the language model) load and warm
-    # here, once, before the pool starts: not on every process's or thread's first page;
-    # prefork children inherit them
+    # the clean stage's libraries (trafilatura, lxml) load and warm here, once, before
+    # the pool starts: not on every process's or thread's first page; prefork children
+    # inherit them, and the language model, read in a thread since the start: a thread
+    # pool takes tasks meanwhile (a page that needs the model waits for it)
     from newsq.clean.extract import warm_up as warm_clean
 
     warm_clean()
+    if threads:
+        read_language_model()  # started already by `newsq worker`: then it only waits
+    else:
+        from newsq.clean.metadata import language_identifier
+
+        language_identifier()
 
     pool = getattr(sender.pool_cls, "__module__", str(sender.pool_cls))
     log.info("newsq worker: queues %s, pool %s, concurrency %s, metrics %s, log %s",

@@ -252,8 +252,8 @@ def _extract(html: str, url: str | None, limits: CleanLimits,
     )
 
 
-WARM_PAGE = (
-    "<html><head><title>Warm-up</title></head><body><article><h1>Warm-up</h1>"
+WARM_PAGE = (  # its language declared: py3langid's model is read in a thread of its own
+    '<html lang="en"><head><title>Warm-up</title></head><body><article><h1>Warm-up</h1>'
     + "".join(
         f"<p>Paragraph {n} of the warm-up page: the worker runs it through the clean "
         f"stage once, at start-up, so that its first real page costs what page {n} does.</p>"

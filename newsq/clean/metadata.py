@@ -19,7 +19,9 @@ from __future__ import annotations
 import html
 import json
 import logging
+import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -345,9 +347,24 @@ def guess_date(tree: HtmlElement, url: str | None, *,
 
 
 @cache
-def _identifier() -> LanguageIdentifier:
-    # the model is read (about a second) on a process's first page without a language
+def _read_model() -> LanguageIdentifier:
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+# one reader of the model at a time: a page waits for the start-up's thread reading it
+# (language_identifier) rather than read it again; a fork waits for it to finish, so
+# no child inherits the lock held
+_MODEL_LOCK = threading.Lock()
+os.register_at_fork(before=_MODEL_LOCK.acquire, after_in_parent=_MODEL_LOCK.release,
+                    after_in_child=_MODEL_LOCK.release)  # fmt: skip
+
+
+def language_identifier() -> LanguageIdentifier:
+    """py3langid's identifier: its model is read (about half a second) once a process,
+    by the first caller; the others wait for it (a worker reads it in a thread at start,
+    :mod:`newsq.workers.prestart`)."""
+    with _MODEL_LOCK:
+        return _read_model()
 
 
 def guess_language(tree: HtmlElement) -> str | None:
@@ -356,7 +373,7 @@ def guess_language(tree: HtmlElement) -> str | None:
     sample = _paragraphs(tree) or _body_text(tree)
     if len(sample) < LANGUAGE_MIN_CHARS:
         return None
-    code, confidence = _identifier().classify(sample)
+    code, confidence = language_identifier().classify(sample)
     return str(code) if confidence >= LANGUAGE_MIN_CONFIDENCE else None
 
 
