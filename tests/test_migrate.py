@@ -5,6 +5,7 @@ and stores the URLs that waited in the old frontier."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -25,7 +26,9 @@ from newsq.migrate import Moved, upgrade
 from newsq.records import TERMINAL
 from newsq.replies import text
 from newsq.urls import url_id
-from tests.cli import local_env
+from newsq.workers.embedded import state_folder
+from newsq.workers.redis_server import KeptRedis
+from tests.cli import local_env, newsq_env, run_newsq
 from tests.cluster_server import LocalCluster
 from tests.faults.site import Site, serve
 from tests.processes import running
@@ -261,3 +264,28 @@ def test_on_a_cluster_the_ledger_moves_from_its_one_slot_to_the_buckets(
     assert ledger.states(urls) == ["stored"] * 25 + ["skipped"] + ["queued"] * 14
     assert not client.exists(f"{{{cluster_prefix}}}:counts")
     client.close()
+
+
+@pytest.mark.slow
+def test_newsq_run_on_a_state_kept_by_the_version_before_resumes_its_urls(
+    tmp_path: Path,
+) -> None:
+    """A run interrupted under the version before left URLs queued in its kept Redis:
+    the next run of today finds them (after the move) and sends them again."""
+    env = newsq_env(NEWSQ_ALLOW_PRIVATE="1", NEWSQ_HOST_RATE="0", NEWSQ_ROBOTS="0")
+    with serve(Site(stories=3, copies=0, missing=0).build()) as site:
+        first, *left = site.urls
+        assert run_newsq("run", first, env=env, cwd=str(tmp_path)).returncode == 0
+        folder = state_folder(f"sqlite:///{tmp_path / 'newsq.db'}")
+        assert folder is not None
+        kept = KeptRedis(folder, "test")
+        kept.lock(on_wait=lambda _owner: None)
+        client = redis.Redis.from_url(kept.start())
+        OldState(client, "newsq").enqueue(*left)  # what the version before left queued
+        client.close()
+        kept.stop()
+        again = run_newsq("run", first, env=env, cwd=str(tmp_path))
+    assert f"resuming {len(left)} URLs" in again.stderr, again.stderr
+    for url in left:
+        status = run_newsq("status", url, env=env, cwd=str(tmp_path))
+        assert json.loads(status.stdout)["state"] == "stored", status.stdout
