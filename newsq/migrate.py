@@ -34,8 +34,9 @@ from newsq.replies import text
 log = logging.getLogger(__name__)
 
 _SCRIPT = (resources.files("newsq") / "migrate.lua").read_text()
-LOCK_MS = 30_000
-"""The lock's life without renewal: a mover that dies frees it that long after."""
+LOCK_MS = 120_000
+"""The lock's life without renewal (each batch renews it; a SCAN of a large keyspace
+finds nothing for a while): a mover that dies frees it that long after."""
 LAYOUT = "2"
 """The layout a fully moved state is marked with (``{prefix}:layout``)."""
 
@@ -102,7 +103,7 @@ class Upgrade:
         many entries were written."""
         moved = 0
         keys: list[bytes] = []
-        for key in self.client.scan_iter(match=f"{_glob(self.old)}:url:*", count=batch):
+        for key in self.client.scan_iter(match=f"{_glob(self.old)}:url:*", count=1000):
             keys.append(key)
             if len(keys) >= batch:
                 moved += self._move_entries(keys)
@@ -169,7 +170,8 @@ class Upgrade:
         old_base, tag = f"{self.prefix}:", fetch_tag(self.prefix)
         found = []
         for head in ("frontier:*", "polite:*"):
-            found += [text(k) for k in self.client.scan_iter(match=_glob(old_base) + head)]
+            match = _glob(old_base) + head
+            found += [text(k) for k in self.client.scan_iter(match=match, count=1000)]
 
         urls = keys = 0
         for key in sorted(found, key=lambda k: _rank(k[len(old_base) :])):
