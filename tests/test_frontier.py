@@ -296,3 +296,33 @@ def test_requeue_stuck_leaves_waiting_hosts_alone_and_recovers_the_others(
         assert sent == [lost]
     finally:
         rt.close()
+
+
+def test_a_release_wakes_the_dispatcher_for_the_freed_slot(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    """A host without a rate at its concurrency cap got its freed slot only at the
+    dispatcher's next look (a quarter of a second later: 300 URLs of one host at 4 slots
+    took 8 s where 64 slots took 3): a release leaves a wake-up token, on which the
+    holder blocks between dispatches."""
+    frontier = _frontier(redis_client, settings, host_rate=0.0, host_concurrency=1)
+    lease = frontier.offer("a.example", "https://a.example/0", 0, BULK_LANE)
+    assert lease is not None
+    assert frontier.offer("a.example", "https://a.example/1", 0, BULK_LANE) is None
+    sent = Sent(redis_client)
+    dispatcher = Dispatcher(frontier, sent, poll=60.0).start()
+    try:
+        time.sleep(0.3)  # the holder dispatched nothing (the one slot is taken): it waits
+        assert dispatcher.holding and sent.urls() == []
+        dispatcher.stop()  # (a stop wakes the holder too)
+        frontier.release("a.example", lease)
+        assert redis_client.lrange(frontier.wake_key, 0, -1) == [b"1"]
+        assert frontier.wait_wake(1.0) and not frontier.wait_wake(0.05)  # one token
+        dispatcher = Dispatcher(frontier, sent, poll=60.0).start()
+        deadline = time.monotonic() + 10  # far short of the 60 s poll
+        while not sent.urls() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sent.urls() == ["https://a.example/1"]
+    finally:
+        dispatcher.stop()
+    assert dispatcher._thread is not None and not dispatcher._thread.is_alive()

@@ -10,6 +10,9 @@
 --                                       attempt|url" popped by the last dispatch, until
 --                                       confirmed sent
 --   <p>:frontier:dispatcher     string  the dispatcher's lease: who may dispatch
+--   <p>:frontier:wake           list    one token: a release made a waiting host due
+--                                       sooner; the lease holder blocks on it between
+--                                       dispatches
 -- A host is in 'due' exactly when one of its lanes holds URLs; every call keeps that.
 --
 -- park:     ARGV = 'park', prefix, host, rate, cap, lease, ttl, lane, attempt, url, front
@@ -190,7 +193,13 @@ elseif command == 'release' then
   redis.call('ZREM', leases, ARGV[4])
   -- not before its next allowed time: a host held by its rate is not asked early
   local tat = tonumber(redis.call('GET', next_key) or '0') or 0
-  redis.call('ZADD', due, 'XX', 'LT', math.max(redis_now(), tat), host)
+  if redis.call('ZADD', due, 'XX', 'LT', 'CH', math.max(redis_now(), tat), host) == 1 then
+    -- a waiting host is due sooner than the dispatcher planned: wake it (one token)
+    local wake = base .. 'wake'
+    redis.call('LPUSH', wake, '1')
+    redis.call('LTRIM', wake, 0, 0)
+    redis.call('EXPIRE', wake, 60)
+  end
   return 0
 end
 return redis.error_reply('unknown frontier command ' .. tostring(command))

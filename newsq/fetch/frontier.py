@@ -21,6 +21,7 @@ back unused (``newsq.tasks.fetch``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -77,10 +78,25 @@ class Frontier:
         self.due_key = f"{self.prefix}:frontier:due"
         self.pending_key = f"{self.prefix}:frontier:pending"
         self.lease_key = f"{self.prefix}:frontier:dispatcher"
+        self.wake_key = f"{self.prefix}:frontier:wake"
         self._route = [self.due_key]  # a key of the script's slot: Redis Cluster sends it there
 
     def queue_key(self, host: str, lane: int) -> str:
         return f"{self.prefix}:frontier:{host}:{BULK_LANE if lane == BULK_LANE else FRESH_LANE}"
+
+    def wait_wake(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds for a wake-up (a release made a waiting host
+        due sooner, or :meth:`wake`); True when one came."""
+        # BLPOP's 0 is "for ever": never ask for less than 10 ms
+        return self._client.blpop([self.wake_key], timeout=max(0.01, timeout)) is not None
+
+    def wake(self) -> None:
+        """Wake the dispatcher blocked in :meth:`wait_wake`."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.lpush(self.wake_key, "1")
+        pipe.ltrim(self.wake_key, 0, 0)
+        pipe.expire(self.wake_key, 60)
+        pipe.execute()
 
     def busy(self, hosts: Iterable[str]) -> bool:
         """Whether a URL of one of ``hosts`` waits in its queue or is being fetched (a
@@ -215,6 +231,9 @@ class Dispatcher:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread and hand the lease on."""
         self._stop.set()
+        if self.holding:  # it may be blocked waiting for a wake-up (else: at its poll)
+            with contextlib.suppress(redis.RedisError):
+                self.frontier.wake()
         if self._thread is not None:
             self._thread.join(timeout)
         try:
@@ -259,4 +278,16 @@ class Dispatcher:
             except Exception as exc:  # Redis or the broker away: try again shortly
                 log.warning("frontier dispatcher: %s", exc)
                 pause = self.poll
-            self._stop.wait(pause)
+            self._pause(pause)
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``; the lease holder wakes sooner when a fetch's release made a
+        waiting host due (a host without a rate, at its concurrency cap, gets its freed
+        slot at once, not at the next poll). One standing by just sleeps."""
+        if not self.holding or seconds <= 0:
+            self._stop.wait(seconds)
+            return
+        try:
+            self.frontier.wait_wake(seconds)
+        except redis.RedisError:
+            self._stop.wait(seconds)
