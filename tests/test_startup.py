@@ -121,7 +121,7 @@ def _in_child(code: str) -> list[str]:
 def test_the_language_model_is_read_once_by_the_start_thread_and_waited_for() -> None:
     out = _in_child(
         "import threading\n"
-        "from newsq.workers.prestart import read_language_model\n"
+        "from newsq.workers.langid import read_language_model\n"
         "from newsq.clean import metadata\n"
         "reader = read_language_model()\n"
         "got = []\n"
@@ -138,7 +138,7 @@ def test_a_fork_while_the_model_is_read_waits_and_the_child_inherits_it() -> Non
     model's lock held by the reading thread, nor miss the model."""
     out = _in_child(
         "import os\n"
-        "from newsq.workers.prestart import read_language_model\n"
+        "from newsq.workers.langid import read_language_model\n"
         "from newsq.clean import metadata\n"
         "read_language_model()\n"
         "while not metadata._MODEL_LOCK.locked():  # the thread reads the model now\n"

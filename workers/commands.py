@@ -50,7 +50,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from newsq.workers.prestart import read_language_model
+    from newsq.workers.langid import read_language_model
 
     read_language_model()  # beside the imports of Celery and the pipeline, below
     from newsq.workers.worker import run_worker

@@ -18,7 +18,8 @@ import importlib
 import json
 import os
 import sys
-import threading
+
+from newsq.workers.langid import read_language_model
 
 PRELOAD = (
     "celery.apps.worker",
@@ -36,19 +37,6 @@ PRELOAD = (
 )
 """Modules a worker imports on its way to its first task, none of them newsq's settings
 or Celery app."""
-
-
-def read_language_model() -> threading.Thread:
-    """Import the metadata step and read py3langid's model in a thread: its file reads
-    and LZMA decompression (without the GIL) go on beside the caller's imports and
-    start, on the other core; a page that needs the model waits for it."""
-
-    def read() -> None:
-        importlib.import_module("newsq.clean.metadata").language_identifier()
-
-    thread = threading.Thread(target=read, name="newsq-langid", daemon=True)
-    thread.start()
-    return thread
 
 
 def preload() -> None:
