@@ -247,7 +247,7 @@ def test_a_waiting_url_costs_the_same_whatever_its_hosts_backlog(
     of 10 and of 40 (they grew with it when every waiting URL asked at each token)."""
     per_url = []
     for n, host in ((10, "ten.example"), (40, "forty.example")):
-        frontier = _frontier(redis_client, settings, host_rate=200.0, host_concurrency=10)
+        frontier = _frontier(redis_client, settings, host_rate=40.0, host_concurrency=10)
         before = commands_run(redis_client)
         assert frontier.offer(host, f"https://{host}/0", 0, BULK_LANE)
         for i in range(1, n):
