@@ -280,14 +280,26 @@ def _claim(rt: Runtime, url: str, host: str, lease: str, interval: float, attemp
            lane: int) -> str | None:  # fmt: skip
     """The lease to fetch ``url`` with, once its host's rate time is taken; None when it
     went back to the frontier, first in its lane."""
-    wait = rt.frontier.claim(host, interval, CLAIM_WAIT_MOST)
-    if wait > CLAIM_WAIT_MOST:
-        rt.frontier.release(host, lease)
-        return rt.frontier.offer(host, url, attempt, lane, front=True)
-    if wait > 0:  # its slot is taken: it starts then
+    while True:
+        wait = rt.frontier.claim(host, interval, CLAIM_WAIT_MOST)
+        if wait > CLAIM_WAIT_MOST:
+            rt.frontier.release(host, lease)
+            return rt.frontier.offer(host, url, attempt, lane, front=True)
+        if wait <= 0:
+            return lease
+        due = time.monotonic() + wait  # its slot is taken: it starts then
         with rt.pool.network_wait():
             time.sleep(wait)
-    return lease
+        if time.monotonic() - due <= max(interval, CLAIM_LATE_MOST):
+            return lease
+        # it woke long after its slot (its process was paused): the slots after it went
+        # to other fetches meanwhile, so going now would make a burst: a new slot
+        log.info("%s: woke %.1fs after its slot, takes a new one", url, time.monotonic() - due)
+
+
+CLAIM_LATE_MOST = 0.05
+"""A fetch that wakes later than this (or its host's interval) after its slot takes a new
+one: a paused machine's fetches must not all go at once when it resumes."""
 
 
 def _parked(rt: Runtime, url: str, host: str) -> Step:

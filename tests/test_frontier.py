@@ -326,3 +326,36 @@ def test_a_release_wakes_the_dispatcher_for_the_freed_slot(
     finally:
         dispatcher.stop()
     assert dispatcher._thread is not None and not dispatcher._thread.is_alive()
+
+
+def test_a_fetch_that_wakes_long_after_its_slot_takes_a_new_one(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dispatched fetch takes its slot, then sleeps until it; one whose process was
+    paused meanwhile (SIGSTOP, a machine that froze) went at once when it woke, beside
+    the fetches that had the slots after its own: 12 requests in a second at a limit of
+    8 in the surge drill. It takes a new slot instead."""
+    import newsq.pipeline as pipeline
+
+    rt = Runtime(dataclasses.replace(settings, host_rate=10.0))
+    try:
+        host = "paused.example"
+        lease = rt.frontier.offer(host, f"https://{host}/0", 0, BULK_LANE) or ""
+        assert pipeline._claim(rt, f"https://{host}/0", host, lease, 0.1, 0, BULK_LANE)
+        claims: list[float] = []
+        real_claim, real_sleep = rt.frontier.claim, time.sleep
+
+        def claim(*args: object) -> float:
+            claims.append(real_claim(*args))  # type: ignore[arg-type]
+            return claims[-1]
+
+        def paused_sleep(seconds: float) -> None:  # the first sleep is cut by a pause
+            real_sleep(seconds + (0.6 if len(claims) == 1 else 0.0))
+
+        monkeypatch.setattr(rt.frontier, "claim", claim)
+        monkeypatch.setattr(pipeline.time, "sleep", paused_sleep)
+        assert pipeline._claim(rt, f"https://{host}/1", host, lease, 0.1, 0, BULK_LANE) == lease
+        assert len(claims) == 2 and 0 < claims[0] <= 0.1  # slept for one, woke late: anew
+        assert claims[1] <= 0.1
+    finally:
+        rt.close()
