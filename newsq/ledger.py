@@ -134,11 +134,14 @@ class Ledger:
         self.throughput = Recorder(client, self.tag)  # this process's terminal outcomes
 
     def bucket(self, url: str) -> Bucket:
-        return self.buckets[int(url_id(url)[:8], 16) % len(self.buckets)]
+        return self._bucket_of(url_id(url))
+
+    def _bucket_of(self, ident: str) -> Bucket:
+        return self.buckets[int(ident[:8], 16) % len(self.buckets)]
 
     def key(self, url: str) -> str:
         ident = url_id(url)
-        return f"{self.buckets[int(ident[:8], 16) % len(self.buckets)].tag}:url:{ident}"
+        return f"{self._bucket_of(ident).tag}:url:{ident}"
 
     def _by_bucket(self, urls: Iterable[str]) -> dict[Bucket, list[str]]:
         out: dict[Bucket, list[str]] = defaultdict(list)

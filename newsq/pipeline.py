@@ -107,8 +107,10 @@ def _keep_body(rt: Runtime, url: str, page: Page) -> None:
 
 
 def _drop_body(rt: Runtime, url: str) -> None:
-    for key in (body_key(rt, url), f"{body_key(rt, url)}:raw"):  # two slots on a Cluster
-        rt.redis.delete(key)
+    pipe = rt.redis.pipeline(transaction=False)  # two slots on a Cluster: no one DEL
+    for key in (body_key(rt, url), f"{body_key(rt, url)}:raw"):
+        pipe.delete(key)
+    pipe.execute()
 
 
 VERDICT = ("story_id", "duplicate_of", "similarity", "match")  # of a copy, in its URL's record
@@ -369,15 +371,12 @@ def _more_coming(rt: Runtime, hosts: set[str]) -> bool:
     """Whether more pages of ``hosts`` may be on their way: a URL of theirs waits in the
     frontier or is being fetched, or any task waits in the broker's queues (which do not
     say their hosts). Asked only before a page would be held."""
-    from newsq.config.celery import QUEUES, queue_keys  # Celery's: loaded in a worker
+    from newsq.config.celery import queue_depths  # Celery's: loaded in a worker
 
     if rt.frontier.busy(hosts):
         return True
-    pipe = rt.broker.pipeline(transaction=False)
-    for queue in QUEUES:
-        for key in queue_keys(rt.settings.key_prefix, queue):
-            pipe.llen(key)
-    return any(int(n) for n in pipe.execute())
+    depths = queue_depths(rt.broker, rt.settings.key_prefix)
+    return any(n for lanes in depths.values() for n in lanes.values())
 
 
 def _hold(rt: Runtime, url: str, page: Page, countdown: float, handed_off: bool,

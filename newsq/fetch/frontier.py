@@ -34,7 +34,7 @@ from importlib import resources
 
 import redis
 
-from newsq.fetch.politeness import Politeness, fetch_tag
+from newsq.fetch.politeness import Politeness, fetch_tag, leases_key
 from newsq.replies import text
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class Frontier:
         now = time.time()
         for host in {h.lower() for h in hosts}:
             pipe.exists(self.queue_key(host, FRESH_LANE), self.queue_key(host, BULK_LANE))
-            pipe.zcount(f"{self.prefix}:polite:leases:{host}", f"({now:.6f}", "+inf")
+            pipe.zcount(leases_key(self.prefix, host), f"({now:.6f}", "+inf")
         return any(int(n) for n in pipe.execute())
 
     def offer(self, host: str, url: str, attempt: int, lane: int, *,
@@ -141,7 +141,7 @@ class Frontier:
         """Give back the slot ``lease`` of ``host`` (no-op when it expired)."""
         host = host.lower()
         if self._politeness.rate_for(host) > 0:  # its rate, not a free slot, says when next
-            self._client.zrem(f"{self.prefix}:polite:leases:{host}", lease)
+            self._client.zrem(leases_key(self.prefix, host), lease)
         else:
             self._script(keys=self._route, args=["release", self.prefix, host, lease])
 

@@ -51,10 +51,15 @@ def fetch_tag(key_prefix: str) -> str:
     return f"{{{key_prefix}:fetch}}"
 
 
+def leases_key(tag: str, host: str) -> str:
+    """The sorted set of ``host``'s request leases (under the fetch tag ``tag``)."""
+    return f"{tag}:polite:leases:{host}"
+
+
 def _keys(tag: str, host: str) -> list[str]:
     return [
         f"{tag}:polite:next:{host}",
-        f"{tag}:polite:leases:{host}",
+        leases_key(tag, host),
         f"{tag}:polite:rates",
         f"{tag}:polite:crawl-delay:{host}",
     ]
@@ -145,7 +150,7 @@ class Politeness:
             if held == []:
                 del self._leases[host]
         if lease is not None:
-            self._client.zrem(f"{self.prefix}:polite:leases:{host}", lease)
+            self._client.zrem(leases_key(self.prefix, host), lease)
 
     def wait(self, host: str, timeout: float) -> bool:
         """Block until a slot for ``host`` is granted (True) or ``timeout`` passes (False)."""
