@@ -200,6 +200,8 @@ def upgrade(client: redis.Redis, prefix: str, *, wait: float = 120.0) -> Moved |
     while job.needed():
         if client.set(job.lock_key, job.token, nx=True, px=LOCK_MS):
             try:
+                if not job.needed():  # another finished between the look and the lock
+                    return None
                 moved = job.run()
             finally:
                 job.script(keys=[job.lock_key], args=["unlock", job.token])
