@@ -58,19 +58,21 @@ class Receiver:
                     receiver.requests.append(request)  # as it comes: a hang is seen at once
                     receiver.in_flight += 1
                     receiver.most_in_flight = max(receiver.most_in_flight, receiver.in_flight)
-                try:
-                    self._answer(request, answer)
-                finally:
-                    with receiver._lock:
-                        receiver.in_flight -= 1
+                self._answer(request, answer)
 
             def _answer(self, request: Request, answer: int | str) -> None:
-                time.sleep(receiver.delay)
-                if answer == "hold":
-                    receiver.holding.set()
-                    receiver.release.wait(30)
-                if answer == "hang":
-                    time.sleep(receiver.hang)
+                try:
+                    time.sleep(receiver.delay)
+                    if answer == "hold":
+                        receiver.holding.set()
+                        receiver.release.wait(30)
+                    if answer == "hang":
+                        time.sleep(receiver.hang)
+                finally:
+                    # out of flight before the answer goes: a sender that has it may
+                    # post again at once, and that post must not count this one still
+                    with receiver._lock:
+                        receiver.in_flight -= 1
                 status = answer if isinstance(answer, int) else None
                 if status is None:
                     self.close_connection = True
