@@ -205,10 +205,14 @@ def test_newsq_events_lists_each_stored_copy_once_and_resumes(
     site = Site(stories=5, copies=2, missing=1).build()
     follower = subprocess.Popen(
         [sys.executable, "-m", "newsq", "events", "--follow", "--interval", "0.1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**env, "PYTHONFAULTHANDLER": "1"},  # SIGABRT dumps where it waits
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     followed: list[dict[str, Any]] = []
     reader = _read_lines(follower, followed)
+    errors: list[str] = []  # stderr read as it comes: a full pipe must not stall it
+    err_reader = threading.Thread(target=lambda: errors.extend(follower.stderr or ()))
+    err_reader.start()
     try:
         with serve(site):
             done = run_newsq("run", *site.urls, "--workers", "1", env=env)
@@ -217,9 +221,17 @@ def test_newsq_events_lists_each_stored_copy_once_and_resumes(
         while len(followed) < 7 and time.monotonic() < deadline:
             time.sleep(0.05)
         follower.send_signal(signal.SIGTERM)
-        assert follower.wait(timeout=30) == 0  # a clean stop
+        try:
+            code = follower.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            follower.send_signal(signal.SIGABRT)
+            follower.wait(10)
+            err_reader.join(10)
+            pytest.fail("no exit 30 s after SIGTERM; it waited in:\n" + "".join(errors))
+        assert code == 0, "".join(errors)  # a clean stop
         reader.join(30)
-        assert follower.stderr is not None and follower.stderr.read() == ""  # no traceback
+        err_reader.join(30)
+        assert errors == []  # no traceback
     finally:
         follower.kill()
 
