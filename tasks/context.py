@@ -90,7 +90,10 @@ def _start_dispatcher() -> None:
     if _dispatcher is not None or (consumed and FETCH_QUEUE not in consumed):
         return
     try:
-        _dispatcher = Dispatcher(runtime().frontier, lambda grants: send_granted(app, grants))
+        batch = runtime().settings.fetch_batch
+        _dispatcher = Dispatcher(
+            runtime().frontier, lambda grants: send_granted(app, grants, batch)
+        )
     except Exception as exc:  # no broker configured: the worker itself will say so
         log.warning("frontier dispatcher not started: %s", exc)
         return

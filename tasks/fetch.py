@@ -20,8 +20,11 @@ came in (``newsq.feeds.send``): a fresh URL stays ahead of the backlog at every 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from typing import Any
 
+import redis
 from celery import Task
 
 from newsq.config.celery import FETCH_MANY_TASK, FETCH_TASK, PROCESS_QUEUE, PROCESS_TASK, app
@@ -35,7 +38,7 @@ def _fetch_one(task: Task, url: str, attempt: int, retries: int,
                lease: str | None = None, interval: float = 0.0) -> str | None:  # fmt: skip
     inline = PROCESS_QUEUE in task.app.amqp.queues.consume_from
     rt = runtime()
-    if lease is not None and (task.request.delivery_info or {}).get("redelivered"):
+    if lease is not None and _redelivered(task):
         # delivered again (its worker died): the slot's time has passed; ask anew
         with transient_errors(url, retry, retries):
             rt.frontier.release(host_of(url), lease)
@@ -51,6 +54,10 @@ def _fetch_one(task: Task, url: str, attempt: int, retries: int,
     elif step.action == "retry":
         fetch.apply_async((url, attempt + 1), countdown=countdown(step.countdown), priority=lane)
     return step.state  # parked: the frontier's dispatcher sends it on at its host's turn
+
+
+def _redelivered(task: Task) -> bool:
+    return bool((task.request.delivery_info or {}).get("redelivered"))
 
 
 @app.task(name=FETCH_TASK, bind=True, max_retries=None)
@@ -72,28 +79,46 @@ class _Later(Exception):
         self.delay = delay
 
 
+Slot = tuple[int, str | None, float, int]
+"""A granted URL's attempt, lease, its host's interval then and the lane it waited in."""
+
+
 @app.task(name=FETCH_MANY_TASK, bind=True)
-def fetch_many(self: Task, urls: list[str]) -> int:
+def fetch_many(self: Task, urls: list[str], slots: list[list[Any]] | None = None) -> int:
     """Each URL as ``newsq.fetch`` would; returns how many were handled here (0: sent on
-    one by one, outside newsq's thread pool).
+    one by one, outside newsq's thread pool). ``slots``: the frontier's grant of each
+    URL (``newsq.feeds.send.send_granted``), as ``newsq.fetch``'s arguments after it.
 
     In newsq's thread pool the URLs run side by side, each in a task's place in the
     pool (``AdaptiveExecutor.side_by_side``), so a batch takes as long as its slowest
     URL, not the sum of them. A redelivered batch (its worker died) skips the URLs
-    already done: the ledger's begin says so.
+    already done: the ledger's begin says so; its slots' time has passed, so their
+    leases go back and the URLs ask anew.
     """
-    side_by_side = runtime().pool.side_by_side
+    rt = runtime()
     lane = lane_of(self)  # here: the URLs run on other threads, without this request
+    given: list[Slot] = [(0, None, 0.0, lane)] * len(urls)
+    if slots is not None:
+        given = [(int(a), lease, float(i), int(lane_)) for a, lease, i, lane_ in slots]
+    if slots is not None and _redelivered(self):
+        for url, (_, lease, _, _) in zip(urls, given, strict=True):
+            if lease is not None:  # Redis away: the lease expires by itself
+                with contextlib.suppress(redis.RedisError):
+                    rt.frontier.release(host_of(url), lease)
+        given = [(attempt, None, 0.0, lane_) for attempt, _, _, lane_ in given]
+    side_by_side = rt.pool.side_by_side
     if side_by_side is None:  # not newsq's thread pool: a pool with per-task time
-        for url in urls:  # limits (prefork) must apply them to each URL, so each goes
-            fetch.apply_async((url,), priority=lane)  # on as a task of its own
+        for url, (attempt, lease, interval, lane_) in zip(urls, given, strict=True):
+            # limits (prefork) must apply them to each URL: each goes on as its own task
+            fetch.apply_async((url, attempt, lease, interval, lane_), priority=lane)
         return 0
 
-    def one(url: str) -> None:
+    def one(item: tuple[str, Slot]) -> None:
+        url, (attempt, lease, interval, lane_) = item
         try:
-            _fetch_one(self, url, 0, 0, _Later, lane)
+            _fetch_one(self, url, attempt, 0, _Later, lane_, lease, interval)
         except _Later as later:
-            fetch.apply_async((url, 0), countdown=later.delay, retries=1, priority=lane)
+            fetch.apply_async((url, attempt), countdown=later.delay, retries=1, priority=lane_)
 
-    side_by_side(one, urls)
+    side_by_side(one, list(zip(urls, given, strict=True)))
     return len(urls)

@@ -359,3 +359,31 @@ def test_a_fetch_that_wakes_long_after_its_slot_takes_a_new_one(
         assert claims[1] <= 0.1
     finally:
         rt.close()
+
+
+def test_a_dispatchs_grants_go_to_the_broker_in_shared_messages(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    """Issue 18: each granted URL was a message of its own, about ten broker commands a
+    URL (LPUSH, BRPOP, the unacked bookkeeping and the ack); a dispatch's grants share
+    messages of up to ``batch``, each URL keeping its slot and the lane it waited in."""
+    import base64
+    import json
+
+    from newsq.config.celery import FETCH_MANY_TASK, FETCH_TASK, make_app, queue_keys
+    from newsq.feeds.send import send_granted
+
+    grants = [Grant(f"https://busy.example/{n}", n % 2, n % 3 and BULK_LANE, f"lease:{n}",
+                    "busy.example", 0.2) for n in range(9)]  # fmt: skip
+    app = make_app(settings)
+    send_granted(app, grants, 4)
+    app.close()
+    fresh = queue_keys(settings.key_prefix, "fetch")[0]
+    raw = redis_client.lrange(fresh, 0, -1)[::-1]  # LPUSH: the first sent is last
+    messages = [json.loads(m) for m in raw]
+    assert [m["headers"]["task"] for m in messages] == [FETCH_MANY_TASK] * 2 + [FETCH_TASK]
+    bodies = [json.loads(base64.b64decode(m["body"])) for m in messages]
+    urls = bodies[0][0][0] + bodies[1][0][0] + [bodies[2][0][0]]
+    assert urls == [g.url for g in grants]
+    slots = bodies[0][1]["slots"] + bodies[1][1]["slots"] + [bodies[2][0][1:]]
+    assert slots == [[g.attempt, g.lease, g.interval, g.lane] for g in grants]

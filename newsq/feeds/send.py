@@ -20,7 +20,7 @@ during a backfill is fetched next, not after the backlog.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from newsq.feeds.intake import batches
 
@@ -61,13 +61,26 @@ def send_fetches(app: Celery, urls: Sequence[str], batch: int = 1, *,
     return len(parts)
 
 
-def send_granted(app: Celery, grants: Sequence[Grant]) -> None:
-    """Send each URL the frontier's dispatcher took, with its politeness slot, as a
-    ``newsq.fetch`` in the fresh lane (its host's turn is now: behind a backlog it would
-    come too late), naming the lane it waited in for the stages after it."""
-    from newsq.config.celery import FETCH_QUEUE, FETCH_TASK, FRESH
+def send_granted(app: Celery, grants: Sequence[Grant], batch: int = 1) -> None:
+    """Send the URLs the frontier's dispatcher took, each with its politeness slot, in
+    the fresh lane (its host's turn is now: behind a backlog it would come too late),
+    naming the lane each waited in for the stages after it: up to ``batch`` a message
+    (``newsq.fetch_many`` with their slots; one alone as ``newsq.fetch``), as a busy
+    host's next slots come out of one dispatch together and a message costs the broker
+    about ten commands."""
+    from newsq.config.celery import FETCH_MANY_TASK, FETCH_QUEUE, FETCH_TASK, FRESH
 
+    size = max(1, batch)
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
     with app.producer_or_acquire() as producer:
-        for g in grants:
-            app.send_task(FETCH_TASK, args=(g.url, g.attempt, g.lease, g.interval, g.lane),
-                          queue=FETCH_QUEUE, producer=producer, priority=FRESH)  # fmt: skip
+        for i in range(0, len(grants), size):
+            part = grants[i : i + size]
+            if len(part) == 1:
+                g = part[0]
+                name, args, kwargs = FETCH_TASK, (g.url, g.attempt, g.lease, g.interval, g.lane), {}
+            else:
+                slots = [[g.attempt, g.lease, g.interval, g.lane] for g in part]
+                name, args, kwargs = FETCH_MANY_TASK, ([g.url for g in part],), {"slots": slots}
+            app.send_task(name, args=args, kwargs=kwargs, queue=FETCH_QUEUE, producer=producer,
+                          priority=FRESH)  # fmt: skip
