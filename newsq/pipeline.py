@@ -208,14 +208,16 @@ def requeue_stuck(ledger: Ledger, older_than: float, send: Callable[[str], None]
 
 
 def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True,
-               lane: int = 0, lease: str | None = None, interval: float = 0.0) -> Step:  # fmt: skip
+               lane: int = 0, lease: str | None = None, interval: float = 0.0,
+               slot: float = 0.0) -> Step:  # fmt: skip
     """Fetch ``url`` and leave its body for the process step.
 
     ``hand_off``: the body goes to Redis for a process task on any worker; without it,
     the page comes back in the step, for the caller to process at once (in memory).
     ``lease``: the concurrency slot the frontier's dispatcher granted this delivery, of
-    a host then ``interval`` s between requests (``newsq.fetch.frontier``): the request
-    takes its rate time as it starts; without one, the fetch asks for a slot first, and a URL
+    a host then ``interval`` s between requests, whose request starts at ``slot``
+    (Redis' clock; 0 or past: it takes a rate time as it starts;
+    ``newsq.fetch.frontier``); without one, the fetch asks for a slot first, and a URL
     whose host has none free waits in the frontier, in ``lane`` (a ``parked`` step),
     its ledger entry untouched: ``queued`` since its enqueue or retry (after a worker
     died fetching it, ``fetching`` until its next delivery begins).
@@ -232,7 +234,8 @@ def fetch_step(rt: Runtime, url: str, attempt: int = 0, *, hand_off: bool = True
     if (step := poisoned(rt, url, deliveries)) is not None:
         rt.frontier.release(host, lease)
         return step
-    if dispatched and (lease := _claim(rt, url, host, lease, interval, attempt, lane)) is None:
+    if dispatched and (lease := _claim(rt, url, host, lease, interval, attempt, lane,
+                                       slot)) is None:  # fmt: skip
         return _parked(rt, url, host)
 
     robots_first = rt.robots_fetch_needed(url)
@@ -279,11 +282,14 @@ CLAIM_WAIT_MOST = 2.0
 
 
 def _claim(rt: Runtime, url: str, host: str, lease: str, interval: float, attempt: int,
-           lane: int) -> str | None:  # fmt: skip
-    """The lease to fetch ``url`` with, once its host's rate time is taken; None when it
-    went back to the frontier, first in its lane."""
+           lane: int, slot: float = 0.0) -> str | None:  # fmt: skip
+    """The lease to fetch ``url`` with, once its host's rate time has come: ``slot``, the
+    one its dispatch took, when it is not past (else a new one); None when it went back
+    to the frontier, first in its lane."""
+    wait = slot - rt.frontier.clock() if slot > 0 else None
     while True:
-        wait = rt.frontier.claim(host, interval, CLAIM_WAIT_MOST)
+        if wait is None or wait < -max(interval, CLAIM_LATE_MOST):  # none, or it passed
+            wait = rt.frontier.claim(host, interval, CLAIM_WAIT_MOST)
         if wait > CLAIM_WAIT_MOST:
             rt.frontier.release(host, lease)
             return rt.frontier.offer(host, url, attempt, lane, front=True)
@@ -297,6 +303,7 @@ def _claim(rt: Runtime, url: str, host: str, lease: str, interval: float, attemp
         # it woke long after its slot (its process was paused): the slots after it went
         # to other fetches meanwhile, so going now would make a burst: a new slot
         log.info("%s: woke %.1fs after its slot, takes a new one", url, time.monotonic() - due)
+        wait = None
 
 
 CLAIM_LATE_MOST = 0.05

@@ -35,7 +35,8 @@ from newsq.urls import host_of
 
 def _fetch_one(task: Task, url: str, attempt: int, retries: int,
                retry: Callable[[float], Exception], lane: int,
-               lease: str | None = None, interval: float = 0.0) -> str | None:  # fmt: skip
+               lease: str | None = None, interval: float = 0.0,
+               slot: float = 0.0) -> str | None:  # fmt: skip
     inline = PROCESS_QUEUE in task.app.amqp.queues.consume_from
     rt = runtime()
     if lease is not None and _redelivered(task):
@@ -45,7 +46,7 @@ def _fetch_one(task: Task, url: str, attempt: int, retries: int,
         lease = None
     with transient_errors(url, retry, retries):
         step = fetch_step(rt, url, attempt, hand_off=not inline, lane=lane, lease=lease,
-                          interval=interval)  # fmt: skip
+                          interval=interval, slot=slot)  # fmt: skip
         if step.page is not None:  # on the pool's CPU lane (newsq.workers.admission)
             step = rt.on_cpu(process_step, rt, url, step.page, attempt)
     if step.action == "next":  # a countdown: the page waits for more of its site's
@@ -62,13 +63,16 @@ def _redelivered(task: Task) -> bool:
 
 @app.task(name=FETCH_TASK, bind=True, max_retries=None)
 def fetch(self: Task, url: str, attempt: int = 0, lease: str | None = None,
-          interval: float = 0.0, lane: int | None = None) -> str | None:  # fmt: skip
-    """``lease``, ``interval``, ``lane``: the concurrency slot the frontier granted, its
-    host's interval then, the lane the URL waited in (``newsq.fetch.frontier``); a
-    retry goes without them, as the slot's time has passed."""
+          interval: float = 0.0, lane: int | None = None,
+          slot: float = 0.0) -> str | None:  # fmt: skip
+    """``lease``, ``interval``, ``lane``, ``slot``: the concurrency slot the frontier
+    granted, its host's interval then, the lane the URL waited in, when its request may
+    start (``newsq.fetch.frontier.Grant``); a retry goes without them, as the slot's
+    time has passed."""
     lane = lane_of(self) if lane is None else lane
     retry = lambda delay: self.retry(args=(url, attempt), countdown=delay, priority=lane)  # noqa: E731
-    return _fetch_one(self, url, attempt, self.request.retries, retry, lane, lease, interval)
+    return _fetch_one(self, url, attempt, self.request.retries, retry, lane, lease, interval,
+                      slot)  # fmt: skip
 
 
 class _Later(Exception):
@@ -79,8 +83,9 @@ class _Later(Exception):
         self.delay = delay
 
 
-Slot = tuple[int, str | None, float, int]
-"""A granted URL's attempt, lease, its host's interval then and the lane it waited in."""
+Slot = tuple[int, str | None, float, int, float]
+"""A granted URL's attempt, lease, its host's interval then, the lane it waited in and
+its request's start (``newsq.fetch``'s arguments after the URL)."""
 
 
 @app.task(name=FETCH_MANY_TASK, bind=True)
@@ -97,26 +102,26 @@ def fetch_many(self: Task, urls: list[str], slots: list[list[Any]] | None = None
     """
     rt = runtime()
     lane = lane_of(self)  # here: the URLs run on other threads, without this request
-    given: list[Slot] = [(0, None, 0.0, lane)] * len(urls)
+    given: list[Slot] = [(0, None, 0.0, lane, 0.0)] * len(urls)
     if slots is not None:
-        given = [(int(a), lease, float(i), int(lane_)) for a, lease, i, lane_ in slots]
+        given = [(int(g[0]), g[1], float(g[2]), int(g[3]), float(g[4])) for g in slots]
     if slots is not None and _redelivered(self):
-        for url, (_, lease, _, _) in zip(urls, given, strict=True):
+        for url, (_, lease, _, _, _) in zip(urls, given, strict=True):
             if lease is not None:  # Redis away: the lease expires by itself
                 with contextlib.suppress(redis.RedisError):
                     rt.frontier.release(host_of(url), lease)
-        given = [(attempt, None, 0.0, lane_) for attempt, _, _, lane_ in given]
+        given = [(attempt, None, 0.0, lane_, 0.0) for attempt, _, _, lane_, _ in given]
     side_by_side = rt.pool.side_by_side
     if side_by_side is None:  # not newsq's thread pool: a pool with per-task time
-        for url, (attempt, lease, interval, lane_) in zip(urls, given, strict=True):
+        for url, slot in zip(urls, given, strict=True):
             # limits (prefork) must apply them to each URL: each goes on as its own task
-            fetch.apply_async((url, attempt, lease, interval, lane_), priority=lane)
+            fetch.apply_async((url, *slot), priority=lane)
         return 0
 
     def one(item: tuple[str, Slot]) -> None:
-        url, (attempt, lease, interval, lane_) = item
+        url, (attempt, lease, interval, lane_, slot) = item
         try:
-            _fetch_one(self, url, attempt, 0, _Later, lane_, lease, interval)
+            _fetch_one(self, url, attempt, 0, _Later, lane_, lease, interval, slot)
         except _Later as later:
             fetch.apply_async((url, attempt), countdown=later.delay, retries=1, priority=lane_)
 

@@ -121,13 +121,15 @@ def test_dispatched_fetches_that_waited_in_a_queue_make_no_burst(
     _drain(Dispatcher(frontier, sent), sent, 3, timeout=5)
     grants = [g for _, g in sent.grants]
     assert {g.interval for g in grants} == {0.1}
-    # the three tasks reach their workers together (a queue held them): one goes now,
-    # each next one takes the slot an interval after the one before
-    waits = [frontier.claim("a.example", g.interval, 2.0) for g in grants]
-    assert waits[0] <= 0.1
-    assert all(0.05 < b - a <= 0.1 for a, b in itertools.pairwise(waits)), waits
-    assert frontier.claim("a.example", 0.1, 0.2) > 0.2  # too far off: not taken
-    assert 0.25 < frontier.claim("a.example", 0.1, 2.0) <= 0.4
+    # the three tasks reach their workers together (a queue held them): each waits for
+    # the slot its dispatch took, an interval after the one before
+    assert all(abs(b.slot - a.slot - 0.1) < 1e-5 for a, b in itertools.pairwise(grants))
+    now = frontier.clock()
+    assert grants[0].slot - now <= 0.1
+    # one that came too late for its slot takes a new one, after every slot given
+    assert frontier.claim("a.example", 0.1, 0.1) > 0.1  # too far off: not taken
+    late = frontier.claim("a.example", 0.1, 2.0)
+    assert grants[-1].slot + 0.1 - 0.01 <= frontier.clock() + late <= grants[-1].slot + 0.2
 
 
 def test_one_dispatch_gives_a_busy_host_its_next_seconds_slots(
@@ -145,8 +147,8 @@ def test_one_dispatch_gives_a_busy_host_its_next_seconds_slots(
     assert holds
     ahead = int(DISPATCH_AHEAD * 5)
     assert ahead <= len(grants) <= ahead + 1, grants  # the first waits at most an interval
-    waits = [frontier.claim("busy.example", g.interval, 2.0) for g in grants]
-    assert all(0.15 < b - a <= 0.2 for a, b in itertools.pairwise(waits)), waits
+    waits = [g.slot - frontier.clock() for g in grants]  # each fetch waits for its slot
+    assert all(0.19 < b - a <= 0.2 for a, b in itertools.pairwise(waits)), waits
     assert waits[-1] <= DISPATCH_AHEAD + 0.2
 
 
@@ -374,7 +376,7 @@ def test_a_dispatchs_grants_go_to_the_broker_in_shared_messages(
     from newsq.feeds.send import send_granted
 
     grants = [Grant(f"https://busy.example/{n}", n % 2, n % 3 and BULK_LANE, f"lease:{n}",
-                    "busy.example", 0.2) for n in range(9)]  # fmt: skip
+                    "busy.example", 0.2, 1e9 + n / 5) for n in range(9)]  # fmt: skip
     app = make_app(settings)
     send_granted(app, grants, 4)
     app.close()
@@ -386,4 +388,47 @@ def test_a_dispatchs_grants_go_to_the_broker_in_shared_messages(
     urls = bodies[0][0][0] + bodies[1][0][0] + [bodies[2][0][0]]
     assert urls == [g.url for g in grants]
     slots = bodies[0][1]["slots"] + bodies[1][1]["slots"] + [bodies[2][0][1:]]
-    assert slots == [[g.attempt, g.lease, g.interval, g.lane] for g in grants]
+    assert slots == [[g.attempt, g.lease, g.interval, g.lane, g.slot] for g in grants]
+
+
+def test_a_dispatched_fetch_on_time_asks_redis_nothing_for_its_slot(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: each dispatched fetch took its rate time in a call of its own (4
+    commands a URL); the dispatch that grants it takes it, so a fetch that comes before
+    its slot only waits for it. One that comes after it takes a new one."""
+    import newsq.pipeline as pipeline
+
+    rt = Runtime(dataclasses.replace(settings, host_rate=10.0, host_concurrency=10))
+    client = rt.redis
+    try:
+        host = "slots.example"
+        assert rt.frontier.offer(host, f"https://{host}/0", 0, BULK_LANE)
+        for n in range(1, 5):
+            assert rt.frontier.offer(host, f"https://{host}/{n}", 0, BULK_LANE) is None
+        time.sleep(0.1)
+        _, _, grants = rt.frontier.dispatch("me", 500, 5.0)
+        assert len(grants) >= 4 and all(g.slot > 0 for g in grants)
+        rt.frontier.clock()  # its first reading of Redis' clock
+        starts = []
+        before = commands_run(client)
+        for g in grants[:3]:
+            assert pipeline._claim(rt, g.url, host, g.lease, g.interval, 0, BULK_LANE, g.slot)
+            starts.append(rt.frontier.clock())
+        assert commands_run(client) == before  # none
+        assert all(0.09 <= b - a <= 0.13 for a, b in itertools.pairwise(starts)), starts
+        assert abs(starts[0] - grants[0].slot) < 0.05
+        late = grants[3]
+        time.sleep(max(0.0, late.slot - rt.frontier.clock()) + 0.3)  # it came late
+        claims: list[float] = []
+        real_claim = rt.frontier.claim
+
+        def claim(*args: object) -> float:
+            claims.append(real_claim(*args))  # type: ignore[arg-type]
+            return claims[-1]
+
+        monkeypatch.setattr(rt.frontier, "claim", claim)
+        assert pipeline._claim(rt, late.url, host, late.lease, 0.1, 0, BULK_LANE, late.slot)
+        assert len(claims) == 1  # a new slot, not the one gone by
+    finally:
+        rt.close()

@@ -78,9 +78,13 @@ def send_granted(app: Celery, grants: Sequence[Grant], batch: int = 1) -> None:
             part = grants[i : i + size]
             if len(part) == 1:
                 g = part[0]
-                name, args, kwargs = FETCH_TASK, (g.url, g.attempt, g.lease, g.interval, g.lane), {}
+                name, args, kwargs = (
+                    FETCH_TASK,
+                    (g.url, g.attempt, g.lease, g.interval, g.lane, g.slot),
+                    {},
+                )
             else:
-                slots = [[g.attempt, g.lease, g.interval, g.lane] for g in part]
+                slots = [[g.attempt, g.lease, g.interval, g.lane, g.slot] for g in part]
                 name, args, kwargs = FETCH_MANY_TASK, ([g.url for g in part],), {"slots": slots}
             app.send_task(name, args=args, kwargs=kwargs, queue=FETCH_QUEUE, producer=producer,
                           priority=FRESH)  # fmt: skip

@@ -6,9 +6,9 @@
 --   <p>:frontier:<host>:<lane>  list    "lane|attempt|url" waiting, lane 0 fresh, 9 bulk
 --   <p>:frontier:due            zset    hosts with URLs waiting -> when they may go next
 --   <p>:frontier:hosts          hash    those hosts -> "rate|cap" their parker gave
---   <p>:frontier:pending        string  JSON list of "lease|host|rate|cap|interval|lane|
---                                       attempt|url" popped by the last dispatch, until
---                                       confirmed sent
+--   <p>:frontier:pending        string  JSON list of "lease|host|rate|cap|interval|slot|
+--                                       lane|attempt|url" popped by the last dispatch,
+--                                       until confirmed sent
 --   <p>:frontier:dispatcher     string  the dispatcher's lease: who may dispatch
 --   <p>:frontier:wake           list    one token: a release made a waiting host due
 --                                       sooner; the lease holder blocks on it between
@@ -27,12 +27,14 @@
 --           else sent = '1' says the last call's URLs were sent; then each due host
 --           whose rate and concurrency allow a request gives its next URLs (fresh lane
 --           first) with a concurrency lease each: a host with a rate those whose slots
---           start within 'ahead' seconds (one at least), and is due again 'ahead'
---           before its next slot; up to 'most' URLs, which replace what was pending; returns
+--           start within 'ahead' seconds (one at least), each its slot taken (the record's
+--           'slot', Redis time: its fetch starts then, or takes a new one if late), and
+--           is due again 'ahead' before its next slot; up to 'most' URLs, which replace
+--           what was pending; returns
 --           {1, "<seconds to the next due host, -1 none>", record...} or
 --           {0, "<seconds the lease has left>"} for a dispatcher that is not the holder
--- claim:    ARGV = 'claim', prefix, host, interval, most   a dispatched fetch takes its
---           host's next slot: returns "<seconds until it starts>" (0: now), or, when
+-- claim:    ARGV = 'claim', prefix, host, interval, most   a dispatched fetch that came
+--           too late for its slot (or has none) takes its host's next slot: returns "<seconds until it starts>" (0: now), or, when
 --           that is over 'most', the same without taking it (grant.lua's reserve)
 -- resign:   ARGV = 'resign', prefix, holder   drops the lease if holder has it
 -- release:  ARGV = 'release', prefix, host, lease   a fetch of a host without a rate is
@@ -91,7 +93,7 @@ elseif command == 'dispatch' then
     lost = lost and cjson.decode(lost) or {}
     for i = #lost, 1, -1 do  -- backwards: LPUSH puts the first back first
       local lease, host, rate, cap, entry =
-        string.match(lost[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|[^|]*|(.*)$')
+        string.match(lost[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|[^|]*|[^|]*|(.*)$')
       local _, leases = polite(host)
       redis.call('ZREM', leases, lease)
       redis.call('LPUSH', base .. host .. ':' .. string.sub(entry, 1, 1), entry)
@@ -115,8 +117,8 @@ elseif command == 'dispatch' then
     local again = now
     local interval = interval_of(rates, delay, host, rate)
     -- a host with a rate gives, in one call, the URLs whose slots start within 'lead'
-    -- (an interval at least): each fetch takes its slot as it starts ('claim'),
-    -- waiting in its thread until then. Its next slot and free leases are read once.
+    -- (an interval at least), each with its slot, taken here: its fetch waits in its
+    -- thread until then. Its next slot and free leases are read once, written once.
     local lead = interval > 0 and math.max(interval, ahead) or 0
     local tat = math.max(tonumber(redis.call('GET', next_key) or '0') or 0, now)
     local cap_n, free, taken, popped_all = tonumber(cap), nil, 0, false
@@ -151,7 +153,9 @@ elseif command == 'dispatch' then
       redis.call('ZADD', leases, now + tonumber(ttl), lease)
       taken = taken + 1
       if free then free = free - 1 end
-      local record = table.concat({lease, host, conf, string.format('%.6f', interval), entry}, '|')
+      local slot = interval > 0 and string.format('%.6f', tat) or '0'
+      local record = table.concat({lease, host, conf, string.format('%.6f', interval), slot,
+                                   entry}, '|')
       records[#records + 1] = record
       out[#out + 1] = record
       if interval > 0 then  -- the next URL's slot: an interval later
@@ -161,6 +165,10 @@ elseif command == 'dispatch' then
     end
     if taken > 0 then
       redis.call('PEXPIRE', leases, math.ceil(tonumber(ttl) * 1000) + 1000)
+      if interval > 0 then  -- the slots given: the next free one is after them
+        redis.call('SET', next_key, string.format('%.6f', tat),
+                   'PX', math.ceil((tat - now) * 1000) + 1000)
+      end
     end
     if not popped_all and redis.call('EXISTS', fresh, bulk) > 0 then
       redis.call('ZADD', due, math.max(again, now), host)

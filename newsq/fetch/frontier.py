@@ -6,9 +6,11 @@ asks politeness) and its task ends. One :class:`Dispatcher` per cluster (a threa
 every worker process; the holder of a renewing Redis lease works, the others stand by
 and take over within seconds of its death) takes the hosts whose time has come, gives
 each a concurrency slot when its rate allows, pops its next URL (fresh lane before
-bulk) and sends it as a fetch task carrying the slot's lease; the fetch takes the
-rate's time as its request starts (:meth:`Frontier.claim`: a task that waited in a
-queue cannot make a burst), and releases the lease after the request. So a URL costs
+bulk) and sends it as a fetch task carrying the slot's lease and, for a host with a
+rate, the request's start time, taken in the same call: the fetch waits until then
+and, when it comes later than that (it waited in a queue), takes a new time
+(:meth:`Frontier.claim`), so tasks that waited together cannot make a burst; it
+releases the lease after the request. So a URL costs
 the same few commands however long its host's backlog, and a slow host never holds up
 another (``frontier.lua``).
 
@@ -46,6 +48,9 @@ DISPATCH_AHEAD = 1.0
 """A host with a rate is given, in one dispatch, the URLs whose slots start within this
 many seconds (each waits for its slot in its fetch's thread): fewer dispatches a URL."""
 
+CLOCK_EVERY = 30.0
+"""Seconds between two readings of Redis' clock against this machine's."""
+
 FRESH_LANE, BULK_LANE = 0, 9  # newsq.config.celery's FRESH and BULK, as the queues name them
 
 
@@ -60,11 +65,13 @@ class Grant:
     host: str
     interval: float
     """the host's seconds between requests when it was dispatched (0: no limit)"""
+    slot: float = 0.0
+    """when its request may start, on Redis' clock (0: none taken: claim one)"""
 
 
 def _grant(record: bytes | str) -> Grant:
-    lease, host, _rate, _cap, interval, lane, attempt, url = text(record).split("|", 7)
-    return Grant(url, int(attempt), int(lane), lease, host, float(interval))
+    lease, host, _rate, _cap, interval, slot, lane, attempt, url = text(record).split("|", 8)
+    return Grant(url, int(attempt), int(lane), lease, host, float(interval), float(slot))
 
 
 class Frontier:
@@ -80,6 +87,8 @@ class Frontier:
         self.lease_key = f"{self.prefix}:frontier:dispatcher"
         self.wake_key = f"{self.prefix}:frontier:wake"
         self._route = [self.due_key]  # a key of the script's slot: Redis Cluster sends it there
+        self._offset = 0.0  # Redis' clock less this machine's, as last measured
+        self._measured = float("-inf")  # when (monotonic)
 
     def queue_key(self, host: str, lane: int) -> str:
         return f"{self.prefix}:frontier:{host}:{BULK_LANE if lane == BULK_LANE else FRESH_LANE}"
@@ -127,6 +136,17 @@ class Frontier:
             return lease
         log.debug("%s: waits for its host %s's turn", url, host)
         return None
+
+    def clock(self) -> float:
+        """Redis' time now, from this machine's clock and their offset (measured with
+        ``TIME`` every ``CLOCK_EVERY`` seconds): a granted slot is on Redis' clock."""
+        if time.monotonic() - self._measured > CLOCK_EVERY:
+            before = time.time()
+            seconds, micros = self._client.time()
+            after = time.time()
+            self._offset = seconds + micros / 1e6 - (before + after) / 2
+            self._measured = time.monotonic()
+        return time.time() + self._offset
 
     def claim(self, host: str, interval: float, most: float) -> float:
         """A dispatched fetch of ``host`` takes its host's next request slot: the seconds

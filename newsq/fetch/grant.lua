@@ -11,8 +11,8 @@
 --
 -- grant() returns true and the host's interval when a fetch may start now (the lease
 -- is taken, the next allowed time set), else false and the seconds to wait. The
--- frontier's dispatcher uses its parts: it takes the lease, and the fetch it sends
--- takes the rate's time as its request starts (frontier.lua 'claim').
+-- frontier's dispatcher uses its parts: it takes the lease and each URL's rate time,
+-- and a fetch that comes after its time takes a new one (frontier.lua 'claim').
 
 -- The host's interval between requests: 1 / its rate (a run-time override first), or
 -- its Crawl-delay when longer; 0 = no limit.
@@ -66,10 +66,9 @@ local function rate_wait(next_key, interval, now)
   return 0
 end
 
--- Rate, for a dispatched fetch: takes the host's next slot (one an interval after the
--- last taken) and returns the seconds until it starts; when that is over 'most', takes
--- nothing and returns it (the fetch goes back to the frontier). One call a fetch: the
--- fetches of one dispatch wait their own slots, not for each other in turn.
+-- Rate, for a dispatched fetch too late for its slot: takes the host's next slot (one
+-- an interval after the last taken) and returns the seconds until it starts; when that
+-- is over 'most', takes nothing and returns it (the fetch goes back to the frontier).
 local function reserve(next_key, interval, now, most)
   if interval <= 0 then
     return 0
