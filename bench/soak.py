@@ -201,6 +201,8 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         cmd = [sys.executable, "-m", "newsq", "worker", "--queues", "fetch,process",
                "--pool", "threads", "--concurrency", str(args.concurrency), "--beat"]  # fmt: skip
         snaps: list[Snapshot] = []
+        reset_stats(client)
+        empty = snapshot(0, farm, store, client, db)  # no worker connected yet
         with running(cmd, env, log) as proc:
             deadline = time.monotonic() + 60
             while not farm.polls:  # beat is up: the first poll came
@@ -234,12 +236,25 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             slow = int(client.slowlog_len())
             client.slowlog_reset()
             unlogged = snapshot(-1, farm, store, client, db)
+        time.sleep(2)  # Redis' client cron frees what the closed connections held
+        histograms = reset_stats(client)
+        stopped = snapshot(-1, farm, store, client, db)
         known = outcomes(store)
         store.close()
         client.close()
     report(args, farm, snaps, known, drained, checked)
     print(left_behind(before, after, args))
     print(left_behind(before, unlogged, args, f", then its slow log ({slow} commands) emptied"))
+    print(idle_left(empty, stopped, histograms))
+
+
+def reset_stats(client: redis.Redis) -> int:
+    """``CONFIG RESETSTAT``; the used_memory it freed. Redis 7 keeps a latency histogram
+    (``latency-tracking``, ~30 KiB) for each kind of command it has run: a fixed cost
+    per command name, which a small run would misread as memory per URL."""
+    held = int(client.info("memory")["used_memory"])
+    client.config_resetstat()
+    return held - int(client.info("memory")["used_memory"])
 
 
 def expiry_days(args: argparse.Namespace) -> float:
@@ -264,6 +279,25 @@ def forgotten(args: argparse.Namespace, farm: Farm, store: Store, client: redis.
         if not any(k in snap.kinds for k in WINDOWED) or time.monotonic() > deadline:
             return snap
         time.sleep(1)
+
+
+def idle_left(empty: Snapshot, stopped: Snapshot, histograms: int) -> str:
+    """Redis with the worker stopped against Redis before it started, both without
+    their latency histograms: each client connection holds ~40 KiB of buffers whatever
+    it did, and a worker's pool opens them as its threads need them, so a comparison
+    across different connection counts misreads them as memory per URL."""
+    n = max(1, stopped.taken)
+    scripts = stopped.parts["scripts"] - empty.parts["scripts"]
+    rest = (stopped.used_memory - empty.used_memory - scripts) / n
+    held = "holds" if rest <= 32 else "missed"
+    return (
+        f"\nWith the worker stopped, against Redis before it started (connections "
+        f"{empty.parts['connections']} → {stopped.parts['connections']}), each without its "
+        f"latency histograms ({histograms / 1024:.0f} KiB at the end): used_memory "
+        f"{empty.used_memory / 1024:.0f} → {stopped.used_memory / 1024:.0f} KiB, of it the "
+        f"scripts' cache {scripts / 1024:+.0f} KiB (loaded once), the rest {rest:+.1f} bytes "
+        f"per URL taken in; {stopped.keys} keys. Target <= 32 bytes per URL: {held}"
+    )
 
 
 def left_behind(before: Snapshot, after: Snapshot, args: argparse.Namespace,
