@@ -31,7 +31,7 @@ from urllib.parse import urljoin, urlsplit
 
 from htmldate import find_date
 from lxml.html import HtmlElement
-from py3langid.langid import MODEL_FILE, LanguageIdentifier
+from py3langid.langid import LanguageIdentifier
 
 LOGGER = logging.getLogger(__name__)
 
@@ -348,7 +348,9 @@ def guess_date(tree: HtmlElement, url: str | None, *,
 
 @cache
 def _read_model() -> LanguageIdentifier:
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    from newsq.clean.langmodel import read_identifier
+
+    return read_identifier()
 
 
 # one reader of the model at a time: a page waits for the start-up's thread reading it
