@@ -330,7 +330,14 @@ def _master_name(env: str, raw: str) -> str:
     return raw
 
 
+_SQLITE_FILE = re.compile(r"sqlite(\+\w+)?:///")
+"""A SQLite URL with an empty host (``sqlite:///PATH``), which SQLAlchemy's parse accepts
+whatever PATH holds: ``newsq run`` starts its workers before it imports SQLAlchemy."""
+
+
 def _database_url(env: str, raw: str) -> str:
+    if _SQLITE_FILE.match(raw):  # no host, so no port: SQLAlchemy's import can wait
+        return raw
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 

@@ -161,3 +161,16 @@ def test_the_warm_up_page_does_not_wait_for_the_language_model() -> None:
         "print(metadata._read_model.cache_info().currsize)\n"
     )
     assert out == ["0"]
+
+
+def test_a_sqlite_store_url_is_checked_without_sqlalchemy() -> None:
+    # newsq run starts its workers once the settings are read: SQLAlchemy comes after
+    code = (
+        "import sys\n"
+        "from newsq.config.settings import get_settings\n"
+        "print(get_settings().database_url, 'sqlalchemy' in sys.modules)\n"
+    )
+    env = {**os.environ, "NEWSQ_DATABASE_URL": "sqlite:///runs/s.db"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=60)  # fmt: skip
+    assert done.stdout.split() == ["sqlite:///runs/s.db", "False"], done.stderr[-2000:]
