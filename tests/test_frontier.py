@@ -172,6 +172,25 @@ def test_a_url_popped_and_never_sent_goes_back_first(
     assert not {g.lease.encode() for g in popped} & set(leases)  # the lost ones' slots: back
 
 
+def test_urls_pending_from_a_dispatcher_before_slots_go_back_as_they_were(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    """A dispatch's records gained the URL's slot; a pending list a dispatcher of the
+    version before left (it died before sending, then the workers were upgraded) was
+    read one field off: its URLs went back into the wrong lane, as "attempt|url"."""
+    import json
+
+    frontier = _frontier(redis_client, settings, host_rate=50.0, host_concurrency=10)
+    old = ["lease:1|old.example|50|10|0.020000|9|2|https://old.example/1?a=1|b",
+           "lease:2|old.example|50|10|0.020000|0|0|https://old.example/2"]  # fmt: skip
+    redis_client.set(frontier.pending_key, json.dumps(old))
+    sent = Sent(redis_client)
+    _drain(Dispatcher(frontier, sent), sent, 2, timeout=5)
+    got = {g.url: (g.lane, g.attempt) for _, g in sent.grants}
+    assert got == {"https://old.example/1?a=1|b": (BULK_LANE, 2),
+                   "https://old.example/2": (FRESH_LANE, 0)}  # fmt: skip
+
+
 _HOLDER = """
 import sys, time, redis
 from newsq.config.settings import Settings

@@ -92,8 +92,11 @@ elseif command == 'dispatch' then
     local lost = redis.call('GET', pending)
     lost = lost and cjson.decode(lost) or {}
     for i = #lost, 1, -1 do  -- backwards: LPUSH puts the first back first
-      local lease, host, rate, cap, entry =
-        string.match(lost[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|[^|]*|[^|]*|(.*)$')
+      local lease, host, rate, cap, rest =
+        string.match(lost[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|[^|]*|(.*)$')
+      -- rest is "slot|lane|attempt|url", or "lane|attempt|url" as a dispatcher before
+      -- slots wrote it (a URL is never all digits)
+      local entry = string.match(rest, '^[^|]*|([09]|%d+|.*)$') or rest
       local _, leases = polite(host)
       redis.call('ZREM', leases, lease)
       redis.call('LPUSH', base .. host .. ':' .. string.sub(entry, 1, 1), entry)
