@@ -25,6 +25,14 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {heavy})), 
 """
 
 
+def printed(code: str, **env: str) -> list[str]:
+    """The words ``code`` prints in a fresh interpreter with ``env`` added."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.split()
+
+
 def loaded_by(*argv: str) -> list[str]:
     done = subprocess.run([sys.executable, "-c", _LOADED.format(heavy=set(HEAVY)), *argv],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -94,10 +102,7 @@ def test_the_preload_leaves_prometheus_alone_when_metrics_are_on() -> None:
         "prestart.preload()\n"
         "print('prometheus_client' in sys.modules)\n"
     )
-    env = {**os.environ, "NEWSQ_METRICS_PORT": "9100"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=120)  # fmt: skip
-    assert done.stdout.split() == ["False"], done.stderr[-2000:]
+    assert printed(code, NEWSQ_METRICS_PORT="9100") == ["False"]
 
 
 def test_a_run_of_urls_starts_no_more_workers_than_urls() -> None:
@@ -170,7 +175,7 @@ def test_a_sqlite_store_url_is_checked_without_sqlalchemy() -> None:
         "from newsq.config.settings import get_settings\n"
         "print(get_settings().database_url, 'sqlalchemy' in sys.modules)\n"
     )
-    env = {**os.environ, "NEWSQ_DATABASE_URL": "sqlite:///runs/s.db"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=60)  # fmt: skip
-    assert done.stdout.split() == ["sqlite:///runs/s.db", "False"], done.stderr[-2000:]
+    assert printed(code, NEWSQ_DATABASE_URL="sqlite:///runs/s.db") == [
+        "sqlite:///runs/s.db",
+        "False",
+    ]
