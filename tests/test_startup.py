@@ -179,3 +179,17 @@ def test_a_sqlite_store_url_is_checked_without_sqlalchemy() -> None:
         "sqlite:///runs/s.db",
         "False",
     ]
+
+
+def test_a_prestarted_worker_imports_neither_rich_nor_pygments() -> None:
+    # httpx's command line would bring both in with `import httpx` (workers.common)
+    code = (
+        "import sys\n"
+        "from newsq.workers import prestart\n"
+        "prestart.leave_out_httpx_cli()\n"
+        "prestart.preload()\n"
+        "import httpx\n"
+        "roots = {m.split('.')[0] for m in sys.modules}\n"
+        "print(callable(httpx.main), bool(roots & {'rich', 'pygments'}))\n"
+    )
+    assert printed(code) == ["True", "False"]

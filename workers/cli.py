@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from newsq.config.settings import Settings
 from newsq.errors import NewsqError
+from newsq.workers.common import leave_out_httpx_cli
 
 EXIT_ERROR = 2
 
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the command's handler (``commands.COMMANDS``): the exit code."""
     args = _parse(build_parser(), argv)
+    leave_out_httpx_cli()
     try:
         settings = Settings.from_env()
         from newsq.workers.logs import setup_logging

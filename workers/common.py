@@ -23,6 +23,13 @@ if TYPE_CHECKING:  # imported where used: a command loads only what it runs
     from newsq.ledger import Ledger
 
 
+def leave_out_httpx_cli() -> None:
+    """``import httpx`` also imports its command line (``httpx._main``: rich's console,
+    click, pygments), about 50 ms of CPU a process that no newsq process runs; marked
+    absent, httpx puts a stub in its place (its own ``except ImportError``)."""
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
 def need_broker(settings: Settings, command: str) -> str:
     """The broker URL ``newsq COMMAND`` needs; ConfigError when none is set."""
     if not settings.broker_url:

@@ -19,6 +19,7 @@ import json
 import os
 import sys
 
+from newsq.workers.common import leave_out_httpx_cli
 from newsq.workers.langid import read_language_model
 
 PRELOAD = (
@@ -52,6 +53,7 @@ def preload() -> None:
 
 
 def main(argv: list[str]) -> int:
+    leave_out_httpx_cli()
     read_language_model()  # from the first instant: beside the imports
     preload()
     line = sys.stdin.readline()
