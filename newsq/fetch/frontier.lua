@@ -134,8 +134,8 @@ elseif command == 'dispatch' then
         break
       end
       if wait <= 0 and cap_n > 0 and (free == nil or free <= 0) then
-        local lw = lease_wait(leases, cap, now, interval)
-        if lw > 0 then wait = lw else free = cap_n - redis.call('ZCARD', leases) end
+        local lw, held = lease_wait(leases, cap, now, interval)
+        if lw > 0 then wait = lw else free = cap_n - held end
       end
       if wait > 0 then
         again = now + wait

@@ -33,17 +33,23 @@ local function interval_of(rates, delay_key, host, rate)
   return interval
 end
 
--- Concurrency: 0 when a lease is free, else the seconds to wait for one.
+-- Concurrency: 0 when a lease is free, else the seconds to wait for one; and the leases
+-- held (when cap > 0), so a caller that counts free leases need not ask again.
 local function lease_wait(leases, cap, now, interval)
   cap = tonumber(cap)
-  if cap > 0 and redis.call('ZCARD', leases) >= cap then
+  if cap <= 0 then
+    return 0, 0
+  end
+  local held = redis.call('ZCARD', leases)
+  if held >= cap then
     redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
-    if redis.call('ZCARD', leases) >= cap then
+    held = redis.call('ZCARD', leases)
+    if held >= cap then
       local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
-      return math.max(math.min(tonumber(first[2]) - now, math.max(interval, 0.25)), 0.001)
+      return math.max(math.min(tonumber(first[2]) - now, math.max(interval, 0.25)), 0.001), held
     end
   end
-  return 0
+  return 0, held
 end
 
 local function take_lease(leases, lease, ttl, now)
