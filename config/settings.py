@@ -639,7 +639,7 @@ class Settings:
         help="prefix of every Redis key (queues included), to share one Redis between deployments",
     )
     feed_tick: float = number(
-        10.0,
+        2.0,
         minimum=0.1,
         maximum=SECONDS_MAXIMUM,
         help="seconds between beat's checks for due feeds",
