@@ -31,7 +31,7 @@ import psutil
 import sqlalchemy as sa
 
 from bench import serve
-from bench.tables import markdown
+from bench.tables import markdown, percentile
 from newsq.demo.site import loopback_aliases
 from newsq.store.database import Store, feeds, urls
 from newsq.workers.redis_server import RedisServer
@@ -126,11 +126,6 @@ def _handler(farm: Farm) -> type[serve.Handler]:
                 self.reply(404, b"not here", "text/plain")
 
     return Handler
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def _ts(value: datetime) -> float:
@@ -272,16 +267,17 @@ def report(args: argparse.Namespace, farm: Farm, dues: dict[str, list[float]],
          "new items stored (window passed)", "appeared → stored p50 / p95 / max s",
          "worker CPU % of a core", "CPU ms per poll"],
         [str(len(late) + missed),
-          f"{pct(late, 0.5):.1f} / {pct(late, 0.95):.1f} / {max(late, default=float('nan')):.1f}",
+          f"{percentile(late, 0.5):.1f} / {percentile(late, 0.95):.1f} / "
+          f"{max(late, default=float('nan')):.1f}",
           str(missed), str(total), str(farm.not_modified), f"{len(stored)} of {len(timed)}",
-          f"{pct(stored, 0.5):.1f} / {pct(stored, 0.95):.1f} / "
+          f"{percentile(stored, 0.5):.1f} / {percentile(stored, 0.95):.1f} / "
           f"{max(stored, default=float('nan')):.1f}",
           f"{100 * cpu_s / span:.0f}", f"{1000 * cpu_s / max(1, total):.1f}"],
     ]))  # fmt: skip
     print(
-        f"Targets: due polls start within 30 s (p95 {pct(late, 0.95):.1f} s, max "
+        f"Targets: due polls start within 30 s (p95 {percentile(late, 0.95):.1f} s, max "
         f"{max(late, default=float('nan')):.1f}); an item stored p95 within its feed's "
-        f"interval + 30 s = {args.every + 30:g} s (p95 {pct(stored, 0.95):.1f} s); "
+        f"interval + 30 s = {args.every + 30:g} s (p95 {percentile(stored, 0.95):.1f} s); "
         f"{lost} items not stored"
     )
 

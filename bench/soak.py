@@ -53,6 +53,7 @@ import redis
 import sqlalchemy as sa
 
 from bench.soak_farm import Farm, schedule
+from bench.tables import percentile
 from newsq.api import status
 from newsq.config.settings import Settings
 from newsq.records import TERMINAL
@@ -161,11 +162,6 @@ def snapshot(day: int, farm: Farm, store: Store, client: redis.Redis, db: Path) 
              "connections": int(client.info("clients")["connected_clients"])}  # fmt: skip
     return Snapshot(day, int(published or 0), len(known), states, int(info["used_memory"]),
                     int(client.dbsize()), store_bytes(db), key_memory(client), parts)  # fmt: skip
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def _slope(points: list[tuple[int, int]]) -> float:
@@ -367,7 +363,7 @@ def report(args: argparse.Namespace, farm: Farm, snaps: list[Snapshot],
             str(s.day), str(s.published), str(s.taken), str(s.states["stored"]),
             str(s.states["duplicate"]), str(s.states["failed"] + s.states["skipped"]),
             str(s.taken - done), f"{s.used_memory / 1024:.0f}", str(s.keys),
-            f"{s.store_bytes / 1024:.0f}", f"{_pct(late, 0.95):.1f}",
+            f"{s.store_bytes / 1024:.0f}", f"{percentile(late, 0.95):.1f}",
             f"{polls / len(feeds) / len(days):.1f}", f"{n304}",
         ))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -394,8 +390,8 @@ def report(args: argparse.Namespace, farm: Farm, snaps: list[Snapshot],
         f"publication): {len(lost)} of {len(farm.items)} (goal 0)"
     )
     print(
-        f"appeared in its feed → terminal: p50 {_pct(late, 0.5):.1f} s, p95 "
-        f"{_pct(late, 0.95):.1f} s, max {max(late, default=float('nan')):.1f} s "
+        f"appeared in its feed → terminal: p50 {percentile(late, 0.5):.1f} s, p95 "
+        f"{percentile(late, 0.95):.1f} s, max {max(late, default=float('nan')):.1f} s "
         "(feeds polled every 1-4 s)"
     )
     asked, answered, expired = checked

@@ -44,9 +44,9 @@ from bench.speed_probe import (
     RedisCounters,
     cpu_seconds,
     latencies,
-    percentile,
 )
 from bench.speed_serve import Served, delay_proxy, page_server
+from bench.tables import percentile
 from newsq.ledger import entry_pattern, read_counts
 from newsq.workers.redis_server import RedisServer
 

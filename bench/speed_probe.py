@@ -153,10 +153,3 @@ def latencies(client: redis.Redis, prefix: str) -> list[float]:
         if state and state.decode() in TERMINAL and t_enq and t_upd:
             out.append(float(t_upd) - float(t_enq))
     return out
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
