@@ -68,13 +68,18 @@ def test_the_state_client_follows_the_master_through_a_failover(group: SentinelG
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("how", ["failover", "kill"])
 def test_a_run_survives_the_failover_of_its_brokers_master(
-    group: SentinelGroup, redis_url: str, key_prefix: str, sqlite_url: str, tmp_path: Path
-) -> None:
+    group: SentinelGroup, redis_url: str, key_prefix: str, sqlite_url: str, tmp_path: Path,
+    how: str,
+) -> None:  # fmt: skip
     """A quarter of the way through a run the Sentinels fail the broker's master over
-    (``SENTINEL FAILOVER``: its replica promoted, its clients cut off) and the workers
-    carry on with the new one: every URL ends in a terminal state, none is stored twice.
-    The state is on a plain Redis of its own, so the failover hits only the broker."""
+    (``SENTINEL FAILOVER``: its replica promoted, its clients cut off; or the master
+    SIGKILLed and its replica promoted) and the workers carry on with the new one: every
+    URL ends in a terminal state within the run, none is stored twice. Killed, the
+    master cannot take back the messages the workers held; they give them back to the
+    new one (else they would wait out the hour's visibility timeout). The state is on a
+    plain Redis of its own, so the failover hits only the broker."""
     pages = corpus()
     served = {f"/a/{pid}": html for pid, (html, _) in pages.items()}
     env = local_env(redis_url, key_prefix, sqlite_url, NEWSQ_SENTINEL_MASTER=group.name)
@@ -91,7 +96,10 @@ def test_a_run_survives_the_failover_of_its_brokers_master(
             while (done := _terminal(ledger)) < len(urls) // 4:
                 assert run.poll() is None and time.monotonic() < deadline, run.stderr
                 time.sleep(0.05)
-            group.failover()
+            if how == "failover":
+                group.failover()
+            else:
+                group.kill_master()
             _, err = run.communicate(timeout=120)
     assert run.returncode == 0, err
     assert done < len(urls)  # the failover came mid-run

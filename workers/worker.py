@@ -44,6 +44,7 @@ from newsq.errors import ConfigError
 from newsq.records import QUEUED
 from newsq.workers.langid import read_language_model
 from newsq.workers.logs import setup_logging
+from newsq.workers.reconnect import GiveBackOnReconnect
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class WakeOnSignal(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(WakeOnSignal)
+app.steps["consumer"].add(GiveBackOnReconnect)
 
 
 @signals.setup_logging.connect
