@@ -46,6 +46,7 @@ from trafilatura.xml import xmltotxt
 from newsq import errors
 from newsq.clean import second_opinion
 from newsq.clean.chunks import add_continuations
+from newsq.clean.fast import fast_body
 from newsq.clean.lead import find_lead
 from newsq.clean.limits import Budget, CleanLimits, TooComplex
 from newsq.clean.metadata import extract_metadata
@@ -183,6 +184,8 @@ def main_text(tree: HtmlElement, url: str | None, title: str | None, budget: Bud
 def _trafilatura_body(tree: HtmlElement, url: str | None, *, fast: bool) -> etree._Element | None:
     """trafilatura's body of ``tree`` (which it leaves as it is): fast, favouring recall,
     or its full extraction with its own defaults (readability and jusText compared)."""
+    if fast:
+        return fast_body(tree, url)
     document = trafilatura.bare_extraction(
         tree,
         url=url,

@@ -86,6 +86,28 @@ APPEAL = re.compile(
     r"\ products|advertising|sponsored)",
     re.IGNORECASE | re.VERBOSE,
 )
+# Words one of which each of APPEAL's branches holds, lower-cased: a short block with
+# none of them cannot match it, and looking for them costs a tenth of APPEAL's scan.
+# "ı", "ſ" and U+0307 (of "İ".lower()) match ASCII letters only under IGNORECASE: with
+# one of them in the text, APPEAL decides.
+_APPEAL_WORDS = (
+    "newsletter", "inbox", "channel", "podcast", " email", "if you enjoyed", "if you liked",
+    "if you value", "journalism", "subscri", "sign up", "submit your", "submit a ",
+    "únete", "suscríbete", "abonn", "inscrivez", "telegram", "whatsapp", "this post ",
+    "this article ", "this page ", "ı", "ſ", "\u0307",
+)  # fmt: skip
+_APPEAL_STARTS = ("want to", "do you want to", "follow")
+_APP = re.compile(r"\bapp")
+
+
+def _may_appeal(text: str) -> bool:
+    """False only when ``APPEAL`` cannot match ``text`` (see ``_APPEAL_WORDS``)."""
+    low = text.lower()
+    if low.startswith(_APPEAL_STARTS) or any(word in low for word in _APPEAL_WORDS):
+        return True
+    return "app" in low and _APP.search(low) is not None
+
+
 # A short heading that introduces a block of links to other stories.
 LINK_BLOCK_HEADING = re.compile(
     r"^(?:don'?t\ miss|you\ (?:may|might)\ also\ like|related(?:\ \w+)?"
@@ -177,7 +199,7 @@ def is_promo(el: _Element, text: str) -> bool:
     """True for a promotion, call to action or chrome line (``PROMO_LINE``, ``APPEAL``)."""
     if PROMO_LINE.match(text):
         return not WIRE_CREDIT.match(text)
-    return len(text) <= APPEAL_MAX_CHARS and bool(APPEAL.search(text))
+    return len(text) <= APPEAL_MAX_CHARS and _may_appeal(text) and bool(APPEAL.search(text))
 
 
 def is_nav_list(el: _Element, text: str) -> bool:
