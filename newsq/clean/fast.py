@@ -6,6 +6,7 @@ include_comments=False, include_tables=True)``, for less CPU (``tests/test_clean
 holds the two side by side on saved pages):
 
 - the options object is made once and copied per page, not built from the config;
+- the page's tree is copied (to be pruned) only when a raw-tree prune finds something;
 - no backup copy of the cleaned tree (only the full extraction reads it), and no text of
   the body (newsq post-cleans the body and makes its own);
 - the two raw-tree prunes run as tag-filtered walks with Python's ``re`` instead of
@@ -90,6 +91,21 @@ def _prune(tree: HtmlElement, selectors: tuple[Selector, ...]) -> None:
             delete_element(element)
 
 
+def _pruned(tree: HtmlElement) -> HtmlElement:
+    """``tree`` after trafilatura's raw-tree prunes: a pruned copy, or ``tree`` itself
+    when they find nothing to remove (most pages), which the steps after them only read
+    or copy."""
+    is_forum = _forum_thread_page(tree)
+    selectors = RAW_TREE_PRUNE + (() if is_forum else COMMENTS_AND_LISTS)
+    if not any(select(tree) for select in selectors):
+        return tree
+    tree = copy(tree)
+    _prune(tree, RAW_TREE_PRUNE)
+    if not is_forum:
+        _prune(tree, COMMENTS_AND_LISTS)
+    return tree
+
+
 def fast_body(tree: HtmlElement, url: str | None) -> etree._Element | None:
     """The body ``bare_extraction`` gives for ``tree`` in fast recall mode without
     comments, or None where it gives none; ``tree`` is left as it is."""
@@ -97,11 +113,7 @@ def fast_body(tree: HtmlElement, url: str | None) -> etree._Element | None:
     options.url = url
     options.source = url and url.encode("utf-8", "replace").decode("utf-8")
     try:
-        tree = copy(tree)
-        is_forum = _forum_thread_page(tree)
-        _prune(tree, RAW_TREE_PRUNE)
-        if not is_forum:
-            _prune(tree, COMMENTS_AND_LISTS)
+        tree = _pruned(tree)
         cleaned = convert_tags(tree_cleaning(copy(tree), options), options, url)
         body, text = extract_content(cleaned, options)
         if len(text) < options.min_extracted_size:  # trafilatura's rescue: its baseline
