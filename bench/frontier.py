@@ -44,7 +44,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import cast
@@ -128,6 +128,12 @@ class Run:
     calls: dict[str, int]
     cpu_ms: float
     """the workers' CPU (all their processes) per URL"""
+    small_rates: list[float] = field(default_factory=list)
+    """each small host's URLs per second: its URLs over when its last one ended"""
+
+    @property
+    def big_rate(self) -> float | None:
+        return self.big / self.big_done if self.big and self.big_done else None
 
 
 @contextmanager
@@ -254,6 +260,7 @@ def one_run(design: str, phase: str, farm: Farm, big: int, small_each: int,
         farm.most_in_a_second(big_port) if big_urls else 0,
         max((farm.most_in_a_second(p) for p in small_ports), default=0) if small_urls else 0,
         calls, cpu * 1000 / len(urls),
+        [small_each / max(small_t[i : i + small_each]) for i in range(0, len(small_t), small_each)],
     )  # fmt: skip
 
 
@@ -261,7 +268,8 @@ def table(runs: list[Run], rate: float) -> str:
     head = ("design", "run", "big-host URLs", "small-host URLs", "Redis cmds/URL",
             "idle cmds/s", "worker CPU ms/URL", "seconds", "small hosts done (s)",
             "big host done (s)",
-            f"most req/s big (limit {rate:g})", "most req/s small")  # fmt: skip
+            f"most req/s big (limit {rate:g})", "most req/s small",
+            "small host URLs/s (median, slowest)", "big host URLs/s")  # fmt: skip
     rows = [head]
     for r in runs:
         rows.append((r.design, r.phase, str(r.big), str(r.small), f"{r.per_url:.1f}",
@@ -269,8 +277,17 @@ def table(runs: list[Run], rate: float) -> str:
                      "-" if r.small_done is None else f"{r.small_done:.1f}",
                      "-" if r.big_done is None else f"{r.big_done:.1f}",
                      str(r.big_peak) if r.big else "-",
-                     str(r.small_peak) if r.small else "-"))  # fmt: skip
+                     str(r.small_peak) if r.small else "-",
+                     _rates(r.small_rates),
+                     "-" if r.big_rate is None else f"{r.big_rate:.2f}"))  # fmt: skip
     return markdown(rows)
+
+
+def _rates(rates: list[float]) -> str:
+    if not rates:
+        return "-"
+    ordered = sorted(rates)
+    return f"{ordered[len(ordered) // 2]:.2f}, {ordered[0]:.2f}"
 
 
 def main(argv: list[str] | None = None) -> None:
