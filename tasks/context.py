@@ -90,9 +90,9 @@ def _start_dispatcher() -> None:
     if _dispatcher is not None or (consumed and FETCH_QUEUE not in consumed):
         return
     try:
-        batch = runtime().settings.fetch_batch
+        batch, frontier = runtime().settings.fetch_batch, runtime().frontier
         _dispatcher = Dispatcher(
-            runtime().frontier, lambda grants: send_granted(app, grants, batch)
+            frontier, lambda grants: send_granted(app, grants, batch, frontier.local)
         )
     except Exception as exc:  # no broker configured: the worker itself will say so
         log.warning("frontier dispatcher not started: %s", exc)

@@ -19,7 +19,9 @@ during a backfill is fetched next, not after the backlog.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from newsq.feeds.intake import batches
@@ -61,21 +63,35 @@ def send_fetches(app: Celery, urls: Sequence[str], batch: int = 1, *,
     return len(parts)
 
 
-def send_granted(app: Celery, grants: Sequence[Grant], batch: int = 1) -> None:
+SLOT_SPREAD = 0.25
+"""Most seconds between the first and last slot of one dispatched message: its URLs
+wait for their slots in their fetches' threads, the message itself in the worker's
+timer (its ETA), so this bounds the thread time a message holds."""
+
+EARLY = 0.01
+"""A dispatched message is due this much before its first slot (the delivery's own
+time): its fetch waits out the rest."""
+
+
+def send_granted(app: Celery, grants: Sequence[Grant], batch: int = 1,
+                 local: Callable[[float], float] | None = None) -> None:  # fmt: skip
     """Send the URLs the frontier's dispatcher took, each with its politeness slot, in
     the fresh lane (its host's turn is now: behind a backlog it would come too late),
     naming the lane each waited in for the stages after it: up to ``batch`` a message
     (``newsq.fetch_many`` with their slots; one alone as ``newsq.fetch``), as a busy
     host's next slots come out of one dispatch together and a message costs the broker
-    about ten commands."""
+    about ten commands. In the order of their slots, a message's within
+    ``SLOT_SPREAD`` of each other; with ``local`` (a slot on Redis' clock to this
+    machine's) a message whose first slot is ahead carries it as its ETA, so it waits
+    in the worker's timer, not in a thread of its pool."""
     from newsq.config.celery import FETCH_MANY_TASK, FETCH_QUEUE, FETCH_TASK, FRESH
 
     size = max(1, batch)
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    now = time.time()
     with app.producer_or_acquire() as producer:
-        for i in range(0, len(grants), size):
-            part = grants[i : i + size]
+        for part in _by_slot(grants, size):
             if len(part) == 1:
                 g = part[0]
                 name, args, kwargs = (
@@ -86,5 +102,19 @@ def send_granted(app: Celery, grants: Sequence[Grant], batch: int = 1) -> None:
             else:
                 slots = [[g.attempt, g.lease, g.interval, g.lane, g.slot] for g in part]
                 name, args, kwargs = FETCH_MANY_TASK, ([g.url for g in part],), {"slots": slots}
+            due = local(part[0].slot) - EARLY if local is not None and part[0].slot > 0 else 0.0
+            eta = datetime.fromtimestamp(due, UTC) if due > now else None
             app.send_task(name, args=args, kwargs=kwargs, queue=FETCH_QUEUE, producer=producer,
-                          priority=FRESH)  # fmt: skip
+                          priority=FRESH, eta=eta)  # fmt: skip
+
+
+def _by_slot(grants: Sequence[Grant], size: int) -> list[list[Grant]]:
+    """``grants`` in the order of their slots (those without one first), in parts of
+    up to ``size`` whose slots lie within ``SLOT_SPREAD``."""
+    parts: list[list[Grant]] = []
+    for g in sorted(grants, key=lambda g: g.slot):  # stable: a host's URLs keep their order
+        if parts and len(parts[-1]) < size and g.slot - parts[-1][0].slot <= SLOT_SPREAD:
+            parts[-1].append(g)
+        else:
+            parts.append([g])
+    return parts

@@ -148,6 +148,10 @@ class Frontier:
             self._measured = time.monotonic()
         return time.time() + self._offset
 
+    def local(self, slot: float) -> float:
+        """``slot``, a time on Redis' clock, on this machine's."""
+        return slot - (self.clock() - time.time())
+
     def claim(self, host: str, interval: float, most: float) -> float:
         """A dispatched fetch of ``host`` takes its host's next request slot: the seconds
         until it starts (0.0: now; wait that long, then fetch), or, over ``most``, the
