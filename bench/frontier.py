@@ -260,7 +260,7 @@ def one_run(design: str, phase: str, farm: Farm, big: int, small_each: int,
         farm.most_in_a_second(big_port) if big_urls else 0,
         max((farm.most_in_a_second(p) for p in small_ports), default=0) if small_urls else 0,
         calls, cpu * 1000 / len(urls),
-        [small_each / max(small_t[i : i + small_each]) for i in range(0, len(small_t), small_each)],
+        [small_each / max(small_t[i : i + small_each]) for i in range(0, len(small_t), small_each or 1)],
     )  # fmt: skip
 
 
