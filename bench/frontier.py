@@ -260,8 +260,13 @@ def one_run(design: str, phase: str, farm: Farm, big: int, small_each: int,
         farm.most_in_a_second(big_port) if big_urls else 0,
         max((farm.most_in_a_second(p) for p in small_ports), default=0) if small_urls else 0,
         calls, cpu * 1000 / len(urls),
-        [small_each / max(small_t[i : i + small_each]) for i in range(0, len(small_t), small_each or 1)],
+        _host_rates(small_t, small_each),
     )  # fmt: skip
+
+
+def _host_rates(done: list[float], each: int) -> list[float]:
+    """Each host's URLs per second, from when each of its ``each`` URLs (in a row) ended."""
+    return [each / max(done[i : i + each]) for i in range(0, len(done), each)] if each else []
 
 
 def table(runs: list[Run], rate: float) -> str:
