@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,9 +29,16 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        # a client that went away mid-answer (a worker killed by a drill) is no error
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 def start(handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1") -> ThreadingHTTPServer:
     """A server of ``handler`` on a free port of ``host``, serving until :func:`stop`."""
-    server = ThreadingHTTPServer((host, 0), handler)
+    server = _Server((host, 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
