@@ -395,7 +395,7 @@ def test_a_dispatchs_grants_go_to_the_broker_in_shared_messages(
     from newsq.feeds.send import send_granted
 
     grants = [Grant(f"https://busy.example/{n}", n % 2, n % 3 and BULK_LANE, f"lease:{n}",
-                    "busy.example", 0.2, 1e9 + n / 5) for n in range(9)]  # fmt: skip
+                    "busy.example", 0.2, 1e9 + n / 100) for n in range(9)]  # fmt: skip
     app = make_app(settings)
     send_granted(app, grants, 4)
     app.close()
@@ -408,6 +408,41 @@ def test_a_dispatchs_grants_go_to_the_broker_in_shared_messages(
     assert urls == [g.url for g in grants]
     slots = bodies[0][1]["slots"] + bodies[1][1]["slots"] + [bodies[2][0][1:]]
     assert slots == [[g.attempt, g.lease, g.interval, g.lane, g.slot] for g in grants]
+
+
+def test_a_dispatched_message_waits_for_its_slot_in_the_workers_timer(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    """Issue 18: a dispatched fetch waited for its slot, up to a second ahead, in a
+    thread of its worker's pool, so the pool's threads capped how fast the small hosts
+    drained together. A message now goes in the order of its URLs' slots, its slots
+    within ``SLOT_SPREAD`` of each other, and carries its first slot as its ETA (on
+    this machine's clock): the worker's timer holds it until then."""
+    import base64
+    import json
+    from datetime import datetime
+
+    from newsq.config.celery import make_app, queue_keys
+    from newsq.feeds.send import EARLY, SLOT_SPREAD, send_granted
+
+    start = time.time() + 30  # ahead: "Redis' clock" below is this one plus 100 s
+    slots = [start, start + 2 * SLOT_SPREAD, start + 0.01, start + 2 * SLOT_SPREAD + 0.01]
+    grants = [Grant(f"https://h{n % 2}.example/{n}", 0, BULK_LANE, f"lease:{n}",
+                    f"h{n % 2}.example", 0.5, at + 100) for n, at in enumerate(slots)]  # fmt: skip
+    grants.append(Grant("https://free.example/", 0, BULK_LANE, "lease:f", "free.example", 0.0))
+    app = make_app(settings)
+    send_granted(app, grants, 8, lambda slot: slot - 100)
+    app.close()
+    fresh = queue_keys(settings.key_prefix, "fetch")[0]
+    messages = [json.loads(m) for m in redis_client.lrange(fresh, 0, -1)[::-1]]
+    bodies = [json.loads(base64.b64decode(m["body"])) for m in messages]
+    urls = [b[0][0] if isinstance(b[0][0], list) else [b[0][0]] for b in bodies]
+    assert urls == [["https://free.example/"], [g.url for g in grants[0:3:2]],
+                    [g.url for g in grants[1:4:2]]]  # fmt: skip
+    etas = [m["headers"]["eta"] for m in messages]
+    assert etas[0] is None  # no rate: no slot to wait for
+    for eta, first in zip(etas[1:], (slots[0], slots[1]), strict=True):
+        assert abs(datetime.fromisoformat(eta).timestamp() - (first - EARLY)) < 0.001
 
 
 def test_a_dispatched_fetch_on_time_asks_redis_nothing_for_its_slot(

@@ -46,7 +46,8 @@ _SCRIPT = (_FILES / "grant.lua").read_text() + (_FILES / "frontier.lua").read_te
 
 DISPATCH_AHEAD = 1.0
 """A host with a rate is given, in one dispatch, the URLs whose slots start within this
-many seconds (each waits for its slot in its fetch's thread): fewer dispatches a URL."""
+many seconds (each message waits for its first slot in its worker's timer, as its ETA,
+``newsq.feeds.send.send_granted``): fewer dispatches a URL."""
 
 CLOCK_EVERY = 30.0
 """Seconds between two readings of Redis' clock against this machine's."""
