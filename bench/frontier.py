@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -60,7 +62,7 @@ from newsq.feeds.intake import enqueue
 from newsq.feeds.send import send_fetches
 from newsq.ledger import Ledger, buckets_of, read_counts
 from newsq.store.database import Store
-from newsq.workers.redis_server import RedisServer
+from newsq.workers.redis_server import RedisServer, free_port
 from tests.processes import running
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,6 +112,98 @@ class Farm:
     def close(self) -> None:
         for server in self.servers:
             serve.stop(server)
+
+
+FARM_CONF = """\
+{user}worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    log_format hit '$msec $server_port';
+    access_log {tmp}/hits.log hit;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    keepalive_timeout 120;
+    keepalive_requests 1000000;
+    server {{
+{listen}
+        location / {{ return 404; }}
+    }}
+}}
+"""
+
+
+class NginxFarm:
+    """The same farm served by one nginx, each request's time off its access log
+    (``$msec``): the Python servers note a request only when their thread gets the
+    GIL, which on the loaded 2 cores packed a host's requests closer than they came."""
+
+    def __init__(self, hosts: int, nginx: str) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="newsq-farm-"))
+        self.ports = [free_port() for _ in range(hosts)]
+        listen = "\n".join(f"        listen 127.0.0.1:{p};" for p in self.ports)
+        user = "user root root;\n" if os.geteuid() == 0 else ""
+        conf = self._dir / "nginx.conf"
+        conf.write_text(FARM_CONF.format(user=user, tmp=self._dir, listen=listen))
+        self._log = self._dir / "hits.log"
+        self._proc = subprocess.Popen(
+            [nginx, "-p", str(self._dir), "-e", str(self._dir / "error.log"), "-c", str(conf),
+             "-g", "daemon off;"], stdin=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not all(_listening(p) for p in self.ports):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"bench: nginx did not start; see {self._dir / 'error.log'}")
+            time.sleep(0.05)
+        self._from = 0
+
+    @property
+    def hits(self) -> dict[int, list[float]]:
+        found: dict[int, list[float]] = defaultdict(list)
+        with self._log.open("rb") as log:
+            log.seek(self._from)
+            for line in log:
+                at, port = line.split()
+                found[int(port)].append(float(at))
+        return found
+
+    def reset(self) -> None:
+        self._from = self._log.stat().st_size if self._log.exists() else 0
+
+    def most_in_a_second(self, port: int) -> int:
+        times = sorted(self.hits.get(port, []))
+        most, first = 0, 0
+        for last, t in enumerate(times):
+            # $msec is to the millisecond, cut: a window may count one request more
+            while t - times[first] >= 1.0:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
+
+    def close(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(10)
+
+
+def _listening(port: int) -> bool:
+    with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        return True
+    return False
+
+
+def make_farm(hosts: int) -> Farm | NginxFarm:
+    """nginx's farm when nginx is installed, else the Python servers' (said on stderr)."""
+    nginx = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None
+    )
+    if nginx is None:
+        print("bench: nginx not installed: the farm's request times are the Python "
+              "servers', which a loaded machine delays", file=sys.stderr)  # fmt: skip
+        return Farm(hosts)
+    return NginxFarm(hosts, nginx)
 
 
 @dataclass
@@ -190,7 +284,7 @@ def _calls(client: redis.Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
-def one_run(design: str, phase: str, farm: Farm, big: int, small_each: int,
+def one_run(design: str, phase: str, farm: Farm | NginxFarm, big: int, small_each: int,
             args: argparse.Namespace, code: Path, tmp: Path) -> Run:  # fmt: skip
     big_port, small_ports = farm.ports[0], farm.ports[1 : 1 + args.small_hosts]
     big_urls = [f"http://127.0.0.1:{big_port}/big/{n}" for n in range(big)]
@@ -317,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
         args.sizes, args.small_each, args.small_hosts = "1000,10000", 200, 50
     sizes = [int(s) for s in args.sizes.split(",") if s]
     old_sizes = [int(s) for s in args.old_sizes.split(",") if s]
-    farm = Farm(1 + args.small_hosts)
+    farm = make_farm(1 + args.small_hosts)
     runs: list[Run] = []
     try:
         with tempfile.TemporaryDirectory(prefix="newsq-frontier-") as folder:
