@@ -288,7 +288,7 @@ def _claim(rt: Runtime, url: str, host: str, lease: str, interval: float, attemp
     to the frontier, first in its lane."""
     wait = slot - rt.frontier.clock() if slot > 0 else None
     while True:
-        if wait is None or wait < -max(interval, CLAIM_LATE_MOST):  # none, or it passed
+        if wait is None or wait < -late_most(interval):  # none, or it passed
             wait = rt.frontier.claim(host, interval, CLAIM_WAIT_MOST)
         if wait > CLAIM_WAIT_MOST:
             rt.frontier.release(host, lease)
@@ -298,7 +298,7 @@ def _claim(rt: Runtime, url: str, host: str, lease: str, interval: float, attemp
         due = time.monotonic() + wait  # its slot is taken: it starts then
         with rt.pool.network_wait():
             time.sleep(wait)
-        if time.monotonic() - due <= max(interval, CLAIM_LATE_MOST):
+        if time.monotonic() - due <= late_most(interval):
             return lease
         # it woke long after its slot (its process was paused): the slots after it went
         # to other fetches meanwhile, so going now would make a burst: a new slot
@@ -307,8 +307,16 @@ def _claim(rt: Runtime, url: str, host: str, lease: str, interval: float, attemp
 
 
 CLAIM_LATE_MOST = 0.05
-"""A fetch that wakes later than this (or its host's interval) after its slot takes a new
-one: a paused machine's fetches must not all go at once when it resumes."""
+"""A fetch that wakes later than this (or half its host's interval) after its slot takes
+a new one: a paused machine's fetches must not all go at once when it resumes."""
+
+
+def late_most(interval: float) -> float:
+    """How late after its slot a fetch may still go on it. Half an interval, not a
+    whole one: the request reaches the host later still (a loaded worker's threads wait
+    for the GIL), and two in a row late by most of an interval put limit + 2 requests
+    in one second."""
+    return max(interval / 2, CLAIM_LATE_MOST)
 
 
 def _parked(rt: Runtime, url: str, host: str) -> Step:

@@ -482,3 +482,39 @@ def test_a_dispatched_fetch_on_time_asks_redis_nothing_for_its_slot(
         assert len(claims) == 1  # a new slot, not the one gone by
     finally:
         rt.close()
+
+
+def test_a_fetch_later_than_half_its_interval_takes_a_new_slot(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: a fetch went on its slot up to a whole interval late; with the time it
+    then takes to reach the host, two such in a row put 7 requests in one second on a
+    host of 5/s (nginx's log, `bench.frontier`). Past half an interval it takes anew."""
+    import newsq.pipeline as pipeline
+
+    rt = Runtime(dataclasses.replace(settings, host_rate=4.0, host_concurrency=10))
+    try:
+        host = "late.example"
+        assert rt.frontier.offer(host, f"https://{host}/0", 0, BULK_LANE)
+        for n in range(1, 3):
+            assert rt.frontier.offer(host, f"https://{host}/{n}", 0, BULK_LANE) is None
+        time.sleep(0.3)  # the host is due
+        _, _, grants = rt.frontier.dispatch("me", 500, 5.0)
+        assert len(grants) >= 2 and all(g.slot > 0 for g in grants)
+        claims: list[float] = []
+        real_claim = rt.frontier.claim
+
+        def claim(*args: object) -> float:
+            claims.append(real_claim(*args))  # type: ignore[arg-type]
+            return claims[-1]
+
+        monkeypatch.setattr(rt.frontier, "claim", claim)
+        first = grants[0]  # on time: its own slot, no claim
+        assert pipeline._claim(rt, first.url, host, first.lease, 0.25, 0, BULK_LANE, first.slot)
+        assert claims == []
+        late = grants[1]  # 0.6 of its 0.25 s interval after its slot
+        time.sleep(max(0.0, late.slot - rt.frontier.clock()) + 0.15)
+        assert pipeline._claim(rt, late.url, host, late.lease, 0.25, 0, BULK_LANE, late.slot)
+        assert len(claims) == 1  # a new slot, after the ones given
+    finally:
+        rt.close()
