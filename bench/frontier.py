@@ -71,6 +71,17 @@ OLD_REV = "04a89a0^"  # the commit before "Frontier: URLs wait in their host's q
 WORKERS = 2
 
 
+def most_in_a_second(times: list[float]) -> int:
+    """The most of ``times`` within any one second (a sliding window)."""
+    times = sorted(times)
+    most, first = 0, 0
+    for last, t in enumerate(times):
+        while t - times[first] >= 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
 class Farm:
     """One HTTP server per host on loopback, answering 404; it notes each request's time."""
 
@@ -101,13 +112,7 @@ class Farm:
 
     def most_in_a_second(self, port: int) -> int:
         """The most requests ``port`` served within any one second."""
-        times = sorted(self.hits.get(port, []))
-        most, first = 0, 0
-        for last, t in enumerate(times):
-            while t - times[first] >= 1.0:
-                first += 1
-            most = max(most, last - first + 1)
-        return most
+        return most_in_a_second(self.hits.get(port, []))
 
     def close(self) -> None:
         for server in self.servers:
@@ -174,14 +179,8 @@ class NginxFarm:
         self._from = self._log.stat().st_size if self._log.exists() else 0
 
     def most_in_a_second(self, port: int) -> int:
-        times = sorted(self.hits.get(port, []))
-        most, first = 0, 0
-        for last, t in enumerate(times):
-            # $msec is to the millisecond, cut: a window may count one request more
-            while t - times[first] >= 1.0:
-                first += 1
-            most = max(most, last - first + 1)
-        return most
+        # $msec is to the millisecond, cut: a window may count one request more
+        return most_in_a_second(self.hits.get(port, []))
 
     def close(self) -> None:
         self._proc.terminate()

@@ -363,17 +363,11 @@ def test_a_fetch_that_wakes_long_after_its_slot_takes_a_new_one(
         host = "paused.example"
         lease = rt.frontier.offer(host, f"https://{host}/0", 0, BULK_LANE) or ""
         assert pipeline._claim(rt, f"https://{host}/0", host, lease, 0.1, 0, BULK_LANE)
-        claims: list[float] = []
-        real_claim, real_sleep = rt.frontier.claim, time.sleep
-
-        def claim(*args: object) -> float:
-            claims.append(real_claim(*args))  # type: ignore[arg-type]
-            return claims[-1]
+        claims, real_sleep = _counted_claims(rt, monkeypatch), time.sleep
 
         def paused_sleep(seconds: float) -> None:  # the first sleep is cut by a pause
             real_sleep(seconds + (0.6 if len(claims) == 1 else 0.0))
 
-        monkeypatch.setattr(rt.frontier, "claim", claim)
         monkeypatch.setattr(pipeline.time, "sleep", paused_sleep)
         assert pipeline._claim(rt, f"https://{host}/1", host, lease, 0.1, 0, BULK_LANE) == lease
         assert len(claims) == 2 and 0 < claims[0] <= 0.1  # slept for one, woke late: anew
@@ -457,12 +451,8 @@ def test_a_dispatched_fetch_on_time_asks_redis_nothing_for_its_slot(
     client = rt.redis
     try:
         host = "slots.example"
-        assert rt.frontier.offer(host, f"https://{host}/0", 0, BULK_LANE)
-        for n in range(1, 5):
-            assert rt.frontier.offer(host, f"https://{host}/{n}", 0, BULK_LANE) is None
-        time.sleep(0.3)  # the host is due
-        _, _, grants = rt.frontier.dispatch("me", 500, 5.0)
-        assert len(grants) >= 4 and all(g.slot > 0 for g in grants)
+        grants = _granted(rt, host, 5)
+        assert len(grants) >= 4
         rt.frontier.clock()  # its first reading of Redis' clock
         before = commands_run(client)
         for g in grants[:3]:  # each waits for its slot (a quarter of a second apart)
@@ -470,14 +460,7 @@ def test_a_dispatched_fetch_on_time_asks_redis_nothing_for_its_slot(
         assert commands_run(client) == before  # none
         late = grants[3]
         time.sleep(max(0.0, late.slot - rt.frontier.clock()) + 0.6)  # it came late
-        claims: list[float] = []
-        real_claim = rt.frontier.claim
-
-        def claim(*args: object) -> float:
-            claims.append(real_claim(*args))  # type: ignore[arg-type]
-            return claims[-1]
-
-        monkeypatch.setattr(rt.frontier, "claim", claim)
+        claims = _counted_claims(rt, monkeypatch)
         assert pipeline._claim(rt, late.url, host, late.lease, 0.25, 0, BULK_LANE, late.slot)
         assert len(claims) == 1  # a new slot, not the one gone by
     finally:
@@ -495,20 +478,9 @@ def test_a_fetch_later_than_half_its_interval_takes_a_new_slot(
     rt = Runtime(dataclasses.replace(settings, host_rate=4.0, host_concurrency=10))
     try:
         host = "late.example"
-        assert rt.frontier.offer(host, f"https://{host}/0", 0, BULK_LANE)
-        for n in range(1, 3):
-            assert rt.frontier.offer(host, f"https://{host}/{n}", 0, BULK_LANE) is None
-        time.sleep(0.3)  # the host is due
-        _, _, grants = rt.frontier.dispatch("me", 500, 5.0)
-        assert len(grants) >= 2 and all(g.slot > 0 for g in grants)
-        claims: list[float] = []
-        real_claim = rt.frontier.claim
-
-        def claim(*args: object) -> float:
-            claims.append(real_claim(*args))  # type: ignore[arg-type]
-            return claims[-1]
-
-        monkeypatch.setattr(rt.frontier, "claim", claim)
+        grants = _granted(rt, host, 3)
+        assert len(grants) >= 2
+        claims = _counted_claims(rt, monkeypatch)
         first = grants[0]  # on time: its own slot, no claim
         assert pipeline._claim(rt, first.url, host, first.lease, 0.25, 0, BULK_LANE, first.slot)
         assert claims == []
@@ -518,3 +490,28 @@ def test_a_fetch_later_than_half_its_interval_takes_a_new_slot(
         assert len(claims) == 1  # a new slot, after the ones given
     finally:
         rt.close()
+
+
+def _counted_claims(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits of the frontier's claims from now on, as they are made."""
+    claims: list[float] = []
+    real_claim = rt.frontier.claim
+
+    def claim(*args: object) -> float:
+        claims.append(real_claim(*args))  # type: ignore[arg-type]
+        return claims[-1]
+
+    monkeypatch.setattr(rt.frontier, "claim", claim)
+    return claims
+
+
+def _granted(rt: Runtime, host: str, count: int) -> list[Grant]:
+    """``count`` URLs of ``host`` offered (the first fetched at once), the rest as one
+    dispatch grants them when the host is due, each with its slot."""
+    assert rt.frontier.offer(host, f"https://{host}/0", 0, BULK_LANE)
+    for n in range(1, count):
+        assert rt.frontier.offer(host, f"https://{host}/{n}", 0, BULK_LANE) is None
+    time.sleep(0.3)  # the host is due
+    _, _, grants = rt.frontier.dispatch("me", 500, 5.0)
+    assert all(g.slot > 0 for g in grants)
+    return grants
