@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +53,7 @@ import psutil
 import redis
 
 from bench import serve
+from bench.speed_serve import _wait_port, find_nginx
 from bench.tables import markdown
 from newsq.config.celery import BULK, make_app
 from newsq.config.settings import Settings
@@ -110,10 +109,6 @@ class Farm:
         with self.lock:
             self.hits.clear()
 
-    def most_in_a_second(self, port: int) -> int:
-        """The most requests ``port`` served within any one second."""
-        return most_in_a_second(self.hits.get(port, []))
-
     def close(self) -> None:
         for server in self.servers:
             serve.stop(server)
@@ -158,15 +153,13 @@ class NginxFarm:
         self._proc = subprocess.Popen(
             [nginx, "-p", str(self._dir), "-e", str(self._dir / "error.log"), "-c", str(conf),
              "-g", "daemon off;"], stdin=subprocess.DEVNULL)  # fmt: skip
-        deadline = time.monotonic() + 10
-        while not all(_listening(p) for p in self.ports):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"bench: nginx did not start; see {self._dir / 'error.log'}")
-            time.sleep(0.05)
+        for port in self.ports:
+            _wait_port(port, self._proc, "the farm's nginx")
         self._from = 0
 
     @property
     def hits(self) -> dict[int, list[float]]:
+        # $msec is to the millisecond, cut: a window may count one request more
         found: dict[int, list[float]] = defaultdict(list)
         with self._log.open("rb") as log:
             log.seek(self._from)
@@ -178,26 +171,14 @@ class NginxFarm:
     def reset(self) -> None:
         self._from = self._log.stat().st_size if self._log.exists() else 0
 
-    def most_in_a_second(self, port: int) -> int:
-        # $msec is to the millisecond, cut: a window may count one request more
-        return most_in_a_second(self.hits.get(port, []))
-
     def close(self) -> None:
         self._proc.terminate()
         self._proc.wait(10)
 
 
-def _listening(port: int) -> bool:
-    with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-        return True
-    return False
-
-
 def make_farm(hosts: int) -> Farm | NginxFarm:
     """nginx's farm when nginx is installed, else the Python servers' (said on stderr)."""
-    nginx = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None
-    )
+    nginx = find_nginx()
     if nginx is None:
         print("bench: nginx not installed: the farm's request times are the Python "
               "servers', which a loaded machine delays", file=sys.stderr)  # fmt: skip
@@ -345,13 +326,14 @@ def one_run(design: str, phase: str, farm: Farm | NginxFarm, big: int, small_eac
         store.close()
         client.close()
     t0 = time.time() - (time.monotonic() - started)
+    hits = farm.hits  # read once: the nginx farm parses its log on every read
     big_t = [t - t0 for t in t_done[: len(big_urls)]]
     small_t = [t - t0 for t in t_done[len(big_urls) :]]
     return Run(
         design, phase, len(big_urls), len(small_urls), sum(calls.values()) / len(urls), idle,
         seconds, max(small_t) if small_t else None, max(big_t) if big_t else None,
-        farm.most_in_a_second(big_port) if big_urls else 0,
-        max((farm.most_in_a_second(p) for p in small_ports), default=0) if small_urls else 0,
+        most_in_a_second(hits.get(big_port, [])),
+        max((most_in_a_second(hits.get(p, [])) for p in small_ports), default=0),
         calls, cpu * 1000 / len(urls),
         _host_rates(small_t, small_each),
     )  # fmt: skip

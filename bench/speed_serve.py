@@ -59,6 +59,13 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
     raise SystemExit(f"bench: {what} did not listen on port {port}")
 
 
+def find_nginx() -> str | None:
+    """The nginx binary: on PATH, or where Debian and a source build put it."""
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None
+    )
+
+
 class Served:
     """A server subprocess on a loopback port; ``kind`` names it for the table."""
 
@@ -94,9 +101,7 @@ class Served:
 def page_server(docroot: Path, tmp: Path) -> Served:
     """nginx serving ``docroot``; the asyncio fallback (with a warning) without nginx."""
     port = free_port()
-    nginx = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None
-    )
+    nginx = find_nginx()
     if nginx is None:
         print(
             "bench: WARNING: nginx is not installed (e.g. `apt-get install nginx`); serving "

@@ -13,7 +13,7 @@ import redis
 from hostile_server import HostileServer
 
 from newsq.config.settings import Settings
-from newsq.fetch.politeness import Politeness, fetch_tag
+from newsq.fetch.politeness import Politeness, fetch_tag, next_key
 from newsq.urls import host_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,8 +82,7 @@ import sys, time
 import redis
 from newsq.config.settings import AllowPrivate, Settings
 from newsq.fetch.client import Fetcher
-from newsq.fetch.politeness import Politeness, fetch_tag
-from newsq.urls import host_of
+from newsq.fetch.politeness import Politeness
 from newsq.urls import host_of
 
 redis_url, prefix, rate, *urls = sys.argv[1:]
@@ -141,7 +140,7 @@ def test_four_processes_share_one_host_rate(redis_url: str, key_prefix: str) -> 
     rate, count, processes = 20.0, 100, 4
     with HostileServer() as server:
         urls = [server.url(f"/page/{i}") for i in range(count)]
-        key = f"{fetch_tag(key_prefix)}:polite:next:{host_of(urls[0])}"
+        key = next_key(fetch_tag(key_prefix), host_of(urls[0]))
         grants = _Grants(redis_url, key, 1 / rate)
         grants.start()
         try:

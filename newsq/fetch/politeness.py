@@ -56,9 +56,14 @@ def leases_key(tag: str, host: str) -> str:
     return f"{tag}:polite:leases:{host}"
 
 
+def next_key(tag: str, host: str) -> str:
+    """The key of ``host``'s next allowed request time (under the fetch tag ``tag``)."""
+    return f"{tag}:polite:next:{host}"
+
+
 def _keys(tag: str, host: str) -> list[str]:
     return [
-        f"{tag}:polite:next:{host}",
+        next_key(tag, host),
         leases_key(tag, host),
         f"{tag}:polite:rates",
         f"{tag}:polite:crawl-delay:{host}",
