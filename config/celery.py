@@ -81,6 +81,22 @@ def max_countdown(settings: Settings) -> float:
     return settings.visibility_timeout / 4
 
 
+LOST_AFTER = 30.0
+"""Seconds without progress after which a URL no message stands for is lost
+(``newsq.recovery``)."""
+
+
+def lost_after(settings: Settings) -> float:
+    """Seconds without progress that make a URL no message stands for lost: at most
+    ``NEWSQ_STUCK_AFTER``, after which any URL is sent again."""
+    return min(LOST_AFTER, settings.stuck_threshold)
+
+
+def stuck_every(settings: Settings) -> float:
+    """Seconds between beat's stuck checks: a URL lost found in about a minute."""
+    return min(settings.stuck_threshold / 2, LOST_AFTER)
+
+
 def queue_keys(key_prefix: str, queue: str) -> tuple[str, ...]:
     """The Redis lists that hold ``queue``'s waiting messages: its fresh lane, its bulk."""
     return tuple(f"{key_prefix}:q:{queue}{f'{LANE_SEP}{lane}' if lane else ''}" for lane in LANES)
@@ -221,8 +237,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # messages lost outright (see tasks/maintenance.py)
             "requeue-stuck": {
                 "task": REQUEUE_STUCK_TASK,
-                "schedule": settings.stuck_threshold / 2,
-                "options": {"expires": settings.stuck_threshold / 2},
+                "schedule": stuck_every(settings),
+                "options": {"expires": stuck_every(settings)},
             },
         },
     }

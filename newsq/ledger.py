@@ -269,6 +269,13 @@ class Ledger:
             pipe.hgetall(bucket.reasons)
         return {k: n for k, n in sorted(_summed(pipe.execute()).items()) if n}
 
+    def unfinished(self) -> int:
+        """How many URLs are not terminal (the active sets' sizes)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for bucket in self.buckets:
+            pipe.zcard(bucket.active)
+        return sum(int(n) for n in pipe.execute())
+
     def stuck(self, older_than: float, limit: int = 100) -> list[tuple[str, str, float]]:
         """Non-terminal URLs not updated for ``older_than`` seconds: (url, state, age),
         the longest waiting first."""

@@ -1,33 +1,29 @@
 """Housekeeping tasks sent by Celery beat.
 
-``newsq.requeue_stuck`` (every half ``NEWSQ_STUCK_AFTER``) re-enqueues URLs that made
-no progress for ``NEWSQ_STUCK_AFTER`` seconds (default twice the visibility timeout):
-their message was lost, e.g. by a broker restarted without persistence. It is the
-periodic form of ``newsq retry --stuck`` and calls the same function. While a queue
-holds a backlog it does nothing: a URL waiting behind thousands of others is slow,
-not lost, and sending it again would only grow the backlog; so is a URL of a host whose
-frontier queue holds URLs waiting for its turn (``newsq.fetch.frontier``), which is
-left out, while the other hosts' stuck URLs are sent again.
+``newsq.requeue_stuck`` (every 30 s, or half ``NEWSQ_STUCK_AFTER``
+if shorter) re-enqueues URLs that made no progress for ``NEWSQ_STUCK_AFTER`` seconds
+(default twice the visibility timeout): their message was lost, e.g. by a broker
+restarted without persistence. It is the periodic form of ``newsq retry --stuck`` and
+calls the same function. While a queue holds a backlog it does nothing: a URL waiting
+behind thousands of others is slow, not lost, and sending it again would only grow the
+backlog; so is a URL of a host whose frontier queue holds URLs waiting for its turn
+(``newsq.fetch.frontier``), which is left out, while the other hosts' stuck URLs are
+sent again. With the queues empty it also sends again at once the URLs no message
+stands for (``newsq.recovery``: a broker's master killed before it replicated them).
 """
 
 from __future__ import annotations
 
 import logging
 
-import redis
-
-from newsq.config.celery import BULK, QUEUES, REQUEUE_STUCK_TASK, app, queue_keys
+from newsq.config.celery import BULK, REQUEUE_STUCK_TASK, app, lost_after
 from newsq.feeds.send import send_fetches
 from newsq.pipeline import requeue_stuck
+from newsq.recovery import backlog, requeue_lost
 from newsq.tasks.context import runtime
 from newsq.urls import host_of
 
 log = logging.getLogger(__name__)
-
-
-def backlog(client: redis.Redis, prefix: str) -> int:
-    """Messages waiting in newsq's queues, both lanes (not counting those taken)."""
-    return sum(int(client.llen(key)) for name in QUEUES for key in queue_keys(prefix, name))
 
 
 @app.task(name=REQUEUE_STUCK_TASK)
@@ -43,5 +39,7 @@ def requeue_stuck_task() -> int:
     urls: list[str] = []
     requeue_stuck(rt.ledger, rt.settings.stuck_threshold, urls.append,
                   waiting=lambda url: host_of(url) in hosts)  # fmt: skip
+    requeue_lost(rt.broker, rt.ledger, rt.settings.key_prefix, rt.frontier.waiting, urls.append,
+                 lost_after(rt.settings))  # fmt: skip
     send_fetches(app, urls, rt.settings.fetch_batch, lane=BULK)
     return len(urls)

@@ -50,3 +50,15 @@ def imported_by(*modules: str) -> set[str]:
     done = subprocess.run([sys.executable, "-c", code], env=newsq_env(), text=True,
                           capture_output=True, check=True, timeout=60)  # fmt: skip
     return set(json.loads(done.stdout))
+
+
+def store_outcome(database_url: str) -> tuple[dict[str, str], list[str]]:
+    """The store's state of every URL, and the URL of every article row it holds."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        states = dict(conn.execute(sa.text("SELECT url, state FROM urls")).tuples().all())
+        stored = list(conn.execute(sa.text("SELECT url FROM articles")).scalars().all())
+    engine.dispose()
+    return states, stored

@@ -173,18 +173,20 @@ def test_retry_stuck_sends_only_urls_without_progress(
     assert requeue_stuck(rt.ledger, since, sent.append) == sent == []
 
 
-def test_beat_requeues_stuck_urls_every_half_threshold() -> None:
+def test_beat_checks_for_stuck_urls_every_half_threshold_or_30_s() -> None:
     settings = Settings(visibility_timeout=100)
     assert settings.stuck_threshold == 200
     config = celery_config(settings)
     entry = config["beat_schedule"]["requeue-stuck"]
-    assert (entry["task"], entry["schedule"]) == ("newsq.requeue_stuck", 100)
+    assert (entry["task"], entry["schedule"]) == ("newsq.requeue_stuck", 30)
+    short = celery_config(Settings(visibility_timeout=100, stuck_after=40))
+    assert short["beat_schedule"]["requeue-stuck"]["schedule"] == 20
     assert config["task_routes"]["newsq.requeue_stuck"] == {"queue": "fetch"}
     assert Settings.from_env({"NEWSQ_STUCK_AFTER": "30"}).stuck_threshold == 30
 
 
 def test_beat_task_skips_while_a_backlog_waits(rt: Runtime) -> None:
-    from newsq.tasks.maintenance import backlog
+    from newsq.recovery import backlog
 
     client: redis.Redis = rt.redis
     prefix = rt.settings.key_prefix

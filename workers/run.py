@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # loaded once the workers are starting (run_pipeline)
     from newsq.ledger import Ledger
     from newsq.store.database import Store
 
+LOOK_EVERY = 10.0
+"""Seconds between a run's looks for URLs the broker lost (``newsq.recovery``)."""
+
 
 def submit(args: argparse.Namespace, settings: Settings) -> Intake:
     """Enqueue the command's ``--feed``, ``--urls`` and URLs (:func:`newsq.api.enqueue`);
@@ -83,6 +86,8 @@ def wait_until_done(ledger: Ledger, urls: list[str], cluster: LocalCluster, time
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from newsq.config.celery import lost_after
+
     live = console.is_terminal
     progress = Progress("[progress.description]{task.description}", BarColumn(),
                         MofNCompleteColumn(), TextColumn("{task.fields[rate]} URLs/s"),
@@ -91,9 +96,11 @@ def wait_until_done(ledger: Ledger, urls: list[str], cluster: LocalCluster, time
     task = progress.add_task("processing", total=len(urls), rate="-", eta="?")
     rate = _Rate()
     last_line = 0.0
+    last_look = time.monotonic()  # for URLs the broker lost (none is at the start)
+    look_every = min(LOOK_EVERY, lost_after(cluster.settings) / 2)
 
     def show(done: int, total: int) -> None:
-        nonlocal last_line
+        nonlocal last_line, last_look
         rate.add(done)
         progress.update(task, completed=done, rate=f"{rate.per_second:.1f}",
                         eta=rate.eta(total - done))  # fmt: skip
@@ -103,6 +110,9 @@ def wait_until_done(ledger: Ledger, urls: list[str], cluster: LocalCluster, time
             last_line = time.monotonic()
         if done < total:
             cluster.check_workers()
+            if time.monotonic() - last_look > look_every:
+                cluster.requeue_lost(ledger)
+                last_look = time.monotonic()
 
     with progress:
         return wait_for(ledger, urls, timeout, every=every, on_poll=show)

@@ -1,0 +1,126 @@
+"""URLs whose message the broker lost, found as soon as no message can stand for them.
+
+A broker's master killed outright takes with it what it had not yet replicated: a
+message just sent, or the record of one just taken (kombu's ``unacked`` hash), and
+so a URL the ledger still calls ``queued`` or ``fetched`` with nothing left anywhere
+to move it on. The stuck check (``requeue_stuck``) sends such a URL again only after
+``NEWSQ_STUCK_AFTER`` (twice the visibility timeout, two hours by default), as a URL
+merely slow looks the same while it waits behind a backlog or in a worker's timer.
+
+When the queues are empty a URL cannot be behind a backlog, and the messages workers
+hold can be read: a non-terminal URL no held message names, whose host has nothing
+waiting in the frontier, and which the ledger saw no progress of for
+:func:`~newsq.config.celery.lost_after` seconds (30, or
+``NEWSQ_STUCK_AFTER`` if shorter), is lost. It is looked for twice, :data:`CONFIRM` seconds
+apart, so a URL between two steps (a retry sent, a frontier dispatch) is not taken
+for one; a second message for a URL only slow is harmless anyway (every step is
+idempotent). A held message that may stand for URLs it does not name (a feed read, a
+backfill range: they move the ledger before their URLs' messages exist) makes the
+check wait for another round.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from newsq.config.celery import (
+    FETCH_MANY_TASK,
+    FETCH_TASK,
+    POLL_FEEDS_TASK,
+    PROCESS_TASK,
+    QUEUES,
+    REQUEUE_STUCK_TASK,
+    queue_keys,
+)
+from newsq.pipeline import requeue
+from newsq.records import TERMINAL
+from newsq.urls import host_of
+
+if TYPE_CHECKING:
+    import redis
+
+    from newsq.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+CONFIRM = 2.0
+"""Seconds between the two looks that must both find a URL lost."""
+
+URL_TASKS = frozenset({FETCH_TASK, FETCH_MANY_TASK, PROCESS_TASK})
+NO_URL_TASKS = frozenset({POLL_FEEDS_TASK, REQUEUE_STUCK_TASK})  # no URL waits on them
+
+
+def backlog(broker: redis.Redis, key_prefix: str) -> int:
+    """Messages waiting in newsq's queues, both lanes (not counting those taken)."""
+    pipe = broker.pipeline(transaction=False)
+    for name in QUEUES:
+        for key in queue_keys(key_prefix, name):
+            pipe.llen(key)
+    return sum(int(n) for n in pipe.execute())
+
+
+def held_urls(broker: redis.Redis, key_prefix: str) -> set[str] | None:
+    """The URLs of the messages workers took and have not acked (running, or waiting
+    in a worker's timer for their ETA); None when a held message may stand for URLs it
+    does not name, or cannot be read."""
+    values: list[bytes] = broker.hvals(f"{key_prefix}:q:unacked")  # type: ignore[assignment]
+    urls: set[str] = set()
+    for value in values:
+        try:  # kombu's Redis transport: [message, exchange, routing key]
+            message = json.loads(value)[0]
+            task = message["headers"]["task"]
+            if task in NO_URL_TASKS:
+                continue
+            if task not in URL_TASKS:
+                return None
+            body = message["body"]
+            if message["properties"].get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            first = json.loads(body)[0][0]  # Celery's protocol 2: [args, kwargs, embed]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return None
+        urls.update([first] if isinstance(first, str) else first)
+    return urls
+
+
+def find_lost(broker: redis.Redis, ledger: Ledger, key_prefix: str,
+              waiting: Callable[[], Mapping[str, int]], older_than: float,
+              limit: int = 10_000) -> set[str]:  # fmt: skip
+    """The non-terminal URLs no message stands for (one look). ``waiting``: the URLs in
+    the frontier by host, read first, so a URL leaving it meanwhile is still counted.
+
+    The ledger's URLs are read only when more are unfinished than the frontier and the
+    held messages account for: a long frontier costs a few commands a look."""
+    hosts = waiting()
+    if backlog(broker, key_prefix):
+        return set()
+    held = held_urls(broker, key_prefix)
+    if held is None:
+        return set()
+    # a message acked just before a failover may still be held on the new master
+    listed = list(held)
+    open_held = [url for url, state in zip(listed, ledger.states(listed), strict=True)
+                 if state not in TERMINAL]  # fmt: skip
+    if ledger.unfinished() <= sum(hosts.values()) + len(open_held):
+        return set()
+    stuck = ledger.stuck(older_than, limit=limit)
+    return {url for url, _, _ in stuck if host_of(url) not in hosts} - held
+
+
+def requeue_lost(broker: redis.Redis, ledger: Ledger, key_prefix: str,
+                 waiting: Callable[[], Mapping[str, int]], send: Callable[[str], None],
+                 older_than: float, confirm: float = CONFIRM) -> list[str]:  # fmt: skip
+    """Send again the URLs two looks ``confirm`` seconds apart both found lost."""
+    first = find_lost(broker, ledger, key_prefix, waiting, older_than)
+    if not first:
+        return []
+    time.sleep(confirm)
+    lost = sorted(first & find_lost(broker, ledger, key_prefix, waiting, older_than))
+    if lost:
+        log.warning("re-enqueueing %d URLs no message stood for (lost by the broker)", len(lost))
+    return requeue(ledger, lost, send)
