@@ -188,7 +188,8 @@ def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
     Each poll reads the ledger's count of terminal outcomes (one command); the states of
     the pending URLs are read only when that count says they may all have ended, or
     every ``rescan`` seconds (a retry takes a URL off the count), and then at most
-    ``chunk`` of them a poll (a rolling window) by keys hashed once: waiting on a
+    ``chunk`` of them a poll (a rolling window) by keys hashed once, as one ZMSCORE of
+    each bucket's active set and the states of only those no longer in it: waiting on a
     million URLs polls cheaply and leaves Redis and the CPU to the workers. Between
     reads, ``done`` is what the count added since the last pass (exact when nothing
     else runs on this Redis; never all of them before a pass has seen it).
@@ -207,8 +208,12 @@ def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
             if not cursor:  # a pass over the pending URLs begins
                 seen, scanned = ended, time.monotonic()
             window = pending[cursor : cursor + chunk]
-            states = ledger.states_at(window)
-            left = [key for key, s in zip(window, states, strict=True) if s not in TERMINAL]
+            # the active sets say which may have ended; only those are read (an entry
+            # that is not there at all is not done)
+            active = ledger.active_at(window)
+            out = [key for key, a in zip(window, active, strict=True) if not a]
+            ended_at = {k for k, s in zip(out, ledger.states_at(out), strict=True) if s in TERMINAL}
+            left = [key for key in window if key not in ended_at]
             pending[cursor : cursor + chunk] = left
             cursor += len(left)
             if cursor >= len(pending):

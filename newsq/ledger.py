@@ -251,6 +251,22 @@ class Ledger:
             pipe.hget(key, "state")
         return [text(s) if s else None for s in pipe.execute()]
 
+    def active_at(self, keys: Sequence[str]) -> list[bool]:
+        """Whether each URL whose ledger key is in ``keys`` is in its bucket's active set
+        (not terminal, or never ended since its retry): a command per bucket (ZMSCORE),
+        not one per URL. A URL not active has ended, or has no entry at all."""
+        by_bucket: dict[str, list[int]] = defaultdict(list)
+        for i, key in enumerate(keys):
+            by_bucket[key.rpartition(":url:")[0]].append(i)
+        pipe = self.redis.pipeline(transaction=False)
+        for tag, where in by_bucket.items():
+            pipe.zmscore(Bucket(tag).active, [keys[i] for i in where])
+        out = [False] * len(keys)
+        for where, scores in zip(by_bucket.values(), pipe.execute(), strict=True):
+            for i, score in zip(where, scores, strict=True):
+                out[i] = score is not None
+        return out
+
     def counts(self) -> dict[str, int]:
         return read_counts(self.redis, self.prefix)
 

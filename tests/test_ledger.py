@@ -184,6 +184,40 @@ def test_waiting_reads_the_states_only_when_they_may_all_have_ended(
     assert spent <= len(polls) * len(ledger.buckets) + 3 * len(urls), (spent, len(polls))
 
 
+def test_a_pass_over_the_pending_urls_costs_a_command_per_bucket(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    """A pass (here one every poll) asks each bucket's active set which URLs have left
+    it, and reads the state of only those: not an HGET per pending URL a pass."""
+    from newsq.api import wait_for
+
+    urls = [f"http://example.com/p/{i}" for i in range(200)]
+    ledger = _enqueued(redis_client, key_prefix, urls)
+    polls: list[int] = []
+
+    def poll(done: int, total: int) -> None:
+        polls.append(done)
+        for url in urls[len(polls) * 10 - 10 : len(polls) * 10]:  # ten end between polls
+            ledger.move(url, "stored")
+
+    before = _commands(redis_client)
+    assert wait_for(ledger, urls, 30, every=0.001, rescan=0, on_poll=poll)
+    spent = _commands(redis_client) - before - 7 * len(urls)  # less the moves
+    assert len(polls) >= len(urls) // 10
+    # a poll: the count before and after its pass and the pass, each a command per
+    # bucket; before, ~2,600 (each pass read every pending URL's state)
+    assert spent <= len(polls) * (3 * len(ledger.buckets) + 2) + len(urls), (spent, len(polls))
+
+
+def test_a_url_with_no_entry_is_not_done(redis_client: redis.Redis, key_prefix: str) -> None:
+    from newsq.api import wait_for
+
+    ledger = _enqueued(redis_client, key_prefix, ["http://example.com/e/1"])
+    ledger.move("http://example.com/e/1", "stored")
+    assert not wait_for(ledger, ["http://example.com/e/1", "http://example.com/e/never"], 0.3,
+                        every=0.01, rescan=0)  # fmt: skip
+
+
 def test_a_forked_child_counts_its_own_outcomes_only(
     redis_client: redis.Redis, key_prefix: str
 ) -> None:
