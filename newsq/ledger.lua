@@ -27,10 +27,12 @@ local TERMINAL = {stored = true, duplicate = true, skipped = true, failed = true
 
 -- Moves the counters and the active set from state `old` to `new` (the entry's own
 -- fields are the caller's, in its one HSET). A URL is in `active` while not terminal.
+-- The counts hash holds URLs per state as fields named by a state (entries made in
+-- it) and fields 'old>new' (moves, one HINCRBY each): a state's count is its field
+-- plus the moves into it less the moves out (read_counts in ledger.py).
 local function count_move(url_key, counts, active, old, new, now)
   if old ~= new then
-    if old then redis.call('HINCRBY', counts, old, -1) end
-    redis.call('HINCRBY', counts, new, 1)
+    redis.call('HINCRBY', counts, old and (old .. '>' .. new) or new, 1)
   end
   if not TERMINAL[new] then
     redis.call('ZADD', active, now, url_key)
@@ -56,7 +58,7 @@ local command = ARGV[1]
 
 if command == 'enqueue' then
   local now = ARGV[2]
-  local out = {}
+  local out, added = {}, {}  -- added: score, member pairs of one ZADD
   for i = 3, #KEYS do
     local url_key = KEYS[i]
     if redis.call('EXISTS', url_key) == 1 then
@@ -64,9 +66,14 @@ if command == 'enqueue' then
     else
       local set = {'url', ARGV[i], 't_enq', now, 'attempts', 0, 'deliveries', 0}
       redis.call('HSET', url_key, unpack(state_fields(set, 'queued', now)))
-      count_move(url_key, KEYS[1], KEYS[2], nil, 'queued', now)
+      added[#added + 1] = now
+      added[#added + 1] = url_key
       out[#out + 1] = 1
     end
+  end
+  if #added > 0 then  -- the new entries counted and made active at once, not one by one
+    redis.call('HINCRBY', KEYS[1], 'queued', #added / 2)
+    redis.call('ZADD', KEYS[2], unpack(added))
   end
   return out
 elseif command == 'unclaim' then

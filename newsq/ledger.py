@@ -99,12 +99,27 @@ def _summed(replies: Iterable[Mapping[bytes, bytes]]) -> Counter[str]:
     return out
 
 
+def _per_state(fields: Mapping[str, int]) -> Counter[str]:
+    """URLs per state from a counts hash: a state's field (entries made in it, and all
+    counts written before moves were counted apart) plus the ``old>new`` moves into it,
+    less those out of it (ledger.lua's count_move)."""
+    out: Counter[str] = Counter()
+    for name, n in fields.items():
+        old, arrow, new = name.partition(">")
+        if arrow:
+            out[new] += n
+            out[old] -= n
+        else:
+            out[name] += n
+    return out
+
+
 def read_counts(client: redis.Redis, prefix: str) -> dict[str, int]:
     """URLs per state in the ledger of ``prefix``, every bucket summed (one round trip)."""
     pipe = client.pipeline(transaction=False)
     for bucket in buckets_of(prefix):
         pipe.hgetall(bucket.counts)
-    counts = _summed(pipe.execute())
+    counts = _per_state(_summed(pipe.execute()))
     return {s: counts.get(s, 0) for s in STATES}
 
 
@@ -274,10 +289,8 @@ class Ledger:
         """Terminal outcomes so far, of every URL (a command per bucket, one round
         trip): a waiter reads the states of its URLs again only once enough of them may
         have ended."""
-        pipe = self.redis.pipeline(transaction=False)
-        for bucket in self.buckets:
-            pipe.hmget(bucket.counts, sorted(TERMINAL))
-        return sum(int(v or 0) for values in pipe.execute() for v in values)
+        counts = read_counts(self.redis, self.prefix)
+        return sum(counts[state] for state in TERMINAL)
 
     def reasons(self) -> dict[str, int]:
         pipe = self.redis.pipeline(transaction=False)

@@ -80,8 +80,9 @@ def test_a_url_costs_a_few_commands_from_take_to_stored(
     verdict = {"story_id": "ab" * 8, "duplicate_of": None, "similarity": 1.0, "match": "new"}
     ledger.move(url, "stored", final_url=url, attempts=1, **verdict)
     done = _commands(redis_client)
-    # before: 9 and 20 (an HSETNX, HSET or HDEL per field, the series' HINCRBY+EXPIRE)
-    assert (taken - before - 1, done - taken - 1) == (6, 7)  # with its EVALSHA each
+    # before: 9 and 20 (an HSETNX, HSET or HDEL per field, the series' HINCRBY+EXPIRE),
+    # then 6 and 7 (an HINCRBY for the state left and one for the state reached)
+    assert (taken - before - 1, done - taken - 1) == (5, 6)  # with its EVALSHA each
     entry = ledger.get(url)
     assert entry is not None and "duplicate_of" not in entry
     assert (entry["state"], entry["story_id"], entry["attempts"]) == ("stored", "ab" * 8, "1")
@@ -94,6 +95,23 @@ def test_a_url_costs_a_few_commands_from_take_to_stored(
     assert list(redis_client.scan_iter(match=series)) == []  # counted in this process...
     ledger.flush()
     assert len(list(redis_client.scan_iter(match=series))) == 1  # ...added once a second
+
+
+def test_an_enqueue_counts_and_activates_a_bucket_s_new_urls_at_once(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    """Per new URL an EXISTS and an HSET; the bucket's counter and active set take all
+    of a call's new URLs in one HINCRBY and one ZADD (one of each per URL before)."""
+    ledger = Ledger(redis_client, key_prefix)
+    urls = [f"http://example.com/q/{i}" for i in range(240)]
+    ledger.enqueue(urls[:40])
+    before = _commands(redis_client)
+    assert ledger.enqueue(urls) == [False] * 40 + [True] * 200
+    spent = _commands(redis_client) - before - 1
+    calls = len(ledger.buckets)  # an EVALSHA per bucket
+    assert spent <= 240 + 200 + 3 * calls, spent  # before: 240 + 3 * 200 + calls
+    assert ledger.counts()["queued"] == 240 and ledger.unfinished() == 240
+    assert {u for u, _, _ in ledger.stuck(0, limit=1000)} == set(urls)
 
 
 def _enqueued(client: redis.Redis, prefix: str, urls: list[str]) -> Ledger:
