@@ -349,6 +349,29 @@ def test_a_release_wakes_the_dispatcher_for_the_freed_slot(
     assert dispatcher._thread is not None and not dispatcher._thread.is_alive()
 
 
+def test_a_release_takes_the_time_from_its_caller(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    """A release of a host without a rate: its lease, the host's next allowed time, and
+    the host due now if it waits. Four commands with its EVALSHA; the script asked Redis
+    for TIME too (five) where the caller's reckoning of Redis' clock does."""
+    frontier = _frontier(redis_client, settings, host_rate=0.0, host_concurrency=1)
+    lease = frontier.offer("r.example", "https://r.example/0", 0, BULK_LANE)
+    assert lease is not None
+    frontier.clock()  # its offset measured: the release itself asks no TIME
+    before = commands_run(redis_client)
+    frontier.release("r.example", lease)  # no URL of its host waits
+    assert commands_run(redis_client) - before == 4
+    lease = frontier.offer("r.example", "https://r.example/1", 0, BULK_LANE)
+    assert lease is not None
+    assert frontier.offer("r.example", "https://r.example/2", 0, BULK_LANE) is None
+    redis_client.zadd(frontier.due_key, {"r.example": time.time() + 3600})  # not due for long
+    frontier.release("r.example", lease)
+    due = redis_client.zscore(frontier.due_key, "r.example")
+    seconds, micros = redis_client.time()
+    assert due is not None and abs(due - (seconds + micros / 1e6)) < 1.0  # due now
+
+
 def test_a_fetch_that_wakes_long_after_its_slot_takes_a_new_one(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

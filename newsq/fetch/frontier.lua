@@ -37,7 +37,8 @@
 --           too late for its slot (or has none) takes its host's next slot: returns "<seconds until it starts>" (0: now), or, when
 --           that is over 'most', the same without taking it (grant.lua's reserve)
 -- resign:   ARGV = 'resign', prefix, holder   drops the lease if holder has it
--- release:  ARGV = 'release', prefix, host, lease   a fetch of a host without a rate is
+-- release:  ARGV = 'release', prefix, host, lease, now (Redis time, as the caller
+--           reckons it)   a fetch of a host without a rate is
 --           done: its lease goes, and the host, if it waits for a free slot, is due now
 --           (a host with a rate is due at its next allowed time anyway: the caller
 --           only removes the lease)
@@ -204,7 +205,8 @@ elseif command == 'release' then
   redis.call('ZREM', leases, ARGV[4])
   -- not before its next allowed time: a host held by its rate is not asked early
   local tat = tonumber(redis.call('GET', next_key) or '0') or 0
-  if redis.call('ZADD', due, 'XX', 'LT', 'CH', math.max(redis_now(), tat), host) == 1 then
+  local now = tonumber(ARGV[5] or '') or redis_now()  -- (a caller of before sent none)
+  if redis.call('ZADD', due, 'XX', 'LT', 'CH', math.max(now, tat), host) == 1 then
     -- a waiting host is due sooner than the dispatcher planned: wake it (one token)
     local wake = base .. 'wake'
     redis.call('LPUSH', wake, '1')

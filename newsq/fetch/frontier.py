@@ -168,7 +168,10 @@ class Frontier:
         if self._politeness.rate_for(host) > 0:  # its rate, not a free slot, says when next
             self._client.zrem(leases_key(self.prefix, host), lease)
         else:
-            self._script(keys=self._route, args=["release", self.prefix, host, lease])
+            # "now" on Redis' clock from this side (no TIME in the script): it only says
+            # the host, if it waits for a free slot, is due now
+            now = f"{self.clock():.6f}"
+            self._script(keys=self._route, args=["release", self.prefix, host, lease, now])
 
     def dispatch(self, holder: str, most: int, lease_seconds: float, *,
                  renew: bool = True, sent: bool = False,
