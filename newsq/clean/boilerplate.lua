@@ -1,11 +1,12 @@
 -- Cross-page boilerplate: count, per site, the distinct pages each paragraph is on.
--- KEYS[1]  the site's hash: pages (distinct pages seen), last (when its last new
---          page came); EXPIRE ttl, refreshed on every touch
--- KEYS[2]  the site's table of this generation: fields t<hash> (this text was seen:
---          when), a<hash> (this address was seen), p<hash> (distinct pages carrying
---          that paragraph)
+-- KEYS[1]  the site's hash as versions before kept it (pages, last): read only when
+--          neither generation's table has the site's field, never written
+-- KEYS[2]  the site's table of this generation: fields s (the site: "<distinct pages
+--          seen>|<when its last new page came>"), t<hash> (this text was seen: when),
+--          a<hash> (this address was seen), p<hash> (distinct pages carrying that
+--          paragraph)
 -- KEYS[3]  the table of the generation before, read for what this one lacks
--- ARGV[1]  ttl in seconds
+-- ARGV[1]  ttl in seconds (unused: the tables' EXPIREAT is ARGV[4])
 -- ARGV[2]  now (seconds)
 -- ARGV[3]  '1': the page may wait (it is short): return when its text was first seen
 --          and when the site's last new page came
@@ -15,15 +16,17 @@
 -- ARGV[7..] p<hash> of each distinct paragraph
 -- A page counts only when both its text and its address are new: a re-fetch, an
 -- exact copy under another address, or an updated version at the same address, once.
--- A count read from the generation before is written on into this one, so a template
--- in use never fades; one untouched for a generation does.
+-- A count (and the site's field) read from the generation before is written on into
+-- this one, so a template in use never fades; one untouched for a generation does.
 -- Returns {site_pages, first seen, site's last new page ('' unless new or asked),
 -- count of ARGV[7], count of ARGV[8], ...} after this page.
-local ttl, now, may_wait = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local now, may_wait = ARGV[2], ARGV[3]
 local fields = {}
 for i = 5, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
+local np = #fields  -- the text, the address, the paragraphs; then the site's field
+fields[np + 1] = 's'
 local values = redis.call('HMGET', KEYS[2], unpack(fields))
 local missing, at = {}, {}
 for i = 1, #fields do
@@ -38,26 +41,32 @@ if #missing > 0 and KEYS[3] ~= KEYS[2] then
     values[at[j]] = before[j]
   end
 end
-local site = redis.call('HMGET', KEYS[1], 'pages', 'last')
+local pages, site_last
+if values[np + 1] then
+  local n, t = string.match(values[np + 1], '^(%d+)|(.*)$')
+  pages, site_last = tonumber(n), t
+else  -- a new site, or one a version before counted in its own hash
+  local site = redis.call('HMGET', KEYS[1], 'pages', 'last')
+  pages, site_last = tonumber(site[1] or '0'), site[2]
+end
 local new_text, new_address = not values[1], not values[2]
 local new = new_text and new_address
-local pages = tonumber(site[1] or '0')
 local first, last = '', ''
 if new_text then
   first = now
 elseif may_wait == '1' then
   first = values[1]
 end
+local write = {}
 if new then
   pages = pages + 1
   last = now
-  redis.call('HSET', KEYS[1], 'pages', pages, 'last', now)
+  write[#write + 1] = 's'
+  write[#write + 1] = pages .. '|' .. now
 elseif may_wait == '1' then
-  last = site[2] or ''
+  last = site_last or ''
 end
-redis.call('EXPIRE', KEYS[1], ttl)
 local out = {pages, first, last}
-local write = {}
 if new_text then
   write[#write + 1] = fields[1]
   write[#write + 1] = now
@@ -66,7 +75,7 @@ if new_address then
   write[#write + 1] = fields[2]
   write[#write + 1] = '1'
 end
-for i = 3, #fields do
+for i = 3, np do
   local count = tonumber(values[i] or '0')
   if new then
     count = count + 1

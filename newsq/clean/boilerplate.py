@@ -51,6 +51,7 @@ from newsq import errors
 from newsq.clean.rules import norm
 from newsq.config.settings import Settings
 from newsq.records import Article, Drop
+from newsq.replies import text
 from newsq.urls import host_of
 
 LOGGER = logging.getLogger(__name__)
@@ -105,6 +106,18 @@ class BoilerplateFilter:
     def _key(self, site: str, *parts: str) -> str:
         # the hash tag keeps one site's keys in one cluster slot, as the script needs
         return ":".join((self._settings.key_prefix, "bp", f"{{{site}}}", *parts))
+
+    def site_pages(self, site: str) -> int:
+        """Distinct pages of ``site`` seen (the current generation's count, else the one
+        before's, else a version before's own hash)."""
+        generation = int(time.time() // self._ttl)
+        pipe = self._redis.pipeline(transaction=False)
+        for g in (generation, generation - 1):
+            pipe.hget(self._key(site, "g", str(g)), "s")
+        pipe.hget(self._key(site, "site"), "pages")
+        current, before, old = pipe.execute()
+        found = current or before
+        return int(text(found).partition("|")[0]) if found else int(old or 0)
 
     def _need(self, site_pages: int, short: bool) -> int:
         """Distinct pages of the site a template paragraph is on (0: none can be yet).
