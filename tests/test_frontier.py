@@ -352,16 +352,17 @@ def test_a_release_wakes_the_dispatcher_for_the_freed_slot(
 def test_a_release_takes_the_time_from_its_caller(
     redis_client: redis.Redis, settings: Settings
 ) -> None:
-    """A release of a host without a rate: its lease, the host's next allowed time, and
-    the host due now if it waits. Four commands with its EVALSHA; the script asked Redis
-    for TIME too (five) where the caller's reckoning of Redis' clock does."""
+    """A release of a host without a rate: its lease, and the host due now if it waits.
+    Three commands with its EVALSHA: the script asked Redis for TIME too, where the
+    caller's reckoning of Redis' clock does, and read the host's next allowed time,
+    which a host granted here without an interval has none of (five before)."""
     frontier = _frontier(redis_client, settings, host_rate=0.0, host_concurrency=1)
     lease = frontier.offer("r.example", "https://r.example/0", 0, BULK_LANE)
     assert lease is not None
     frontier.clock()  # its offset measured: the release itself asks no TIME
     before = commands_run(redis_client)
     frontier.release("r.example", lease)  # no URL of its host waits
-    assert commands_run(redis_client) - before == 4
+    assert commands_run(redis_client) - before == 3
     lease = frontier.offer("r.example", "https://r.example/1", 0, BULK_LANE)
     assert lease is not None
     assert frontier.offer("r.example", "https://r.example/2", 0, BULK_LANE) is None

@@ -17,8 +17,8 @@
 --
 -- park:     ARGV = 'park', prefix, host, rate, cap, lease, ttl, lane, attempt, url, front
 --           a fetch asks for its host: when no URL of the host waits and grant()
---           allows, returns 1 (the lease is held); else queues the URL (at the front
---           of its lane when front = '1') and returns 0
+--           allows, returns {1, the host's interval} (the lease is held); else
+--           queues the URL (at the front of its lane when front = '1') and returns 0
 -- dispatch: ARGV = 'dispatch', prefix, holder, lease_ms, most, ttl, seed, renew, sent,
 --           recover, ahead
 --           only the holder of the dispatcher lease (taken when free; renewed when
@@ -38,7 +38,8 @@
 --           that is over 'most', the same without taking it (grant.lua's reserve)
 -- resign:   ARGV = 'resign', prefix, holder   drops the lease if holder has it
 -- release:  ARGV = 'release', prefix, host, lease, now (Redis time, as the caller
---           reckons it)   a fetch of a host without a rate is
+--           reckons it), '0' when its grant had no interval (no next time to read)
+--           a fetch of a host without a rate is
 --           done: its lease goes, and the host, if it waits for a free slot, is due now
 --           (a host with a rate is due at its next allowed time anyway: the caller
 --           only removes the lease)
@@ -64,7 +65,7 @@ if command == 'park' then
     local next_key, leases, rates, delay = polite(host)
     local granted, wait = grant(next_key, leases, rates, delay, host, rate, cap, lease, ttl, now)
     if granted then
-      return 1
+      return {1, string.format('%.6f', wait)}  -- (granted, grant() gives the interval)
     end
     redis.call('ZADD', due, now + wait, host)
     redis.call('HSET', hosts, host, rate .. '|' .. cap)
@@ -203,8 +204,10 @@ elseif command == 'release' then
   local host = ARGV[3]
   local next_key, leases = polite(host)
   redis.call('ZREM', leases, ARGV[4])
-  -- not before its next allowed time: a host held by its rate is not asked early
-  local tat = tonumber(redis.call('GET', next_key) or '0') or 0
+  -- not before its next allowed time: a host held by its rate is not asked early (one
+  -- its caller was granted with no interval has none)
+  local tat = 0
+  if ARGV[6] ~= '0' then tat = tonumber(redis.call('GET', next_key) or '0') or 0 end
   local now = tonumber(ARGV[5] or '') or redis_now()  -- (a caller of before sent none)
   if redis.call('ZADD', due, 'XX', 'LT', 'CH', math.max(now, tat), host) == 1 then
     -- a waiting host is due sooner than the dispatcher planned: wake it (one token)

@@ -88,6 +88,7 @@ class Frontier:
         self.lease_key = f"{self.prefix}:frontier:dispatcher"
         self.wake_key = f"{self.prefix}:frontier:wake"
         self._route = [self.due_key]  # a key of the script's slot: Redis Cluster sends it there
+        self._intervals: dict[str, float] = {}  # host -> interval its last grant here had
         self._offset = 0.0  # Redis' clock less this machine's, as last measured
         self._measured = float("-inf")  # when (monotonic)
 
@@ -133,7 +134,10 @@ class Frontier:
                   BULK_LANE if lane == BULK_LANE else FRESH_LANE, attempt, url,
                   "1" if front else "0"],
         )  # fmt: skip
-        if int(granted):
+        if granted:  # {1, its interval}: remembered for its release
+            if len(self._intervals) >= INTERVALS_KEPT:
+                self._intervals.clear()
+            self._intervals[host] = float(granted[1])
             return lease
         log.debug("%s: waits for its host %s's turn", url, host)
         return None
@@ -165,13 +169,17 @@ class Frontier:
     def release(self, host: str, lease: str) -> None:
         """Give back the slot ``lease`` of ``host`` (no-op when it expired)."""
         host = host.lower()
-        if self._politeness.rate_for(host) > 0:  # its rate, not a free slot, says when next
+        interval = self._intervals.get(host)  # as its last grant here gave it, if any
+        if self._politeness.rate_for(host) > 0 or (interval or 0) > 0:
+            # its rate (or Crawl-delay), not a free slot, says when it goes next
             self._client.zrem(leases_key(self.prefix, host), lease)
         else:
             # "now" on Redis' clock from this side (no TIME in the script): it only says
-            # the host, if it waits for a free slot, is due now
+            # the host, if it waits for a free slot, is due now; a host granted here
+            # without an interval has no next allowed time to read
             now = f"{self.clock():.6f}"
-            self._script(keys=self._route, args=["release", self.prefix, host, lease, now])
+            args = ["release", self.prefix, host, lease, now, "0" if interval == 0 else "?"]
+            self._script(keys=self._route, args=args)
 
     def dispatch(self, holder: str, most: int, lease_seconds: float, *,
                  renew: bool = True, sent: bool = False,
@@ -222,6 +230,10 @@ def _waiting(client: redis.Redis, tag: str, limit: int) -> dict[str, int]:
     sizes = pipe.execute()
     out = {h: int(sizes[2 * i]) + int(sizes[2 * i + 1]) for i, h in enumerate(hosts)}
     return {h: n for h, n in out.items() if n}
+
+
+INTERVALS_KEPT = 10_000
+"""Hosts whose interval a frontier remembers from their grants (then it starts over)."""
 
 
 Send = Callable[[Sequence[Grant]], None]
