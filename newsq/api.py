@@ -189,7 +189,7 @@ def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
     the pending URLs are read only when that count says they may all have ended, or
     every ``rescan`` seconds (a retry takes a URL off the count), and then at most
     ``chunk`` of them a poll (a rolling window) by keys hashed once, as one ZMSCORE of
-    each bucket's active set and the states of only those no longer in it: waiting on a
+    each bucket's active set (the state read only of a URL never seen in it): waiting on a
     million URLs polls cheaply and leaves Redis and the CPU to the workers. Between
     reads, ``done`` is what the count added since the last pass (exact when nothing
     else runs on this Redis; never all of them before a pass has seen it).
@@ -197,6 +197,7 @@ def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
     deadline = None if timeout is None else time.monotonic() + timeout
     total = len(urls)
     pending = [ledger.key(url) for url in urls]
+    live: set[str] = set()  # pending keys seen in their bucket's active set
     cursor = 0
     seen, scanned = -1, -math.inf  # outcomes counted when the last pass began, and when
     after = 0  # outcomes counted once the last pass was over
@@ -208,11 +209,16 @@ def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
             if not cursor:  # a pass over the pending URLs begins
                 seen, scanned = ended, time.monotonic()
             window = pending[cursor : cursor + chunk]
-            # the active sets say which may have ended; only those are read (an entry
-            # that is not there at all is not done)
+            # the active sets say which ended: one seen active that left them has (a
+            # URL leaves only for a terminal state); one never seen there is read (it
+            # ended before, or has no entry at all: not done)
             active = ledger.active_at(window)
+            live.update(key for key, a in zip(window, active, strict=True) if a)
             out = [key for key, a in zip(window, active, strict=True) if not a]
-            ended_at = {k for k, s in zip(out, ledger.states_at(out), strict=True) if s in TERMINAL}
+            unsure = [key for key in out if key not in live]
+            ended_at = set(out) - set(unsure)
+            ended_at.update(k for k, s in zip(unsure, ledger.states_at(unsure), strict=True)
+                            if s in TERMINAL)  # fmt: skip
             left = [key for key in window if key not in ended_at]
             pending[cursor : cursor + chunk] = left
             cursor += len(left)

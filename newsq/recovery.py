@@ -38,7 +38,6 @@ from newsq.config.celery import (
     queue_keys,
 )
 from newsq.pipeline import requeue
-from newsq.records import TERMINAL
 from newsq.urls import host_of
 
 if TYPE_CHECKING:
@@ -102,11 +101,10 @@ def find_lost(broker: redis.Redis, ledger: Ledger, key_prefix: str,
     held = held_urls(broker, key_prefix)
     if held is None:
         return set()
-    # a message acked just before a failover may still be held on the new master
-    listed = list(held)
-    open_held = [url for url, state in zip(listed, ledger.states(listed), strict=True)
-                 if state not in TERMINAL]  # fmt: skip
-    if ledger.unfinished() <= sum(hosts.values()) + len(open_held):
+    # a message acked just before a failover may still be held on the new master: only
+    # the held URLs still active count (a ZMSCORE a bucket, not a read a URL)
+    open_held = sum(ledger.active_at([ledger.key(url) for url in held]))
+    if ledger.unfinished() <= sum(hosts.values()) + open_held:
         return set()
     stuck = ledger.stuck(older_than, limit=limit)
     return {url for url, _, _ in stuck if host_of(url) not in hosts} - held

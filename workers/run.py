@@ -97,10 +97,11 @@ def wait_until_done(ledger: Ledger, urls: list[str], cluster: LocalCluster, time
     rate = _Rate()
     last_line = 0.0
     last_look = time.monotonic()  # for URLs the broker lost (none is at the start)
+    done_at_look = -1  # URLs done at the last look: while they grow nothing is looked for
     look_every = min(LOOK_EVERY, lost_after(cluster.settings) / 2)
 
     def show(done: int, total: int) -> None:
-        nonlocal last_line, last_look
+        nonlocal last_line, last_look, done_at_look
         rate.add(done)
         progress.update(task, completed=done, rate=f"{rate.per_second:.1f}",
                         eta=rate.eta(total - done))  # fmt: skip
@@ -111,8 +112,9 @@ def wait_until_done(ledger: Ledger, urls: list[str], cluster: LocalCluster, time
         if done < total:
             cluster.check_workers()
             if time.monotonic() - last_look > look_every:
-                cluster.requeue_lost(ledger)
-                last_look = time.monotonic()
+                if done == done_at_look:  # no progress: a URL may have lost its message
+                    cluster.requeue_lost(ledger)
+                done_at_look, last_look = done, time.monotonic()
 
     with progress:
         return wait_for(ledger, urls, timeout, every=every, on_poll=show)
