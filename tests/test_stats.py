@@ -128,3 +128,33 @@ def test_stats_says_when_the_host_rate_holds_urls_back(
             out = run_newsq("stats", "--once", env=env, timeout=60).stdout
             time.sleep(0.3)
     assert re.search(r"throttled by .*NEWSQ_HOST_RATE=1.*: \d URLs of 1 host waiting", out), out
+
+
+def test_the_run_summary_takes_outcomes_from_the_store(
+    redis_client: redis.Redis, key_prefix: str, sqlite_url: str
+) -> None:
+    """The summary of a run's URLs reads the store's records and asks the ledger's
+    active sets which are still in flight: it read each URL's state (and a failed
+    one's whole entry) from Redis. A URL sent again after an outcome of before counts
+    as in flight, not by its old record."""
+    from newsq.workers.report import summary_data
+    from tests.redis_counts import commands_run
+
+    store = Store.from_url(sqlite_url)
+    ledger = Ledger(redis_client, key_prefix)
+    urls = [f"http://example.com/s/{i}" for i in range(30)]
+    ledger.enqueue(urls)
+    for i, url in enumerate(urls[:26]):
+        state, reason = ("skipped", "robots_disallowed") if i < 20 else ("failed", "http_404")
+        store.record_outcome({"url": url, "state": state, "reason": reason, "attempts": 1})
+        ledger.move(url, state, reason=reason)
+    ledger.move(urls[25], "queued", force=True, reason=None)  # sent again: in flight
+    before = commands_run(redis_client)
+    data = summary_data(store, urls, ledger, 1.0)
+    spent = commands_run(redis_client) - before
+    store.close()
+    assert data["states"]["skipped"] == 20 and data["states"]["failed"] == 5
+    assert data["states"]["queued"] == 5
+    assert data["reasons"] == {"skipped:robots_disallowed": 20, "failed:http_404": 5}
+    # the active sets, a command per bucket, then the 5 in flight one by one (before: 36)
+    assert spent <= len(ledger.buckets) + 5, spent

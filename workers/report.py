@@ -11,7 +11,7 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from newsq.ledger import Ledger
-from newsq.records import STATES
+from newsq.records import STATES, TERMINAL
 from newsq.store.database import Store
 
 if TYPE_CHECKING:
@@ -25,14 +25,23 @@ STORY_ROWS = 20
 
 def summary_data(store: Store, urls: list[str], ledger: Ledger, seconds: float,
                  invalid: int = 0, known: int = 0) -> dict[str, Any]:  # fmt: skip
-    """The counts of one run over its own URLs."""
+    """The counts of one run over its own URLs: a URL's outcome from the store (which
+    records it before the ledger does), unless the ledger still has it in flight (a URL
+    sent again after an outcome of before); only those in flight are read from Redis
+    one by one (none when the run ended)."""
     states: dict[str, int] = dict.fromkeys(STATES, 0)
     reasons: dict[str, int] = {}
-    for url, state in zip(urls, ledger.states(urls), strict=True):
-        states[state or "queued"] += 1
+    ended = store.outcomes(urls)
+    active = ledger.active_at([ledger.key(url) for url in urls])
+    rest = [url for url, live in zip(urls, active, strict=True) if live or url not in ended]
+    for url, got in zip(rest, ledger.states(rest), strict=True):
+        reason = (ledger.get(url) or {}).get("reason") if got in TERMINAL else None
+        ended[url] = (got or "queued", reason)
+    for url in urls:
+        state, reason = ended[url]
+        states[state] += 1
         if state in ("failed", "skipped"):
-            record = ledger.get(url) or {}
-            key = f"{state}:{record.get('reason', '?')}"
+            key = f"{state}:{reason or '?'}"
             reasons[key] = reasons.get(key, 0) + 1
     done = states["stored"] + states["duplicate"]
     return {

@@ -503,6 +503,27 @@ class Store:
             raise StoreUnavailable(f"store read failed: {exc}") from exc
         return found
 
+    def outcomes(
+        self, candidates: Sequence[str], *, batch: int = 500
+    ) -> dict[str, tuple[str, str | None]]:
+        """(state, reason) of those of ``candidates`` with a terminal record (one indexed
+        IN per ``batch``); raises StoreUnavailable."""
+        found: dict[str, tuple[str, str | None]] = {}
+        terminal = urls.c.state.in_(sorted(TERMINAL))
+        try:
+            with self.engine.connect() as conn:
+                for i in range(0, len(candidates), batch):
+                    part = list(candidates[i : i + batch])
+                    query = sa.select(urls.c.url, urls.c.state, urls.c.reason).where(
+                        urls.c.url.in_(part), terminal
+                    )
+                    found.update(
+                        (url, (state, reason)) for url, state, reason in conn.execute(query)
+                    )
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise StoreUnavailable(f"store read failed: {exc}") from exc
+        return found
+
     def url_record(self, url: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(urls).where(urls.c.url == url)).first()
