@@ -81,6 +81,9 @@ def max_countdown(settings: Settings) -> float:
     return settings.visibility_timeout / 4
 
 
+BROKER_CLIENT_NAME = "newsq"
+"""The name of Celery's broker connections in newsq's processes (CLIENT SETNAME)."""
+
 LOST_AFTER = 30.0
 """Seconds without progress after which a URL no message stands for is lost
 (``newsq.recovery``)."""
@@ -125,6 +128,9 @@ def delivery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
             "global_keyprefix": f"{settings.key_prefix}:q:",
+            # CLIENT LIST names newsq's connections; `newsq run` wakes its own workers'
+            # BRPOPs by it as they stop (workers/embedded.py)
+            "client_name": BROKER_CLIENT_NAME,
             "socket_keepalive": True,
             "health_check_interval": 30,
             # sweep for messages of dead workers every few seconds, on every sweep

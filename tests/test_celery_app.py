@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import redis
 from celery import Celery
 from processes import running
 
@@ -125,3 +126,47 @@ def test_celery_config_module_adds_settings_newsq_leaves_alone(
         make_app(Settings.from_env({"NEWSQ_CELERY_CONFIG": "team_bad"}))
     with pytest.raises(ConfigError, match="cannot import"):
         make_app(Settings.from_env({"NEWSQ_CELERY_CONFIG": "no_such_module_here"}))
+
+
+def test_a_run_wakes_only_newsq_s_blocked_reads_on_a_broker_it_did_not_start(
+    redis_url: str, key_prefix: str
+) -> None:
+    """Celery's broker connections are named ``newsq``; a ``newsq run`` on a broker it
+    did not start wakes its workers' BRPOPs by that name as they stop (it left them to
+    their 1-s timeout: 0.5-0.9 s of each run's end), and leaves others' alone."""
+    import threading
+
+    from newsq.config.celery import make_app
+    from newsq.workers.embedded import LocalCluster
+
+    settings = Settings.from_env({"NEWSQ_BROKER_URL": redis_url, "NEWSQ_KEY_PREFIX": key_prefix})
+    app = make_app(settings)
+    with app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1)
+        assert conn.default_channel.client.client_getname() == "newsq"
+    app.close()
+    replies: dict[str, object] = {}
+
+    def blocked(name: str | None, key: str) -> None:
+        client = redis.Redis.from_url(redis_url, client_name=name)
+        replies[key] = client.brpop([f"{key_prefix}:{key}"], timeout=5)
+        client.close()
+
+    readers = [threading.Thread(target=blocked, args=("newsq", "ours")),
+               threading.Thread(target=blocked, args=(None, "theirs"))]  # fmt: skip
+    for reader in readers:
+        reader.start()
+    watcher = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 5
+    while sum("b" in c["flags"] for c in watcher.client_list(_type="normal")) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    cluster = LocalCluster(settings, workers=1)  # not entered: nothing started
+    assert cluster._unblock_reads()
+    readers[0].join(2)
+    assert not readers[0].is_alive() and replies["ours"] is None  # woken, as by a timeout
+    assert readers[1].is_alive()  # still waiting
+    watcher.lpush(f"{key_prefix}:theirs", "x")
+    readers[1].join(5)
+    assert replies["theirs"] == (f"{key_prefix}:theirs".encode(), b"x")
+    watcher.close()

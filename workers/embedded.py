@@ -335,17 +335,27 @@ class LocalCluster:
         self._asked.clear()
 
     def _unblock_reads(self) -> bool:
-        """Wake the workers' waits for a message (BRPOP, up to a second) on the Redis
-        this cluster started, as if their time ran out: a worker shutting down waits
-        for that reply before it exits. False when it is not ours or does not answer."""
-        if (self.redis_server is None and self.kept is None) or not self.settings.broker_url:
+        """Wake the workers' waits for a message (BRPOP, up to a second), as if their
+        time ran out: a worker shutting down waits for that reply before it exits. On
+        the Redis this cluster started, every blocked client's; on another, those of
+        newsq's connections only (a newsq worker of elsewhere woken so just asks again).
+        False when the broker does not answer or refuses."""
+        if not self.settings.broker_url:
             return False
         import redis
 
-        client = redis.Redis.from_url(self.settings.broker_url, socket_timeout=1)
+        from newsq.config.celery import BROKER_CLIENT_NAME
+        from newsq.connections import broker_redis
+
+        ours = self.redis_server is not None or self.kept is not None
+        try:
+            client = broker_redis(self.settings, socket_timeout=1)
+        except (ValueError, NewsqError):
+            return False
         try:
             for entry in client.client_list(_type="normal"):
-                if "b" in entry.get("flags", ""):  # blocked in a read
+                mine = ours or entry.get("name") == BROKER_CLIENT_NAME
+                if mine and "b" in entry.get("flags", ""):  # blocked in a read
                     client.client_unblock(int(entry["id"]))
         except redis.RedisError:
             return False
