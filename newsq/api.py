@@ -178,6 +178,10 @@ def extract(html: str | bytes, url: str | None = None, *,
     return clean(html, url, CleanLimits.from_settings(settings), site)
 
 
+END_POLL = 0.1
+"""Seconds between polls of a wait whose last URLs are ending (see :func:`wait_for`)."""
+
+
 def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
              every: float = 0.5, chunk: int = 2000, rescan: float = 10.0,
              on_poll: Callable[[int, int], None] | None = None) -> bool:  # fmt: skip
@@ -198,6 +202,7 @@ def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
     total = len(urls)
     pending = [ledger.key(url) for url in urls]
     live: set[str] = set()  # pending keys seen in their bucket's active set
+    last_ended: int | None = None  # the count at the poll before
     cursor = 0
     seen, scanned = -1, -math.inf  # outcomes counted when the last pass began, and when
     after = 0  # outcomes counted once the last pass was over
@@ -224,14 +229,19 @@ def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
             cursor += len(left)
             if cursor >= len(pending):
                 ended = after = ledger.ended()
+        since = min(max(0, ended - after), len(pending) - 1) if pending else 0
         if on_poll is not None:
-            since = min(max(0, ended - after), len(pending) - 1) if pending else 0
             on_poll(total - len(pending) + since, total)
         if not pending:
             break
         if deadline is not None and time.monotonic() > deadline:
             return False
-        time.sleep(pause)
+        # the last of them ending at the rate of this poll: look again soon, so the end
+        # is seen within END_POLL, not a whole `every` later
+        remaining = len(pending) - since
+        near = last_ended is not None and 0 < remaining <= 2 * (ended - last_ended)
+        last_ended = ended
+        time.sleep(min(pause, END_POLL) if near else pause)
         pause = min(every, pause * 1.5)
     return True
 
