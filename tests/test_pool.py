@@ -106,12 +106,14 @@ def test_short_waits_do_not_open_the_pool() -> None:
     admission = Admission()
     executor = AdaptiveExecutor(16, admission)
     probe = Probe(admission)
-    # 5 ms waits, 10 ms of CPU: Little's law wants ceil(1.5 * 1.5) = 3 running; had every
-    # wait made room for another task, nearly every task would run at once
+    # 5 ms waits, 10 ms of CPU: Little's law wants ceil(1.5 * 1.5) = 3 running; with no
+    # limit at all 7-9 ran at once here. A loaded machine stretches the sleeps, which
+    # then measure (and count) as longer waits: 4 ran at once in one CI run of the
+    # suite's two processes on two cores
     futures = [executor.submit(probe, 0, i, 0.005, 0.01) for i in range(40)]
     for f in futures:
         f.result(timeout=30)
-    assert probe.most <= 3
+    assert probe.most <= 5
     executor.shutdown()
 
 
