@@ -33,9 +33,8 @@ from newsq.config.celery import (
     FETCH_TASK,
     POLL_FEEDS_TASK,
     PROCESS_TASK,
-    QUEUES,
     REQUEUE_STUCK_TASK,
-    queue_keys,
+    queue_depths,
 )
 from newsq.pipeline import requeue
 from newsq.urls import host_of
@@ -56,11 +55,7 @@ NO_URL_TASKS = frozenset({POLL_FEEDS_TASK, REQUEUE_STUCK_TASK})  # no URL waits 
 
 def backlog(broker: redis.Redis, key_prefix: str) -> int:
     """Messages waiting in newsq's queues, both lanes (not counting those taken)."""
-    pipe = broker.pipeline(transaction=False)
-    for name in QUEUES:
-        for key in queue_keys(key_prefix, name):
-            pipe.llen(key)
-    return sum(int(n) for n in pipe.execute())
+    return sum(sum(lanes.values()) for lanes in queue_depths(broker, key_prefix).values())
 
 
 def held_urls(broker: redis.Redis, key_prefix: str) -> set[str] | None:
