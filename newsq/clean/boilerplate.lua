@@ -4,7 +4,7 @@
 -- KEYS[2]  the site's table of this generation: fields s (the site: "<distinct pages
 --          seen>|<when its last new page came>"), t<hash> (this text was seen: when),
 --          a<hash> (this address was seen), p<hash> (distinct pages carrying that
---          paragraph)
+--          paragraph), x (its EXPIREAT, ARGV[4], once it is set: one a generation)
 -- KEYS[3]  the table of the generation before, read for what this one lacks
 -- ARGV[1]  ttl in seconds (unused: the tables' EXPIREAT is ARGV[4])
 -- ARGV[2]  now (seconds)
@@ -27,7 +27,10 @@ for i = 5, #ARGV do
 end
 local np = #fields  -- the text, the address, the paragraphs; then the site's field
 fields[np + 1] = 's'
+fields[np + 2] = 'x'
 local values = redis.call('HMGET', KEYS[2], unpack(fields))
+local expiring = values[np + 2] == ARGV[4]
+fields[np + 2], values[np + 2] = nil, nil  -- this table's own: not read from the one before
 local missing, at = {}, {}
 for i = 1, #fields do
   if not values[i] then
@@ -85,7 +88,11 @@ for i = 3, np do
   out[i + 1] = count
 end
 if #write > 0 then
+  if not expiring then
+    write[#write + 1] = 'x'
+    write[#write + 1] = ARGV[4]
+  end
   redis.call('HSET', KEYS[2], unpack(write))
-  redis.call('EXPIREAT', KEYS[2], ARGV[4])
+  if not expiring then redis.call('EXPIREAT', KEYS[2], ARGV[4]) end
 end
 return out

@@ -51,7 +51,7 @@ class DedupConfig:
 
     # the index's layout in Redis (index.py)
     generations: int = 4  # per window; lookups read generations + 1 of them
-    doc_buckets: int = 64  # doc-record hashes per generation: small keys expire quickly
+    doc_buckets: int = 64  # doc-record hashes per generation of the layout before (read)
     entries_per_article: int = 20  # small entries (url, text, bands) an article puts
     bucket_fill: int = 80  # target entries per small hash: under listpack's 128
     filter_bits_per_article: int = 256  # of a generation's filter (~26 fields: ~10% false hits)

@@ -9,15 +9,19 @@
 --                                          (o: the copy's own url, a: an alias)
 --       "<bucket>" (decimal, of a digest's bytes 1-3) -> packed entries, 13 bytes each:
 --                                          a text or band digest (8), its docid (5)
---   <base>:d:<gen>:<bucket>    doc records: docid -> story(8) nsh(4) sig(2K) root url
--- <gen> is a time generation; a key expires (EXPIREAT) a full window after its
--- generation ends, and lookups read generations now .. now-G, newest first: one HMGET
--- of every field this copy may match per generation, one HSET of what it adds. Text
+--       "d<docid>"                         the doc record: story(8) nsh(4) sig(2K)
+--                                          root url
+--       "x"                                the table's expiry, once it is set
+-- <gen> is a time generation; a table expires (EXPIREAT, once: its field "x" says it
+-- is set) a full window after its generation ends, and lookups read generations now ..
+-- now-G, newest first: one HMGET of every field this copy may match per generation,
+-- one HSET of what it adds (a new text's doc record with it). Text
 -- and band entries, 25 an article, are packed ~table_fill to a field: as one field
 -- each they cost ~60 bytes (a full hash's entry), packed ~14.
 -- The layouts before (read, never written; ARGV[12] holds "t" while a live
 -- generation has a table of one field per entry, "k" while it has the small hashes,
--- see index.py):
+-- "d" while it has doc records in hashes of their own, see index.py):
+--   <base>:d:<gen>:<bucket>    doc records: docid -> as the table's "d<docid>"
 --   <base>:t:<gen>             one field per entry: the digest -> url record or docid
 --   <base>:k:<gen>:<bucket>    the same entries, in small hashes by digest
 --   <base>:f:<gen>             a filter of one bit per field put in <gen> (see bit_of)
@@ -46,6 +50,7 @@ local url_f, final_f, canon_f, text_f = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local th, nsh, sig = ARGV[9], tonumber(ARGV[10]), ARGV[11]
 local old_table = string.find(ARGV[12], "t", 1, true)  -- read the tables before packing
 local legacy = string.find(ARGV[12], "k", 1, true)  -- read the small hashes and filters
+local own_docs = string.find(ARGV[12], "d", 1, true)  -- read the doc records' own hashes
 local BAND0 = 13  -- ARGV index of the first band digest
 local n_lead = math.max(#ARGV - BAND0 + 1 - P.bands, 0)  -- lead band digests (the last)
 local byte, sub = string.byte, string.sub
@@ -77,6 +82,7 @@ local function unpack_id(s, f)
 end
 
 local memo, memo_gen = {}, {}  -- field -> value or false, and the generation it is in
+local expiring = false  -- this generation's table has its EXPIREAT (its field "x")
 local bucket, current = {}, {}  -- packed field -> its bucket; bucket -> entries in gen
 local fields = {}  -- every field a decide may look up: url ones, then packed ones
 do
@@ -101,12 +107,13 @@ do
   local reads = {}
   for _, f in ipairs(direct) do reads[#reads + 1] = f end
   for _, b in ipairs(names) do reads[#reads + 1] = b end
+  reads[#reads + 1] = "x"
   for g = gen, gen - G, -1 do
     local got = redis.call("HMGET", bkey(g), unpack(reads))
     for i, f in ipairs(direct) do offer(f, got[i], g) end
     local entries = {}
     for j, b in ipairs(names) do entries[b] = got[#direct + j] end
-    if g == gen then current = entries end
+    if g == gen then current, expiring = entries, got[#reads] == expire_at end
     for _, f in ipairs(packed) do
       local s = entries[bucket[f]]
       if s then offer(f, unpack_id(s, f), g) end
@@ -160,7 +167,10 @@ local function doc(id, from)
   if not id then return nil end
   local n = tonumber(id)
   for g = from or gen, gen - G, -1 do
-    local v = redis.call("HGET", base .. ":d:" .. g .. ":" .. (n % db), id)
+    local v = redis.call("HGET", bkey(g), "d" .. id)
+    if not v and own_docs then
+      v = redis.call("HGET", base .. ":d:" .. g .. ":" .. (n % db), id)
+    end
     if v then return v end
   end
   return nil
@@ -197,8 +207,15 @@ local function flush()
     args[#args + 1] = current[b]
   end
   local key = bkey(gen)
+  if not expiring then
+    args[#args + 1] = "x"
+    args[#args + 1] = expire_at
+  end
   redis.call("HSET", key, unpack(args))
-  redis.call("EXPIREAT", key, expire_at)
+  if not expiring then
+    redis.call("EXPIREAT", key, expire_at)
+    expiring = true
+  end
   new_fields, new_values, grown = {}, {}, {}
 end
 
@@ -267,11 +284,9 @@ local function verdict(kind, d, sim)
 end
 
 local function index_doc(story, root)
-  local id = redis.call("INCR", base .. ":seq")
-  local key = base .. ":d:" .. gen .. ":" .. (id % db)
-  redis.call("HSET", key, id, story .. struct.pack(">I4", nsh) .. sig .. root)
-  redis.call("EXPIREAT", key, expire_at)
-  return tostring(id)
+  local id = tostring(redis.call("INCR", base .. ":seq"))
+  put("d" .. id, story .. struct.pack(">I4", nsh) .. sig .. root)  -- in the table's HSET
+  return id
 end
 
 local function index_bands(id)

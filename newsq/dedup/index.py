@@ -38,16 +38,19 @@ Layout and limits:
   expire a full window after it ends, and lookups read the live generations only. So
   an entry is remembered for at least ``dedup_window_days`` and at most
   ``1 + 1/generations`` of it, and memory is bounded by the window.
-- The entries of a generation (url, text and band digests) are fields of one hash,
+- The entries of a generation (url, text and band digests, and each new text's doc
+  record: its story, shingle count, signature and first url) are fields of one hash,
   its table (``<base>:b:<gen>``): a decide reads every field it may match with one
-  HMGET per live generation and writes what it adds with one HSET, about a dozen
-  commands in all. An article's text and band entries (25 of its ~26) are packed
-  ``table_fill`` to a field (13 bytes each, the field picked by the digest), so they
-  cost ~14 bytes each instead of a full hash's ~60 (no compact listpack encoding at
-  this size) and a decide still reads one HMGET per generation. Deleting an expired
+  HMGET per live generation and writes what it adds with one HSET, its EXPIREAT once a
+  generation (the field ``x`` says it is set): 8 commands for a new text. An
+  article's text and band entries (25 of its ~26) are packed ``table_fill`` to a field
+  (13 bytes each, the field picked by the digest), so they cost ~14 bytes each instead
+  of a full hash's ~60 (no compact listpack encoding at this size) and a decide still
+  reads one HMGET per generation. Deleting an expired
   generation frees its table at once; set ``lazyfree-lazy-expire yes`` on a Redis of
   your own (newsq's own Redis does) so that happens in the background.
-- The layouts before are still read while a live generation holds some of them: the
+- The layouts before are still read while a live generation holds some of them: doc
+  records in hashes of their own (``<base>:d:<gen>:<docid % doc_buckets>``), the
   table of one field per entry (``<base>:t:<gen>``), and small hashes by digest
   (``<base>:k:<gen>:<bucket>``) with a filter per generation (``<base>:f:<gen>``, of
   ``filter_bits_per_article``). The index looks for them once a minute
@@ -150,19 +153,22 @@ class DedupIndex:
 
     def legacy(self) -> str:
         """The layouts before that a live generation holds: "t" for tables of one field
-        per entry, "k" for small hashes and filters ("" for none; looked up at most once
-        a minute: those layouts are only ever read, so they only go)."""
+        per entry, "k" for small hashes and filters, "d" for doc records in hashes of
+        their own ("" for none; looked up at most once a minute: those layouts are only
+        ever read, so they only go)."""
         checked, found = self._legacy
         now = self.clock()
         if now - checked < LEGACY_CHECK_SECONDS:
             return found
         gen = int(now // self.config.generation_seconds)
         live = range(gen, gen - self.config.generations - 1, -1)
-        found = "".join(
-            layout
-            for layout, kind in (("t", "t"), ("k", "f"))
-            if self.redis.exists(*(f"{self.base}:{kind}:{g}" for g in live))
-        )
+        docs = range(self.config.doc_buckets)
+        kinds = {
+            "t": [f"{self.base}:t:{g}" for g in live],
+            "k": [f"{self.base}:f:{g}" for g in live],
+            "d": [f"{self.base}:d:{g}:{b}" for g in live for b in docs],
+        }
+        found = "".join(layout for layout, keys in kinds.items() if self.redis.exists(*keys))
         self._legacy = (now, found)
         return found
 
