@@ -373,6 +373,38 @@ def test_a_release_takes_the_time_from_its_caller(
     assert due is not None and abs(due - (seconds + micros / 1e6)) < 1.0  # due now
 
 
+def _time_calls(client: redis.Redis) -> int:
+    stats: dict[str, dict[str, int]] = client.info("commandstats")
+    return int(stats.get("cmdstat_time", {}).get("calls", 0))
+
+
+def test_a_park_of_a_host_without_a_rate_takes_the_time_from_its_caller(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    """Issue 18: a granted park asked Redis for TIME, which only a host's rate needs
+    exactly; a lease's expiry, a lifetime ahead, does with the caller's reckoning. Seven
+    commands with its EVALSHA (eight before); a host with a rate still reads TIME."""
+    polite = Politeness(redis_client, dataclasses.replace(settings, host_rate=0.0,
+                                                          host_concurrency=4))  # fmt: skip
+    frontier = Frontier(redis_client, polite)
+    assert frontier.offer("w.example", "https://w.example/0", 0, BULK_LANE)  # script loaded
+    frontier.clock()  # its offset measured
+    before, times = commands_run(redis_client), _time_calls(redis_client)
+    lease = frontier.offer("p.example", "https://p.example/0", 0, BULK_LANE)
+    assert lease is not None
+    assert commands_run(redis_client) - before == 7
+    assert _time_calls(redis_client) == times
+    expiry = redis_client.zscore(f"{frontier.prefix}:polite:leases:p.example", lease)
+    seconds, micros = redis_client.time()
+    ttl = polite.lease_ttl
+    assert expiry is not None and abs(expiry - (seconds + micros / 1e6 + ttl)) < 1.0
+    rated = _frontier(redis_client, settings, host_rate=2.0, host_concurrency=4)
+    rated.clock()
+    times = _time_calls(redis_client)
+    assert rated.offer("q.example", "https://q.example/0", 0, BULK_LANE) is not None
+    assert _time_calls(redis_client) == times + 1
+
+
 def test_a_fetch_that_wakes_long_after_its_slot_takes_a_new_one(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

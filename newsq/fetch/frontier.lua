@@ -15,7 +15,8 @@
 --                                       dispatches
 -- A host is in 'due' exactly when one of its lanes holds URLs; every call keeps that.
 --
--- park:     ARGV = 'park', prefix, host, rate, cap, lease, ttl, lane, attempt, url, front
+-- park:     ARGV = 'park', prefix, host, rate, cap, lease, ttl, lane, attempt, url, front,
+--           now (Redis time as the caller reckons it: TIME is read only for a rate)
 --           a fetch asks for its host: when no URL of the host waits and grant()
 --           allows, returns {1, the host's interval} (the lease is held); else
 --           queues the URL (at the front of its lane when front = '1') and returns 0
@@ -61,9 +62,10 @@ if command == 'park' then
   local host, rate, cap, lease, ttl, lane = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
   local queued = redis.call('ZSCORE', due, host)  -- (a host is in 'due' while URLs wait)
   if not queued then
-    local now = redis_now()
     local next_key, leases, rates, delay = polite(host)
-    local granted, wait = grant(next_key, leases, rates, delay, host, rate, cap, lease, ttl, now)
+    local told = tonumber(ARGV[12] or '')  -- (a caller of before sent none)
+    local granted, wait, now = grant(next_key, leases, rates, delay, host, rate, cap, lease,
+                                     ttl, told)
     if granted then
       return {1, string.format('%.6f', wait)}  -- (granted, grant() gives the interval)
     end

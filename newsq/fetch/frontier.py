@@ -132,7 +132,7 @@ class Frontier:
             args=["park", self.prefix, host, f"{polite.rate_for(host):g}",
                   polite.concurrency_for(host), lease, polite.lease_ttl,
                   BULK_LANE if lane == BULK_LANE else FRESH_LANE, attempt, url,
-                  "1" if front else "0"],
+                  "1" if front else "0", f"{self.clock():.6f}"],
         )  # fmt: skip
         if granted:  # {1, its interval}: remembered for its release
             if len(self._intervals) >= INTERVALS_KEPT:

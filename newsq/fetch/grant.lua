@@ -88,21 +88,27 @@ local function reserve(next_key, interval, now, most)
   return start - now
 end
 
-local function grant(next_key, leases, rates, delay_key, host, rate, cap, lease, ttl, now)
-  local interval = interval_of(rates, delay_key, host, rate)
-  local wait = lease_wait(leases, cap, now, interval)
-  if wait > 0 then
-    return false, wait
-  end
-  wait = rate_wait(next_key, interval, now)
-  if wait > 0 then
-    return false, wait
-  end
-  take_lease(leases, lease, ttl, now)
-  return true, interval
-end
-
 local function redis_now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
+
+-- told: the caller's reckoning of Redis' time, or nil. Only a host's rate needs the
+-- exact time (TIME); a lease's expiry, seconds ahead, does with the caller's.
+-- Returns granted, the interval or the seconds to wait, and the time it went by.
+local function grant(next_key, leases, rates, delay_key, host, rate, cap, lease, ttl, told)
+  local interval = interval_of(rates, delay_key, host, rate)
+  local now = told
+  if interval > 0 or not now then now = redis_now() end
+  local wait = lease_wait(leases, cap, now, interval)
+  if wait > 0 then
+    return false, wait, now
+  end
+  wait = rate_wait(next_key, interval, now)
+  if wait > 0 then
+    return false, wait, now
+  end
+  take_lease(leases, lease, ttl, now)
+  return true, interval, now
+end
+

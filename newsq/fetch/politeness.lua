@@ -14,7 +14,7 @@
 -- Returns {1, "0"} when granted (a lease is held), else {0, "<seconds to wait>"}.
 
 local granted, wait = grant(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3],
-                            ARGV[4], ARGV[5], redis_now())
+                            ARGV[4], ARGV[5], nil)
 if granted then
   return {1, '0'}
 end
