@@ -1,12 +1,15 @@
-"""A local worker started before its broker is known (``newsq run``, ``newsq demo``).
+"""Local workers started before their broker is known (``newsq run``, ``newsq demo``).
 
-    python -m newsq.workers.prestart worker [ARGS]...
+    python -m newsq.workers.prestart worker [ARGS]... [:: [ARGS]...]...
 
 imports what a worker runs (Celery, the pipeline's libraries) and warms the clean stage
 while the run starts its Redis and reads its input, then reads one line on stdin: a
 JSON object of environment variables (the broker's URL, chosen meanwhile). It sets
 them and runs ``newsq worker ARGS``, which then starts in a fraction of its cold time.
 End of input with no line means the run had nothing to do: exit 0.
+
+Several ARGS, apart by ``::``, are several workers, forked from this process once it
+has imported and warmed everything (:mod:`newsq.workers.forked`).
 
 Nothing imported here may read the settings (``get_settings`` caches them) or
 configure the Celery app: both wait for the line.
@@ -20,6 +23,7 @@ import os
 import sys
 
 from newsq.workers.common import leave_out_httpx_cli
+from newsq.workers.forked import fork_workers, split
 from newsq.workers.langid import read_language_model
 
 PRELOAD = (
@@ -64,7 +68,10 @@ def main(argv: list[str]) -> int:
         os.dup2(nothing.fileno(), 0)
     from newsq.workers.cli import main as cli_main
 
-    return cli_main(argv)
+    workers = split(argv)
+    if len(workers) == 1:
+        return cli_main(workers[0])
+    return fork_workers(workers, cli_main)
 
 
 if __name__ == "__main__":
