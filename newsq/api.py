@@ -180,6 +180,10 @@ def extract(html: str | bytes, url: str | None = None, *,
 
 END_POLL = 0.1
 """Seconds between polls of a wait whose last URLs are ending (see :func:`wait_for`)."""
+END_FEW = 8
+"""So few URLs left that they may be the last ones ending, whatever the poll saw end."""
+END_LINGER = 2.0
+"""Seconds after the last URL that ended that a wait keeps polling every END_POLL."""
 
 
 def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
@@ -207,6 +211,7 @@ def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
     seen, scanned = -1, -math.inf  # outcomes counted when the last pass began, and when
     after = 0  # outcomes counted once the last pass was over
     pause = min(every, 0.02)  # a quick URL is seen done at once; a long wait polls `every`
+    progressed = time.monotonic()  # when the count of outcomes last grew
     while pending:
         cursor = cursor if cursor < len(pending) else 0
         ended = ledger.ended()  # a URL of ours that ends after `seen` was read counts here
@@ -236,10 +241,15 @@ def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
             break
         if deadline is not None and time.monotonic() > deadline:
             return False
-        # the last of them ending at the rate of this poll: look again soon, so the end
-        # is seen within END_POLL, not a whole `every` later
+        # the last of them ending at the rate of this poll, or a few left while URLs
+        # end: look again soon, so the end is seen within END_POLL, not a whole `every`
+        # later (the last one of a run is often a straggler a poll or two behind)
         remaining = len(pending) - since
-        near = last_ended is not None and 0 < remaining <= 2 * (ended - last_ended)
+        if last_ended is not None and ended > last_ended:
+            progressed = time.monotonic()
+        near = last_ended is not None and 0 < remaining <= max(2 * (ended - last_ended),
+                                                                END_FEW)  # fmt: skip
+        near = near and time.monotonic() - progressed < END_LINGER
         last_ended = ended
         time.sleep(min(pause, END_POLL) if near else pause)
         pause = min(every, pause * 1.5)

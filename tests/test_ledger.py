@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 
+import pytest
 import redis
 
 from newsq.config.settings import Settings
@@ -226,6 +227,46 @@ def test_a_pass_over_the_pending_urls_costs_a_command_per_bucket(
     # a poll: the count before and after its pass and the pass, each a command per
     # bucket; before, ~2,600 (each pass read every pending URL's state)
     assert spent <= len(polls) * (3 * len(ledger.buckets) + 2), (spent, len(polls))
+
+
+class _Clock:
+    """The wait's clock, moved only by its sleeps: what it polls when, exactly."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_straggler_is_seen_ending_within_the_end_poll(
+    redis_client: redis.Redis, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last URL of a run, ending a while after the others, was seen only at the next
+    poll of the wait's full pace (0.5 s): its polls had slowed, as no URL ended between
+    them. While few are left and URLs ended lately it polls every END_POLL."""
+    from types import SimpleNamespace
+
+    from newsq import api
+
+    clock = _Clock()
+    monkeypatch.setattr(api, "time", SimpleNamespace(monotonic=clock.monotonic, sleep=clock.sleep))
+    urls = [f"http://example.com/s/{i}" for i in range(20)]
+    ledger = _enqueued(redis_client, key_prefix, urls)
+    for url in urls[:-1]:
+        ledger.move(url, "stored")
+    start, ended_at = clock.now, []
+
+    def poll(done: int, total: int) -> None:
+        if not ended_at and clock.now - start >= 1.5:  # the straggler ends
+            ledger.move(urls[-1], "stored")
+            ended_at.append(clock.now)
+
+    assert api.wait_for(ledger, urls, 30, every=0.5, rescan=60, on_poll=poll)
+    assert ended_at and clock.now - ended_at[0] <= api.END_POLL + 1e-9, clock.now - ended_at[0]
 
 
 def test_a_url_with_no_entry_is_not_done(redis_client: redis.Redis, key_prefix: str) -> None:
