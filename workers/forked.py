@@ -10,10 +10,12 @@ of a metrics port P serves on P + i.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from newsq.workers.redis_server import die_with_parent
 
@@ -21,6 +23,16 @@ APART = "::"
 """Between the arguments of two workers on the command line."""
 
 STOPS = {signal.SIGTERM, signal.SIGINT}
+
+
+def leave(code: int) -> NoReturn:
+    """End a worker of ``newsq run`` that has stopped: its exit handlers run (the
+    throughput series' last counts, logging's flush), not the interpreter's teardown of
+    every module and object, a quarter of a second the run would wait for."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def split(argv: list[str]) -> list[list[str]]:
@@ -35,10 +47,10 @@ def split(argv: list[str]) -> list[list[str]]:
     return workers
 
 
-def fork_workers(workers: list[list[str]], run: Callable[[list[str]], int]) -> int:
-    """``run`` each command line in a fork of this process. In a fork, its status (the
-    caller returns it, on its way out as a process of its own); here, once they have
-    all exited, this process exits with :func:`wait_for`'s."""
+def fork_workers(workers: list[list[str]], run: Callable[[list[str]], int]) -> NoReturn:
+    """``run`` each command line in a fork of this process, which then leaves with its
+    status (:func:`leave`); once all have exited, this one leaves with
+    :func:`wait_for`'s."""
     # blocked until each fork has its own handlers: a stop sent to the group while it
     # forks reaches every worker, none runs this process's handler instead
     signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
@@ -56,15 +68,10 @@ def fork_workers(workers: list[list[str]], run: Callable[[list[str]], int]) -> i
             die_with_parent()
             if port:
                 os.environ["NEWSQ_METRICS_PORT"] = str(int(port) + i)
-            return run(worker)
+            leave(run(worker))
         children.append(pid)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
-    code = wait_for(children, asked)
-    # nothing of its own to close: without the interpreter's teardown of every module
-    # the workers imported (a tenth of a second or more the run would wait for)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    leave(wait_for(children, asked))
 
 
 def wait_for(children: list[int], asked: list[bool]) -> int:

@@ -23,7 +23,7 @@ import os
 import sys
 
 from newsq.workers.common import leave_out_httpx_cli
-from newsq.workers.forked import fork_workers, split
+from newsq.workers.forked import fork_workers, leave, split
 from newsq.workers.langid import read_language_model
 
 PRELOAD = (
@@ -70,8 +70,8 @@ def main(argv: list[str]) -> int:
 
     workers = split(argv)
     if len(workers) == 1:
-        return cli_main(workers[0])
-    return fork_workers(workers, cli_main)
+        leave(cli_main(workers[0]))
+    fork_workers(workers, cli_main)
 
 
 if __name__ == "__main__":
