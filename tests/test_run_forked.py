@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import psutil
@@ -17,30 +16,22 @@ import pytest
 
 from newsq.workers.forked import split
 from tests.cli import local_env
-from tests.servers import serve_handler
+from tests.corpus_server import serve_pages
 
 pytestmark = pytest.mark.slow
 
 
-class _Slow(BaseHTTPRequestHandler):
-    delay = 0.0  # seconds each page takes: a test sets it
-
-    def do_GET(self) -> None:
-        time.sleep(self.delay)
-        body = (
-            f"<html><head><title>Story {self.path}</title></head><body><article>"
-            + "".join(f"<p>Paragraph {n} of the story at {self.path}, its own words, "
-                      f"long enough to be kept as the text.</p>" for n in range(8))
+def _pages(count: int) -> dict[str, bytes]:
+    """``count`` stories of their own, by path."""
+    return {
+        f"/story/{n}": (
+            f"<html><head><title>Story {n}</title></head><body><article>"
+            + "".join(f"<p>Paragraph {k} of story {n}, its own words, long enough to be "
+                      f"kept as the text.</p>" for k in range(8))
             + "</article></body></html>"
-        ).encode()  # fmt: skip
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: object) -> None:
-        pass
+        ).encode()
+        for n in range(count)
+    }  # fmt: skip
 
 
 def _start_run(base: str, count: int, tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -79,8 +70,7 @@ def _watched_run(env: dict[str, str], tmp_path: Path, *, delay: float, urls: int
     """``newsq run --workers 2`` of ``urls`` pages taking ``delay`` s each, watched: its
     status, stderr, prestart processes and the workers forked from them (the first
     killed once both are up, with ``kill_one``)."""
-    _Slow.delay = delay
-    with serve_handler(_Slow) as base:
+    with serve_pages(_pages(urls), delay) as base:
         run = _start_run(base, urls, tmp_path, env)
         direct, forked = _prestarted(run)
         if kill_one:

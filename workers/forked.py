@@ -50,7 +50,7 @@ def split(argv: list[str]) -> list[list[str]]:
 def fork_workers(workers: list[list[str]], run: Callable[[list[str]], int]) -> NoReturn:
     """``run`` each command line in a fork of this process, which then leaves with its
     status (:func:`leave`); once all have exited, this one leaves with
-    :func:`wait_for`'s."""
+    :func:`reap`'s."""
     # blocked until each fork has its own handlers: a stop sent to the group while it
     # forks reaches every worker, none runs this process's handler instead
     signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
@@ -71,10 +71,10 @@ def fork_workers(workers: list[list[str]], run: Callable[[list[str]], int]) -> N
             leave(run(worker))
         children.append(pid)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
-    leave(wait_for(children, asked))
+    leave(reap(children, asked))
 
 
-def wait_for(children: list[int], asked: list[bool]) -> int:
+def reap(children: list[int], asked: list[bool]) -> int:
     """Reap ``children``: the first non-zero status once all have exited. A worker that
     exits before a stop was ``asked`` stops the others (a warm shutdown, as the run
     would), and its status is the one given (1 for 0: it was not asked to go)."""
