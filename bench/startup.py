@@ -90,7 +90,10 @@ class Tree:
         return [sys.executable, "-m", "newsq"]
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSQ_")}
+        # PYTHONDONTWRITEBYTECODE would compile this checkout's modules on every run: an
+        # installed newsq has its .pyc files (pip writes them), as a user's does
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("NEWSQ_") and k != "PYTHONDONTWRITEBYTECODE"}  # fmt: skip
         env.update(NEWSQ_ALLOW_PRIVATE="1", **extra)
         if self.pythonpath is not None:
             env["PYTHONPATH"] = str(self.pythonpath)

@@ -95,6 +95,24 @@ def test_a_current_store_opens_without_alembic(tmp_path: object) -> None:
     assert again.stdout.split() == ["False"], again.stderr[-2000:]
 
 
+def test_a_sqlite_store_upserts_without_the_postgresql_dialect(tmp_path: object) -> None:
+    # the dialect (asyncpg's with it) was imported by every worker and run: ~75 ms
+    url = f"sqlite:///{tmp_path}/s.db"
+    code = (
+        "import sys\n"
+        "from newsq.store.database import Store\n"
+        f"store = Store.from_url({url!r})\n"
+        "store.record_outcome({'url': 'https://example.com/a', 'state': 'failed'})\n"
+        "store.record_origins({'https://example.com/b': {}})\n"
+        "print(store.url_record('https://example.com/a')['state'],\n"
+        "      'sqlalchemy.dialects.postgresql' in sys.modules)\n"
+    )
+    made, again = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  timeout=60) for _ in range(2))  # fmt: skip
+    assert made.stdout.split()[0] == "failed", made.stderr[-2000:]  # Alembic may import it
+    assert again.stdout.split() == ["failed", "False"], again.stderr[-2000:]
+
+
 def test_the_preload_leaves_prometheus_alone_when_metrics_are_on() -> None:
     code = (
         "import sys\n"
