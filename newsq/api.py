@@ -239,17 +239,19 @@ def wait_for(ledger: Ledger, urls: list[str], timeout: float | None, *,
             on_poll(total - len(pending) + since, total)
         if not pending:
             break
-        if deadline is not None and time.monotonic() > deadline:
+        now = time.monotonic()
+        if deadline is not None and now > deadline:
             return False
         # the last of them ending at the rate of this poll, or a few left while URLs
         # end: look again soon, so the end is seen within END_POLL, not a whole `every`
         # later (the last one of a run is often a straggler a poll or two behind)
-        remaining = len(pending) - since
-        if last_ended is not None and ended > last_ended:
-            progressed = time.monotonic()
-        near = last_ended is not None and 0 < remaining <= max(2 * (ended - last_ended),
-                                                                END_FEW)  # fmt: skip
-        near = near and time.monotonic() - progressed < END_LINGER
+        near = False
+        if last_ended is not None:
+            if ended > last_ended:
+                progressed = now
+            remaining = len(pending) - since
+            near = (0 < remaining <= max(2 * (ended - last_ended), END_FEW)
+                    and now - progressed < END_LINGER)  # fmt: skip
         last_ended = ended
         time.sleep(min(pause, END_POLL) if near else pause)
         pause = min(every, pause * 1.5)
