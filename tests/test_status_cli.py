@@ -16,11 +16,13 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import redis
 
+from newsq import ledger as ledger_module
 from newsq.config.celery import celery_config, queue_keys
 from newsq.config.settings import Settings
 from newsq.pipeline import fetch_step, process_step, requeue_stuck
@@ -145,28 +147,32 @@ def test_retry_dead_sends_the_poisoned_url_again(
 
 
 def test_retry_stuck_sends_only_urls_without_progress(
-    env: dict[str, str], rt: Runtime, site: Site
+    env: dict[str, str], rt: Runtime, site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stuck, busy = site.base + "/story/0", site.base + "/story/1"
     rt.ledger.enqueue([stuck, busy])
-    rt.ledger.begin(stuck, FETCHING)  # taken by a worker that then vanished
-    time.sleep(2.5)
+    # taken ten minutes ago by a worker that then vanished: the ledger's clock set back
+    # for that one call, so a 60 s window holds however slowly the CLI starts here
+    ago = time.time() - 600
+    with monkeypatch.context() as m:
+        m.setattr(ledger_module, "time", SimpleNamespace(time=lambda: ago))
+        rt.ledger.begin(stuck, FETCHING)
 
     def progress() -> None:  # the other URL keeps moving
         rt.ledger.move(busy, FETCHING)
 
     progress()
-    listed = status(env, "--stuck", "2")["stuck"]
+    listed = status(env, "--stuck", "60")["stuck"]
     assert [(s["url"], s["state"]) for s in listed] == [(stuck, "fetching")]
     progress()
     retried = time.monotonic()
-    code, out = cli(env, "retry", "--stuck", "2")
+    code, out = cli(env, "retry", "--stuck", "60")
     assert (code, out.strip()) == (0, "re-enqueued 1")
     assert queued_fetches(rt) == [stuck]
     assert status(env, stuck)["state"] == "queued"
     assert status(env, busy)["state"] == "fetching"
     # sent again, its clock restarted: not stuck for as long as it has been since then
-    # (a threshold below its age had the clock not restarted: 2.5 s more)
+    # (a threshold ten minutes below its age had the clock not restarted)
     progress()
     since = time.monotonic() - retried + 0.5
     sent: list[str] = []
