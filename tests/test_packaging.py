@@ -64,8 +64,7 @@ def test_wheel_installs_one_top_level_package(wheel: Path) -> None:
     tops = {p.split("/")[0] for p in paths}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"newsq"}
     for wanted in ("newsq/workers/cli.py", "newsq/tasks/fetch.py", "newsq/config/settings.py",
-                   "newsq/dedup/dedup.lua", "newsq/dedup/commit.lua", "newsq/fetch/politeness.lua",
-                   "newsq/ledger.lua",
+                   "newsq/dedup/dedup.lua", "newsq/fetch/politeness.lua", "newsq/ledger.lua",
                    "newsq/clean/boilerplate.lua", "newsq/store/migrations/script.py.mako",
                    "newsq/demo/data/aeb-dev/ground-truth.json"):  # fmt: skip
         assert wanted in paths, wanted

@@ -17,15 +17,9 @@ worker through Redis and says what it is (a :class:`~newsq.records.Verdict`):
    extraction dropped);
 5. else ``new``: the first copy of a story.
 
-Steps 1-5 are decided in the worker (:mod:`newsq.dedup.decision`) on what plain
-pipelined HMGETs read, and written by one short script (``commit.lua``) that first
-checks that nothing the decide read in the table it writes changed; if something did,
-the worker reads and decides again. So two workers holding copies of one story at the
-same instant cannot both get ``new``, and Redis does no Lua work but the check and the
-write. A decide is two or three round trips (reads, doc records when something matched,
-the commit). While a layout before is live, and after a few commits refused in a row,
-``dedup.lua`` decides and writes in one atomic call, as every decide did before: both
-give the same verdicts and write the same entries.
+Steps 1-5 and the writes run in ONE Lua script (``newsq/dedup/dedup.lua``), one
+EVALSHA: two workers holding copies of one story at the same instant cannot both get
+``new``. A decide is one round trip (two after a Redis restart lost the script).
 
 Every parameter of the decision is a field of :class:`~newsq.dedup.config.DedupConfig`,
 made from the settings (``NEWSQ_DEDUP_*``); the script gets them by name, written into
@@ -48,7 +42,7 @@ Layout and limits:
   record: its story, shingle count, signature and first url) are fields of one hash,
   its table (``<base>:b:<gen>``): a decide reads every field it may match with one
   HMGET per live generation and writes what it adds with one HSET, its EXPIREAT once a
-  generation (the field ``x`` says it is set): 9 commands for a new text. An
+  generation (the field ``x`` says it is set): 8 commands for a new text. An
   article's text and band entries (25 of its ~26) are packed ``table_fill`` to a field
   (13 bytes each, the field picked by the digest), so they cost ~14 bytes each instead
   of a full hash's ~60 (no compact listpack encoding at this size) and a decide still
@@ -80,7 +74,6 @@ import redis
 
 from newsq.config.settings import Settings
 from newsq.dedup.config import DedupConfig
-from newsq.dedup.decision import Copy, checks, doc_reads, doc_requests, plan, read, table_fields
 from newsq.dedup.sketch import Sketch, sketch
 from newsq.records import Verdict
 from newsq.replies import text as reply_text
@@ -93,9 +86,6 @@ _AMP_SUFFIXES = ("/amp", ".amp", "/amp.html", "/amp/")
 
 LEGACY_CHECK_SECONDS = 60.0
 SCRIPT = resources.files("newsq.dedup").joinpath("dedup.lua").read_text(encoding="utf-8")
-COMMIT = resources.files("newsq.dedup").joinpath("commit.lua").read_text(encoding="utf-8")
-COMMIT_TRIES = 4  # then the atomic script: a copy's decide always ends
-SKEW_SECONDS = 60.0  # the clock skew between workers a commit's check covers
 
 
 def script_for(config: DedupConfig) -> str:
@@ -159,7 +149,6 @@ class DedupIndex:
         self.base = f"{{{settings.key_prefix}:dedup}}"
         self.script = script_for(self.config)
         self.sha: str = redis_client.script_load(self.script)
-        self.commit = redis_client.register_script(COMMIT)
         self._legacy: tuple[float, str] = (-math.inf, "")  # (checked at, found)
 
     def legacy(self) -> str:
@@ -205,17 +194,8 @@ class DedupIndex:
         the caller made it already (by :meth:`sketch`; its ``text_hash`` is the stored
         content hash).
         """
-        c = self.copy(url=url, final_url=final_url, canonical_url=canonical_url,
-                      sk=sk or self.sketch(text))  # fmt: skip
-        if not self.legacy():
-            for _ in range(COMMIT_TRIES):
-                decided = self.decide_here(c)
-                if decided is not None:
-                    log.debug("dedup %s: %s", url, decided.kind)
-                    return decided
-        # a layout before is live (only dedup.lua reads it), or this copy's fields kept
-        # changing under it: the one atomic script
-        args = self.script_args(c)
+        args = self.arguments(url=url, final_url=final_url, canonical_url=canonical_url,
+                              sk=sk or self.sketch(text))  # fmt: skip
         try:
             reply = self.redis.evalsha(self.sha, 1, self.base, *args)
         except redis.exceptions.NoScriptError:
@@ -229,18 +209,6 @@ class DedupIndex:
         self, *, url: str, final_url: str, canonical_url: str | None, sk: Sketch
     ) -> list[Any]:
         """The script's ARGV for one copy (also used by bulk loads in pipelines)."""
-        return self.script_args(self.copy(url=url, final_url=final_url,
-                                          canonical_url=canonical_url, sk=sk))  # fmt: skip
-
-    def script_args(self, c: Copy) -> list[Any]:
-        """``dedup.lua``'s ARGV for a :class:`Copy`."""
-        return [
-            c.gen, c.expire_at, c.url, c.story_new, c.url_f, c.final_f, c.canon_f,
-            c.text_f, c.th, c.nsh, c.sig, self.legacy(), *c.bands,
-        ]  # fmt: skip
-
-    def copy(self, *, url: str, final_url: str, canonical_url: str | None, sk: Sketch) -> Copy:
-        """One copy's digests, its generation now and its sketch."""
         config = self.config
         if sk.sig.size != config.hashes or len(sk.bands) not in (0, config.bands):
             raise ValueError("the sketch was made with another DedupConfig")
@@ -256,64 +224,12 @@ class DedupIndex:
             aliases.append(_digest(b"u", k) if k and k not in keys else b"")
             if k:
                 keys.add(k)
-        return Copy(
-            gen=gen, expire_at=expire_at, url=url, story_new=bytes.fromhex(story_id_for(url)),
-            url_f=_digest(b"u", own), final_f=aliases[0], canon_f=aliases[1],
-            text_f=_digest(b"t", sk.text_hash), th=sk.text_hash[:8].encode(),
-            nsh=sk.shingles, sig=sk.packed_sig(), bands=(*sk.bands, *sk.lead_bands),
-            n_lead=max(len(sk.bands) + len(sk.lead_bands) - config.bands, 0),
-            age=now - gen * config.generation_seconds,
-        )  # fmt: skip
-
-    def table(self, gen: int) -> str:
-        """The key of generation ``gen``'s table."""
-        return f"{self.base}:b:{gen}"
-
-    def decide_here(self, c: Copy) -> Verdict | None:
-        """Decide in this process and commit (see :mod:`newsq.dedup.decision`); None when
-        a field this copy read in its generation's table changed before the commit (the
-        caller decides again)."""
-        config, oldest = self.config, c.gen - self.config.generations
-        direct, names = table_fields(c, config)
-        fields = [*direct, *names, b"x"]
-        pipe = self.redis.pipeline(transaction=False)
-        for g in range(c.gen, oldest - 1, -1):
-            pipe.hmget(self.table(g), fields)
-        got = read(c, config, pipe.execute())
-        values: dict[tuple[int, bytes], bytes] = {}
-        wanted = doc_requests(c, got)
-        if wanted:
-            reads = doc_reads(c, config, wanted)
-            pipe = self.redis.pipeline(transaction=False)
-            for g, ids in reads:
-                pipe.hmget(self.table(g), [b"d" + docid for docid in ids])
-            for (g, ids), docs in zip(reads, pipe.execute(), strict=True):
-                values.update(((g, docid), v) for docid, v in zip(ids, docs, strict=True) if v)
-
-        def doc(docid: bytes, newest: int) -> bytes | None:
-            for g in range(newest, oldest - 1, -1):
-                if (g, docid) in values:
-                    return values[g, docid]
-            return None
-
-        todo = plan(c, config, got, doc)
-        if not todo.urls:  # a replay: the first verdict again, nothing to write
-            return todo.verdict
-        assert todo.doc or not todo.packed, "packed entries are the new doc's"
-        checked = [c.gen]
-        if c.age < SKEW_SECONDS:  # a worker whose clock lags may still write the one before
-            checked.append(c.gen - 1)
-        keys = [self.table(c.gen), f"{self.base}:seq", *(self.table(g) for g in checked[1:])]
-        args: list[Any] = [c.expire_at, todo.doc, todo.ref, len(todo.urls), len(todo.packed)]
-        for g in checked:
-            args += checks(c, config, got, g)
-        for f, record in todo.urls:
-            args += [f, record]
-        for b, digests in todo.packed.items():
-            args += [b, b"".join(digests)]
-        if reply_text(self.commit(keys=keys, args=args)) == "again":
-            return None
-        return todo.verdict
+        return [
+            gen, expire_at, url, bytes.fromhex(story_id_for(url)),
+            _digest(b"u", own), *aliases, _digest(b"t", sk.text_hash), sk.text_hash[:8],
+            sk.shingles, sk.packed_sig(), self.legacy(), *sk.bands,
+            *sk.lead_bands,
+        ]  # fmt: skip
 
 
 def parse_reply(reply: list[bytes | str]) -> Verdict:
