@@ -7,7 +7,10 @@ page served from loopback (``NEWSQ_ALLOW_PRIVATE=1``; robots.txt is a 404):
 
 ``run``          ``newsq run URL`` with the embedded Redis, on a fresh store: wall time
                  from exec to exit, and the CPU seconds of it and its children
-``run again``    the same on the store of the last ``run`` with a new URL (a cron job)
+``run again``    the same on the store of the last ``run`` with a new URL (a cron job),
+                 started at least a host interval (1/``NEWSQ_HOST_RATE``, 1 s by
+                 default) after that run ended, as a cron job's next run would be:
+                 sooner, its page waits for the host's politeness slot
 ``--version``,   wall time
 ``--help``
 ``worker``       ``newsq worker`` (its defaults: both queues, prefork) against a Redis
@@ -100,6 +103,11 @@ class Tree:
         return env
 
 
+HOST_INTERVAL = 1.1
+"""Seconds between a ``run`` and the next ``run again`` of its store: the default
+``NEWSQ_HOST_RATE`` (1/s) and a margin."""
+
+
 class Runner:
     """Runs the cases for one tree; keeps every figure by case and column."""
 
@@ -110,6 +118,7 @@ class Runner:
         self.redis_url = redis_url
         self.figures: dict[tuple[str, str], list[float]] = {}
         self.last_store: Path | None = None
+        self.last_end = 0.0
 
     def add(self, case: str, column: str, value: float) -> None:
         self.figures.setdefault((case, column), []).append(value)
@@ -138,9 +147,11 @@ class Runner:
         self.add("run", "wall", wall)
         self.add("run", "cpu", cpu)
         self.last_store = store
+        self.last_end = time.monotonic()
 
     def run_again(self) -> None:
         assert self.last_store is not None
+        time.sleep(max(0.0, self.last_end + HOST_INTERVAL - time.monotonic()))
         env = self.tree.env(NEWSQ_DATABASE_URL=f"sqlite:///{self.last_store}")
         wall, cpu = self._cpu_run([*self.tree.command(), "run", self.url()], env,
                                   self.last_store.parent)  # fmt: skip
