@@ -41,6 +41,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench import serve
+from newsq.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = (
@@ -103,9 +104,9 @@ class Tree:
         return env
 
 
-HOST_INTERVAL = 1.1
-"""Seconds between a ``run`` and the next ``run again`` of its store: the default
-``NEWSQ_HOST_RATE`` (1/s) and a margin."""
+HOST_INTERVAL = 1 / Settings.host_rate + 0.1
+"""Seconds between a ``run`` and the next ``run again`` of its store: one interval of
+the default ``NEWSQ_HOST_RATE`` (the runs drop every ``NEWSQ_`` variable) and a margin."""
 
 
 class Runner:
