@@ -12,7 +12,7 @@ import redis
 
 from newsq import errors
 from newsq.clean import boilerplate
-from newsq.clean.boilerplate import BoilerplateFilter, Hold, HoldConfig
+from newsq.clean.boilerplate import BoilerplateFilter, Hold, HoldConfig, relook_after
 from newsq.config.settings import Settings
 from newsq.records import Article, Drop
 from tests.redis_counts import commands_run
@@ -198,10 +198,39 @@ def test_a_lone_short_page_with_nothing_of_its_site_coming_goes_on_at_once(
     assert bp.strip(page, url=url, coming=lambda: False) == page
     other, other_url = _brief("Busy Ledger", 0)
     assert isinstance(bp.strip(other, url=other_url, coming=lambda: True), Hold)
-    # a page of the site that came after it keeps it waiting, whatever is on the way
+    # the site's later page is counted; with nothing more on the way it goes on
     later, later_url = _brief("Busy Ledger", 1)
     bp.strip(later, url=later_url, may_wait=False)
-    assert isinstance(bp.strip(other, url=other_url, coming=lambda: False), Hold)
+    assert isinstance(bp.strip(other, url=other_url, coming=lambda: False), Article)
+
+
+def test_a_brief_held_at_the_end_of_a_burst_is_looked_at_again_soon(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    """The end of ``newsq run`` over 905 pages waited 1.5-3 s for one brief held with
+    the run's last pages: it was looked at again a whole quiet interval (2 s) later, and
+    held again then because a later page of its site had come, with nothing more on the
+    way. It is now looked at again after as long as it waited (0.25 s first) and judged
+    once nothing of its site is coming."""
+    bp = BoilerplateFilter(redis_client, settings, QUICK)
+    page, url = _brief("Closing Gazette", 0)
+    first = bp.strip(page, url=url, coming=lambda: True)  # the run's last pages queued
+    assert isinstance(first, Hold) and first.countdown <= 0.25
+    for n in (1, 2):  # they come in meanwhile; then none is left
+        later, later_url = _brief("Closing Gazette", n)
+        bp.strip(later, url=later_url, may_wait=False)
+    again = bp.strip(page, url=url, coming=lambda: False)
+    assert isinstance(again, Article) and again.text == BRIEFS[0]
+
+
+def test_a_long_hold_looks_again_less_often(redis_client: redis.Redis, settings: Settings) -> None:
+    """While the site keeps streaming, the look-agains stretch with the wait: a few over
+    a long hold, each no later than when the site would turn quiet."""
+    config = dataclasses.replace(QUICK, quiet_seconds=2.0, max_seconds=15.0)
+    assert [round(relook_after(config, waited, 0.0), 2) for waited in (0, 0.25, 0.5, 1, 4)] == [
+        0.25, 0.25, 0.5, 1.0, 2.0]  # fmt: skip
+    assert relook_after(config, 1.0, 1.5) == 0.5  # the site turns quiet in 0.5 s
+    assert relook_after(config, 14.9, 0.0) == pytest.approx(0.1)  # bounded by max_seconds
 
 
 def test_the_hold_setting_bounds_the_wait_and_zero_turns_it_off(

@@ -28,11 +28,11 @@ the site's "about us" blurb and membership appeal. So a short page in which no t
 was found *waits* (``Hold``) when its site is young (under twice
 ``boilerplate_site_pages`` pages) or one of its lines is already on another of the
 site's pages: while the site's new pages keep coming (``HoldConfig.quiet_seconds``) and
-for at most ``max_seconds`` after it was first seen. It is then judged with what is
-known, and nothing is lost: the pipeline keeps its body in Redis and looks again
-(``newsq.pipeline``). A brief so keeps its own sentence and loses its site's furniture
-before it is sketched for dedup; one whose headline is its sentence (the text's repeat
-of the headline is dropped) gets its headline as its text.
+more of them are on their way, for at most ``max_seconds`` after it was first seen. It
+is then judged with what is known, and nothing is lost: the pipeline keeps its body in
+Redis and looks again (``newsq.pipeline``). A brief so keeps its own sentence and loses
+its site's furniture before it is sketched for dedup; one whose headline is its
+sentence (the text's repeat of the headline is dropped) gets its headline as its text.
 """
 
 from __future__ import annotations
@@ -57,6 +57,13 @@ from newsq.urls import host_of
 LOGGER = logging.getLogger(__name__)
 
 SCRIPT = resources.files("newsq.clean").joinpath("boilerplate.lua").read_text(encoding="utf-8")
+
+
+# A held page is looked at again after as long as it has waited (at least the first
+# step, at most until its site would turn quiet): soon after the last pages of a burst
+# (the end of a run), and only a few times over a long one.
+RELOOK_FIRST_S = 0.25
+RELOOK_MIN_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -141,9 +148,9 @@ class BoilerplateFilter:
         seen, ``Drop(no_content)`` when nothing but template is left, and ``Hold`` when
         the page should wait for more of its site's pages (``may_wait``: a short page of
         a young site). ``coming()``, asked only then, says whether more of the site's
-        pages are on their way (queued for the host or being fetched): when none are and
-        no new page of the site came after this one, waiting cannot teach anything and
-        the page is judged at once. A Redis error propagates (``redis.RedisError``): the
+        pages are on their way (queued for the host or being fetched): when none are,
+        waiting cannot teach anything (what came meanwhile is counted) and the page is
+        judged at once. A Redis error propagates (``redis.RedisError``): the
         caller retries the task.
         """
         # host and port: two servers on one host are two sites with two templates
@@ -189,9 +196,10 @@ class BoilerplateFilter:
             doubt = young or max(seen) > 1
             waited, quiet = now - first, now - last
             wait = may_wait and doubt and waited < hold.max_seconds and quiet < hold.quiet_seconds
-            # a lone page (no later page of its site came, none is on the way) goes on
-            if wait and (last > first or coming is None or coming()):
-                return Hold(min(hold.quiet_seconds, hold.max_seconds - waited))
+            # it waits only while more of its site is on the way: what already came
+            # is counted, so with none coming waiting teaches nothing
+            if wait and (coming is None or coming()):
+                return Hold(relook_after(hold, waited, quiet))
             return article
         kept = [line for line, key in zip(lines, keys, strict=True) if key not in template]
         LOGGER.info(
@@ -206,6 +214,12 @@ class BoilerplateFilter:
                 return replace(article, text=article.title.strip())  # body repeated it)
             return Drop(errors.NO_CONTENT, "only site template text left")
         return replace(article, text=text)
+
+
+def relook_after(hold: HoldConfig, waited: float, quiet: float) -> float:
+    """Seconds until a held page is looked at again (see RELOOK_FIRST_S)."""
+    again = max(min(max(waited, RELOOK_FIRST_S), hold.quiet_seconds - quiet), RELOOK_MIN_S)
+    return min(again, hold.max_seconds - waited)
 
 
 def _is_sentence(title: str | None) -> TypeGuard[str]:
