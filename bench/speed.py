@@ -98,15 +98,19 @@ DETAIL: list[str] = []
 def _measure_run(name: str, client: redis.Redis, prefix: str, body: object) -> Row:
     """Shared bookkeeping of a newsq run (``body`` runs it: (CPU seconds, its watch))."""
     before = RedisCounters.take(client)
-    started = time.perf_counter()
+    started, exec_at = time.perf_counter(), time.time()
     cpu_tree, watch = body()  # type: ignore[operator]
     wall = time.perf_counter() - started
     delta = RedisCounters.take(client).minus(before)
     done = latencies(client, prefix)
-    times, timeline = _span(client, prefix)
+    times, timeline, (first, last, gap) = _span(client, prefix)
     counts = read_counts(client, prefix)
     articles = counts.get("stored", 0) + counts.get("duplicate", 0)
     note = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
+    if times:  # the wall outside the work span, and a lone URL's tail at its end
+        note += (f"; exec to first URL {first - exec_at:.2f} s, last URL to exit "
+                 f"{exec_at + wall - last:.2f} s, last URL {gap:.2f} s after the one "
+                 "before")  # fmt: skip
     calls = sorted(delta.calls.items(), key=lambda kv: -kv[1])
     per = ", ".join(f"{k} {v / max(1, articles):.1f}" for k, v in calls[:16])
     DETAIL.append(
@@ -126,21 +130,25 @@ def _measure_run(name: str, client: redis.Redis, prefix: str, body: object) -> R
     )  # fmt: skip
 
 
-def _span(client: redis.Redis, prefix: str) -> tuple[float, str]:
-    """The work span (first URL taken to last done), and the pages done in each tenth
-    of it (a slow start or a long tail shows there)."""
+def _span(client: redis.Redis, prefix: str) -> tuple[float, str, tuple[float, float, float]]:
+    """The work span (first URL taken to last done), the pages done in each tenth of it
+    (a slow start or a long tail shows there), and (first URL taken, last done, how long
+    after the one before it the last was done) as unix times and seconds."""
     keys = list(client.scan_iter(match=entry_pattern(prefix), count=1000))
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.hmget(key, "t_start", "t_done")
     rows = [(float(a), float(b)) for a, b in pipe.execute() if a and b]
     if not rows:
-        return 0.0, "-"
-    first, last = min(a for a, _ in rows), max(b for _, b in rows)
+        return 0.0, "-", (0.0, 0.0, 0.0)
+    first = min(a for a, _ in rows)
+    dones = sorted(b for _, b in rows)
+    last = dones[-1]
     tenths = [0] * 10
-    for _, done in rows:
+    for done in dones:
         tenths[min(9, int(10 * (done - first) / max(last - first, 1e-9)))] += 1
-    return last - first, " ".join(map(str, tenths))
+    gap = last - dones[-2] if len(dones) > 1 else 0.0
+    return last - first, " ".join(map(str, tenths)), (first, last, gap)
 
 
 def run_newsq(name: str, urls_file: Path, workers: int, redis_url: str, tmp: Path,
