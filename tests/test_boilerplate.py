@@ -223,7 +223,7 @@ def test_a_brief_held_at_the_end_of_a_burst_is_looked_at_again_soon(
     assert isinstance(again, Article) and again.text == BRIEFS[0]
 
 
-def test_a_long_hold_looks_again_less_often(redis_client: redis.Redis, settings: Settings) -> None:
+def test_a_long_hold_looks_again_less_often() -> None:
     """While the site keeps streaming, the look-agains stretch with the wait: a few over
     a long hold, each no later than when the site would turn quiet."""
     config = dataclasses.replace(QUICK, quiet_seconds=2.0, max_seconds=15.0)
