@@ -36,6 +36,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import redis
 
@@ -103,14 +104,14 @@ def _measure_run(name: str, client: redis.Redis, prefix: str, body: object) -> R
     wall = time.perf_counter() - started
     delta = RedisCounters.take(client).minus(before)
     done = latencies(client, prefix)
-    times, timeline, (first, last, gap) = _span(client, prefix)
+    span = _span(client, prefix)
     counts = read_counts(client, prefix)
     articles = counts.get("stored", 0) + counts.get("duplicate", 0)
     note = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
-    if times:  # the wall outside the work span, and a lone URL's tail at its end
-        note += (f"; exec to first URL {first - exec_at:.2f} s, last URL to exit "
-                 f"{exec_at + wall - last:.2f} s, last URL {gap:.2f} s after the one "
-                 "before")  # fmt: skip
+    if span.seconds:  # the wall outside the work span, and a lone URL's tail at its end
+        note += (f"; exec to first URL {span.first - exec_at:.2f} s, last URL to exit "
+                 f"{exec_at + wall - span.last:.2f} s, last URL {span.gap:.2f} s after the "
+                 "one before")  # fmt: skip
     calls = sorted(delta.calls.items(), key=lambda kv: -kv[1])
     per = ", ".join(f"{k} {v / max(1, articles):.1f}" for k, v in calls[:16])
     DETAIL.append(
@@ -121,26 +122,38 @@ def _measure_run(name: str, client: redis.Redis, prefix: str, body: object) -> R
         f"{k} {1000 * v / max(1, articles):.1f}" for k, v in watch.cpu_by_role().items()
     )
     DETAIL.append(f"{name}: CPU ms/article by process role: {roles}")
-    DETAIL.append(f"{name}: pages done per tenth of the work span: {timeline}")
+    DETAIL.append(f"{name}: pages done per tenth of the work span: {span.tenths}")
     return Row(
-        name, len(done), wall, times, cpu_tree + delta.cpu,
+        name, len(done), wall, span.seconds, cpu_tree + delta.cpu,
         percentile(done, 0.5), percentile(done, 0.95),
         delta.reads / max(1, articles), delta.net_bytes / 1024 / max(1, articles),
         watch.peak_by_role(), note,
     )  # fmt: skip
 
 
-def _span(client: redis.Redis, prefix: str) -> tuple[float, str, tuple[float, float, float]]:
-    """The work span (first URL taken to last done), the pages done in each tenth of it
-    (a slow start or a long tail shows there), and (first URL taken, last done, how long
-    after the one before it the last was done) as unix times and seconds."""
+class Span(NamedTuple):
+    """A run's work span from the ledger: first URL taken and last done (unix times),
+    how long after the one before it the last was done, and the pages done in each
+    tenth of it (a slow start or a long tail shows there)."""
+
+    first: float = 0.0
+    last: float = 0.0
+    gap: float = 0.0
+    tenths: str = "-"
+
+    @property
+    def seconds(self) -> float:
+        return self.last - self.first
+
+
+def _span(client: redis.Redis, prefix: str) -> Span:
     keys = list(client.scan_iter(match=entry_pattern(prefix), count=1000))
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.hmget(key, "t_start", "t_done")
     rows = [(float(a), float(b)) for a, b in pipe.execute() if a and b]
     if not rows:
-        return 0.0, "-", (0.0, 0.0, 0.0)
+        return Span()
     first = min(a for a, _ in rows)
     dones = sorted(b for _, b in rows)
     last = dones[-1]
@@ -148,7 +161,7 @@ def _span(client: redis.Redis, prefix: str) -> tuple[float, str, tuple[float, fl
     for done in dones:
         tenths[min(9, int(10 * (done - first) / max(last - first, 1e-9)))] += 1
     gap = last - dones[-2] if len(dones) > 1 else 0.0
-    return last - first, " ".join(map(str, tenths)), (first, last, gap)
+    return Span(first, last, gap, " ".join(map(str, tenths)))
 
 
 def run_newsq(name: str, urls_file: Path, workers: int, redis_url: str, tmp: Path,
