@@ -55,9 +55,10 @@ def child(pid: int, port: int, per_generation: int, each: int, headroom: int) ->
     import redis
 
     from newsq.config.settings import Settings
+    from newsq.dedup.config import DedupConfig
     from newsq.dedup.index import DedupIndex
 
-    generations = 4  # DedupConfig.generations: five live ones are read
+    generations = DedupConfig.generations  # per window: generations + 1 live ones are read
     settings = Settings.from_env({
         "NEWSQ_BROKER_URL": f"redis://127.0.0.1:{port}/0",
         "NEWSQ_DEDUP_CAPACITY": str(per_generation * generations * headroom),
