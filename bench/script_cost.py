@@ -24,7 +24,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,21 +31,18 @@ import time
 from pathlib import Path
 
 from bench.clean_bench import load_pages
+from bench.redis_cost import _revision
 from bench.startup import shim
 from bench.tables import markdown
+from newsq.workers.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 KINDS = ("new", "near", "exact", "replay")
 SEED = 20261206
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _texts(count: int, rng: random.Random) -> list[str]:
-    paragraphs = [p for page in load_pages() for p in page.gold.split("\n") if len(p) > 60]
+def _texts(paragraphs: list[str], count: int, rng: random.Random) -> list[str]:
     return ["\n".join(rng.sample(paragraphs, rng.randint(4, 14))) for _ in range(count)]
 
 
@@ -65,8 +61,9 @@ def child(pid: int, port: int, per_generation: int, each: int, headroom: int) ->
     })  # fmt: skip
     client = redis.Redis(port=port)
     rng = random.Random(SEED)
-    stored = _texts(per_generation * (generations + 1), rng)
-    fresh = _texts(each, rng)
+    paragraphs = [p for page in load_pages() for p in page.gold.split("\n") if len(p) > 60]
+    stored = _texts(paragraphs, per_generation * (generations + 1), rng)
+    fresh = _texts(paragraphs, each, rng)
     clock = [0.0]
     index = DedupIndex(client, settings, clock=lambda: clock[0])
     span = index.config.generation_seconds
@@ -122,32 +119,19 @@ def measure(
     """One checkout's instructions and verdicts per kind."""
     folder = tmp / name
     folder.mkdir()
-    port = _free_port()
-    server = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder}/cg.out",
-         "--dump-instr=no", "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    callgrind = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={folder}/cg.out",
+                 "--dump-instr=no", f"--log-file={folder}/valgrind.log")  # fmt: skip
+    server = RedisServer(wrapper=callgrind).start(timeout=120)
+    assert server.proc is not None
     try:
-        import redis
-
-        client = redis.Redis(port=port)
-        for _ in range(300):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.1)
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSQ_")}
         env.pop("PYTHONPATH", None)
         if pythonpath is not None:
             env["PYTHONPATH"] = str(pythonpath)
         run = subprocess.run(
-            [sys.executable, "-m", "bench.script_cost", "--child", str(server.pid), str(port),
-             str(args.per_generation), str(args.each), str(args.headroom)],
-            env=env, capture_output=True, text=True, check=False,
-            cwd=Path(__file__).resolve().parent.parent,
+            [sys.executable, "-m", "bench.script_cost", "--child", str(server.proc.pid),
+             str(server.port), str(args.per_generation), str(args.each), str(args.headroom)],
+            env=env, capture_output=True, text=True, check=False, cwd=ROOT,
         )  # fmt: skip
         if run.returncode:
             raise SystemExit(f"{name}: the child failed:\n{run.stderr}")
@@ -156,8 +140,7 @@ def measure(
             row = json.loads(line)
             verdicts[row["kind"]] = row["verdicts"]
     finally:
-        server.terminate()
-        server.wait(timeout=120)
+        server.stop()
     return _dumps(folder), verdicts
 
 
@@ -175,8 +158,6 @@ def main() -> None:
         return
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("bench.script_cost needs valgrind (Debian: apt-get install valgrind)")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="script-cost-") as name:
         tmp = Path(name)
         runs: list[tuple[str, Path | None]] = []
@@ -186,7 +167,7 @@ def main() -> None:
         results = {run: measure(run, path, args, tmp) for run, path in runs}
     print(f"# Redis instructions per dedup decide: {args.per_generation} articles in each of "
           f"5 live generations, capacity {args.headroom}x that, {args.each} decides per kind; "
-          f"after = {commit}\n")  # fmt: skip
+          f"after = {_revision(ROOT)}\n")  # fmt: skip
     head = ["kind", *(f"{run} (k instr / decide)" for run in results)]
     if len(results) == 2:
         head.append("after ÷ before")

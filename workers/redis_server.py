@@ -87,9 +87,11 @@ class RedisServer:
 
     def __init__(self, *, appendonly: bool = False, port: int | None = None,
                  dir: Path | None = None, pass_fds: tuple[int, ...] = (),
-                 extra: tuple[str, ...] = ()) -> None:  # fmt: skip
+                 extra: tuple[str, ...] = (),
+                 wrapper: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.port = port or free_port()
         self.extra = extra  # more redis-server arguments (a test cluster's node)
+        self.wrapper = wrapper  # a program the server runs under (a bench's valgrind)
         self.appendonly = appendonly
         self.dir = dir or Path(tempfile.mkdtemp(prefix="newsq-redis-"))
         self.pass_fds = pass_fds
@@ -102,6 +104,7 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         binary = find_redis_server()
         args = [
+            *self.wrapper,
             binary,
             "--bind", "127.0.0.1",
             "--port", str(self.port),
