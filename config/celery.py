@@ -95,6 +95,15 @@ def lost_after(settings: Settings) -> float:
     return min(LOST_AFTER, settings.stuck_threshold)
 
 
+LOOK_EVERY = 10.0
+"""Seconds between looks for lost URLs (``newsq.recovery``)."""
+
+
+def look_every(settings: Settings) -> float:
+    """Seconds between looks for lost URLs: twice in ``lost_after``, at least."""
+    return min(LOOK_EVERY, lost_after(settings) / 2)
+
+
 def stuck_every(settings: Settings) -> float:
     """Seconds between beat's stuck checks: a URL lost found in about a minute."""
     return min(settings.stuck_threshold / 2, LOST_AFTER)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -117,3 +118,40 @@ def requeue_lost(broker: redis.Redis, ledger: Ledger, key_prefix: str,
     if lost:
         log.warning("re-enqueueing %d URLs no message stood for (lost by the broker)", len(lost))
     return requeue(ledger, lost, send)
+
+
+def take_turn(broker: redis.Redis, key_prefix: str, seconds: float) -> bool:
+    """Whether this caller looks for lost URLs now: one look every ``seconds`` across
+    the cluster (workers, beat, a ``newsq run``), so a URL is not sent twice by two."""
+    return bool(broker.set(f"{key_prefix}:recovery:turn", "1", nx=True, px=int(seconds * 1000)))
+
+
+class Watch:
+    """Looks for lost URLs every ``every`` seconds, as a daemon thread of each process
+    that runs the frontier's dispatcher, while ``leads()`` (it holds the lease).
+
+    A cluster need not run beat to lose nothing: kombu's Redis transport pops a
+    message (BRPOP) before it records it as unacked, and a worker killed in between
+    takes the message with it, beyond any visibility timeout."""
+
+    def __init__(self, look: Callable[[], object], leads: Callable[[], bool],
+                 every: float) -> None:  # fmt: skip
+        self.look, self.leads, self.every = look, leads, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="newsq-lost-watch", daemon=True)
+
+    def start(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            if not self.leads():
+                continue
+            try:
+                self.look()
+            except Exception as exc:  # Redis or the broker away: the next look
+                log.warning("lost-URL watch: %s", exc)

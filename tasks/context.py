@@ -31,17 +31,27 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from newsq.config.celery import BULK, FETCH_QUEUE, FRESH, app, max_countdown
+from newsq.config.celery import (
+    BULK,
+    FETCH_QUEUE,
+    FRESH,
+    app,
+    look_every,
+    lost_after,
+    max_countdown,
+)
 from newsq.config.settings import get_settings
 from newsq.errors import Retryable
-from newsq.feeds.send import send_granted
+from newsq.feeds.send import send_fetches, send_granted
 from newsq.fetch.frontier import Dispatcher
 from newsq.pipeline import backoff
+from newsq.recovery import Watch, requeue_lost, take_turn
 from newsq.resources import Runtime
 
 log = logging.getLogger(__name__)
 _runtime: Runtime | None = None
 _dispatcher: Dispatcher | None = None
+_watch: Watch | None = None
 
 
 def runtime() -> Runtime:
@@ -54,9 +64,9 @@ def runtime() -> Runtime:
 @worker_process_init.connect
 def _fresh_after_fork(**_: Any) -> None:
     # a forked child must not share the parent's sockets; it makes its own, now
-    global _runtime, _dispatcher
+    global _runtime, _dispatcher, _watch
     _runtime = None
-    _dispatcher = None  # the parent's thread did not survive the fork
+    _dispatcher = _watch = None  # the parent's threads did not survive the fork
     _warm_up()
     _start_dispatcher()
 
@@ -84,8 +94,9 @@ def _warm_up() -> None:
 
 def _start_dispatcher() -> None:
     """The frontier's dispatcher, as a thread of each process that runs fetch tasks
-    (the lease holder among them works, the others stand by)."""
-    global _dispatcher
+    (the lease holder among them works, the others stand by), and beside it the watch
+    for lost URLs, which looks while its dispatcher holds the lease."""
+    global _dispatcher, _watch
     consumed = app.amqp.queues.consume_from
     if _dispatcher is not None or (consumed and FETCH_QUEUE not in consumed):
         return
@@ -98,12 +109,30 @@ def _start_dispatcher() -> None:
         log.warning("frontier dispatcher not started: %s", exc)
         return
     _dispatcher.start()
+    dispatcher = _dispatcher
+    _watch = Watch(send_lost, lambda: dispatcher.holding, look_every(runtime().settings)).start()
+
+
+def send_lost(rt: Runtime | None = None) -> list[str]:
+    """Send again the URLs no message stands for (``newsq.recovery``), when it is this
+    caller's turn to look; returns them."""
+    rt = rt or runtime()
+    prefix = rt.settings.key_prefix
+    urls: list[str] = []
+    if take_turn(rt.broker, prefix, look_every(rt.settings)):
+        requeue_lost(rt.broker, rt.ledger, prefix, rt.frontier.waiting, urls.append,
+                     lost_after(rt.settings))  # fmt: skip
+        send_fetches(app, urls, rt.settings.fetch_batch, lane=BULK)
+    return urls
 
 
 @worker_shutdown.connect
 @worker_process_shutdown.connect
 def _close(**_: Any) -> None:
-    global _dispatcher
+    global _dispatcher, _watch
+    if _watch is not None:
+        _watch.stop()
+        _watch = None
     if _dispatcher is not None:
         _dispatcher.stop()
         _dispatcher = None

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import logging
 
-from newsq.config.celery import BULK, REQUEUE_STUCK_TASK, app, lost_after
+from newsq.config.celery import BULK, REQUEUE_STUCK_TASK, app
 from newsq.feeds.send import send_fetches
 from newsq.pipeline import requeue_stuck
-from newsq.recovery import backlog, requeue_lost
-from newsq.tasks.context import runtime
+from newsq.recovery import backlog
+from newsq.tasks.context import runtime, send_lost
 from newsq.urls import host_of
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,5 @@ def requeue_stuck_task() -> int:
     urls: list[str] = []
     requeue_stuck(rt.ledger, rt.settings.stuck_threshold, urls.append,
                   waiting=lambda url: host_of(url) in hosts)  # fmt: skip
-    requeue_lost(rt.broker, rt.ledger, rt.settings.key_prefix, rt.frontier.waiting, urls.append,
-                 lost_after(rt.settings))  # fmt: skip
     send_fetches(app, urls, rt.settings.fetch_batch, lane=BULK)
-    return len(urls)
+    return len(urls) + len(send_lost(rt))

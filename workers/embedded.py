@@ -46,7 +46,6 @@ from newsq.workers.redis_server import KeptRedis, RedisServer, die_with_parent
 
 if TYPE_CHECKING:
     from newsq.feeds.intake import Intake
-    from newsq.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -221,32 +220,6 @@ class LocalCluster:
         finally:
             app.close()
             client.close()
-        return urls
-
-    def requeue_lost(self, ledger: Ledger) -> list[str]:
-        """Send again the URLs the broker lost (``newsq.recovery``): a run has no beat
-        to do it, and would otherwise wait out its --timeout for them."""
-        from newsq.config.celery import BULK, lost_after, make_app
-        from newsq.connections import broker_redis
-        from newsq.feeds.send import send_fetches
-        from newsq.fetch.frontier import waiting
-        from newsq.recovery import requeue_lost
-
-        prefix = self.settings.key_prefix
-        broker = broker_redis(self.settings)
-        try:
-            urls: list[str] = []
-            requeue_lost(broker, ledger, prefix, lambda: waiting(ledger.redis, prefix),
-                         urls.append, lost_after(self.settings))  # fmt: skip
-        finally:
-            broker.close()
-        if urls:
-            print(f"newsq: sending again {len(urls)} URLs the broker lost", file=sys.stderr)
-            app = make_app(self.settings)
-            try:
-                send_fetches(app, urls, self.settings.fetch_batch, lane=BULK)
-            finally:
-                app.close()
         return urls
 
     def start_workers(self) -> None:

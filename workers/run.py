@@ -24,9 +24,6 @@ if TYPE_CHECKING:  # loaded once the workers are starting (run_pipeline)
     from newsq.ledger import Ledger
     from newsq.store.database import Store
 
-LOOK_EVERY = 10.0
-"""Seconds between a run's looks for URLs the broker lost (``newsq.recovery``)."""
-
 
 def submit(args: argparse.Namespace, settings: Settings) -> Intake:
     """Enqueue the command's ``--feed``, ``--urls`` and URLs (:func:`newsq.api.enqueue`);
@@ -86,8 +83,6 @@ def wait_until_done(ledger: Ledger, urls: list[str], cluster: LocalCluster, time
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from newsq.config.celery import lost_after
-
     live = console.is_terminal
     progress = Progress("[progress.description]{task.description}", BarColumn(),
                         MofNCompleteColumn(), TextColumn("{task.fields[rate]} URLs/s"),
@@ -96,12 +91,9 @@ def wait_until_done(ledger: Ledger, urls: list[str], cluster: LocalCluster, time
     task = progress.add_task("processing", total=len(urls), rate="-", eta="?")
     rate = _Rate()
     last_line = 0.0
-    last_look = time.monotonic()  # for URLs the broker lost (none is at the start)
-    done_at_look = -1  # URLs done at the last look: while they grow nothing is looked for
-    look_every = min(LOOK_EVERY, lost_after(cluster.settings) / 2)
 
     def show(done: int, total: int) -> None:
-        nonlocal last_line, last_look, done_at_look
+        nonlocal last_line
         rate.add(done)
         progress.update(task, completed=done, rate=f"{rate.per_second:.1f}",
                         eta=rate.eta(total - done))  # fmt: skip
@@ -110,11 +102,7 @@ def wait_until_done(ledger: Ledger, urls: list[str], cluster: LocalCluster, time
                   f"ETA {rate.eta(total - done)}", file=sys.stderr)  # fmt: skip
             last_line = time.monotonic()
         if done < total:
-            cluster.check_workers()
-            if time.monotonic() - last_look > look_every:
-                if done == done_at_look:  # no progress: a URL may have lost its message
-                    cluster.requeue_lost(ledger)
-                done_at_look, last_look = done, time.monotonic()
+            cluster.check_workers()  # a URL the broker lost: its workers send it again
 
     with progress:
         return wait_for(ledger, urls, timeout, every=every, on_poll=show)
