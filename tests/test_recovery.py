@@ -30,7 +30,7 @@ from newsq.fetch.frontier import BULK_LANE, FRESH_LANE
 from newsq.fetch.politeness import fetch_tag
 from newsq.ledger import Ledger
 from newsq.records import QUEUED, STORED, TERMINAL
-from newsq.recovery import find_lost, held_urls, requeue_lost
+from newsq.recovery import find_lost, held_urls, requeue_lost, take_turn
 from newsq.urls import host_of
 from tests.cli import local_env, run_newsq, store_outcome
 from tests.corpus_server import corpus, serve_pages
@@ -98,6 +98,17 @@ def test_a_url_no_message_stands_for_is_lost_once_the_queues_are_empty(
     assert look() == set()
     worker.close()
     app.close()
+
+
+def test_one_look_for_lost_urls_at_a_time_across_the_cluster(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    """Beat, each worker's watch and a run share one turn: two looks at once would both
+    find a lost URL and send it twice."""
+    assert take_turn(redis_client, key_prefix, 0.3)
+    assert not take_turn(redis_client, key_prefix, 0.3)  # another caller, the same turn
+    time.sleep(0.35)
+    assert take_turn(redis_client, key_prefix, 0.3)
 
 
 @pytest.fixture
