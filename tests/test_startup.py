@@ -144,7 +144,7 @@ def _in_child(code: str) -> list[str]:
 def test_the_language_model_is_read_once_by_the_start_thread_and_waited_for() -> None:
     out = _in_child(
         "import threading\n"
-        "from newsq.workers.langid import read_language_model\n"
+        "from newsq.workers.early import read_language_model\n"
         "from newsq.clean import metadata\n"
         "reader = read_language_model()\n"
         "got = []\n"
@@ -161,7 +161,7 @@ def test_a_fork_while_the_model_is_read_waits_and_the_child_inherits_it() -> Non
     model's lock held by the reading thread, nor miss the model."""
     out = _in_child(
         "import os\n"
-        "from newsq.workers.langid import read_language_model\n"
+        "from newsq.workers.early import read_language_model\n"
         "from newsq.clean import metadata\n"
         "read_language_model()\n"
         "while not metadata._MODEL_LOCK.locked():  # the thread reads the model now\n"
@@ -211,3 +211,24 @@ def test_a_prestarted_worker_imports_neither_rich_nor_pygments() -> None:
         "print(callable(httpx.main), bool(roots & {'rich', 'pygments'}))\n"
     )
     assert printed(code) == ["True", "False"]
+
+
+def test_a_process_loads_the_ca_bundle_once_for_all_its_http_clients() -> None:
+    """Each load of certifi's bundle costs ~20 ms of a worker's start: the fetcher's
+    transport loaded it twice (httpx's own pool, unused, and ours), each client again."""
+    out = _in_child(
+        "import ssl\n"
+        "loads = []\n"
+        "real = ssl.SSLContext.load_verify_locations\n"
+        "def counted(self, *a, **k):\n"
+        "    loads.append(1)\n"
+        "    return real(self, *a, **k)\n"
+        "ssl.SSLContext.load_verify_locations = counted\n"
+        "from newsq.workers.early import make_tls_context\n"
+        "from newsq.config.settings import Settings\n"
+        "from newsq.fetch.client import Fetcher\n"
+        "make_tls_context().join()\n"
+        "fetchers = [Fetcher(Settings.from_env({})) for _ in range(2)]\n"
+        "print(len(loads))\n"
+    )
+    assert out == ["1"]

@@ -50,10 +50,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from newsq.workers.langid import read_language_model
+    from newsq.workers.early import make_tls_context, read_language_model
 
     read_language_model()  # beside the imports of Celery and the pipeline, below
+    tls = make_tls_context()
     from newsq.workers.worker import run_worker
+
+    tls.join()  # long done; a prefork pool forks from this process
 
     need_broker(settings, "worker")
     return run_worker(settings, args.queues, args.concurrency, args.pool, beat=args.beat,

@@ -23,8 +23,8 @@ import os
 import sys
 
 from newsq.workers.common import leave_out_httpx_cli
+from newsq.workers.early import make_tls_context, read_language_model
 from newsq.workers.forked import fork_workers, leave, split
-from newsq.workers.langid import read_language_model
 
 PRELOAD = (
     "celery.apps.worker",
@@ -59,7 +59,9 @@ def preload() -> None:
 def main(argv: list[str]) -> int:
     leave_out_httpx_cli()
     read_language_model()  # from the first instant: beside the imports
+    tls = make_tls_context()
     preload()
+    tls.join()  # long done; the workers fork from this process
     line = sys.stdin.readline()
     if not line.strip():
         return 0

@@ -42,7 +42,7 @@ from newsq.config.celery import (
 from newsq.config.settings import Settings, get_settings
 from newsq.errors import ConfigError
 from newsq.records import QUEUED
-from newsq.workers.langid import read_language_model
+from newsq.workers.early import read_language_model
 from newsq.workers.logs import setup_logging
 from newsq.workers.reconnect import GiveBackOnReconnect
 

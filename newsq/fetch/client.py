@@ -18,7 +18,9 @@ code; ``fetch`` raises only for programming errors. What it guarantees:
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -227,14 +229,22 @@ class _NoCookies(CookiePolicy):
         return False
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The TLS context of every fetcher and webhook client in this process: certifi's
+    CA bundle, the environment's ignored. One, as loading the bundle costs ~20 ms."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 class PinnedTransport(httpx.HTTPTransport):
     """httpx's transport over a connection pool that connects through ``backend``: each
     connection goes to the address the guard checked (the fetcher's, the webhooks')."""
 
     def __init__(self, backend: GuardedBackend, limits: httpx.Limits) -> None:
-        super().__init__(limits=limits, trust_env=False)
+        context = tls_context()  # httpx's own pool, unused, would load the CA bundle too
+        super().__init__(verify=context, limits=limits, trust_env=False)
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

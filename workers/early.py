@@ -1,4 +1,5 @@
-"""py3langid's model read in a thread, beside a worker's imports and start.
+"""What a worker reads without the GIL, in threads beside its imports and start:
+py3langid's model, the fetchers' TLS context.
 
 Its own module so that ``newsq worker`` (``workers.commands``) and ``newsq run``'s
 prestarted workers (``workers.prestart``) can start it without importing each other.
@@ -19,5 +20,18 @@ def read_language_model() -> threading.Thread:
         importlib.import_module("newsq.clean.metadata").language_identifier()
 
     thread = threading.Thread(target=read, name="newsq-langid", daemon=True)
+    thread.start()
+    return thread
+
+
+def make_tls_context() -> threading.Thread:
+    """Make the fetchers' TLS context (``newsq.fetch.client.tls_context``) in a thread:
+    loading the CA bundle (~20 ms, without the GIL) goes on beside the caller's
+    imports. Join it before forking: a fork must not copy OpenSSL mid-load."""
+
+    def make() -> None:
+        importlib.import_module("newsq.fetch.client").tls_context()
+
+    thread = threading.Thread(target=make, name="newsq-tls", daemon=True)
     thread.start()
     return thread
