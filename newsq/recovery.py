@@ -122,7 +122,7 @@ def requeue_lost(broker: redis.Redis, ledger: Ledger, key_prefix: str,
 
 def take_turn(broker: redis.Redis, key_prefix: str, seconds: float) -> bool:
     """Whether this caller looks for lost URLs now: one look every ``seconds`` across
-    the cluster (workers, beat, a ``newsq run``), so a URL is not sent twice by two."""
+    the cluster (the workers' watches, beat's task), so two never send one URL twice."""
     return bool(broker.set(f"{key_prefix}:recovery:turn", "1", nx=True, px=int(seconds * 1000)))
 
 
