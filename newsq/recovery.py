@@ -3,9 +3,11 @@
 A broker's master killed outright takes with it what it had not yet replicated: a
 message just sent, or the record of one just taken (kombu's ``unacked`` hash), and
 so a URL the ledger still calls ``queued`` or ``fetched`` with nothing left anywhere
-to move it on. The stuck check (``requeue_stuck``) sends such a URL again only after
-``NEWSQ_STUCK_AFTER`` (twice the visibility timeout, two hours by default), as a URL
-merely slow looks the same while it waits behind a backlog or in a worker's timer.
+to move it on. So does a worker killed just after kombu's Redis transport popped a
+message for it, before it recorded the message as taken. The stuck check
+(``requeue_stuck``) sends such a URL again only after ``NEWSQ_STUCK_AFTER`` (twice the
+visibility timeout, two hours by default), as a URL merely slow looks the same while it
+waits behind a backlog or in a worker's timer.
 
 When the queues are empty a URL cannot be behind a backlog, and the messages workers
 hold can be read: a non-terminal URL no held message names, whose host has nothing
