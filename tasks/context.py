@@ -110,13 +110,13 @@ def _start_dispatcher() -> None:
         return
     _dispatcher.start()
     dispatcher = _dispatcher
-    _watch = Watch(send_lost, lambda: dispatcher.holding, look_every(runtime().settings)).start()
+    _watch = Watch(lambda: send_lost(runtime()), lambda: dispatcher.holding,
+                   look_every(runtime().settings)).start()  # fmt: skip
 
 
-def send_lost(rt: Runtime | None = None) -> list[str]:
+def send_lost(rt: Runtime) -> list[str]:
     """Send again the URLs no message stands for (``newsq.recovery``), when it is this
     caller's turn to look; returns them."""
-    rt = rt or runtime()
     prefix = rt.settings.key_prefix
     urls: list[str] = []
     if take_turn(rt.broker, prefix, look_every(rt.settings)):
