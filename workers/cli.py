@@ -7,6 +7,7 @@ file) ends with one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from newsq.config.settings import Settings
 from newsq.errors import NewsqError
 from newsq.workers.common import leave_out_httpx_cli
+from newsq.workers.early import pause_gc
 
 EXIT_ERROR = 2
 
@@ -174,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the command's handler (``commands.COMMANDS``): the exit code."""
     args = _parse(build_parser(), argv)
     leave_out_httpx_cli()
+    paused = args.command in PAUSED_GC
+    if paused:
+        pause_gc()
     try:
         settings = Settings.from_env()
         from newsq.workers.logs import setup_logging
@@ -198,12 +203,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if message is None:
             raise
         return _fail(message)
+    finally:
+        if paused:
+            gc.enable()
 
 
 QUICK_EXIT = frozenset({"run", "demo"})
 """Commands whose process ends without the interpreter's teardown, which frees every
 object of Celery, SQLAlchemy and the pipeline one by one: a share of a cron job's
 one-URL run (``bench/README.md``). They have closed their stores and servers by then."""
+
+PAUSED_GC = QUICK_EXIT | {"worker"}
+"""Commands that start with garbage collection off (``workers.early.pause_gc``); it is
+back on when they return."""
 
 
 def _exit_now(code: int) -> None:

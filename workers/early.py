@@ -1,5 +1,6 @@
-"""What a worker reads without the GIL, in threads beside its imports and start:
-py3langid's model, the fetchers' TLS context.
+"""What a worker does first: garbage collection held off through its start, and what it
+reads without the GIL, in threads beside its imports and start: py3langid's model, the
+fetchers' TLS context.
 
 Its own module so that ``newsq worker`` (``workers.commands``) and ``newsq run``'s
 prestarted workers (``workers.prestart``) can start it without importing each other.
@@ -7,8 +8,25 @@ prestarted workers (``workers.prestart``) can start it without importing each ot
 
 from __future__ import annotations
 
+import gc
 import importlib
 import threading
+
+
+def pause_gc() -> None:
+    """No garbage collection through a start: until the worker is ready
+    (``workers.worker._freeze_gc``) or the run's input is in (:func:`resume_gc`). The
+    start's imports make ~180,000 objects that all live and leave almost no garbage;
+    each collection among them walks them again (~15 % of the prestart's preload)."""
+    gc.disable()
+
+
+def resume_gc() -> None:
+    """After :func:`pause_gc` (a no-op otherwise): what the start made frozen out of
+    collection, which resumes; the first collection would otherwise walk all of it."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def read_language_model() -> threading.Thread:

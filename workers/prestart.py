@@ -17,13 +17,14 @@ configure the Celery app: both wait for the line.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
 import sys
 
 from newsq.workers.common import leave_out_httpx_cli
-from newsq.workers.early import make_tls_context, read_language_model
+from newsq.workers.early import make_tls_context, pause_gc, read_language_model
 from newsq.workers.forked import fork_workers, leave, split
 
 PRELOAD = (
@@ -57,11 +58,13 @@ def preload() -> None:
 
 
 def main(argv: list[str]) -> int:
+    pause_gc()
     leave_out_httpx_cli()
     read_language_model()  # from the first instant: beside the imports
     tls = make_tls_context()
     preload()
     tls.join()  # long done; the workers fork from this process
+    gc.freeze()  # the forks' collections skip the preload's objects: their pages stay shared
     line = sys.stdin.readline()
     if not line.strip():
         return 0

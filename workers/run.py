@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from newsq.api import connect_ledger, enqueue, wait_for
 from newsq.config.settings import Settings
 from newsq.errors import INVALID_URL
+from newsq.workers.early import resume_gc
 from newsq.workers.embedded import LocalCluster, resumed
 
 if TYPE_CHECKING:  # loaded once the workers are starting (run_pipeline)
@@ -142,6 +143,7 @@ def run_pipeline(args: argparse.Namespace, settings: Settings, console: Console 
         submitted = time.monotonic()
         intake = submit(args, cluster.settings)
         resumed(intake, again)
+        resume_gc()  # held off through the start by the CLI (workers.cli.main)
         # reading the feeds took part of --timeout; the workers have the rest
         left = max(args.timeout - (time.monotonic() - submitted), 0.0)
         if not intake.new:

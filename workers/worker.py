@@ -12,7 +12,7 @@ starts Celery's worker with the options its command line would give it.
                          limits when one worker consumes both queues; the Redis keys
                          of an older layout moved; the metrics server; the clean
                          stage's libraries, imported once
-    worker_ready,        the start-up's objects frozen out of garbage collection
+    worker_ready,        the start-up's objects frozen out of garbage collection,
     worker_process_init  (the process's resources are warmed in ``tasks/context.py``)
     worker_ready,        the webhook's deliverer (``NEWSQ_WEBHOOK_URL``), a thread of
     worker_shutdown      the main process, started and stopped
@@ -211,9 +211,11 @@ def start_metrics_server(settings: Settings) -> int | None:
 def _freeze_gc(**_: Any) -> None:
     """Move every object alive now (Celery, kombu, trafilatura, lxml's module state:
     the worker's start-up) to a permanent generation that collections skip, in the
-    main process once ready and in each prefork child after the fork."""
+    main process once ready and in each prefork child after the fork; collection,
+    held off through the start (``workers.early.pause_gc``), resumes."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
+    gc.enable()
 
 
 @signals.worker_ready.connect
