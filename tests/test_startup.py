@@ -266,3 +266,19 @@ def test_a_command_that_starts_without_collection_gives_it_back() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, timeout=120)  # fmt: skip
     assert done.stdout.split() == ["2", "True"], done.stderr[-2000:]
+
+
+def test_a_worker_waiting_for_its_broker_collects_meanwhile() -> None:
+    """Collection is off through a worker's start; a broker that does not answer may
+    keep it there for hours, retrying: the wait collects."""
+    code = (
+        "import gc, redis\n"
+        "from newsq.workers.early import pause_gc\n"
+        "from newsq.workers.worker import app, wait_for_broker\n"
+        "pause_gc()\n"
+        "try:\n"
+        "    wait_for_broker(app, 0.3)\n"
+        "except redis.ConnectionError:\n"
+        "    print('gave up', gc.isenabled())\n"
+    )
+    assert printed(code, NEWSQ_BROKER_URL="redis://127.0.0.1:9/0") == ["gave", "up", "True"]

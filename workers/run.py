@@ -140,10 +140,11 @@ def run_pipeline(args: argparse.Namespace, settings: Settings, console: Console 
         from newsq.store.database import Store
 
         store = Store.from_url(settings.database_url)
+        # held off through the start by the CLI (workers.cli.main); reading feeds is work
+        resume_gc()
         submitted = time.monotonic()
         intake = submit(args, cluster.settings)
         resumed(intake, again)
-        resume_gc()  # held off through the start by the CLI (workers.cli.main)
         # reading the feeds took part of --timeout; the workers have the rest
         left = max(args.timeout - (time.monotonic() - submitted), 0.0)
         if not intake.new:

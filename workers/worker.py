@@ -250,6 +250,7 @@ def wait_for_broker(app: Celery, wait: float | None) -> None:
             conn.ensure_connection(max_retries=0)  # one attempt
             return
         except OperationalError as exc:
+            gc.enable()  # held off through the start (early.pause_gc); the wait may last
             if wait is None:
                 print(f"newsq: broker {shown} not reachable ({exc}); waiting for it forever "
                       "(--broker-wait SECONDS gives up)", file=sys.stderr)  # fmt: skip
