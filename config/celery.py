@@ -29,11 +29,12 @@ queue consumes both of its lanes: the lane is no part of its command line.
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from newsq.config.settings import Settings, get_settings
@@ -305,3 +306,14 @@ def make_app(settings: Settings) -> Celery:
 
 
 app = make_app(get_settings())
+
+SENT_HEADER = "newsq_sent"
+"""Each message's header: when it was sent (``time.time()`` of its sender)."""
+
+
+@signals.before_task_publish.connect
+def _stamp_sent(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """By the oldest waiting message's stamp the lost-URL look tells whether the queues
+    turned over since it last looked (``newsq.recovery.Turnover``)."""
+    if headers is not None:
+        headers[SENT_HEADER] = time.time()

@@ -13,12 +13,14 @@ When the queues are empty a URL cannot be behind a backlog, and the messages wor
 hold can be read: a non-terminal URL no held message names, whose host has nothing
 waiting in the frontier, and which the ledger saw no progress of for
 :func:`~newsq.config.celery.lost_after` seconds (30, or
-``NEWSQ_STUCK_AFTER`` if shorter), is lost. It is looked for twice, :data:`CONFIRM` seconds
-apart, so a URL between two steps (a retry sent, a frontier dispatch) is not taken
-for one; a second message for a URL only slow is harmless anyway (every step is
-idempotent). A held message that may stand for URLs it does not name (a feed read, a
-backfill range: they move the ledger before their URLs' messages exist) makes the
-check wait for another round.
+``NEWSQ_STUCK_AFTER`` if shorter), is lost. Queues that never empty (a busy cluster)
+are looked into once they have turned over (:class:`Turnover`): every message waiting
+was sent after the last look, so one waiting then has been taken since. A URL is
+looked for twice, :data:`CONFIRM` seconds apart, so one between two steps (a retry
+sent, a frontier dispatch) is not taken for lost; a second message for a URL only slow
+is harmless anyway (every step is idempotent). A held message that may stand for URLs
+it does not name (a feed read, a backfill range: they move the ledger before their
+URLs' messages exist) makes the check wait for another round.
 """
 
 from __future__ import annotations
@@ -36,8 +38,11 @@ from newsq.config.celery import (
     FETCH_TASK,
     POLL_FEEDS_TASK,
     PROCESS_TASK,
+    QUEUES,
     REQUEUE_STUCK_TASK,
+    SENT_HEADER,
     queue_depths,
+    queue_keys,
 )
 from newsq.pipeline import requeue
 from newsq.urls import host_of
@@ -85,17 +90,79 @@ def held_urls(broker: redis.Redis, key_prefix: str) -> set[str] | None:
     return urls
 
 
+def oldest_sent(broker: redis.Redis, key_prefix: str) -> float | None:
+    """When the oldest message waiting in newsq's queues was sent (its
+    :data:`~newsq.config.celery.SENT_HEADER`; kombu pushes at one end of a list and
+    takes from the other), infinity when none waits; None when one has no stamp (a
+    sender of before) or cannot be read."""
+    pipe = broker.pipeline(transaction=False)
+    for queue in QUEUES:
+        for key in queue_keys(key_prefix, queue):
+            pipe.lindex(key, -1)
+    oldest = float("inf")
+    for raw in pipe.execute():
+        if raw is None:
+            continue
+        try:
+            oldest = min(oldest, float(json.loads(raw)["headers"][SENT_HEADER]))
+        except (ValueError, KeyError, TypeError):
+            return None
+    return oldest
+
+
+class Turnover:
+    """Whether the queues, never empty, turned over since the watch last looked.
+
+    Once every message waiting was sent after ``since`` (and ``margin`` more, for the
+    senders' clocks), any message waiting at ``since`` has been taken: its URL moved on
+    in the ledger, or a worker holds it. So a URL with no progress since before
+    ``since`` that no held message names is lost, unless it is one the frontier's
+    dispatcher sent meanwhile without touching the ledger (``dispatched_since``: only
+    its own dispatches, so the look waits while the lease is younger than ``since``)."""
+
+    def __init__(self, margin: float, dispatched_since: Callable[[float], set[str]],
+                 held_since: Callable[[], float]) -> None:  # fmt: skip
+        self.margin = margin
+        self.dispatched_since = dispatched_since
+        self.held_since = held_since
+        self.since: float | None = None
+        self._due = False  # the last cutoff was given: a look at it is being made
+
+    def cutoff(self, broker: redis.Redis, key_prefix: str) -> float | None:
+        """The time before which a URL's last progress must be for it to be looked at
+        now, when the queues turned over since :attr:`since`; None otherwise (the first
+        look marks it)."""
+        if self.since is None or self.since - self.margin < self.held_since():
+            self.since = time.time()
+            return None
+        oldest = oldest_sent(broker, key_prefix)
+        if oldest is None or oldest <= self.since + self.margin:
+            return None
+        self._due = True
+        return self.since - self.margin
+
+    def looked(self) -> None:
+        """After a look: if it was at a cutoff, the next turnover counts from now."""
+        if self._due:
+            self.since, self._due = time.time(), False
+
+
 def find_lost(broker: redis.Redis, ledger: Ledger, key_prefix: str,
               waiting: Callable[[], Mapping[str, int]], older_than: float,
-              limit: int = 10_000) -> set[str]:  # fmt: skip
+              limit: int = 10_000, turnover: Turnover | None = None) -> set[str]:  # fmt: skip
     """The non-terminal URLs no message stands for (one look). ``waiting``: the URLs in
     the frontier by host, read first, so a URL leaving it meanwhile is still counted.
+    With ``turnover``, queues that are not empty are looked into once they turned over.
 
     The ledger's URLs are read only when more are unfinished than the frontier and the
     held messages account for: a long frontier costs a few commands a look."""
     hosts = waiting()
+    slow = set(hosts)  # hosts whose URLs are waiting, not lost
     if backlog(broker, key_prefix):
-        return set()
+        if turnover is None or (cutoff := turnover.cutoff(broker, key_prefix)) is None:
+            return set()
+        slow |= turnover.dispatched_since(cutoff)
+        older_than = max(older_than, time.time() - cutoff)
     held = held_urls(broker, key_prefix)
     if held is None:
         return set()
@@ -105,18 +172,21 @@ def find_lost(broker: redis.Redis, ledger: Ledger, key_prefix: str,
     if ledger.unfinished() <= sum(hosts.values()) + open_held:
         return set()
     stuck = ledger.stuck(older_than, limit=limit)
-    return {url for url, _, _ in stuck if host_of(url) not in hosts} - held
+    return {url for url, _, _ in stuck if host_of(url) not in slow} - held
 
 
 def requeue_lost(broker: redis.Redis, ledger: Ledger, key_prefix: str,
                  waiting: Callable[[], Mapping[str, int]], send: Callable[[str], None],
-                 older_than: float, confirm: float = CONFIRM) -> list[str]:  # fmt: skip
+                 older_than: float, confirm: float = CONFIRM,
+                 turnover: Turnover | None = None) -> list[str]:  # fmt: skip
     """Send again the URLs two looks ``confirm`` seconds apart both found lost."""
-    first = find_lost(broker, ledger, key_prefix, waiting, older_than)
-    if not first:
-        return []
-    time.sleep(confirm)
-    lost = sorted(first & find_lost(broker, ledger, key_prefix, waiting, older_than))
+    first = find_lost(broker, ledger, key_prefix, waiting, older_than, turnover=turnover)
+    if first:
+        time.sleep(confirm)
+        first &= find_lost(broker, ledger, key_prefix, waiting, older_than, turnover=turnover)
+    if turnover is not None:
+        turnover.looked()
+    lost = sorted(first)
     if lost:
         log.warning("re-enqueueing %d URLs no message stood for (lost by the broker)", len(lost))
     return requeue(ledger, lost, send)

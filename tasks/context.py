@@ -45,7 +45,7 @@ from newsq.errors import Retryable
 from newsq.feeds.send import send_fetches, send_granted
 from newsq.fetch.frontier import Dispatcher
 from newsq.pipeline import backoff
-from newsq.recovery import Watch, requeue_lost, take_turn
+from newsq.recovery import Turnover, Watch, requeue_lost, take_turn
 from newsq.resources import Runtime
 
 log = logging.getLogger(__name__)
@@ -110,18 +110,21 @@ def _start_dispatcher() -> None:
         return
     _dispatcher.start()
     dispatcher = _dispatcher
-    _watch = Watch(lambda: send_lost(runtime()), lambda: dispatcher.holding,
+    turnover = Turnover(lost_after(runtime().settings), dispatcher.dispatched_since,
+                        lambda: dispatcher.held_since)  # fmt: skip
+    _watch = Watch(lambda: send_lost(runtime(), turnover), lambda: dispatcher.holding,
                    look_every(runtime().settings)).start()  # fmt: skip
 
 
-def send_lost(rt: Runtime) -> list[str]:
+def send_lost(rt: Runtime, turnover: Turnover | None) -> list[str]:
     """Send again the URLs no message stands for (``newsq.recovery``), when it is this
-    caller's turn to look; returns them."""
+    caller's turn to look; returns them. With ``turnover`` (the dispatcher's watch),
+    also while the queues are never empty."""
     prefix = rt.settings.key_prefix
     urls: list[str] = []
     if take_turn(rt.broker, prefix, look_every(rt.settings)):
         requeue_lost(rt.broker, rt.ledger, prefix, rt.frontier.waiting, urls.append,
-                     lost_after(rt.settings))  # fmt: skip
+                     lost_after(rt.settings), turnover=turnover)  # fmt: skip
         send_fetches(app, urls, rt.settings.fetch_batch, lane=BULK)
     return urls
 

@@ -40,4 +40,4 @@ def requeue_stuck_task() -> int:
     requeue_stuck(rt.ledger, rt.settings.stuck_threshold, urls.append,
                   waiting=lambda url: host_of(url) in hosts)  # fmt: skip
     send_fetches(app, urls, rt.settings.fetch_batch, lane=BULK)
-    return len(urls) + len(send_lost(rt))
+    return len(urls) + len(send_lost(rt, None))

@@ -3,6 +3,8 @@ real Redis broker the way a worker takes them, and a real ``newsq run`` that los
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -30,7 +33,7 @@ from newsq.fetch.frontier import BULK_LANE, FRESH_LANE
 from newsq.fetch.politeness import fetch_tag
 from newsq.ledger import Ledger
 from newsq.records import QUEUED, STORED, TERMINAL
-from newsq.recovery import find_lost, held_urls, requeue_lost, take_turn
+from newsq.recovery import Turnover, find_lost, held_urls, oldest_sent, requeue_lost, take_turn
 from newsq.urls import host_of
 from tests.cli import local_env, run_newsq, store_outcome
 from tests.corpus_server import corpus, serve_pages
@@ -96,6 +99,49 @@ def test_a_url_no_message_stands_for_is_lost_once_the_queues_are_empty(
     worker.take(PROCESS_QUEUE, 1)
     assert held_urls(redis_client, key_prefix) is None
     assert look() == set()
+    worker.close()
+    app.close()
+
+
+def test_queues_that_never_empty_are_looked_into_once_they_turned_over(
+    settings: Settings, ledger: Ledger, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    """Every message waiting sent after the watch's mark: one waiting then was taken
+    since, so a URL with no progress since before the mark that no held message names
+    is lost; but for one the frontier's dispatcher sent meanwhile (its ledger entry
+    untouched), and never when a waiting message has no stamp."""
+    app = make_app(settings)
+    margin = 0.3
+    dispatched: set[str] = set()
+    turnover = Turnover(margin, lambda since: set(dispatched), lambda: 0.0)
+    look = lambda: find_lost(  # noqa: E731
+        redis_client, ledger, key_prefix, lambda: NONE_WAITING, older_than=0, turnover=turnover
+    )
+    gone, sent_late, old, new = ("http://b.test/gone", "http://c.test/late", "http://a.test/old",
+                                 "http://a.test/new")  # fmt: skip
+    ledger.enqueue([gone, sent_late, old])
+    send_fetches(app, [old], 1)
+    time.sleep(margin + 0.05)
+    assert look() == set()  # the queue is not empty: the first look marks the time
+    assert look() == set()  # old's message, sent before the mark, still waits
+    worker = Consumer(app)
+    worker.take(FETCH_QUEUE, 1)  # old's: taken, held
+    time.sleep(margin + 0.05)
+    ledger.enqueue([new])
+    send_fetches(app, [new, sent_late], 1)  # sent_late: as the dispatcher sends, late
+    dispatched.add("c.test")
+    assert look() == {gone}
+    dispatched.clear()
+    assert look() == {gone, sent_late}  # what the dispatcher's word keeps from a resend
+    turnover.looked()
+    assert look() == set()  # the next turnover counts from that look
+    fresh = queue_keys(key_prefix, FETCH_QUEUE)[0]
+    unstamped = json.loads(redis_client.lindex(fresh, 0))  # type: ignore[arg-type]
+    del unstamped["headers"]["newsq_sent"]  # a sender of before
+    redis_client.rpush(fresh, json.dumps(unstamped))  # the oldest now
+    assert oldest_sent(redis_client, key_prefix) is None
+    young = Turnover(margin, lambda since: set(), time.time)  # the lease just taken
+    assert [young.cutoff(redis_client, key_prefix) for _ in range(2)] == [None, None]
     worker.close()
     app.close()
 
@@ -194,3 +240,78 @@ def test_workers_without_beat_send_again_a_message_a_dying_worker_took(
         worker.wait(30)
         client.close()
     assert all(s in TERMINAL for s in states.values()), states
+
+
+def test_workers_send_again_a_lost_message_while_the_queues_never_empty(
+    redis_url: str, key_prefix: str, sqlite_url: str
+) -> None:
+    """A busy cluster's queues may never empty, and a URL whose message a dying worker
+    took waited for a quiet moment that never came. Here URLs come faster than the one
+    worker fetches them (a site of 0.25 s a page), so the fetch queue only grows; one
+    message is popped as the dying worker's BRPOP would. Once every message waiting was
+    sent after the watch's last look, the lost URL is sent again."""
+    docs = corpus()
+    page = f"/a/{sorted(docs)[0]}"
+    env = local_env(redis_url, key_prefix, sqlite_url, NEWSQ_STUCK_AFTER="4",
+                    NEWSQ_FETCH_BATCH="1", NEWSQ_HOST_CONCURRENCY="8")  # fmt: skip
+    settings = Settings.from_env(env)
+    app = make_app(settings)
+    client = redis.Redis.from_url(redis_url)
+    ledger = Ledger(client, key_prefix)
+    fresh = queue_keys(key_prefix, FETCH_QUEUE)[0]
+    with serve_pages({page: docs[sorted(docs)[0]][0]}, delay=0.25) as base:
+        lost = f"{base}{page}?n=lost"
+        ledger.enqueue([lost])
+        send_fetches(app, [lost], 1, lane=0)
+        assert client.rpop(fresh) is not None  # the dying worker's BRPOP
+        before = ledger.get(lost)["t_upd"]  # type: ignore[index]
+        stop = threading.Event()
+
+        def feed() -> None:  # 6 URLs a second against the worker's 4 at most
+            n = 0
+            while not stop.wait(1 / 6):
+                url = f"{base}{page}?n={n}"
+                ledger.enqueue([url])
+                send_fetches(app, [url], 1, lane=0)
+                n += 1
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "newsq", "worker", "--queues", "fetch,process",
+             "--pool", "threads", "--concurrency", "1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        depths = []
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                depths.append(client.llen(fresh))
+                if ledger.get(lost)["t_upd"] != before:  # type: ignore[index]
+                    break
+                time.sleep(0.2)
+            waiting = [m for key in queue_keys(key_prefix, FETCH_QUEUE)
+                       for m in client.lrange(key, 0, -1)]  # fmt: skip
+            taken = [json.loads(m)[0] for m in client.hvals(f"{key_prefix}:q:unacked")]
+            sent_again = lost in {url for m in waiting + taken for url in _urls(m)}
+        finally:
+            stop.set()
+            feeder.join()
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(30)
+            app.close()
+            client.close()
+    assert min(depths[5:]) > 0  # the queue never emptied meanwhile
+    assert sent_again
+
+
+def _urls(message: bytes | dict[str, Any]) -> list[str]:
+    """The URLs a kombu message of newsq's fetch tasks names."""
+    if not isinstance(message, dict):
+        message = json.loads(message)
+    body = message["body"]
+    if message["properties"].get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    first = json.loads(body)[0][0]
+    return [first] if isinstance(first, str) else list(first)

@@ -258,10 +258,22 @@ class Dispatcher:
         self.most = most
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.holding = False
+        self.held_since = float("inf")  # time.time() it last took the lease
         self._renewed = float("-inf")  # when the lease was last extended
         self._sent = False  # the last dispatch's URLs are sent: the next call says so
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._dispatched: dict[str, float] = {}  # host: when its last URL was taken
+        self._dispatched_lock = threading.Lock()
+
+    def dispatched_since(self, since: float) -> set[str]:
+        """The hosts some of whose URLs this dispatcher took at ``since`` (``time.time()``)
+        or later; it forgets those before. A URL taken leaves the frontier and its
+        ledger entry untouched: its message may wait in a queue, sent long after the
+        URL's last progress (``newsq.recovery``)."""
+        with self._dispatched_lock:
+            self._dispatched = {h: t for h, t in self._dispatched.items() if t >= since}
+            return set(self._dispatched)
 
     def start(self) -> Dispatcher:
         self._thread = threading.Thread(target=self._run, name="newsq-dispatcher", daemon=True)
@@ -297,8 +309,12 @@ class Dispatcher:
             role = "took over" if holds else "stands by"
             log.info("frontier dispatcher %s %s", self.holder, role)
             self.holding = holds
+            self.held_since = time.time() if holds else float("inf")
         self._sent = False
         if grants:
+            taken = time.time()
+            with self._dispatched_lock:
+                self._dispatched.update((grant.host, taken) for grant in grants)
             try:
                 self.send(grants)
             except Exception:
