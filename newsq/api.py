@@ -52,6 +52,7 @@ def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
     from newsq.feeds.send import lane_for, send_fetches
     from newsq.fetch.client import Fetcher
     from newsq.fetch.politeness import Politeness
+    from newsq.recovery import intake as intake_marked
     from newsq.store.database import Store
 
     settings = settings or Settings.from_env()
@@ -67,10 +68,12 @@ def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
         found = gather(fetcher, list(feeds), url_files, _listed(urls),
                        polite=polite, deadline=deadline)  # fmt: skip
         new: list[str] = []
-        intake = enqueue_urls(ledger, store, found.urls, send=new.append, origins=found.origins)
-        # a URL file, or a backlog of over FRESH_MOST URLs, waits behind fresh news
-        lane = lane_for(len(new), bulk=bool(url_files))
-        send_fetches(app, new, settings.fetch_batch, lane=lane)
+        with intake_marked(ledger.redis, settings.key_prefix):  # ledger first, then sends
+            intake = enqueue_urls(ledger, store, found.urls, send=new.append,
+                                  origins=found.origins)  # fmt: skip
+            # a URL file, or a backlog of over FRESH_MOST URLs, waits behind fresh news
+            lane = lane_for(len(new), bulk=bool(url_files))
+            send_fetches(app, new, settings.fetch_batch, lane=lane)
     intake.feed_errors = found.problems
     intake.too_old = found.too_old
     return intake

@@ -26,12 +26,16 @@ URLs' messages exist) makes the check wait for another round.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
+
+import redis
 
 from newsq.config.celery import (
     FETCH_MANY_TASK,
@@ -44,12 +48,9 @@ from newsq.config.celery import (
     queue_depths,
     queue_keys,
 )
-from newsq.pipeline import requeue
 from newsq.urls import host_of
 
 if TYPE_CHECKING:
-    import redis
-
     from newsq.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,40 @@ CONFIRM = 2.0
 
 URL_TASKS = frozenset({FETCH_TASK, FETCH_MANY_TASK, PROCESS_TASK})
 NO_URL_TASKS = frozenset({POLL_FEEDS_TASK, REQUEUE_STUCK_TASK})  # no URL waits on them
+
+
+INTAKE_MOST = 3600.0
+"""Seconds an intake's mark lasts at most: a crashed intake's is gone after it."""
+
+
+def _intakes_key(key_prefix: str) -> str:
+    return f"{key_prefix}:recovery:intakes"
+
+
+@contextlib.contextmanager
+def intake(state: redis.Redis, key_prefix: str) -> Iterator[None]:
+    """Mark an intake (``newsq enqueue``, ``newsq run``) while it runs: it writes all its
+    URLs to the ledger before it sends their messages, and until it has, they look
+    lost (no message stands for them), so no look is made meanwhile."""
+    key, member = _intakes_key(key_prefix), uuid.uuid4().hex
+    pipe = state.pipeline(transaction=False)
+    pipe.zadd(key, {member: time.time() + INTAKE_MOST})
+    pipe.expire(key, int(INTAKE_MOST) + 60)
+    pipe.execute()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(redis.RedisError):  # the mark's own expiry ends it
+            state.zrem(key, member)
+
+
+def intake_running(state: redis.Redis, key_prefix: str) -> bool:
+    """Whether an intake has URLs in the ledger whose messages it may not have sent."""
+    key = _intakes_key(key_prefix)
+    pipe = state.pipeline(transaction=False)
+    pipe.zremrangebyscore(key, "-inf", time.time())
+    pipe.zcard(key)
+    return bool(pipe.execute()[1])
 
 
 def backlog(broker: redis.Redis, key_prefix: str) -> int:
@@ -157,6 +192,8 @@ def find_lost(broker: redis.Redis, ledger: Ledger, key_prefix: str,
     The ledger's URLs are read only when more are unfinished than the frontier and the
     held messages account for: a long frontier costs a few commands a look."""
     hosts = waiting()
+    if intake_running(ledger.redis, key_prefix):
+        return set()
     slow = set(hosts)  # hosts whose URLs are waiting, not lost
     if backlog(broker, key_prefix):
         if turnover is None or (cutoff := turnover.cutoff(broker, key_prefix)) is None:
@@ -189,6 +226,8 @@ def requeue_lost(broker: redis.Redis, ledger: Ledger, key_prefix: str,
     lost = sorted(first)
     if lost:
         log.warning("re-enqueueing %d URLs no message stood for (lost by the broker)", len(lost))
+    from newsq.pipeline import requeue  # here: an intake marks itself without the pipeline
+
     return requeue(ledger, lost, send)
 
 

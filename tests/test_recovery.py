@@ -33,7 +33,16 @@ from newsq.fetch.frontier import BULK_LANE, FRESH_LANE
 from newsq.fetch.politeness import fetch_tag
 from newsq.ledger import Ledger
 from newsq.records import QUEUED, STORED, TERMINAL
-from newsq.recovery import Turnover, find_lost, held_urls, oldest_sent, requeue_lost, take_turn
+from newsq.recovery import (
+    Turnover,
+    find_lost,
+    held_urls,
+    intake,
+    intake_running,
+    oldest_sent,
+    requeue_lost,
+    take_turn,
+)
 from newsq.urls import host_of
 from tests.cli import local_env, run_newsq, store_outcome
 from tests.corpus_server import corpus, serve_pages
@@ -144,6 +153,27 @@ def test_queues_that_never_empty_are_looked_into_once_they_turned_over(
     assert [young.cutoff(redis_client, key_prefix) for _ in range(2)] == [None, None]
     worker.close()
     app.close()
+
+
+def test_no_url_is_taken_for_lost_while_an_intake_sends_its_messages(
+    ledger: Ledger, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    """An intake writes all its URLs to the ledger before it sends their messages: a
+    file of millions takes longer than the look's 30 s, and its first URLs would be sent
+    twice. While it runs, it is marked and no look is made; a crashed one's mark ends."""
+    url = "http://a.test/being-sent"
+    look = lambda: find_lost(  # noqa: E731
+        redis_client, ledger, key_prefix, lambda: NONE_WAITING, older_than=0
+    )
+    with intake(redis_client, key_prefix):
+        ledger.enqueue([url])
+        assert intake_running(redis_client, key_prefix)
+        assert look() == set()
+    assert not intake_running(redis_client, key_prefix)
+    assert look() == {url}  # its intake ended and sent nothing: lost
+    key = f"{key_prefix}:recovery:intakes"
+    redis_client.zadd(key, {"crashed": time.time() - 1})  # its hour is over
+    assert look() == {url} and redis_client.zcard(key) == 0
 
 
 def test_one_look_for_lost_urls_at_a_time_across_the_cluster(
