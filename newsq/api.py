@@ -54,6 +54,7 @@ def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
     from newsq.fetch.politeness import Politeness
     from newsq.recovery import intake as intake_marked
     from newsq.store.database import Store
+    from newsq.workers.early import resume_gc
 
     settings = settings or Settings.from_env()
     with connect_ledger(settings, "newsq.enqueue()") as ledger, ExitStack() as stack:
@@ -65,6 +66,7 @@ def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
         stack.callback(app.close)
         deadline = None if timeout is None else time.monotonic() + timeout
         polite = Politeness(ledger.redis, settings)
+        resume_gc()  # if the CLI held collection off through its start: feeds make garbage
         found = gather(fetcher, list(feeds), url_files, _listed(urls),
                        polite=polite, deadline=deadline)  # fmt: skip
         new: list[str] = []

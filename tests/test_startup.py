@@ -282,3 +282,20 @@ def test_a_worker_waiting_for_its_broker_collects_meanwhile() -> None:
         "    print('gave up', gc.isenabled())\n"
     )
     assert printed(code, NEWSQ_BROKER_URL="redis://127.0.0.1:9/0") == ["gave", "up", "True"]
+
+
+def test_collection_a_caller_turned_off_stays_off() -> None:
+    """``resume_gc`` (the run's and the intake's, before they read feeds) undoes only
+    ``pause_gc``: a program that calls ``newsq.api.enqueue`` with collection off keeps
+    it off."""
+    code = (
+        "import gc\n"
+        "from newsq.workers.early import pause_gc, resume_gc\n"
+        "gc.disable()\n"
+        "resume_gc()\n"
+        "mine = gc.isenabled()\n"
+        "pause_gc()\n"
+        "resume_gc()\n"
+        "print(mine, gc.isenabled())\n"
+    )
+    assert printed(code) == ["False", "True"]

@@ -7,7 +7,6 @@ file) ends with one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from collections.abc import Sequence
 from newsq.config.settings import Settings
 from newsq.errors import NewsqError
 from newsq.workers.common import leave_out_httpx_cli
-from newsq.workers.early import pause_gc
+from newsq.workers.early import pause_gc, resume_gc
 
 EXIT_ERROR = 2
 
@@ -204,8 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return _fail(message)
     finally:
-        if paused:
-            gc.enable()
+        resume_gc()
 
 
 QUICK_EXIT = frozenset({"run", "demo"})
@@ -213,7 +211,7 @@ QUICK_EXIT = frozenset({"run", "demo"})
 object of Celery, SQLAlchemy and the pipeline one by one: a share of a cron job's
 one-URL run (``bench/README.md``). They have closed their stores and servers by then."""
 
-PAUSED_GC = QUICK_EXIT | {"worker"}
+PAUSED_GC = QUICK_EXIT | {"worker", "enqueue"}
 """Commands that start with garbage collection off (``workers.early.pause_gc``); it is
 back on when they return."""
 

@@ -12,19 +12,27 @@ import gc
 import importlib
 import threading
 
+_paused = False  # collection is off because pause_gc turned it off
+
 
 def pause_gc() -> None:
     """No garbage collection through a start: until the worker is ready
-    (``workers.worker._freeze_gc``) or the run's input is in (:func:`resume_gc`). The
-    start's imports make ~180,000 objects that all live and leave almost no garbage;
-    each collection among them walks them again (~15 % of the prestart's preload)."""
+    (``workers.worker._freeze_gc``), the run's or the intake's input is being read
+    (:func:`resume_gc`), or the command returns. The start's imports make ~180,000
+    objects that all live and leave almost no garbage; each collection among them walks
+    them again (~15 % of the prestart's preload)."""
+    global _paused
     gc.disable()
+    _paused = True
 
 
 def resume_gc() -> None:
-    """After :func:`pause_gc` (a no-op otherwise): what the start made frozen out of
-    collection, which resumes; the first collection would otherwise walk all of it."""
-    if not gc.isenabled():
+    """After :func:`pause_gc` (else nothing: a caller's own setting stays): what the
+    start made frozen out of collection, which resumes; the first collection would
+    otherwise walk all of it."""
+    global _paused
+    if _paused:
+        _paused = False
         gc.freeze()
         gc.enable()
 

@@ -42,7 +42,7 @@ from newsq.config.celery import (
 from newsq.config.settings import Settings, get_settings
 from newsq.errors import ConfigError
 from newsq.records import QUEUED
-from newsq.workers.early import read_language_model
+from newsq.workers.early import read_language_model, resume_gc
 from newsq.workers.logs import setup_logging
 from newsq.workers.reconnect import GiveBackOnReconnect
 
@@ -215,7 +215,7 @@ def _freeze_gc(**_: Any) -> None:
     held off through the start (``workers.early.pause_gc``), resumes."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
-    gc.enable()
+    resume_gc()
 
 
 @signals.worker_ready.connect
@@ -250,7 +250,7 @@ def wait_for_broker(app: Celery, wait: float | None) -> None:
             conn.ensure_connection(max_retries=0)  # one attempt
             return
         except OperationalError as exc:
-            gc.enable()  # held off through the start (early.pause_gc); the wait may last
+            resume_gc()  # held off through the start (early.pause_gc); the wait may last
             if wait is None:
                 print(f"newsq: broker {shown} not reachable ({exc}); waiting for it forever "
                       "(--broker-wait SECONDS gives up)", file=sys.stderr)  # fmt: skip
