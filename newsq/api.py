@@ -52,7 +52,7 @@ def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
     from newsq.feeds.send import lane_for, send_fetches
     from newsq.fetch.client import Fetcher
     from newsq.fetch.politeness import Politeness
-    from newsq.recovery import intake as intake_marked
+    from newsq.recovery import intake_mark
     from newsq.store.database import Store
     from newsq.workers.early import resume_gc
 
@@ -70,7 +70,7 @@ def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
         found = gather(fetcher, list(feeds), url_files, _listed(urls),
                        polite=polite, deadline=deadline)  # fmt: skip
         new: list[str] = []
-        with intake_marked(ledger.redis, settings.key_prefix):  # ledger first, then sends
+        with intake_mark(ledger.redis, settings.key_prefix):  # ledger first, then sends
             intake = enqueue_urls(ledger, store, found.urls, send=new.append,
                                   origins=found.origins)  # fmt: skip
             # a URL file, or a backlog of over FRESH_MOST URLs, waits behind fresh news

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -71,7 +71,7 @@ def _intakes_key(key_prefix: str) -> str:
 
 
 @contextlib.contextmanager
-def intake(state: redis.Redis, key_prefix: str) -> Iterator[None]:
+def intake_mark(state: redis.Redis, key_prefix: str) -> Iterator[None]:
     """Mark an intake (``newsq enqueue``, ``newsq run``) while it runs: it writes all its
     URLs to the ledger before it sends their messages, and until it has, they look
     lost (no message stands for them), so no look is made meanwhile."""
@@ -101,6 +101,17 @@ def backlog(broker: redis.Redis, key_prefix: str) -> int:
     return sum(sum(lanes.values()) for lanes in queue_depths(broker, key_prefix).values())
 
 
+def message_urls(message: dict[str, Any]) -> list[str]:
+    """The URLs a kombu message of newsq's URL tasks (:data:`URL_TASKS`) names: its
+    first argument, one URL or a batch (Celery's protocol 2 body: [args, kwargs,
+    embed]). Raises ValueError, KeyError, IndexError or TypeError on another shape."""
+    body = message["body"]
+    if message["properties"].get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    first = json.loads(body)[0][0]
+    return [first] if isinstance(first, str) else list(first)
+
+
 def held_urls(broker: redis.Redis, key_prefix: str) -> set[str] | None:
     """The URLs of the messages workers took and have not acked (running, or waiting
     in a worker's timer for their ETA); None when a held message may stand for URLs it
@@ -115,13 +126,9 @@ def held_urls(broker: redis.Redis, key_prefix: str) -> set[str] | None:
                 continue
             if task not in URL_TASKS:
                 return None
-            body = message["body"]
-            if message["properties"].get("body_encoding") == "base64":
-                body = base64.b64decode(body)
-            first = json.loads(body)[0][0]  # Celery's protocol 2: [args, kwargs, embed]
+            urls.update(message_urls(message))
         except (ValueError, KeyError, IndexError, TypeError):
             return None
-        urls.update([first] if isinstance(first, str) else first)
     return urls
 
 

@@ -3,7 +3,6 @@ real Redis broker the way a worker takes them, and a real ``newsq run`` that los
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -13,7 +12,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -37,8 +35,9 @@ from newsq.recovery import (
     Turnover,
     find_lost,
     held_urls,
-    intake,
+    intake_mark,
     intake_running,
+    message_urls,
     oldest_sent,
     requeue_lost,
     take_turn,
@@ -165,7 +164,7 @@ def test_no_url_is_taken_for_lost_while_an_intake_sends_its_messages(
     look = lambda: find_lost(  # noqa: E731
         redis_client, ledger, key_prefix, lambda: NONE_WAITING, older_than=0
     )
-    with intake(redis_client, key_prefix):
+    with intake_mark(redis_client, key_prefix):
         ledger.enqueue([url])
         assert intake_running(redis_client, key_prefix)
         assert look() == set()
@@ -324,7 +323,8 @@ def test_workers_send_again_a_lost_message_while_the_queues_never_empty(
             waiting = [m for key in queue_keys(key_prefix, FETCH_QUEUE)
                        for m in client.lrange(key, 0, -1)]  # fmt: skip
             taken = [json.loads(m)[0] for m in client.hvals(f"{key_prefix}:q:unacked")]
-            sent_again = lost in {url for m in waiting + taken for url in _urls(m)}
+            messages = [json.loads(m) for m in waiting] + taken
+            sent_again = lost in {url for m in messages for url in message_urls(m)}
         finally:
             stop.set()
             feeder.join()
@@ -334,14 +334,3 @@ def test_workers_send_again_a_lost_message_while_the_queues_never_empty(
             client.close()
     assert min(depths[5:]) > 0  # the queue never emptied meanwhile
     assert sent_again
-
-
-def _urls(message: bytes | dict[str, Any]) -> list[str]:
-    """The URLs a kombu message of newsq's fetch tasks names."""
-    if not isinstance(message, dict):
-        message = json.loads(message)
-    body = message["body"]
-    if message["properties"].get("body_encoding") == "base64":
-        body = base64.b64decode(body)
-    first = json.loads(body)[0][0]
-    return [first] if isinstance(first, str) else list(first)

@@ -12,7 +12,7 @@ starts Celery's worker with the options its command line would give it.
                          limits when one worker consumes both queues; the Redis keys
                          of an older layout moved; the metrics server; the clean
                          stage's libraries, imported once
-    worker_ready,        the start-up's objects frozen out of garbage collection,
+    worker_ready,        the start-up's objects frozen out of garbage collection
     worker_process_init  (the process's resources are warmed in ``tasks/context.py``)
     worker_ready,        the webhook's deliverer (``NEWSQ_WEBHOOK_URL``), a thread of
     worker_shutdown      the main process, started and stopped
