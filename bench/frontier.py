@@ -301,7 +301,7 @@ def one_run(design: str, phase: str, farm: Farm | NginxFarm, big: int, small_eac
             store = Store.from_url(database_url)
             app = make_app(settings)
             new: list[str] = []
-            enqueue(ledger, store, urls, send=new.append)
+            enqueue(ledger, store, urls, send=new.extend)
             send_fetches(app, new, settings.fetch_batch, lane=BULK)  # as a URL file does
             app.close()
             polls = 0

@@ -165,7 +165,7 @@ def one_run(lane: int, args: argparse.Namespace, base: str, bulk: list[str],
         app = make_app(settings)
         backlog = [base + path for path in bulk]
         new: list[str] = []
-        enqueue(ledger, store, backlog, send=new.append)
+        enqueue(ledger, store, backlog, send=new.extend)
         send_fetches(app, new, settings.fetch_batch, lane=lane)  # as a URL file: 8 a message
         add_feed(store, feed_url, settings, every=POLL_EVERY_S, min_every=POLL_EVERY_S,
                  max_every=POLL_EVERY_S)  # fmt: skip

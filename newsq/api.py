@@ -46,9 +46,9 @@ def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
     there are over ``FRESH_MOST`` (``newsq.feeds.send``).
     """
     url_files = list(url_files)
-    from newsq.config.celery import make_app
+    from newsq.config.celery import BULK, make_app
+    from newsq.feeds.intake import INTAKE_CHUNK, gather
     from newsq.feeds.intake import enqueue as enqueue_urls
-    from newsq.feeds.intake import gather
     from newsq.feeds.send import lane_for, send_fetches
     from newsq.fetch.client import Fetcher
     from newsq.fetch.politeness import Politeness
@@ -70,12 +70,22 @@ def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
         found = gather(fetcher, list(feeds), url_files, _listed(urls),
                        polite=polite, deadline=deadline)  # fmt: skip
         new: list[str] = []
+        held: list[str] = []
+
+        def send(urls: list[str]) -> None:
+            # a URL file, or a backlog of over FRESH_MOST URLs, waits behind fresh news:
+            # sent as each chunk is in once that is sure, else when the input ends
+            new.extend(urls)
+            held.extend(urls)
+            if lane_for(len(new), bulk=bool(url_files)) == BULK:
+                send_fetches(app, held, settings.fetch_batch, lane=BULK)
+                held.clear()
+
         with intake_mark(ledger.redis, settings.key_prefix):  # ledger first, then sends
-            intake = enqueue_urls(ledger, store, found.urls, send=new.append,
-                                  origins=found.origins)  # fmt: skip
-            # a URL file, or a backlog of over FRESH_MOST URLs, waits behind fresh news
-            lane = lane_for(len(new), bulk=bool(url_files))
-            send_fetches(app, new, settings.fetch_batch, lane=lane)
+            intake = enqueue_urls(ledger, store, found.urls, send=send, origins=found.origins,
+                                  chunk=INTAKE_CHUNK)  # fmt: skip
+            send_fetches(app, held, settings.fetch_batch,
+                         lane=lane_for(len(new), bulk=bool(url_files)))  # fmt: skip
     intake.feed_errors = found.problems
     intake.too_old = found.too_old
     return intake

@@ -41,7 +41,7 @@ def poll_feed_task(url: str, due: str | None = None) -> int:
     rt = runtime()
     new: list[str] = []
     try:
-        poll = poll_feed(rt.store, rt.fetcher, rt.ledger, url, send=new.append,
+        poll = poll_feed(rt.store, rt.fetcher, rt.ledger, url, send=new.extend,
                          polite=rt.politeness,
                          due=datetime.fromisoformat(due) if due else None)  # fmt: skip
     except (StoreUnavailable, redis.RedisError) as exc:

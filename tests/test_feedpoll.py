@@ -158,7 +158,7 @@ class Poller:
         self.store.update_feed(url, {"next_due": utcnow() - timedelta(seconds=1)})
         claimed = claim_due(self.store, self.settings)
         assert list(claimed) == [url]
-        poll = poll_feed(self.store, self.fetcher, self.ledger, url, self.sent.append,
+        poll = poll_feed(self.store, self.fetcher, self.ledger, url, self.sent.extend,
                          polite, wait, due=claimed[url])  # fmt: skip
         assert poll is not None
         return poll
@@ -274,7 +274,7 @@ def test_a_feed_is_polled_every_interval_not_every_interval_plus_a_tick(
     for tick in range(0, 181, 30):
         now = t0 + timedelta(seconds=tick)
         for url, due in claim_due(poller.store, poller.settings, now=now).items():
-            poll_feed(poller.store, poller.fetcher, poller.ledger, url, poller.sent.append,
+            poll_feed(poller.store, poller.fetcher, poller.ledger, url, poller.sent.extend,
                       due=due, now=now + timedelta(seconds=2))  # fmt: skip
             polled.append(tick)
     assert polled == [0, 60, 120, 180]
@@ -284,7 +284,7 @@ def test_a_feed_is_polled_every_interval_not_every_interval_plus_a_tick(
     late = t0 + timedelta(seconds=600)
     (due,) = claim_due(poller.store, poller.settings, now=late).values()
     assert due == t0 + timedelta(seconds=240)
-    poll_feed(poller.store, poller.fetcher, poller.ledger, feed, poller.sent.append,
+    poll_feed(poller.store, poller.fetcher, poller.ledger, feed, poller.sent.extend,
               due=due, now=late + timedelta(seconds=2))  # fmt: skip
     row = poller.store.get_feed(feed)
     assert row is not None and 32 <= due_in(row, now=late) <= 92

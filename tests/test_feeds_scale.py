@@ -288,7 +288,7 @@ def test_a_polled_url_keeps_its_feed_title_and_date(
         sent: list[str] = []
         with Fetcher(settings) as fetcher, caplog.at_level("INFO", "newsq.feeds.poll"):
             (due,) = claim_due(store, settings).values()
-            poll = poll_feed(store, fetcher, ledger, feed, sent.append, due=due)
+            poll = poll_feed(store, fetcher, ledger, feed, sent.extend, due=due)
         assert poll is not None and (poll.new, poll.too_old) == (2, 1)
         assert sent == [fresh, f"{server.base}/news/undated"]
         said = "2 new, 0 known, skipped 1 older than 30 days (NEWSQ_MAX_AGE_DAYS)"

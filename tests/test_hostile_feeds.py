@@ -153,7 +153,7 @@ def test_a_polls_child_sitemaps_take_their_hosts_slot(
             Politeness(redis_client, polite_settings),
         )
         with Fetcher(polite_settings) as fetcher:
-            poll = poll_feed(store, fetcher, ledger, feed, sent.append, polite=polite)
+            poll = poll_feed(store, fetcher, ledger, feed, sent.extend, polite=polite)
     finally:
         store.close()
     assert poll is not None and poll.error is None

@@ -151,7 +151,7 @@ def _enqueuer(redis_url: str, prefix: str, database_url: str, urls: list[str],
     try:
         start.wait(10)
         sent: list[str] = []
-        enqueue(ledger, store, urls, send=sent.append)
+        enqueue(ledger, store, urls, send=sent.extend)
         out.append(sent)
     finally:
         store.close()

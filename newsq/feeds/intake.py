@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from newsq import errors
@@ -295,46 +296,60 @@ def expand_feed(fetcher: Fetcher, url: str, polite: Politeness | None = None,
     return Discovery(fetcher, polite=polite).expand(url)
 
 
+INTAKE_CHUNK = 2000
+"""URLs normalised and enqueued at a time, the new ones sent before the next are read:
+a big URL file's first fetches start at once, not once the whole file is in."""
+
+
 def enqueue(
     ledger: Ledger,
     store: Store,
     raw_urls: Iterable[str],
     *,
-    send: Callable[[str], object],
+    send: Callable[[list[str]], object],
     origins: Mapping[str, Origin] | None = None,
+    chunk: int = INTAKE_CHUNK,
 ) -> Intake:
-    """Normalise, deduplicate and enqueue; ``send(url)`` queues one fetch task.
+    """Normalise, deduplicate and enqueue, ``chunk`` URLs at a time; ``send(urls)``
+    queues the fetches of each chunk's new URLs once the ledger holds them.
 
     A new URL found in a feed (``origins``, keyed by the URL as found) gets its origin
     in the ledger and in the store's ``urls`` table before it is sent.
     """
     intake = Intake()
-    normal: list[str] = []
-    came_from: dict[str, Origin] = {}
-    for raw in raw_urls:
-        try:
-            url = normalize(raw)
-        except InvalidURL as exc:
-            intake.invalid.append(raw)  # the caller reports it (the CLI: one line)
-            log.info("%s: invalid URL: %s", raw[:200], exc)
-            continue
-        normal.append(url)
-        if origins and raw in origins:
-            came_from.setdefault(url, origins[raw])
-    normal = list(dict.fromkeys(normal))
-    for url, new in zip(normal, ledger.enqueue(normal, recorded=store.recorded), strict=True):
-        (intake.new if new else intake.known).append(url)
-    found = {url: came_from[url] for url in intake.new if url in came_from}
-    if found:
-        store.record_origins({url: origin.row() for url, origin in found.items()})
-        ledger.note_many({url: origin.fields() for url, origin in found.items()})
+    seen: set[str] = set()
+    raws = iter(raw_urls)
+    while part := list(islice(raws, max(1, chunk))):
+        normal: list[str] = []
+        came_from: dict[str, Origin] = {}
+        for raw in part:
+            try:
+                url = normalize(raw)
+            except InvalidURL as exc:
+                intake.invalid.append(raw)  # the caller reports it (the CLI: one line)
+                log.info("%s: invalid URL: %s", raw[:200], exc)
+                continue
+            if origins and raw in origins:
+                came_from.setdefault(url, origins[raw])
+            if url not in seen:
+                seen.add(url)
+                normal.append(url)
+        new: list[str] = []
+        for url, is_new in zip(normal, ledger.enqueue(normal, recorded=store.recorded),
+                               strict=True):  # fmt: skip
+            (new if is_new else intake.known).append(url)
+        found = {url: came_from[url] for url in new if url in came_from}
+        if found:
+            store.record_origins({url: origin.row() for url, origin in found.items()})
+            ledger.note_many({url: origin.fields() for url, origin in found.items()})
+        intake.new += new
+        if new:
+            send(new)
     for raw in intake.invalid:
         key = invalid_key(raw)  # what newsq status of it looks up
         if ledger.enqueue([key], recorded=store.recorded)[0]:
             store.record_outcome({"url": key, "state": FAILED, "reason": errors.INVALID_URL})
             ledger.move(key, FAILED, reason=errors.INVALID_URL)
-    for url in intake.new:
-        send(url)
     return intake
 
 

@@ -21,7 +21,7 @@ Feeds added in bulk (:func:`add_feeds`) are first due at random times within the
 interval, so that thousands of them do not all come due in one tick; each keeps that
 phase from then on.
 
-Nothing here knows Celery: ``send(url)`` hands one new URL to the fetch stage. Failures
+Nothing here knows Celery: ``send(urls)`` hands new URLs to the fetch stage. Failures
 (unreachable feed, not a feed) are results with ``error`` set, never exceptions.
 """
 
@@ -56,7 +56,7 @@ POLITE_WAIT_S = 10.0
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
 
-Send = Callable[[str], None]
+Send = Callable[[list[str]], object]
 
 
 @dataclass(frozen=True)
