@@ -33,7 +33,7 @@ from pathlib import Path
 import redis
 
 from bench.startup import Tree, shim
-from bench.tables import markdown
+from bench.tables import markdown, median_range
 from newsq.config.celery import queue_keys
 
 PREFIX = "newsq"  # the runs drop every NEWSQ_ variable but the broker and store
@@ -99,18 +99,12 @@ class Case:
         self.messages = sum(client.llen(k) for k in keys)
 
 
-def _spread(values: Sequence[float]) -> str:
-    if not values:
-        return "-"
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
-
-
 def table(cases: Sequence[Case], anchor: Case) -> str:
     rows = [["case", "wall s", "CPU s", "first message s", "messages", "wall / bare Celery"]]
     for case in cases:
         ratio = statistics.median(case.walls) / statistics.median(anchor.walls)
-        rows.append([case.name, _spread(case.walls), _spread(case.cpus), _spread(case.firsts),
-                     f"{case.messages:,}", f"{ratio:.2f}x"])  # fmt: skip
+        cells = [median_range(v) for v in (case.walls, case.cpus, case.firsts)]
+        rows.append([case.name, *cells, f"{case.messages:,}", f"{ratio:.2f}x"])
     return markdown(rows)
 
 

@@ -30,7 +30,6 @@ import argparse
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench import serve
+from bench.tables import median_range
 from newsq.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,18 +213,12 @@ COLUMNS = {"run": ("wall", "cpu"), "run again": ("wall", "cpu"), "--version": ("
            "worker thr": ("taken", "done")}  # fmt: skip
 
 
-def _cell(values: list[float]) -> str:
-    if not values:
-        return "-"
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
-
-
 def table(runners: list[Runner]) -> str:
     lines = [f"| case | column | {' | '.join(r.tree.name for r in runners)} |",
              "|---|---|" + "---|" * len(runners)]  # fmt: skip
     for case, _ in CASES:
         for column in COLUMNS[case]:
-            cells = " | ".join(_cell(r.figures.get((case, column), [])) for r in runners)
+            cells = " | ".join(median_range(r.figures.get((case, column), [])) for r in runners)
             lines.append(f"| `{case}` | {column} s | {cells} |")
     return "\n".join(lines)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 
 
@@ -12,6 +13,13 @@ def markdown(rows: Sequence[Sequence[str]]) -> str:
              for row in rows]  # fmt: skip
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+def median_range(values: Sequence[float]) -> str:
+    """``values`` as a table cell: the median and (min-max); "-" for none."""
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -46,10 +46,10 @@ def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
     there are over ``FRESH_MOST`` (``newsq.feeds.send``).
     """
     url_files = list(url_files)
-    from newsq.config.celery import BULK, make_app
+    from newsq.config.celery import make_app
     from newsq.feeds.intake import INTAKE_CHUNK, gather
     from newsq.feeds.intake import enqueue as enqueue_urls
-    from newsq.feeds.send import lane_for, send_fetches
+    from newsq.feeds.send import LaneSender
     from newsq.fetch.client import Fetcher
     from newsq.fetch.politeness import Politeness
     from newsq.recovery import intake_mark
@@ -69,23 +69,12 @@ def enqueue(urls: Iterable[str] = (), *, feeds: Iterable[str] = (),
         resume_gc()  # if the CLI held collection off through its start: feeds make garbage
         found = gather(fetcher, list(feeds), url_files, _listed(urls),
                        polite=polite, deadline=deadline)  # fmt: skip
-        new: list[str] = []
-        held: list[str] = []
-
-        def send(urls: list[str]) -> None:
-            # a URL file, or a backlog of over FRESH_MOST URLs, waits behind fresh news:
-            # sent as each chunk is in once that is sure, else when the input ends
-            new.extend(urls)
-            held.extend(urls)
-            if lane_for(len(new), bulk=bool(url_files)) == BULK:
-                send_fetches(app, held, settings.fetch_batch, lane=BULK)
-                held.clear()
-
+        # a URL file, or a backlog of over FRESH_MOST URLs, waits behind fresh news
+        send = LaneSender(app, settings.fetch_batch, bulk=bool(url_files))
         with intake_mark(ledger.redis, settings.key_prefix):  # ledger first, then sends
             intake = enqueue_urls(ledger, store, found.urls, send=send, origins=found.origins,
                                   chunk=INTAKE_CHUNK)  # fmt: skip
-            send_fetches(app, held, settings.fetch_batch,
-                         lane=lane_for(len(new), bulk=bool(url_files)))  # fmt: skip
+            send.close()
     intake.feed_errors = found.problems
     intake.too_old = found.too_old
     return intake

@@ -106,13 +106,12 @@ def _sent_urls(client: redis.Redis, prefix: str) -> list[str]:
 def _lane_urls(client: redis.Redis, prefix: str, lane: int) -> list[str]:
     """The URLs of the fetch messages waiting in ``lane``."""
     urls: list[str] = []
-    for key in [queue_keys(prefix, "fetch")[LANES.index(lane)]]:
-        for raw in client.lrange(key, 0, -1):
-            message = json.loads(raw)
-            task = message["headers"]["task"]
-            args = json.loads(base64.b64decode(message["body"]))[0]
-            urls += [args[0]] if task == FETCH_TASK else args[0]
-            assert task in (FETCH_TASK, FETCH_MANY_TASK)
+    for raw in client.lrange(queue_keys(prefix, "fetch")[LANES.index(lane)], 0, -1):
+        message = json.loads(raw)
+        task = message["headers"]["task"]
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        urls += [args[0]] if task == FETCH_TASK else args[0]
+        assert task in (FETCH_TASK, FETCH_MANY_TASK)
     return urls
 
 

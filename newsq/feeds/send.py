@@ -72,6 +72,30 @@ def send_fetches(app: Celery, urls: Sequence[str], batch: int = 1, *,
     return len(parts)
 
 
+class LaneSender:
+    """Sends an intake's new URLs as its chunks come (``intake.enqueue``'s ``send``), in
+    the lane of the whole input: at once when it is bulk for sure (``bulk``, or over
+    ``FRESH_MOST`` URLs so far), else held until :meth:`close` knows their number."""
+
+    def __init__(self, app: Celery, batch: int, *, bulk: bool) -> None:
+        self.app, self.batch, self.bulk = app, batch, bulk
+        self.count = 0
+        self.held: list[str] = []
+
+    def __call__(self, urls: Sequence[str]) -> None:
+        from newsq.config.celery import BULK
+
+        self.count += len(urls)
+        self.held.extend(urls)
+        if lane_for(self.count, bulk=self.bulk) == BULK:
+            self.close()
+
+    def close(self) -> None:
+        """Send what is held, in the lane of every URL sent so far."""
+        send_fetches(self.app, self.held, self.batch, lane=lane_for(self.count, bulk=self.bulk))
+        self.held.clear()
+
+
 def publish(app: Celery, messages: Sequence[Message]) -> None:
     """Send ``messages`` (task name, args, kwargs, options), up to ``PIPELINE_MOST`` in
     one round trip to the broker (kombu's batch publish: one pipeline of LPUSHes).
@@ -105,7 +129,7 @@ def _send(app: Celery, producer: Any, messages: Sequence[Message]) -> None:
 
 def _argsrepr(args: tuple[Any, ...]) -> str:
     """A message's arguments as events and monitors show them: a batch's URLs as the
-    first and a count (Celery's own repr of every URL took a tenth of a big enqueue)."""
+    first and a count (Celery's own repr walks every URL of every message)."""
     if args and isinstance(args[0], list) and len(args[0]) > 1:
         urls = args[0]
         return f"([{urls[0]!r}, ... {len(urls)} URLs],)"
